@@ -1,0 +1,1 @@
+"""Delivery workers: consume notification requests, call providers, report every outcome."""

@@ -1,0 +1,1 @@
+"""The composition root: settings, the `herald` CLI, local Kafka and PostgreSQL, simulators."""

@@ -1,0 +1,109 @@
+"""The composition root: build each stage from settings and run it."""
+
+from __future__ import annotations
+
+import threading
+
+import httpx
+import sqlalchemy as sa
+from confluent_kafka import Consumer, Producer
+
+from herald.consumers.providers import HttpProvider
+from herald.consumers.worker import DeliveryStats, DeliveryWorker, WorkerConfig
+from herald.infra.kafka_io import consumer_config, producer_config
+from herald.infra.provisioning import provision_topics
+from herald.infra.services import (
+    Endpoints,
+    check_database,
+    check_kafka,
+    embedded_kafka,
+    embedded_postgres,
+    resolve_endpoints,
+    start_services,
+)
+from herald.infra.settings import Settings
+from herald.producers.migrations import migrate
+from herald.producers.relay import Relay, RelayStats
+from herald.schemas.catalog import CHANNELS, consumer_group, notification_topic, topic_catalog
+
+
+def prepare(settings: Settings) -> Endpoints:
+    """Start what is needed, bring the schema up to date, create missing topics."""
+    endpoints, _started = start_services(settings)
+    migrate(endpoints.database_url)
+    provision_topics(endpoints.kafka_bootstrap, topic_catalog(settings.namespace))
+    return endpoints
+
+
+def describe(settings: Settings) -> list[tuple[str, str, str]]:
+    rows = []
+    if settings.kafka_bootstrap:
+        rows.append(("kafka", "configured", settings.kafka_bootstrap))
+    else:
+        kafka = embedded_kafka(settings).state()
+        rows.append(("kafka", f"embedded {settings.kafka_version}" if kafka else "stopped",
+                     kafka.bootstrap if kafka else "-"))
+    if settings.database_url:
+        rows.append(("postgres", "configured", sa.make_url(settings.database_url)
+                     .render_as_string(hide_password=True)))
+    else:
+        pg = embedded_postgres(settings).state()
+        rows.append(("postgres", "embedded" if pg else "stopped", pg.url if pg else "-"))
+    return rows
+
+
+def reachable_endpoints(settings: Settings, need_database: bool = True) -> Endpoints:
+    """For long-running processes: fail fast, naming the unreachable service and the fix."""
+    endpoints = resolve_endpoints(settings, need_database=need_database)
+    check_kafka(endpoints.kafka_bootstrap)
+    if need_database:
+        check_database(endpoints.database_url)
+    return endpoints
+
+
+def run_relay(settings: Settings, stop: threading.Event) -> RelayStats:
+    endpoints = reachable_endpoints(settings)
+    engine = sa.create_engine(endpoints.database_url, pool_pre_ping=True)
+    producer = Producer(producer_config(endpoints.kafka_bootstrap, settings.relay_flush_timeout_s))
+    relay = Relay(engine, producer, namespace=settings.namespace,
+                  batch_size=settings.relay_batch_size,
+                  flush_timeout_s=settings.relay_flush_timeout_s,
+                  poll_interval_s=settings.relay_poll_interval_s)
+    try:
+        return relay.run(stop)
+    finally:
+        engine.dispose()
+
+
+def run_streams(settings: Settings) -> None:
+    import faust
+
+    from herald.streams.app import create_app
+
+    endpoints = reachable_endpoints(settings, need_database=False)
+    app = create_app(settings, endpoints.kafka_bootstrap)
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    worker.execute_from_commandline()
+
+
+def run_delivery(settings: Settings, channel: str, stop: threading.Event,
+                 drain: bool = False) -> DeliveryStats:
+    if channel not in CHANNELS:
+        raise ValueError(f"unknown channel {channel!r}; known: {', '.join(CHANNELS)}")
+    endpoints = reachable_endpoints(settings, need_database=False)
+    return build_delivery_worker(settings, endpoints.kafka_bootstrap, channel).run(stop, drain)
+
+
+def build_delivery_worker(settings: Settings, bootstrap: str, channel: str) -> DeliveryWorker:
+    topic = notification_topic(channel)
+    config = WorkerConfig(topic=topic, namespace=settings.namespace,
+                          concurrency=settings.delivery_concurrency,
+                          max_attempts=settings.delivery_max_attempts,
+                          ack_timeout_s=settings.relay_flush_timeout_s)
+    consumer = Consumer(consumer_config(bootstrap, consumer_group("deliver", topic, settings.namespace)))
+    producer = Producer(producer_config(bootstrap, settings.relay_flush_timeout_s))
+    client = httpx.AsyncClient(
+        timeout=settings.delivery_timeout_s,
+        limits=httpx.Limits(max_connections=settings.delivery_concurrency))
+    base_url = settings.whatsapp_url if channel == "whatsapp" else settings.email_url
+    return DeliveryWorker(config, consumer, producer, client, HttpProvider(base_url, channel, client))

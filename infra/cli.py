@@ -1,0 +1,156 @@
+"""`herald`: the one entry point of every Herald process.
+
+A thin shell: it reads settings from the environment once, here, and calls one function.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from herald.infra.processes import ServiceError
+from herald.infra.settings import Settings, SettingsError, documented_settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
+                  help="Herald: notifications that are never lost, on Apache Kafka.")
+console = Console(stderr=True)
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    return ctx.obj  # type: ignore[no-any-return]
+
+
+@app.callback()
+def _load_settings(ctx: typer.Context) -> None:
+    try:
+        ctx.obj = Settings.from_environ(os.environ)
+    except SettingsError as exc:
+        console.print(f"[red]settings error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    logging.basicConfig(level=ctx.obj.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("alembic", "httpx", "aiokafka", "faust", "mode"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT, for a graceful, bounded shutdown."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+@app.command()
+def up(ctx: typer.Context) -> None:
+    """Start the embedded Kafka and PostgreSQL (unless HERALD_* points elsewhere), migrate, provision."""
+    from herald.infra.bootstrap import prepare
+
+    endpoints = prepare(_settings(ctx))
+    console.print(f"kafka    {endpoints.kafka_bootstrap}\npostgres {endpoints.database_url}")
+
+
+@app.command()
+def down(ctx: typer.Context) -> None:
+    """Stop the embedded Kafka and PostgreSQL."""
+    from herald.infra.services import stop_services
+
+    stopped = stop_services(_settings(ctx))
+    console.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+
+
+@app.command()
+def status(ctx: typer.Context) -> None:
+    """Say what runs where."""
+    from herald.infra.bootstrap import describe
+
+    table = Table("service", "state", "where")
+    for row in describe(_settings(ctx)):
+        table.add_row(*row)
+    Console().print(table)
+
+
+@app.command()
+def settings(ctx: typer.Context) -> None:
+    """List every setting with its variable, default and meaning."""
+    table = Table("variable", "default", "meaning")
+    for row in documented_settings():
+        table.add_row(*row)
+    Console().print(table)
+
+
+@app.command()
+def relay(ctx: typer.Context) -> None:
+    """Publish outbox rows to Kafka until stopped (SIGTERM: finish the batch, then exit)."""
+    from herald.infra.bootstrap import run_relay
+
+    run_relay(_settings(ctx), stop_on_signals())
+
+
+@app.command()
+def streams(ctx: typer.Context) -> None:
+    """Run the Faust stream processors (the router)."""
+    from herald.infra.bootstrap import run_streams
+
+    run_streams(_settings(ctx))
+
+
+@app.command()
+def deliver(
+    ctx: typer.Context,
+    channel: Annotated[str, typer.Option(help="whatsapp or email")],
+    drain: Annotated[bool, typer.Option(help="Exit once the topic is drained.")] = False,
+) -> None:
+    """Run a delivery worker of CHANNEL's consumer group."""
+    from herald.infra.bootstrap import run_delivery
+
+    stats = run_delivery(_settings(ctx), channel, stop_on_signals(), drain)
+    console.print(f"delivery stopped: {stats}")
+
+
+@app.command()
+def simulator(
+    kind: Annotated[str, typer.Option(help="whatsapp or email")],
+    port: Annotated[int, typer.Option(help="Loopback port to listen on.")],
+) -> None:
+    """Run a provider simulator on 127.0.0.1:PORT."""
+    import uvicorn
+
+    from herald.infra.simulators.provider import create_simulator
+
+    uvicorn.run(create_simulator(kind), host="127.0.0.1", port=port, log_level="warning")
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    registrations: Annotated[int, typer.Option(help="How many registrations to verify.")] = 1000,
+    timeout_s: Annotated[float, typer.Option(help="Give up waiting for delivery after this.")] = 300,
+) -> None:
+    """Run the whole pipeline on the embedded default and report what the providers received."""
+    from herald.infra.demo import print_report, run_demo
+
+    result = run_demo(_settings(ctx), registrations, timeout_s)
+    print_report(result)
+    if result.lost or result.duplicates:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    try:
+        app()
+    except ServiceError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""Small helpers for the background processes Herald starts: spawn, liveness, stop, ports."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from herald.infra.deadline import Deadline
+
+
+class ServiceError(RuntimeError):
+    """An embedded service could not be installed, started or reached; says what to do."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(ChildProcessError):
+        done, _status = os.waitpid(pid, os.WNOHANG)
+        if done == pid:  # our own child that already exited
+            return False
+    return True
+
+
+def spawn(
+    argv: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start a process in its own session (it outlives the caller), output to `log_path`."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=dict(env) if env is not None else None, cwd=cwd, start_new_session=True,
+        )
+
+
+def terminate(pid: int, deadline: Deadline) -> bool:
+    """SIGTERM, wait until `deadline`, then SIGKILL. True when it stopped gracefully."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    while not deadline.expired():
+        if not pid_alive(pid):
+            return True
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    while pid_alive(pid):
+        time.sleep(0.05)
+    return False
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    if not path.exists():
+        return f"(no log at {path})"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+class ProcessGroup:
+    """Child processes started together and stopped together, each logging to its own file."""
+
+    def __init__(self, log_dir: Path, env: Mapping[str, str]) -> None:
+        self._log_dir = log_dir
+        self._env = dict(env)
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, argv: Sequence[str]) -> subprocess.Popen[bytes]:
+        log_path = self.log_path(name)
+        log_path.unlink(missing_ok=True)
+        process = spawn(argv, log_path, env=self._env)
+        self.processes[name] = process
+        return process
+
+    def log_path(self, name: str) -> Path:
+        return self._log_dir / f"{name}.log"
+
+    def check_alive(self) -> None:
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                raise ServiceError(f"{name} exited with status {process.returncode}; "
+                                   f"{self.log_path(name)}:\n{tail(self.log_path(name))}")
+
+    def stop_all(self, timeout_s: float = 30.0) -> None:
+        deadline = Deadline(timeout_s)
+        for process in self.processes.values():
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGTERM)
+        for process in self.processes.values():
+            if process.poll() is None:
+                terminate(process.pid, deadline)
+            process.wait()
+
+    def __enter__(self) -> ProcessGroup:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop_all()

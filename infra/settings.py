@@ -1,0 +1,117 @@
+"""One frozen settings object per process, read from HERALD_* variables at the entry point.
+
+Each setting is typed, documented and named once; its variable is HERALD_<NAME>. An
+unknown HERALD_* variable is an error, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PREFIX = "HERALD_"
+
+
+class SettingsError(ValueError):
+    """A HERALD_* variable is unknown or its value does not parse; the message names it."""
+
+
+def _doc(text: str) -> dict[str, str]:
+    return {"doc": text}
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path = field(default=Path(".herald"), metadata=_doc(
+        "Where the embedded Kafka and PostgreSQL keep jars, data, logs and state."))
+    kafka_bootstrap: str | None = field(default=None, metadata=_doc(
+        "Bootstrap servers of an existing Kafka; unset means the embedded broker."))
+    database_url: str | None = field(default=None, metadata=_doc(
+        "SQLAlchemy URL of an existing PostgreSQL; unset means the embedded cluster."))
+    kafka_version: str = field(default="4.3.1", metadata=_doc(
+        "Apache Kafka release the embedded broker runs, fetched from Maven Central."))
+    kafka_heap_mb: int = field(default=512, metadata=_doc(
+        "Maximum JVM heap of the embedded broker, in MiB."))
+    namespace: str = field(default="", metadata=_doc(
+        "Prefix for every topic and consumer group, to run pipelines apart on one cluster."))
+    whatsapp_url: str = field(default="http://127.0.0.1:18081", metadata=_doc(
+        "Base URL of the WhatsApp gateway."))
+    email_url: str = field(default="http://127.0.0.1:18082", metadata=_doc(
+        "Base URL of the email provider."))
+    relay_batch_size: int = field(default=500, metadata=_doc(
+        "Outbox rows the relay claims and publishes per batch."))
+    relay_poll_interval_s: float = field(default=0.2, metadata=_doc(
+        "How long the relay sleeps when the outbox is empty, in seconds."))
+    relay_flush_timeout_s: float = field(default=30.0, metadata=_doc(
+        "How long the relay waits for the broker to acknowledge a batch, in seconds."))
+    delivery_concurrency: int = field(default=32, metadata=_doc(
+        "Provider requests one delivery worker keeps in flight."))
+    delivery_timeout_s: float = field(default=10.0, metadata=_doc(
+        "Timeout of one provider request, in seconds."))
+    delivery_max_attempts: int = field(default=3, metadata=_doc(
+        "Attempts at a provider before a notification is reported failed."))
+    streams_app_id: str = field(default="herald-streams", metadata=_doc(
+        "Faust application id (its consumer group and internal topic prefix)."))
+    log_level: str = field(default="INFO", metadata=_doc("Python logging level."))
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> Settings:
+        known = {env_name(f.name): f for f in dataclasses.fields(cls)}
+        unknown = sorted(k for k in environ if k.startswith(PREFIX) and k not in known)
+        if unknown:
+            raise SettingsError(
+                f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        hints = typing.get_type_hints(cls)
+        values = {f.name: _parse(name, environ[name], hints[f.name])
+                  for name, f in known.items() if name in environ}
+        settings = cls(**values)
+        return dataclasses.replace(settings, home=settings.home.absolute())
+
+    def to_environ(self) -> dict[str, str]:
+        """The variables that reproduce these settings in a child process."""
+        result = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                result[env_name(f.name)] = str(value)
+        return result
+
+
+def env_name(field_name: str) -> str:
+    return PREFIX + field_name.upper()
+
+
+def documented_settings() -> list[tuple[str, str, str]]:
+    """(variable, default, doc) for every setting: README and `herald settings` show these."""
+    return [(env_name(f.name), "" if f.default is None else str(f.default), f.metadata["doc"])
+            for f in dataclasses.fields(Settings)]
+
+
+def _parse(name: str, raw: str, annotation: Any) -> Any:
+    target = _concrete_type(annotation)
+    try:
+        if target is bool:
+            return _parse_bool(raw)
+        return target(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a valid {target.__name__}") from None
+
+
+def _concrete_type(annotation: Any) -> type:
+    if isinstance(annotation, types.UnionType):  # `X | None`: parse as X
+        (annotation,) = [arg for arg in annotation.__args__ if arg is not type(None)]
+    return annotation
+
+
+def _parse_bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(raw)

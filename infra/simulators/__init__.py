@@ -1,0 +1,1 @@
+"""HTTP simulators of the providers Herald delivers to, for tests and the demo."""

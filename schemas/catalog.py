@@ -1,0 +1,73 @@
+"""The topic catalog: every topic Herald uses, with its partitions, cleanup policy and retention.
+
+Topic names come from the small functions here, never from literals elsewhere. A
+`namespace` prefixes every name so several pipelines (or tests) share one cluster apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+CHANNELS: tuple[str, ...] = ("whatsapp", "email")
+
+REGISTRATION_EVENTS = "registrations.events"
+NOTIFICATION_STATUS = "notifications.status"
+
+_DAY_MS = 24 * 60 * 60 * 1000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    cleanup_policy: str  # "delete" or "compact"
+    retention_ms: int  # -1 keeps records forever (compacted topics)
+    key: str  # what the record key is, for humans and docs
+    value_schema: str
+
+    def config(self) -> dict[str, str]:
+        return {"cleanup.policy": self.cleanup_policy, "retention.ms": str(self.retention_ms)}
+
+
+def qualified(name: str, namespace: str = "") -> str:
+    """The topic name as it exists on the broker."""
+    return f"{namespace}.{name}" if namespace else name
+
+
+def notification_topic(channel: str) -> str:
+    if channel not in CHANNELS:
+        raise ValueError(f"unknown channel {channel!r}; known: {', '.join(CHANNELS)}")
+    return f"notifications.{channel}"
+
+
+def dead_letter_topic(topic: str) -> str:
+    """Where records that cannot be processed from `topic` go, with their reason in headers."""
+    return f"{topic}.dlq"
+
+
+def consumer_group(stage: str, topic: str, namespace: str = "") -> str:
+    """One consumer group per (stage, topic): scaling a stage adds members to its group."""
+    return qualified(f"herald.{stage}.{topic}", namespace)
+
+
+def topic_catalog(namespace: str = "") -> tuple[TopicSpec, ...]:
+    """Every topic with its settings; provisioning creates exactly these."""
+    specs = [
+        TopicSpec(REGISTRATION_EVENTS, 6, "delete", 7 * _DAY_MS, "registration id",
+                  "herald.RegistrationEvent"),
+        TopicSpec(dead_letter_topic(REGISTRATION_EVENTS), 1, "delete", 30 * _DAY_MS,
+                  "registration id", "any (undecodable input kept as it came)"),
+        TopicSpec(NOTIFICATION_STATUS, 6, "compact", -1, "notification id",
+                  "herald.NotificationStatus"),
+    ]
+    for channel in CHANNELS:
+        topic = notification_topic(channel)
+        specs.append(TopicSpec(topic, 6, "delete", 7 * _DAY_MS, "notification id",
+                               "herald.NotificationRequest"))
+        specs.append(TopicSpec(dead_letter_topic(topic), 1, "delete", 30 * _DAY_MS,
+                               "notification id", "any (undecodable input kept as it came)"))
+    return tuple(
+        TopicSpec(qualified(s.name, namespace), s.partitions, s.cleanup_policy, s.retention_ms,
+                  s.key, s.value_schema)
+        for s in specs
+    )

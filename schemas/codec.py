@@ -1,0 +1,123 @@
+"""Avro values in the Confluent wire format: magic byte 0, a 4-byte schema id, the Avro body.
+
+Schema ids are fixed here (no registry configured), so ecosystem tools that read the
+Confluent framing can decode Herald's records once the same ids are registered.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import fastavro
+from fastavro.validation import ValidationError, validate
+
+MAGIC_BYTE = 0
+_HEADER = struct.Struct(">bI")
+
+# Schema name -> (id, file). Ids are part of the contract: never reuse or renumber one.
+SCHEMA_FILES: dict[str, tuple[int, str]] = {
+    "herald.RegistrationEvent": (1, "registration_event.avsc"),
+    "herald.NotificationRequest": (2, "notification_request.avsc"),
+    "herald.NotificationStatus": (3, "notification_status.avsc"),
+}
+
+
+class SchemaViolation(ValueError):
+    """A record does not match its schema; the message names the offending field."""
+
+
+class UndecodableRecord(ValueError):
+    """Bytes that are not a Herald record: wrong framing, unknown schema id or a corrupt body."""
+
+
+@dataclass(frozen=True)
+class Decoded:
+    schema_name: str
+    record: dict[str, Any]
+
+
+def load_schema_json(file_name: str, history: str | None = None) -> dict[str, Any]:
+    """The JSON of a schema file, or of one of its historical versions (e.g. 'v1')."""
+    base = resources.files("herald.schemas") / "avro"
+    if history is not None:
+        base = base / "history" / file_name.removesuffix(".avsc")
+        file_name = f"{history}.avsc"
+    return json.loads((base / file_name).read_text(encoding="utf-8"))
+
+
+@cache
+def parsed_schema(schema_name: str) -> Any:
+    _schema_id, file_name = _lookup(schema_name)
+    return fastavro.parse_schema(load_schema_json(file_name), named_schemas={})
+
+
+@cache
+def _schema_names_by_id() -> dict[int, str]:
+    return {schema_id: name for name, (schema_id, _file) in SCHEMA_FILES.items()}
+
+
+def _lookup(schema_name: str) -> tuple[int, str]:
+    try:
+        return SCHEMA_FILES[schema_name]
+    except KeyError:
+        raise KeyError(f"unknown schema {schema_name!r}; known: {sorted(SCHEMA_FILES)}") from None
+
+
+def validate_record(schema_name: str, record: dict[str, Any]) -> None:
+    """Raise SchemaViolation naming the field when `record` does not fit the schema."""
+    try:
+        validate(record, parsed_schema(schema_name), raise_errors=True, strict=True)
+    except ValidationError as exc:
+        raise SchemaViolation(f"{schema_name}: {_describe_violation(exc)}") from None
+
+
+def _describe_violation(exc: ValidationError) -> str:
+    # fastavro reports "<path> is <value> of type <type> expected <schema>" per error.
+    details = "; ".join(str(error) for error in exc.errors) if exc.errors else str(exc)
+    return f"invalid field: {details}"
+
+
+def encode(schema_name: str, record: dict[str, Any]) -> bytes:
+    """Validate then serialise `record` in the Confluent wire format."""
+    validate_record(schema_name, record)
+    schema_id, _file = _lookup(schema_name)
+    body = io.BytesIO()
+    body.write(_HEADER.pack(MAGIC_BYTE, schema_id))
+    fastavro.schemaless_writer(body, parsed_schema(schema_name), record)
+    return body.getvalue()
+
+
+def decode(data: bytes | None) -> Decoded:
+    """Decode wire-format bytes; raise UndecodableRecord with the reason otherwise."""
+    if data is None:
+        raise UndecodableRecord("record has no value (null or tombstone)")
+    if len(data) < _HEADER.size:
+        raise UndecodableRecord(f"record is {len(data)} bytes, shorter than the 5-byte header")
+    magic, schema_id = _HEADER.unpack_from(data)
+    if magic != MAGIC_BYTE:
+        raise UndecodableRecord(f"magic byte is {magic}, expected {MAGIC_BYTE}")
+    schema_name = _schema_names_by_id().get(schema_id)
+    if schema_name is None:
+        raise UndecodableRecord(f"unknown schema id {schema_id}")
+    body = io.BytesIO(data[_HEADER.size :])
+    try:
+        record = fastavro.schemaless_reader(body, parsed_schema(schema_name), None)
+    except Exception as exc:  # fastavro raises many types for corrupt bodies
+        raise UndecodableRecord(f"corrupt {schema_name} body: {exc!r}") from None
+    if body.tell() != len(data) - _HEADER.size:
+        raise UndecodableRecord(f"{schema_name} body has trailing bytes")
+    return Decoded(schema_name, record)
+
+
+def decode_expecting(data: bytes | None, schema_name: str) -> dict[str, Any]:
+    """Decode and insist on one schema, so a record on the wrong topic is rejected clearly."""
+    decoded = decode(data)
+    if decoded.schema_name != schema_name:
+        raise UndecodableRecord(f"expected {schema_name}, got {decoded.schema_name}")
+    return decoded.record

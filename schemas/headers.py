@@ -1,0 +1,67 @@
+"""Record header names (DESIGN.md contracts) and helpers to build and read them."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+
+EVENT_ID = "event-id"
+EVENT_TYPE = "event-type"
+CORRELATION_ID = "correlation-id"
+TRACEPARENT = "traceparent"
+PRODUCED_AT = "produced-at"
+ERROR_CLASS = "error-class"
+ERROR_MESSAGE = "error-message"
+ORIGINAL_TOPIC = "original-topic"
+ORIGINAL_PARTITION = "original-partition"
+ORIGINAL_OFFSET = "original-offset"
+
+KafkaHeaders = list[tuple[str, bytes]]
+
+
+def new_traceparent(trace_id: str | None = None) -> str:
+    """A W3C traceparent; keeps `trace_id` when continuing a trace, with a fresh span id."""
+    trace = trace_id or os.urandom(16).hex()
+    return f"00-{trace}-{os.urandom(8).hex()}-01"
+
+
+def trace_id_of(traceparent: str | None) -> str | None:
+    parts = (traceparent or "").split("-")
+    if len(parts) == 4 and len(parts[1]) == 32:
+        return parts[1]
+    return None
+
+
+def utc_now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def event_headers(
+    *,
+    event_id: str,
+    event_type: str,
+    correlation_id: str | None = None,
+    traceparent: str | None = None,
+) -> dict[str, str]:
+    """The headers every Herald record carries, as text (stored as JSON in the outbox)."""
+    return {
+        EVENT_ID: event_id,
+        EVENT_TYPE: event_type,
+        CORRELATION_ID: correlation_id or str(uuid.uuid4()),
+        TRACEPARENT: traceparent or new_traceparent(),
+        PRODUCED_AT: utc_now_iso(),
+    }
+
+
+def to_kafka(headers: Mapping[str, str]) -> KafkaHeaders:
+    return [(name, value.encode("utf-8")) for name, value in headers.items()]
+
+
+def from_kafka(headers: Iterable[tuple[str, bytes | None]] | None) -> dict[str, str]:
+    """Kafka headers as text; undecodable bytes are kept visible rather than dropped."""
+    result: dict[str, str] = {}
+    for name, value in headers or ():
+        result[name] = "" if value is None else value.decode("utf-8", errors="backslashreplace")
+    return result

@@ -1,0 +1,1 @@
+"""Faust stream processors that derive notification requests and state from domain events."""

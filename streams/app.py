@@ -1,0 +1,61 @@
+"""The Faust application: wires the pure router to Kafka topics."""
+
+from __future__ import annotations
+
+import logging
+
+import faust
+
+from herald.infra.settings import Settings
+from herald.schemas.catalog import CHANNELS, REGISTRATION_EVENTS, dead_letter_topic, qualified
+from herald.schemas.catalog import notification_topic as channel_topic
+from herald.schemas.headers import from_kafka
+from herald.schemas.records import SourceRecord
+from herald.streams.router import route
+
+log = logging.getLogger(__name__)
+
+_RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+
+
+def create_app(settings: Settings, bootstrap: str) -> faust.App:
+    namespace = settings.namespace
+    app = faust.App(
+        qualified(settings.streams_app_id, namespace),
+        broker=f"kafka://{bootstrap}",
+        store="memory://",
+        web_enabled=False,
+        key_serializer="raw",
+        value_serializer="raw",
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        processing_guarantee="at_least_once",
+    )
+    outputs = {
+        name: app.topic(qualified(name, namespace), **_RAW)
+        for name in [*(channel_topic(c) for c in CHANNELS), dead_letter_topic(REGISTRATION_EVENTS)]
+    }
+    source_topic = app.topic(qualified(REGISTRATION_EVENTS, namespace), **_RAW)
+
+    @app.agent(source_topic, name="router")
+    async def router(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            message = event.message
+            source = SourceRecord(REGISTRATION_EVENTS, message.partition, message.offset,
+                                  event.key, event.value, from_kafka(_header_pairs(event.headers)))
+            for record in route(source):
+                if record.topic not in outputs:
+                    raise KeyError(f"router produced to {record.topic!r}, not a declared output")
+                # Sent while the event is being processed: Faust commits its offset only after
+                # these sends are acknowledged (at-least-once).
+                await outputs[record.topic].send(
+                    key=record.key, value=record.value,
+                    headers={k: v.encode() for k, v in record.headers.items()})
+
+    return app
+
+
+def _header_pairs(headers: object) -> list[tuple[str, bytes]]:
+    if isinstance(headers, dict):
+        return list(headers.items())
+    return list(headers or [])  # type: ignore[call-overload]
