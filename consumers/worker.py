@@ -78,8 +78,7 @@ class DeliveryWorker:
         idle_polls = 0
         async with self._client:
             while not stop.is_set():
-                messages = [m for m in self._consumer.consume(self._config.batch_size, 0.5)
-                            if self._is_record(m)]
+                messages = self._next_batch()
                 if not messages:
                     idle_polls += 1
                     if drain and idle_polls >= 6 and self._consumer.assignment():
@@ -137,6 +136,14 @@ class DeliveryWorker:
         error_class = "ProviderRejected" if response.outcome is Outcome.FATAL else "RetriesExhausted"
         return failed_records(source, request, attempts=attempts, error_class=error_class,
                               error=response.error or "unknown provider error")
+
+    def _next_batch(self) -> list[Message]:
+        """Wait for one record, then take what else is already fetched without waiting."""
+        first = self._consumer.poll(0.5)
+        if first is None or not self._is_record(first):
+            return []
+        rest = self._consumer.consume(self._config.batch_size - 1, 0)
+        return [first, *(m for m in rest if self._is_record(m))]
 
     def _rewind(self, messages: list[Message]) -> None:
         """Seek each partition back to the batch's first record so it is read again."""

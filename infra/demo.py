@@ -20,6 +20,8 @@ from typing import Any
 
 import httpx
 import sqlalchemy as sa
+from confluent_kafka import ConsumerGroupState
+from confluent_kafka.admin import AdminClient
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy.orm import Session
@@ -31,7 +33,7 @@ from herald.infra.services import Endpoints, start_services, stop_services
 from herald.infra.settings import PREFIX, Settings
 from herald.producers.models import OutboxRecord, Registration
 from herald.producers.registrations import change_status, register
-from herald.schemas.catalog import CHANNELS
+from herald.schemas.catalog import CHANNELS, consumer_group, notification_topic, qualified
 
 WRITER_THREADS = 4
 
@@ -78,6 +80,32 @@ def start_pipeline(group: ProcessGroup, simulators: dict[str, str]) -> None:
     group.start("streams", [*herald, "streams"])
     for channel in CHANNELS:
         group.start(f"deliver-{channel}", [*herald, "deliver", "--channel", channel])
+    env = group.env
+    wait_for_groups(env[f"{PREFIX}KAFKA_BOOTSTRAP"], pipeline_groups(Settings.from_environ(env)),
+                    Deadline(90), group)
+
+
+def pipeline_groups(settings: Settings) -> list[str]:
+    """The consumer groups that must be ready before writes reach the pipeline promptly."""
+    return [qualified(settings.streams_app_id, settings.namespace),
+            *(consumer_group("deliver", notification_topic(c), settings.namespace) for c in CHANNELS)]
+
+
+def wait_for_groups(bootstrap: str, group_ids: list[str], deadline: Deadline,
+                    group: ProcessGroup) -> None:
+    """Until every group is stable with each member holding partitions."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    while True:
+        group.check_alive()
+        futures = admin.describe_consumer_groups(group_ids, request_timeout=5)
+        descriptions = [f.result() for f in futures.values()]
+        if all(d.state == ConsumerGroupState.STABLE and d.members
+               and all(m.assignment.topic_partitions for m in d.members) for d in descriptions):
+            return
+        if deadline.expired():
+            states = {d.group_id: str(d.state) for d in descriptions}
+            raise ServiceError(f"consumer groups not ready in time: {states}")
+        time.sleep(0.3)
 
 
 def wait_for_http(url: str, deadline: Deadline, group: ProcessGroup) -> None:

@@ -88,13 +88,13 @@ class ProcessGroup:
 
     def __init__(self, log_dir: Path, env: Mapping[str, str]) -> None:
         self._log_dir = log_dir
-        self._env = dict(env)
+        self.env = dict(env)
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, name: str, argv: Sequence[str]) -> subprocess.Popen[bytes]:
         log_path = self.log_path(name)
         log_path.unlink(missing_ok=True)
-        process = spawn(argv, log_path, env=self._env)
+        process = spawn(argv, log_path, env=self.env)
         self.processes[name] = process
         return process
 

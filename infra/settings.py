@@ -57,6 +57,8 @@ class Settings:
         "Attempts at a provider before a notification is reported failed."))
     streams_app_id: str = field(default="herald-streams", metadata=_doc(
         "Faust application id (its consumer group and internal topic prefix)."))
+    streams_commit_interval_s: float = field(default=0.2, metadata=_doc(
+        "How often Faust commits; records it derived are published at each commit."))
     log_level: str = field(default="INFO", metadata=_doc("Python logging level."))
 
     @classmethod

@@ -30,6 +30,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         processing_guarantee="at_least_once",
+        broker_commit_interval=settings.streams_commit_interval_s,
     )
     outputs = {
         name: app.topic(qualified(name, namespace), **_RAW)
