@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +12,9 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from herald.infra.deadline import Deadline
 from herald.schemas.headers import to_kafka
+
+# librdkafka's own log lines (connection refused, ...) go through logging, not raw stderr.
+RDKAFKA_LOG = logging.getLogger("herald.rdkafka")
 
 
 class PublishFailed(RuntimeError):
@@ -21,6 +25,7 @@ def producer_config(bootstrap: str, ack_timeout_s: float, **overrides: Any) -> d
     """Defaults, then the caller's overrides: an idempotent producer that waits for all replicas."""
     config: dict[str, Any] = {
         "bootstrap.servers": bootstrap,
+        "logger": RDKAFKA_LOG,
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 5,
@@ -36,6 +41,7 @@ def producer_config(bootstrap: str, ack_timeout_s: float, **overrides: Any) -> d
 def consumer_config(bootstrap: str, group_id: str, **overrides: Any) -> dict[str, Any]:
     config: dict[str, Any] = {
         "bootstrap.servers": bootstrap,
+        "logger": RDKAFKA_LOG,
         "group.id": group_id,
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",

@@ -25,7 +25,7 @@ from herald.infra.processes import (
     free_port,
     pid_alive,
     port_is_free,
-    spawn,
+    spawn_detached,
     tail,
     terminate,
 )
@@ -43,9 +43,9 @@ class KafkaState:
 
 
 class EmbeddedKafka:
-    def __init__(self, home: Path, version: str, heap_mb: int) -> None:
+    def __init__(self, home: Path, version: str, heap_mb: int, m2: Path | None = None) -> None:
         self.dir = home / "kafka"
-        self.m2 = home / "m2"
+        self.m2 = m2 or home / "m2"  # a shared Maven cache avoids downloading the jars again
         self.version = version
         self.heap_mb = heap_mb
         self.state_file = self.dir / "state.json"
@@ -71,7 +71,7 @@ class EmbeddedKafka:
                 "-XX:+UseG1GC", "-Djava.awt.headless=true",
                 f"-Dlog4j2.configurationFile={self._log_config()}",
                 "-cp", classpath, MAIN_CLASS, str(config)]
-        process = spawn(argv, self.log_file)
+        process = spawn_detached(argv, self.log_file)
         state = KafkaState(process.pid, f"127.0.0.1:{ports['broker']}", self.version)
         self._wait_until_ready(state, Deadline(timeout_s))
         self.state_file.write_text(json.dumps(state.__dict__))
@@ -136,7 +136,7 @@ class EmbeddedKafka:
             "transaction.state.log.min.isr": "1",
             "transaction.state.log.num.partitions": "10",
             "group.initial.rebalance.delay.ms": "0",
-            "auto.create.topics.enable": "true",
+            "auto.create.topics.enable": "false",  # topics come from the catalog only
             "num.network.threads": "2",
             "num.io.threads": "4",
         }

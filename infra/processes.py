@@ -26,6 +26,8 @@ def free_port() -> int:
 
 def port_is_free(port: int) -> bool:
     with socket.socket() as sock:
+        # As servers bind: connections of a previous run in TIME_WAIT do not make it busy.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -47,6 +49,17 @@ def pid_alive(pid: int | None) -> bool:
         if done == pid:  # our own child that already exited
             return False
     return True
+
+
+# Servers that outlive the call that started them (`herald up`). Their handles are kept so
+# they are never garbage-collected while running (Popen warns, and would not reap them).
+_DETACHED: list[subprocess.Popen[bytes]] = []
+
+
+def spawn_detached(argv: Sequence[str], log_path: Path) -> subprocess.Popen[bytes]:
+    process = spawn(argv, log_path)
+    _DETACHED.append(process)
+    return process
 
 
 def spawn(

@@ -24,7 +24,7 @@ from herald.schemas.catalog import qualified
 log = logging.getLogger(__name__)
 
 
-def backoff_s(failures: int, base_s: float = 0.5, cap_s: float = 30.0) -> float:
+def backoff_s(failures: int, base_s: float = 0.5, cap_s: float = 5.0) -> float:
     """Delay before the next attempt after `failures` consecutive failed batches."""
     return min(cap_s, base_s * 2 ** max(0, failures - 1))
 

@@ -71,6 +71,10 @@ def _lookup(schema_name: str) -> tuple[int, str]:
 
 def validate_record(schema_name: str, record: dict[str, Any]) -> None:
     """Raise SchemaViolation naming the field when `record` does not fit the schema."""
+    known = {f["name"] for f in parsed_schema(schema_name)["fields"]}
+    unknown = sorted(set(record) - known)
+    if unknown:  # fastavro ignores them; a misspelt field must not vanish silently
+        raise SchemaViolation(f"{schema_name}: unknown field(s) {', '.join(unknown)}")
     try:
         validate(record, parsed_schema(schema_name), raise_errors=True, strict=True)
     except ValidationError as exc:

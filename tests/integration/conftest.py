@@ -1,0 +1,95 @@
+"""Real Kafka and PostgreSQL for integration tests, and a fresh namespace per test.
+
+Services, in order: HERALD_KAFKA_BOOTSTRAP / HERALD_DATABASE_URL when set; containers
+when a Docker engine answers; else the embedded default (started here, stopped after,
+unless it was already running).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from confluent_kafka.admin import AdminClient
+
+from herald.infra.provisioning import provision_topics
+from herald.infra.services import Endpoints, start_services, stop_services
+from herald.infra.settings import Settings
+from herald.producers.migrations import migrate
+from herald.schemas.catalog import topic_catalog
+from tests.containers import docker_engine_answers, kafka_container, postgres_container
+
+
+@pytest.fixture(scope="session")
+def base_settings() -> Settings:
+    return Settings.from_environ(os.environ)  # the test run's entry point
+
+
+@pytest.fixture(scope="session")
+def endpoints(base_settings: Settings) -> Iterator[Endpoints]:
+    with ExitStack() as stack:
+        kafka, database = base_settings.kafka_bootstrap, base_settings.database_url
+        if (kafka is None or database is None) and docker_engine_answers():
+            kafka = kafka or stack.enter_context(kafka_container(base_settings.kafka_version))
+            database = database or stack.enter_context(postgres_container())
+        settings = dataclasses.replace(base_settings, kafka_bootstrap=kafka, database_url=database)
+        found, started = start_services(settings)  # embedded for whatever is still unset
+        stack.callback(stop_services, settings, started)
+        yield found
+
+
+@pytest.fixture
+def namespace() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def topics(endpoints: Endpoints, namespace: str) -> Iterator[None]:
+    """The whole catalog under this test's namespace; removed afterwards with what it spawned."""
+    provision_topics(endpoints.kafka_bootstrap, topic_catalog(namespace))
+    yield
+    admin = AdminClient({"bootstrap.servers": endpoints.kafka_bootstrap})
+    ours = [t for t in admin.list_topics(timeout=10).topics if t.startswith(f"{namespace}.")]
+    if ours:
+        for future in admin.delete_topics(ours, operation_timeout=30).values():
+            future.result()
+
+
+@pytest.fixture
+def database_url(endpoints: Endpoints, namespace: str) -> Iterator[str]:
+    """A database of this test's own, migrated to the newest schema, dropped afterwards."""
+    server = sa.make_url(endpoints.database_url)
+    admin = sa.create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{namespace}"'))
+    url = server.set(database=namespace).render_as_string(hide_password=False)
+    migrate(url)
+    yield url
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE "{namespace}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def settings(base_settings: Settings, endpoints: Endpoints, namespace: str, database_url: str,
+             topics: None) -> Settings:
+    return dataclasses.replace(base_settings, kafka_bootstrap=endpoints.kafka_bootstrap,
+                               database_url=database_url, namespace=namespace)
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[sa.Engine]:
+    engine = sa.create_engine(database_url, pool_size=10)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def log_dir(base_settings: Settings, namespace: str) -> Path:
+    return base_settings.home / "test-logs" / namespace

@@ -1,0 +1,117 @@
+"""A domain change and its event commit together or not at all, under concurrent writers."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from herald.producers.models import OutboxRecord, Registration
+from herald.producers.outbox import DomainEvent, emit
+from herald.producers.registrations import InvalidTransition, change_status, register
+from herald.schemas.codec import SchemaViolation, decode
+
+
+def new_registration(session: Session, registration_id: str = "REG-1") -> Registration:
+    return register(session, registration_id=registration_id, participant_name="Dewi",
+                    phone="+6281200000001", email="dewi@example.test")
+
+
+def counts(engine: sa.Engine) -> tuple[int, int]:
+    with Session(engine) as session:
+        return (session.scalar(sa.select(sa.func.count()).select_from(Registration)) or 0,
+                session.scalar(sa.select(sa.func.count()).select_from(OutboxRecord)) or 0)
+
+
+def outbox_events(engine: sa.Engine, key: str) -> list[dict]:
+    with Session(engine) as session:
+        rows = session.scalars(sa.select(OutboxRecord).where(OutboxRecord.message_key == key)
+                               .order_by(OutboxRecord.id)).all()
+        return [decode(row.payload).record for row in rows]
+
+
+def test_status_change_commits_row_and_event_together(engine):
+    with Session(engine) as session, session.begin():
+        new_registration(session)
+    with Session(engine) as session, session.begin():
+        change_status(session, "REG-1", "payment_uploaded")
+    events = outbox_events(engine, "REG-1")
+    assert [e["status"] for e in events] == ["created", "payment_uploaded"]
+    with Session(engine) as session:
+        row = session.scalars(sa.select(OutboxRecord).limit(1)).one()
+        assert row.headers["event-type"] == "registration.created"
+        assert set(row.headers) == {"event-id", "event-type", "correlation-id", "traceparent", "produced-at"}
+
+
+def test_rolled_back_change_leaves_no_event(engine):
+    with Session(engine) as session, session.begin():
+        new_registration(session)
+    with Session(engine) as session:
+        session.begin()
+        change_status(session, "REG-1", "payment_uploaded")
+        session.rollback()
+    assert [e["status"] for e in outbox_events(engine, "REG-1")] == ["created"]
+    with Session(engine) as session:
+        assert session.get(Registration, "REG-1").status == "created"
+
+
+def test_invalid_event_raises_naming_the_field_and_writes_nothing(engine):
+    bad = DomainEvent(topic="registrations.events", key="REG-9", schema_name="herald.RegistrationEvent",
+                      event_type="registration.created",
+                      record={"event_id": "not-checked-here", "registration_id": "REG-9"})
+    with pytest.raises(SchemaViolation, match="status"), Session(engine) as session, session.begin():
+        new_registration(session, "REG-9")
+        emit(session, bad)
+    assert counts(engine) == (0, 0)
+
+
+def test_invalid_transition_is_refused_and_writes_nothing(engine):
+    with Session(engine) as session, session.begin():
+        new_registration(session)
+    with pytest.raises(InvalidTransition, match="cannot go from 'created' to 'payment_verified'"), \
+            Session(engine) as session, session.begin():
+        change_status(session, "REG-1", "payment_verified")
+    assert counts(engine) == (1, 1)
+
+
+def test_concurrent_writers_race_on_one_registration(engine):
+    """Eight writers try to verify the same payment: exactly one wins, events stay in order."""
+    with Session(engine) as session, session.begin():
+        new_registration(session)
+        change_status(session, "REG-1", "payment_uploaded")
+    start = threading.Barrier(8)
+
+    def verify(_n: int) -> str:
+        start.wait()
+        try:
+            with Session(engine) as session, session.begin():
+                change_status(session, "REG-1", "payment_verified")
+            return "won"
+        except InvalidTransition:
+            return "refused"
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(verify, range(8)))
+    assert sorted(outcomes) == ["refused"] * 7 + ["won"]
+    assert [e["status"] for e in outbox_events(engine, "REG-1")] == [
+        "created", "payment_uploaded", "payment_verified"]
+
+
+def test_many_concurrent_writers_lose_and_double_nothing(engine):
+    def lifecycle(n: int) -> None:
+        registration_id = f"REG-{n:04d}"
+        with Session(engine) as session, session.begin():
+            new_registration(session, registration_id)
+        for status in ("payment_uploaded", "payment_verified"):
+            with Session(engine) as session, session.begin():
+                change_status(session, registration_id, status)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lifecycle, range(200)))
+    assert counts(engine) == (200, 600)
+    with Session(engine) as session:
+        distinct = session.scalar(sa.select(sa.func.count(sa.distinct(OutboxRecord.event_id))))
+    assert distinct == 600

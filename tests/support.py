@@ -1,0 +1,95 @@
+"""Helpers for integration tests: read topics back, run simulators and herald processes."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+from confluent_kafka import Consumer, Message, TopicPartition
+
+from herald.infra.deadline import Deadline
+from herald.infra.processes import ProcessGroup, free_port
+from herald.infra.settings import PREFIX, Settings
+
+HERALD = [sys.executable, "-m", "herald.infra.cli"]
+
+
+def read_topic(bootstrap: str, topic: str, *, at_least: int = 0, timeout_s: float = 60,
+               idle_s: float = 1.0) -> list[Message]:
+    """Every record of `topic` from the beginning: waits for `at_least`, then until idle."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "test-reader",
+                         "enable.auto.commit": False, "isolation.level": "read_committed"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        records: list[Message] = []
+        deadline = Deadline(timeout_s)
+        last_seen = time.monotonic()
+        while not deadline.expired():
+            batch = [m for m in consumer.consume(500, 0.2) if m.error() is None]
+            records += batch
+            if batch:
+                last_seen = time.monotonic()
+            elif len(records) >= at_least and time.monotonic() - last_seen >= idle_s:
+                break
+        return records
+    finally:
+        consumer.close()
+
+
+def wait_until(condition: Any, timeout_s: float, what: str, interval_s: float = 0.2) -> None:
+    deadline = Deadline(timeout_s)
+    while not condition():
+        if deadline.expired():
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(interval_s)
+
+
+class Simulator:
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def stats(self) -> dict[str, Any]:
+        return httpx.get(f"{self.url}/_sim/stats", timeout=10).json()
+
+    def messages(self) -> list[dict[str, Any]]:
+        return httpx.get(f"{self.url}/_sim/messages", timeout=10).json()
+
+    def faults(self, **faults: Any) -> None:
+        httpx.post(f"{self.url}/_sim/faults", json=faults, timeout=10).raise_for_status()
+
+
+def process_env(settings: Settings, **simulators: Simulator) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(PREFIX)}
+    env.update(settings.to_environ())
+    for channel, simulator in simulators.items():
+        env[f"{PREFIX}{channel.upper()}_URL"] = simulator.url
+    return env
+
+
+@contextmanager
+def simulators(log_dir: Path, *kinds: str) -> Iterator[dict[str, Simulator]]:
+    """Provider simulators as separate processes on free loopback ports."""
+    with ProcessGroup(log_dir, dict(os.environ)) as group:
+        running = {}
+        for kind in kinds:
+            port = free_port()
+            group.start(f"simulator-{kind}", [*HERALD, "simulator", "--kind", kind, "--port", str(port)])
+            running[kind] = Simulator(f"http://127.0.0.1:{port}")
+        for simulator in running.values():
+            wait_until(lambda s=simulator: _answers(s), 30, f"{simulator.url} to answer")
+        yield running
+
+
+def _answers(simulator: Simulator) -> bool:
+    try:
+        simulator.stats()
+    except httpx.HTTPError:
+        return False
+    return True

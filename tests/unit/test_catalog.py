@@ -1,0 +1,44 @@
+import pytest
+
+from herald.schemas.catalog import (
+    CHANNELS,
+    consumer_group,
+    dead_letter_topic,
+    notification_topic,
+    qualified,
+    topic_catalog,
+)
+from herald.schemas.codec import SCHEMA_FILES
+
+
+def test_names_come_from_functions():
+    assert notification_topic("email") == "notifications.email"
+    assert dead_letter_topic("notifications.email") == "notifications.email.dlq"
+    assert qualified("registrations.events", "") == "registrations.events"
+    assert qualified("registrations.events", "t1") == "t1.registrations.events"
+    assert consumer_group("deliver", "notifications.email", "t1") == "t1.herald.deliver.notifications.email"
+
+
+def test_unknown_channel_is_rejected():
+    with pytest.raises(ValueError, match="unknown channel 'sms'"):
+        notification_topic("sms")
+
+
+def test_catalog_covers_every_stage_topic_once():
+    names = [spec.name for spec in topic_catalog()]
+    assert len(names) == len(set(names))
+    for channel in CHANNELS:
+        assert notification_topic(channel) in names
+        assert dead_letter_topic(notification_topic(channel)) in names
+    assert {"registrations.events", "notifications.status"} <= set(names)
+
+
+def test_status_topic_is_compacted_and_values_name_real_schemas():
+    specs = {spec.name: spec for spec in topic_catalog()}
+    assert specs["notifications.status"].config() == {"cleanup.policy": "compact", "retention.ms": "-1"}
+    for spec in specs.values():
+        assert spec.value_schema in SCHEMA_FILES or spec.value_schema.startswith("any")
+
+
+def test_namespace_prefixes_every_topic():
+    assert all(spec.name.startswith("ns.") for spec in topic_catalog("ns"))

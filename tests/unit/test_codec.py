@@ -1,0 +1,112 @@
+import io
+import struct
+from datetime import UTC, datetime
+from importlib import resources
+
+import fastavro
+import pytest
+from fastavro.read import SchemaResolutionError
+from fastavro.utils import generate_many
+
+from herald.schemas.codec import (
+    SCHEMA_FILES,
+    SchemaViolation,
+    UndecodableRecord,
+    decode,
+    decode_expecting,
+    encode,
+    load_schema_json,
+)
+
+
+def registration_event(**overrides):
+    record = {
+        "event_id": "0b0c6f4e-2a43-4a0c-9f54-9d8e2c7c1a11", "registration_id": "REG-1",
+        "status": "payment_verified", "participant_name": "Siti", "phone": "+6281234567890",
+        "email": "siti@example.test", "occurred_at": datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+    }
+    record.update(overrides)
+    return record
+
+
+def test_round_trip_uses_confluent_framing():
+    data = encode("herald.RegistrationEvent", registration_event())
+    magic, schema_id = struct.unpack(">bI", data[:5])
+    assert (magic, schema_id) == (0, SCHEMA_FILES["herald.RegistrationEvent"][0])
+    decoded = decode(data)
+    assert decoded.schema_name == "herald.RegistrationEvent"
+    assert decoded.record == registration_event()
+
+
+def test_invalid_record_names_the_field():
+    with pytest.raises(SchemaViolation, match="status"):
+        encode("herald.RegistrationEvent", registration_event(status="paid"))
+    with pytest.raises(SchemaViolation, match="phone"):
+        encode("herald.RegistrationEvent", registration_event(phone=None))
+
+
+def test_extra_field_is_a_violation():
+    with pytest.raises(SchemaViolation, match="surprise"):
+        encode("herald.RegistrationEvent", {**registration_event(), "surprise": 1})
+
+
+@pytest.mark.parametrize(("data", "reason"), [
+    (None, "no value"),
+    (b"\x00\x00", "shorter than the 5-byte header"),
+    (b"{\"json\": true}", "magic byte is 123"),
+    (b"\x00\x00\x00\x03\xe7rest", "unknown schema id 999"),
+    (b"\x00\x00\x00\x00\x01\xff\xff\xff", "corrupt herald.RegistrationEvent body"),
+])
+def test_undecodable_bytes_say_why(data, reason):
+    with pytest.raises(UndecodableRecord, match=reason):
+        decode(data)
+
+
+def test_trailing_bytes_are_rejected():
+    data = encode("herald.RegistrationEvent", registration_event()) + b"junk"
+    with pytest.raises(UndecodableRecord, match="trailing"):
+        decode(data)
+
+
+def test_decode_expecting_rejects_another_schema():
+    data = encode("herald.RegistrationEvent", registration_event())
+    with pytest.raises(UndecodableRecord, match=r"expected herald\.NotificationRequest"):
+        decode_expecting(data, "herald.NotificationRequest")
+
+
+def test_schema_ids_are_unique():
+    ids = [schema_id for schema_id, _file in SCHEMA_FILES.values()]
+    assert len(ids) == len(set(ids))
+
+
+def history_versions(file_name):
+    folder = resources.files("herald.schemas") / "avro" / "history" / file_name.removesuffix(".avsc")
+    return sorted(p.name.removesuffix(".avsc") for p in folder.iterdir() if p.name.endswith(".avsc"))
+
+
+def resolves(writer_json, reader_json, samples=25):
+    """Write samples with `writer_json`, read them with `reader_json` (Avro schema resolution)."""
+    writer = fastavro.parse_schema(writer_json, named_schemas={})
+    reader = fastavro.parse_schema(reader_json, named_schemas={})
+    for sample in generate_many(writer, samples):
+        buffer = io.BytesIO()
+        fastavro.schemaless_writer(buffer, writer, sample)
+        buffer.seek(0)
+        fastavro.schemaless_reader(buffer, writer, reader)
+
+
+@pytest.mark.parametrize("schema_name", sorted(SCHEMA_FILES))
+def test_current_schema_reads_every_historical_version(schema_name):
+    """Backward compatibility: data written with any earlier version resolves with the current one."""
+    _schema_id, file_name = SCHEMA_FILES[schema_name]
+    versions = history_versions(file_name)
+    assert versions, f"{file_name} has no history: copy it to avro/history/ as v1.avsc"
+    for version in versions:
+        resolves(load_schema_json(file_name, history=version), load_schema_json(file_name))
+
+
+def test_compatibility_check_catches_a_breaking_change():
+    current = load_schema_json("registration_event.avsc")
+    breaking = {**current, "fields": [*current["fields"], {"name": "venue", "type": "string"}]}
+    with pytest.raises(SchemaResolutionError):
+        resolves(current, breaking)

@@ -1,0 +1,72 @@
+from datetime import UTC, datetime
+
+from herald.schemas import headers as h
+from herald.schemas.codec import decode, encode
+from herald.schemas.ids import notification_id
+from herald.schemas.records import SourceRecord
+from herald.streams.router import route
+from herald.streams.rules import ROUTING_RULES, notification_requests
+
+OCCURRED = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+
+
+def event(status="payment_verified", registration_id="REG-7"):
+    return {"event_id": "7d3c1c1e-0f7e-4c55-8f0a-1c2b3d4e5f60", "registration_id": registration_id,
+            "status": status, "participant_name": "Budi", "phone": "+628111", "email": "budi@example.test",
+            "occurred_at": OCCURRED}
+
+
+def source(value, headers=None):
+    return SourceRecord("registrations.events", 3, 42, b"REG-7", value, headers or {})
+
+
+def test_notification_id_is_deterministic_and_distinct_per_channel():
+    assert notification_id("REG-7", "e_ticket", "email") == notification_id("REG-7", "e_ticket", "email")
+    assert notification_id("REG-7", "e_ticket", "email") != notification_id("REG-7", "e_ticket", "whatsapp")
+    assert notification_id("REG-7", "e_ticket", "email") != notification_id("REG-8", "e_ticket", "email")
+
+
+def test_payment_verified_becomes_an_e_ticket_per_channel():
+    requests = notification_requests(event())
+    assert {(r["channel"], r["recipient"]) for r in requests} == {("whatsapp", "+628111"),
+                                                                 ("email", "budi@example.test")}
+    assert all(r["notification_type"] == "e_ticket" for r in requests)
+    assert all(r["notification_id"] == notification_id("REG-7", "e_ticket", r["channel"]) for r in requests)
+
+
+def test_statuses_without_a_rule_produce_nothing():
+    ruled = {rule.status for rule in ROUTING_RULES}
+    for status in {"created", "payment_uploaded"} - ruled:
+        assert notification_requests(event(status)) == []
+
+
+def test_route_encodes_requests_keyed_by_notification_id_with_contract_headers():
+    incoming = {h.CORRELATION_ID: "req-123", h.TRACEPARENT: h.new_traceparent("ab" * 16)}
+    out = route(source(encode("herald.RegistrationEvent", event()), incoming))
+    assert sorted(r.topic for r in out) == ["notifications.email", "notifications.whatsapp"]
+    for record in out:
+        request = decode(record.value).record
+        assert record.key == request["notification_id"].encode()
+        assert record.headers[h.CORRELATION_ID] == "req-123"
+        assert h.trace_id_of(record.headers[h.TRACEPARENT]) == "ab" * 16
+        assert set(record.headers) >= {h.EVENT_ID, h.EVENT_TYPE, h.PRODUCED_AT}
+
+
+def test_reprocessing_gives_the_same_event_ids():
+    value = encode("herald.RegistrationEvent", event())
+    first = {r.topic: r.headers[h.EVENT_ID] for r in route(source(value))}
+    again = {r.topic: r.headers[h.EVENT_ID] for r in route(source(value))}
+    assert first == again
+
+
+def test_poison_record_goes_to_the_dead_letter_topic_with_its_reason():
+    out = route(source(b"not avro", {h.EVENT_ID: "e1"}))
+    assert len(out) == 1
+    dead = out[0]
+    assert dead.topic == "registrations.events.dlq"
+    assert dead.value == b"not avro" and dead.key == b"REG-7"
+    assert dead.headers[h.ERROR_CLASS] == "UndecodableRecord"
+    assert "magic byte" in dead.headers[h.ERROR_MESSAGE]
+    assert (dead.headers[h.ORIGINAL_TOPIC], dead.headers[h.ORIGINAL_PARTITION],
+            dead.headers[h.ORIGINAL_OFFSET]) == ("registrations.events", "3", "42")
+    assert dead.headers[h.EVENT_ID] == "e1"

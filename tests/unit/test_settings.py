@@ -1,0 +1,55 @@
+from pathlib import Path
+
+import pytest
+
+from herald.infra.settings import Settings, SettingsError, documented_settings, env_name
+
+
+def test_defaults_need_no_environment():
+    settings = Settings.from_environ({})
+    assert settings.kafka_bootstrap is None
+    assert settings.kafka_version == "4.3.1"
+    assert settings.home.is_absolute()
+
+
+def test_values_are_parsed_to_their_declared_types():
+    settings = Settings.from_environ({
+        "HERALD_KAFKA_HEAP_MB": "256", "HERALD_RELAY_POLL_INTERVAL_S": "0.5",
+        "HERALD_KAFKA_BOOTSTRAP": "broker:9092", "HERALD_HOME": "/tmp/h",
+    })
+    assert settings.kafka_heap_mb == 256
+    assert settings.relay_poll_interval_s == 0.5
+    assert settings.kafka_bootstrap == "broker:9092"
+    assert settings.home == Path("/tmp/h")
+
+
+def test_unknown_key_is_rejected_by_name():
+    with pytest.raises(SettingsError, match="HERALD_KAFKA_HEAPMB"):
+        Settings.from_environ({"HERALD_KAFKA_HEAPMB": "1"})
+
+
+def test_unparseable_value_names_variable_and_type():
+    with pytest.raises(SettingsError, match=r"HERALD_DELIVERY_CONCURRENCY='many' is not a valid int"):
+        Settings.from_environ({"HERALD_DELIVERY_CONCURRENCY": "many"})
+
+
+def test_other_variables_are_ignored():
+    assert Settings.from_environ({"PATH": "/bin", "HERALDRY": "x"}) == Settings.from_environ({})
+
+
+def test_settings_are_frozen():
+    settings = Settings.from_environ({})
+    with pytest.raises(AttributeError):
+        settings.namespace = "x"  # type: ignore[misc]
+
+
+def test_to_environ_round_trips():
+    settings = Settings.from_environ({"HERALD_NAMESPACE": "t1", "HERALD_DATABASE_URL": "postgresql://x/y"})
+    assert Settings.from_environ(settings.to_environ()) == settings
+
+
+def test_every_setting_is_documented():
+    rows = documented_settings()
+    assert len(rows) >= 10
+    assert all(variable.startswith("HERALD_") and doc for variable, _default, doc in rows)
+    assert env_name("kafka_bootstrap") == "HERALD_KAFKA_BOOTSTRAP"
