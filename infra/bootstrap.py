@@ -100,7 +100,9 @@ def build_delivery_worker(settings: Settings, bootstrap: str, channel: str) -> D
                           concurrency=settings.delivery_concurrency,
                           max_attempts=settings.delivery_max_attempts,
                           ack_timeout_s=settings.relay_flush_timeout_s)
-    consumer = Consumer(consumer_config(bootstrap, consumer_group("deliver", topic, settings.namespace)))
+    consumer = Consumer(consumer_config(
+        bootstrap, consumer_group("deliver", topic, settings.namespace),
+        **{"session.timeout.ms": int(settings.kafka_session_timeout_s * 1000)}))
     producer = Producer(producer_config(bootstrap, settings.relay_flush_timeout_s))
     client = httpx.AsyncClient(
         timeout=settings.delivery_timeout_s,

@@ -13,6 +13,7 @@ import statistics
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -203,11 +204,15 @@ def _epoch_ms(moment: datetime) -> float:
     return moment.timestamp() * 1000
 
 
+FaultInjector = Callable[[ProcessGroup, dict[str, str]], None]
+
+
 def run_pipeline(settings: Settings, endpoints: Endpoints, count: int, timeout_s: float,
-                 on_running: Any = None) -> DemoResult:
+                 inject_fault: FaultInjector | None = None) -> DemoResult:
     """Provision, start every stage as a process, write `count` registrations, count deliveries.
 
-    `on_running(group)`, when given, runs while the pipeline works (tests inject faults there).
+    `inject_fault(group, simulator_urls)`, when given, runs in a thread alongside the writers
+    (tests kill processes there); its exceptions are raised here.
     """
     run_id = uuid.uuid4().hex[:8]
     prefix = f"REG-{run_id}"
@@ -215,12 +220,14 @@ def run_pipeline(settings: Settings, endpoints: Endpoints, count: int, timeout_s
     started = time.monotonic()
     result = DemoResult(registrations=count)
     with ProcessGroup(settings.home / "logs" / run_id,
-                      pipeline_env(settings, endpoints, simulators)) as group:
+                      pipeline_env(settings, endpoints, simulators)) as group, \
+            ThreadPoolExecutor(1) as fault_thread:
         start_pipeline(group, simulators)
+        fault = fault_thread.submit(inject_fault, group, simulators) if inject_fault else None
         ids = write_registrations(endpoints.database_url, run_id, count)
         result.written_events = 3 * count
-        if on_running is not None:
-            on_running(group)
+        if fault is not None:
+            fault.result(timeout=timeout_s)
         wait_for_deliveries(simulators, prefix, count, Deadline(timeout_s), group)
         time.sleep(2.0)  # let any late repeat arrive before counting duplicates
         verified_at, pending = database_counts(endpoints.database_url, prefix)

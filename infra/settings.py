@@ -55,6 +55,8 @@ class Settings:
         "Timeout of one provider request, in seconds."))
     delivery_max_attempts: int = field(default=3, metadata=_doc(
         "Attempts at a provider before a notification is reported failed."))
+    kafka_session_timeout_s: float = field(default=10.0, metadata=_doc(
+        "How soon a consumer group gives a dead member's partitions to a sibling, in seconds."))
     streams_app_id: str = field(default="herald-streams", metadata=_doc(
         "Faust application id (its consumer group and internal topic prefix)."))
     streams_commit_interval_s: float = field(default=0.2, metadata=_doc(

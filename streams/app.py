@@ -31,6 +31,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         producer_acks=-1,
         processing_guarantee="at_least_once",
         broker_commit_interval=settings.streams_commit_interval_s,
+        broker_session_timeout=settings.kafka_session_timeout_s,
     )
     outputs = {
         name: app.topic(qualified(name, namespace), **_RAW)

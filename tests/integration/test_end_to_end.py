@@ -1,0 +1,48 @@
+"""The whole pipeline as separate processes: every verified registration gets exactly one
+e-ticket per channel at the provider, also when workers are killed with SIGKILL mid-run."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import httpx
+
+from herald.infra.demo import run_pipeline
+from herald.infra.processes import ProcessGroup
+from herald.infra.services import Endpoints
+from tests.support import HERALD, wait_until
+
+
+def endpoints_of(settings) -> Endpoints:
+    return Endpoints(settings.kafka_bootstrap, settings.database_url)
+
+
+def test_every_verified_registration_gets_one_e_ticket_per_channel(settings):
+    result = run_pipeline(settings, endpoints_of(settings), 300, timeout_s=180)
+    assert result.delivered == {"whatsapp": 300, "email": 300}
+    assert (result.lost, result.duplicates) == (0, 0)
+    assert result.published_events == result.written_events == 900
+    assert 0 < result.p50_ms <= result.p99_ms
+
+
+def accepted(url: str) -> int:
+    return int(httpx.get(f"{url}/_sim/stats", timeout=10).json()["accepted"])
+
+
+def kill_and_restart(group: ProcessGroup, name: str, argv: list[str]) -> None:
+    victim = group.processes[name]
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    group.start(name, argv)
+
+
+def test_kill_9_of_router_and_delivery_worker_mid_run(settings):
+    def fault(group: ProcessGroup, simulators: dict[str, str]) -> None:
+        wait_until(lambda: accepted(simulators["email"]) >= 50, 120, "e-mails to be under way")
+        kill_and_restart(group, "streams", [*HERALD, "streams"])
+        kill_and_restart(group, "deliver-email", [*HERALD, "deliver", "--channel", "email"])
+
+    result = run_pipeline(settings, endpoints_of(settings), 600, timeout_s=240, inject_fault=fault)
+    assert result.delivered == {"whatsapp": 600, "email": 600}
+    assert (result.lost, result.duplicates) == (0, 0)
