@@ -59,12 +59,18 @@ def up(ctx: typer.Context) -> None:
 
 
 @app.command()
-def down(ctx: typer.Context) -> None:
+def down(
+    ctx: typer.Context,
+    purge: Annotated[bool, typer.Option(help="Also delete their data (topics, database).")] = False,
+) -> None:
     """Stop the embedded Kafka and PostgreSQL."""
-    from herald.infra.services import stop_services
+    from herald.infra.services import purge_services, stop_services
 
     stopped = stop_services(_settings(ctx))
     console.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+    if purge:
+        purge_services(_settings(ctx))
+        console.print(f"deleted the embedded data under {_settings(ctx).home}")
 
 
 @app.command()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -85,6 +86,12 @@ class EmbeddedKafka:
             return False
         terminate(state.pid, Deadline(timeout_s))
         return True
+
+    def purge(self) -> None:
+        """Remove the broker's data and state (stopped first); the jar cache stays."""
+        self.stop()
+        shutil.rmtree(self.dir / "data", ignore_errors=True)
+        (self.dir / "ports.json").unlink(missing_ok=True)
 
     def classpath(self) -> str:
         """The broker's classpath, resolving the pinned jars with mvn on first use."""

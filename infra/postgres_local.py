@@ -86,6 +86,16 @@ class EmbeddedPostgres:
                                         "-w", "stop"])
         return True
 
+    def purge(self) -> None:
+        """Remove the cluster's data (stopped first), wherever it was placed."""
+        self.stop()
+        shutil.rmtree(self.dir / "data", ignore_errors=True)
+        shutil.rmtree(self._fallback_data_dir().parent, ignore_errors=True)
+
+    def _fallback_data_dir(self) -> Path:
+        digest = hashlib.sha256(str(self.dir).encode()).hexdigest()[:12]
+        return Path("/var/tmp") / f"herald-postgres-{digest}" / "data"
+
     def _bin_dir(self) -> Path:
         found = find_bin_dir()
         if found is None:
@@ -116,8 +126,7 @@ class EmbeddedPostgres:
             return preferred
         if not self._reachable_by(user, preferred.parent):
             # e.g. a checkout under /root: the server user cannot traverse it.
-            digest = hashlib.sha256(str(self.dir).encode()).hexdigest()[:12]
-            preferred = Path("/var/tmp") / f"herald-postgres-{digest}" / "data"
+            preferred = self._fallback_data_dir()
         preferred.mkdir(parents=True, exist_ok=True)
         preferred.chmod(0o700)
         shutil.chown(preferred, user, user)

@@ -27,7 +27,8 @@ class Started:
 
 
 def embedded_kafka(settings: Settings) -> EmbeddedKafka:
-    return EmbeddedKafka(settings.home, settings.kafka_version, settings.kafka_heap_mb)
+    return EmbeddedKafka(settings.home, settings.kafka_version, settings.kafka_heap_mb,
+                         m2=settings.maven_repo)
 
 
 def embedded_postgres(settings: Settings) -> EmbeddedPostgres:
@@ -60,6 +61,12 @@ def stop_services(settings: Settings, only: Started | None = None) -> list[str]:
     return stopped
 
 
+def purge_services(settings: Settings) -> None:
+    """Stop the embedded services and delete their data: the next `herald up` starts empty."""
+    embedded_kafka(settings).purge()
+    embedded_postgres(settings).purge()
+
+
 def resolve_endpoints(settings: Settings, need_database: bool = True) -> Endpoints:
     """For long-running processes: never start anything, fail fast naming what is missing."""
     bootstrap = settings.kafka_bootstrap
@@ -81,7 +88,7 @@ def resolve_endpoints(settings: Settings, need_database: bool = True) -> Endpoin
     return Endpoints(bootstrap, database_url)
 
 
-def check_kafka(bootstrap: str, timeout_s: float = 10.0) -> None:
+def check_kafka(bootstrap: str, timeout_s: float = 5.0) -> None:
     admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
     try:
         admin.list_topics(timeout=timeout_s)

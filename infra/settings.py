@@ -29,6 +29,8 @@ def _doc(text: str) -> dict[str, str]:
 class Settings:
     home: Path = field(default=Path(".herald"), metadata=_doc(
         "Where the embedded Kafka and PostgreSQL keep jars, data, logs and state."))
+    maven_repo: Path | None = field(default=None, metadata=_doc(
+        "Maven local repository for the Kafka jars; unset means <home>/m2."))
     kafka_bootstrap: str | None = field(default=None, metadata=_doc(
         "Bootstrap servers of an existing Kafka; unset means the embedded broker."))
     database_url: str | None = field(default=None, metadata=_doc(

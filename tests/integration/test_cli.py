@@ -1,0 +1,62 @@
+"""The `herald` command as a user meets it: up, status, down, and clear failures."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+from herald.infra.processes import free_port
+from herald.infra.provisioning import provision_topics
+from herald.schemas.catalog import topic_catalog
+from tests.support import HERALD
+
+
+def herald(*args: str, env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+    return subprocess.run([*HERALD, *args], env={**clean, **env}, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_up_status_down_on_a_private_home(base_settings, tmp_path):
+    env = {"HERALD_HOME": str(tmp_path / "home"), "HERALD_MAVEN_REPO": str(base_settings.home / "m2"),
+           "HERALD_KAFKA_HEAP_MB": "384"}
+    try:
+        up = herald("up", env=env)
+        assert up.returncode == 0, up.stderr
+        assert "kafka    127.0.0.1:" in up.stderr and "postgres postgresql" in up.stderr
+        status = herald("status", env=env)
+        assert "embedded 4.3.1" in status.stdout and "stopped" not in status.stdout
+        again = herald("up", env=env)  # idempotent: reuses what runs
+        assert again.returncode == 0
+        assert again.stderr.splitlines()[-2:] == up.stderr.splitlines()[-2:]  # same endpoints
+    finally:
+        down = herald("down", "--purge", env=env)
+    assert down.returncode == 0 and "stopped: kafka, postgres" in down.stderr
+    assert herald("status", env=env).stdout.count("stopped") == 2
+    assert not list((tmp_path / "home" / "kafka").glob("data/*"))
+
+
+def test_long_running_process_fails_fast_naming_the_missing_service(tmp_path):
+    result = herald("relay", env={"HERALD_HOME": str(tmp_path)}, timeout=30)
+    assert result.returncode == 1
+    assert "Kafka is not running: start it with `herald up`" in result.stderr
+
+
+def test_unreachable_configured_kafka_is_named(database_url):
+    dead = f"127.0.0.1:{free_port()}"
+    result = herald("deliver", "--channel", "email",
+                    env={"HERALD_KAFKA_BOOTSTRAP": dead, "HERALD_DATABASE_URL": database_url}, timeout=60)
+    assert result.returncode == 1
+    assert f"Kafka at {dead} does not answer" in result.stderr
+
+
+def test_unknown_setting_is_refused_before_anything_runs(tmp_path):
+    result = herald("status", env={"HERALD_HOME": str(tmp_path), "HERALD_KAFKA_BOOTSTRAPS": "x"}, timeout=30)
+    assert result.returncode == 2
+    assert "unknown setting(s) HERALD_KAFKA_BOOTSTRAPS" in result.stderr
+
+
+def test_provisioning_twice_changes_nothing(endpoints, namespace, topics):
+    report = provision_topics(endpoints.kafka_bootstrap, topic_catalog(namespace))
+    assert report.created == ()
+    assert len(report.existing) == len(topic_catalog(namespace))
