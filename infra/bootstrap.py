@@ -31,7 +31,8 @@ def prepare(settings: Settings) -> Endpoints:
     """Start what is needed, bring the schema up to date, create missing topics."""
     endpoints, _started = start_services(settings)
     migrate(endpoints.database_url)
-    provision_topics(endpoints.kafka_bootstrap, topic_catalog(settings.namespace))
+    provision_topics(endpoints.kafka_bootstrap, topic_catalog(settings.namespace),
+                     settings.replication_factor)
     return endpoints
 
 

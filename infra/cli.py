@@ -125,14 +125,15 @@ def deliver(
 @app.command()
 def simulator(
     kind: Annotated[str, typer.Option(help="whatsapp or email")],
-    port: Annotated[int, typer.Option(help="Loopback port to listen on.")],
+    port: Annotated[int, typer.Option(help="Port to listen on.")],
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 in a container).")] = "127.0.0.1",
 ) -> None:
-    """Run a provider simulator on 127.0.0.1:PORT."""
+    """Run a provider simulator on HOST:PORT."""
     import uvicorn
 
     from herald.infra.simulators.provider import create_simulator
 
-    uvicorn.run(create_simulator(kind), host="127.0.0.1", port=port, log_level="warning")
+    uvicorn.run(create_simulator(kind), host=host, port=port, log_level="warning")
 
 
 @app.command()

@@ -39,6 +39,8 @@ class Settings:
         "Apache Kafka release the embedded broker runs, fetched from Maven Central."))
     kafka_heap_mb: int = field(default=512, metadata=_doc(
         "Maximum JVM heap of the embedded broker, in MiB."))
+    replication_factor: int = field(default=1, metadata=_doc(
+        "Replicas of every topic Herald creates (3 on the three-broker compose cluster)."))
     namespace: str = field(default="", metadata=_doc(
         "Prefix for every topic and consumer group, to run pipelines apart on one cluster."))
     whatsapp_url: str = field(default="http://127.0.0.1:18081", metadata=_doc(

@@ -29,6 +29,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         value_serializer="raw",
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        topic_replication_factor=settings.replication_factor,
         processing_guarantee="at_least_once",
         broker_commit_interval=settings.streams_commit_interval_s,
         broker_session_timeout=settings.kafka_session_timeout_s,

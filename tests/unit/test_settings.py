@@ -53,3 +53,12 @@ def test_every_setting_is_documented():
     assert len(rows) >= 10
     assert all(variable.startswith("HERALD_") and doc for variable, _default, doc in rows)
     assert env_name("kafka_bootstrap") == "HERALD_KAFKA_BOOTSTRAP"
+
+
+def test_readme_documents_every_setting():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    variables = [variable for variable, _default, _doc in documented_settings()]
+    missing = [variable for variable in variables if f"`{variable}`" not in readme]
+    assert not missing, f"README's settings table lacks {missing}"

@@ -1,0 +1,102 @@
+"""docker-compose.yml cannot run here (no Docker engine): check all that can be checked."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+import typer
+import yaml
+
+from herald.infra.cli import app
+from herald.infra.settings import Settings
+from tests.containers import apache_kafka_env
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+HERALD_SERVICES = {name: s for name, s in SERVICES.items() if s.get("image") == "herald:local"}
+KAFKA_SERVICES = {name: s for name, s in SERVICES.items() if s["image"].startswith("apache/kafka:")}
+CLI = typer.main.get_command(app)
+
+
+def test_three_kraft_brokers_of_the_pinned_release():
+    assert len(KAFKA_SERVICES) == 3
+    default_version = Settings.from_environ({}).kafka_version
+    assert {s["image"] for s in KAFKA_SERVICES.values()} == {f"apache/kafka:{default_version}"}
+    node_ids = {s["environment"]["KAFKA_NODE_ID"] for s in KAFKA_SERVICES.values()}
+    assert node_ids == {"1", "2", "3"}
+    for name, service in KAFKA_SERVICES.items():
+        env = service["environment"]
+        assert env["KAFKA_ADVERTISED_LISTENERS"] == f"PLAINTEXT://{name}:9092"
+        voters = env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")
+        assert sorted(voters) == [f"{n}@kafka-{n}:9093" for n in (1, 2, 3)]
+
+
+def test_replication_factor_three_and_min_isr_two():
+    for service in KAFKA_SERVICES.values():
+        env = service["environment"]
+        assert env["KAFKA_DEFAULT_REPLICATION_FACTOR"] == "3"
+        assert env["KAFKA_MIN_INSYNC_REPLICAS"] == "2"
+        assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == "3"
+        assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+    assert all(s["environment"]["HERALD_REPLICATION_FACTOR"] == "3" for s in HERALD_SERVICES.values())
+
+
+def test_every_herald_process_is_a_service():
+    commands = [" ".join(s["command"]) for s in HERALD_SERVICES.values()]
+    for expected in ("up", "relay", "streams", "deliver --channel whatsapp", "deliver --channel email",
+                     "simulator --kind whatsapp", "simulator --kind email"):
+        assert any(c == expected or c.startswith(expected + " ") for c in commands), expected
+
+
+@pytest.mark.parametrize("name", sorted(HERALD_SERVICES))
+def test_service_command_and_options_exist_in_the_cli(name):
+    argv = HERALD_SERVICES[name]["command"]
+    assert argv[0] in CLI.commands, f"{name}: no `herald {argv[0]}`"
+    command = CLI.commands[argv[0]]
+    options = {opt for param in command.params for opt in param.opts}
+    used = [arg for arg in argv[1:] if arg.startswith("--")]
+    assert set(used) <= options, f"{name}: unknown options {set(used) - options}"
+    # Parses as the CLI would (raises on a missing option or a value of the wrong type).
+    context = command.make_context(argv[0], list(argv[1:]))
+    assert context.command is command
+
+
+@pytest.mark.parametrize("name", sorted(HERALD_SERVICES))
+def test_service_environment_names_are_settings(name):
+    env = HERALD_SERVICES[name]["environment"]
+    settings = Settings.from_environ(env)  # raises on an unknown HERALD_* name
+    assert settings.kafka_bootstrap == "kafka-1:9092,kafka-2:9092,kafka-3:9092"
+    assert settings.database_url and "@postgres:5432/" in settings.database_url
+
+
+def test_simulator_urls_point_at_simulator_services():
+    env = next(iter(HERALD_SERVICES.values()))["environment"]
+    for kind in ("whatsapp", "email"):
+        service = SERVICES[f"simulator-{kind}"]
+        port = service["command"][service["command"].index("--port") + 1]
+        assert env[f"HERALD_{kind.upper()}_URL"] == f"http://simulator-{kind}:{port}"
+
+
+def test_processes_wait_for_setup_and_setup_waits_for_healthy_services():
+    setup = SERVICES["setup"]["depends_on"]
+    assert {name for name, dep in setup.items() if dep["condition"] == "service_healthy"} == {
+        *KAFKA_SERVICES, "postgres"}
+    for name in ("relay", "streams", "deliver-whatsapp", "deliver-email"):
+        assert SERVICES[name]["depends_on"]["setup"]["condition"] == "service_completed_successfully"
+
+
+def test_dockerfile_copies_every_package_folder():
+    dockerfile = (ROOT / "infra/docker/Dockerfile").read_text()
+    package_dirs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    for folder in package_dirs.values():
+        assert f"COPY {folder} ./{folder}" in dockerfile
+    assert (ROOT / "constraints.txt").exists()
+
+
+def test_test_container_kafka_config_matches_its_port():
+    env = apache_kafka_env(39092)
+    assert env["KAFKA_ADVERTISED_LISTENERS"] == "PLAINTEXT://127.0.0.1:39092"
+    assert env["KAFKA_LISTENERS"].startswith("PLAINTEXT://:39092,")
