@@ -141,11 +141,12 @@ def demo(
     ctx: typer.Context,
     registrations: Annotated[int, typer.Option(help="How many registrations to verify.")] = 1000,
     timeout_s: Annotated[float, typer.Option(help="Give up waiting for delivery after this.")] = 300,
+    rate: Annotated[float, typer.Option(help="Registrations per second; 0 writes a burst.")] = 0.0,
 ) -> None:
     """Run the whole pipeline on the embedded default and report what the providers received."""
     from herald.infra.demo import print_report, run_demo
 
-    result = run_demo(_settings(ctx), registrations, timeout_s)
+    result = run_demo(_settings(ctx), registrations, timeout_s, rate)
     print_report(result)
     if result.lost or result.duplicates:
         raise typer.Exit(1)

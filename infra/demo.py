@@ -51,6 +51,7 @@ class DemoResult:
     p50_ms: float = 0.0
     p99_ms: float = 0.0
     elapsed_s: float = 0.0
+    rate: float = 0.0  # registrations per second the writers were paced to; 0: unpaced
 
     def summary_json(self) -> str:
         return json.dumps({"registrations": self.registrations, "delivered": self.delivered,
@@ -121,12 +122,19 @@ def wait_for_http(url: str, deadline: Deadline, group: ProcessGroup) -> None:
             time.sleep(0.2)
 
 
-def write_registrations(database_url: str, run_id: str, count: int) -> list[str]:
-    """Register, upload payment, verify payment: three transactions per registration."""
+def write_registrations(database_url: str, run_id: str, count: int, rate: float = 0.0) -> list[str]:
+    """Register, upload payment, verify payment: three transactions per registration.
+
+    `rate` > 0 paces them to that many registrations per second; 0 writes as fast as it can.
+    """
     engine = sa.create_engine(database_url, pool_size=WRITER_THREADS)
     ids = [f"REG-{run_id}-{i:05d}" for i in range(count)]
+    started = time.monotonic()
 
     def lifecycle(registration_id: str) -> None:
+        if rate > 0:
+            due = started + int(registration_id.rsplit("-", 1)[1]) / rate
+            time.sleep(max(0.0, due - time.monotonic()))
         for step in ("created", "payment_uploaded", "payment_verified"):
             with Session(engine) as session, session.begin():
                 if step == "created":
@@ -208,7 +216,7 @@ FaultInjector = Callable[[ProcessGroup, dict[str, str]], None]
 
 
 def run_pipeline(settings: Settings, endpoints: Endpoints, count: int, timeout_s: float,
-                 inject_fault: FaultInjector | None = None) -> DemoResult:
+                 inject_fault: FaultInjector | None = None, rate: float = 0.0) -> DemoResult:
     """Provision, start every stage as a process, write `count` registrations, count deliveries.
 
     `inject_fault(group, simulator_urls)`, when given, runs in a thread alongside the writers
@@ -218,13 +226,13 @@ def run_pipeline(settings: Settings, endpoints: Endpoints, count: int, timeout_s
     prefix = f"REG-{run_id}"
     simulators = {c: f"http://127.0.0.1:{free_port()}" for c in CHANNELS}
     started = time.monotonic()
-    result = DemoResult(registrations=count)
+    result = DemoResult(registrations=count, rate=rate)
     with ProcessGroup(settings.home / "logs" / run_id,
                       pipeline_env(settings, endpoints, simulators)) as group, \
             ThreadPoolExecutor(1) as fault_thread:
         start_pipeline(group, simulators)
         fault = fault_thread.submit(inject_fault, group, simulators) if inject_fault else None
-        ids = write_registrations(endpoints.database_url, run_id, count)
+        ids = write_registrations(endpoints.database_url, run_id, count, rate)
         result.written_events = 3 * count
         if fault is not None:
             fault.result(timeout=timeout_s)
@@ -237,11 +245,11 @@ def run_pipeline(settings: Settings, endpoints: Endpoints, count: int, timeout_s
     return result
 
 
-def run_demo(settings: Settings, count: int, timeout_s: float) -> DemoResult:
+def run_demo(settings: Settings, count: int, timeout_s: float, rate: float = 0.0) -> DemoResult:
     _endpoints, started = start_services(settings)
     try:
         endpoints = prepare(settings)
-        return run_pipeline(settings, endpoints, count, timeout_s)
+        return run_pipeline(settings, endpoints, count, timeout_s, rate=rate)
     finally:
         stop_services(settings, only=started)
 
@@ -249,7 +257,8 @@ def run_demo(settings: Settings, count: int, timeout_s: float) -> DemoResult:
 def print_report(result: DemoResult) -> None:
     console = Console()
     table = Table("measure", "value", title="Herald demo: counted at the provider simulators")
-    table.add_row("registrations verified", str(result.registrations))
+    pace = f"{result.rate:g}/s" if result.rate else f"unpaced, {WRITER_THREADS} writer threads"
+    table.add_row("registrations verified", f"{result.registrations} ({pace})")
     table.add_row("events written (outbox)", str(result.written_events))
     table.add_row("events published (acknowledged by Kafka)", str(result.published_events))
     for channel, delivered in result.delivered.items():

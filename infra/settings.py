@@ -53,7 +53,7 @@ class Settings:
         "How long the relay sleeps when the outbox is empty, in seconds."))
     relay_flush_timeout_s: float = field(default=30.0, metadata=_doc(
         "How long the relay waits for the broker to acknowledge a batch, in seconds."))
-    delivery_concurrency: int = field(default=32, metadata=_doc(
+    delivery_concurrency: int = field(default=8, metadata=_doc(
         "Provider requests one delivery worker keeps in flight."))
     delivery_timeout_s: float = field(default=10.0, metadata=_doc(
         "Timeout of one provider request, in seconds."))
