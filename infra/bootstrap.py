@@ -11,6 +11,7 @@ from confluent_kafka import Consumer, Producer
 from herald.consumers.providers import HttpProvider
 from herald.consumers.worker import DeliveryStats, DeliveryWorker, WorkerConfig
 from herald.infra.kafka_io import consumer_config, producer_config
+from herald.infra.processes import ServiceError
 from herald.infra.provisioning import provision_topics
 from herald.infra.services import (
     Endpoints,
@@ -23,6 +24,7 @@ from herald.infra.services import (
 )
 from herald.infra.settings import Settings
 from herald.producers.migrations import migrate
+from herald.producers.models import OutboxRecord
 from herald.producers.relay import Relay, RelayStats
 from herald.schemas.catalog import CHANNELS, consumer_group, notification_topic, topic_catalog
 
@@ -65,6 +67,9 @@ def reachable_endpoints(settings: Settings, need_database: bool = True) -> Endpo
 def run_relay(settings: Settings, stop: threading.Event) -> RelayStats:
     endpoints = reachable_endpoints(settings)
     engine = sa.create_engine(endpoints.database_url, pool_pre_ping=True)
+    if not sa.inspect(engine).has_table(OutboxRecord.__tablename__):
+        engine.dispose()
+        raise ServiceError("the database has no outbox table: run `herald up` (it migrates) first")
     producer = Producer(producer_config(endpoints.kafka_bootstrap, settings.relay_flush_timeout_s))
     relay = Relay(engine, producer, namespace=settings.namespace,
                   batch_size=settings.relay_batch_size,

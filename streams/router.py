@@ -5,11 +5,15 @@ Kept pure so it is tested on its own; `streams.app` only moves bytes in and out.
 
 from __future__ import annotations
 
+import logging
+
 from herald.schemas.catalog import notification_topic
 from herald.schemas.codec import SchemaViolation, UndecodableRecord, decode_expecting, encode
 from herald.schemas.ids import derived_event_id
 from herald.schemas.records import OutgoingRecord, SourceRecord, dead_letter, derived_headers
 from herald.streams.rules import notification_requests
+
+log = logging.getLogger(__name__)
 
 
 def route(source: SourceRecord) -> list[OutgoingRecord]:
@@ -18,6 +22,11 @@ def route(source: SourceRecord) -> list[OutgoingRecord]:
         return [_request_record(source, request) for request in notification_requests(event)]
     except (UndecodableRecord, SchemaViolation) as exc:
         return [dead_letter(source, type(exc).__name__, str(exc))]
+    except Exception as exc:
+        # A bug must not crash-loop the agent on one record (its offset would never advance):
+        # the record goes to the DLQ with the error, loudly, and the partition moves on.
+        log.exception("router failed on %s[%d]@%d", source.topic, source.partition, source.offset)
+        return [dead_letter(source, type(exc).__name__, f"unexpected router error: {exc!r}")]
 
 
 def _request_record(source: SourceRecord, request: dict[str, object]) -> OutgoingRecord:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 
+import sqlalchemy as sa
+
 from herald.infra.processes import free_port
 from herald.infra.provisioning import provision_topics
 from herald.schemas.catalog import topic_catalog
@@ -48,6 +50,23 @@ def test_unreachable_configured_kafka_is_named(database_url):
                     env={"HERALD_KAFKA_BOOTSTRAP": dead, "HERALD_DATABASE_URL": database_url}, timeout=60)
     assert result.returncode == 1
     assert f"Kafka at {dead} does not answer" in result.stderr
+
+
+def test_relay_on_an_unmigrated_database_says_what_to_do(endpoints, namespace):
+    server = sa.make_url(endpoints.database_url)
+    admin = sa.create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{namespace}"'))
+    try:
+        url = server.set(database=namespace).render_as_string(hide_password=False)
+        result = herald("relay", env={"HERALD_KAFKA_BOOTSTRAP": endpoints.kafka_bootstrap,
+                                      "HERALD_DATABASE_URL": url}, timeout=60)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE "{namespace}" WITH (FORCE)'))
+        admin.dispose()
+    assert result.returncode == 1
+    assert "the database has no outbox table: run `herald up`" in result.stderr
 
 
 def test_unknown_setting_is_refused_before_anything_runs(tmp_path):

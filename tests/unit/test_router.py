@@ -70,3 +70,15 @@ def test_poison_record_goes_to_the_dead_letter_topic_with_its_reason():
     assert (dead.headers[h.ORIGINAL_TOPIC], dead.headers[h.ORIGINAL_PARTITION],
             dead.headers[h.ORIGINAL_OFFSET]) == ("registrations.events", "3", "42")
     assert dead.headers[h.EVENT_ID] == "e1"
+
+
+def test_a_bug_dead_letters_the_record_instead_of_crash_looping(monkeypatch, caplog):
+    def broken_rules(_event):
+        raise ZeroDivisionError("rule table bug")
+
+    monkeypatch.setattr("herald.streams.router.notification_requests", broken_rules)
+    out = route(source(encode("herald.RegistrationEvent", event())))
+    assert [r.topic for r in out] == ["registrations.events.dlq"]
+    assert out[0].headers[h.ERROR_CLASS] == "ZeroDivisionError"
+    assert "rule table bug" in out[0].headers[h.ERROR_MESSAGE]
+    assert "router failed" in caplog.text
