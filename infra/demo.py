@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 import sqlalchemy as sa
-from confluent_kafka import ConsumerGroupState
+from confluent_kafka import ConsumerGroupState, KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from rich.console import Console
 from rich.table import Table
@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from herald.infra.bootstrap import prepare
 from herald.infra.deadline import Deadline
+from herald.infra.kafka_io import RDKAFKA_LOG
 from herald.infra.processes import ProcessGroup, ServiceError, free_port
 from herald.infra.services import Endpoints, start_services, stop_services
 from herald.infra.settings import PREFIX, Settings
@@ -37,6 +38,8 @@ from herald.producers.registrations import change_status, register
 from herald.schemas.catalog import CHANNELS, consumer_group, notification_topic, qualified
 
 WRITER_THREADS = 4
+_COORDINATOR_NOT_READY = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_NOT_AVAILABLE,
+                          KafkaError.COORDINATOR_LOAD_IN_PROGRESS}
 
 
 @dataclass
@@ -96,18 +99,32 @@ def pipeline_groups(settings: Settings) -> list[str]:
 def wait_for_groups(bootstrap: str, group_ids: list[str], deadline: Deadline,
                     group: ProcessGroup) -> None:
     """Until every group is stable with each member holding partitions."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": RDKAFKA_LOG})
+    states: dict[str, str] = {}
     while True:
         group.check_alive()
-        futures = admin.describe_consumer_groups(group_ids, request_timeout=5)
-        descriptions = [f.result() for f in futures.values()]
-        if all(d.state == ConsumerGroupState.STABLE and d.members
-               and all(m.assignment.topic_partitions for m in d.members) for d in descriptions):
+        for group_id, future in admin.describe_consumer_groups(group_ids, request_timeout=5).items():
+            states[group_id] = _group_readiness(future)
+        if all(state == "ready" for state in states.values()):
             return
         if deadline.expired():
-            states = {d.group_id: str(d.state) for d in descriptions}
             raise ServiceError(f"consumer groups not ready in time: {states}")
         time.sleep(0.3)
+
+
+def _group_readiness(future: Any) -> str:
+    try:
+        description = future.result()
+    except KafkaException as exc:
+        # A new broker answers NOT_COORDINATOR or COORDINATOR_LOAD_IN_PROGRESS for a while.
+        if exc.args[0].retriable() or exc.args[0].code() in _COORDINATOR_NOT_READY:
+            return f"coordinator not ready ({exc.args[0].name()})"
+        raise
+    if description.state != ConsumerGroupState.STABLE or not description.members:
+        return str(description.state)
+    if not all(m.assignment.topic_partitions for m in description.members):
+        return "members without partitions"
+    return "ready"
 
 
 def wait_for_http(url: str, deadline: Deadline, group: ProcessGroup) -> None:

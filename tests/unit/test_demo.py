@@ -1,0 +1,23 @@
+from concurrent.futures import Future
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+
+from herald.infra.demo import _group_readiness
+
+
+def failed(code: int) -> Future:
+    future: Future = Future()
+    future.set_exception(KafkaException(KafkaError(code)))
+    return future
+
+
+@pytest.mark.parametrize("code", [KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                                  KafkaError.COORDINATOR_NOT_AVAILABLE])
+def test_a_coordinator_still_loading_means_not_ready_yet(code):
+    assert _group_readiness(failed(code)).startswith("coordinator not ready")
+
+
+def test_other_errors_are_raised():
+    with pytest.raises(KafkaException):
+        _group_readiness(failed(KafkaError.GROUP_AUTHORIZATION_FAILED))
