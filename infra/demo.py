@@ -32,7 +32,7 @@ from herald.infra.deadline import Deadline
 from herald.infra.kafka_io import RDKAFKA_LOG
 from herald.infra.processes import ProcessGroup, ServiceError, free_port
 from herald.infra.services import Endpoints, start_services, stop_services
-from herald.infra.settings import PREFIX, Settings
+from herald.infra.settings import Settings, child_environ
 from herald.producers.models import OutboxRecord, Registration
 from herald.producers.registrations import change_status, register
 from herald.schemas.catalog import CHANNELS, consumer_group, notification_topic, qualified
@@ -64,13 +64,9 @@ class DemoResult:
 
 def pipeline_env(settings: Settings, endpoints: Endpoints, simulators: dict[str, str]) -> dict[str, str]:
     """The environment of every child: our settings, resolved endpoints, simulator URLs."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(PREFIX)}
-    env.update(settings.to_environ())
-    env.update({f"{PREFIX}KAFKA_BOOTSTRAP": endpoints.kafka_bootstrap,
-                f"{PREFIX}DATABASE_URL": endpoints.database_url,
-                f"{PREFIX}WHATSAPP_URL": simulators["whatsapp"],
-                f"{PREFIX}EMAIL_URL": simulators["email"]})
-    return env
+    return child_environ(settings, os.environ, kafka_bootstrap=endpoints.kafka_bootstrap,
+                         database_url=endpoints.database_url,
+                         whatsapp_url=simulators["whatsapp"], email_url=simulators["email"])
 
 
 def start_pipeline(group: ProcessGroup, simulators: dict[str, str]) -> None:
@@ -85,9 +81,9 @@ def start_pipeline(group: ProcessGroup, simulators: dict[str, str]) -> None:
     group.start("streams", [*herald, "streams"])
     for channel in CHANNELS:
         group.start(f"deliver-{channel}", [*herald, "deliver", "--channel", channel])
-    env = group.env
-    wait_for_groups(env[f"{PREFIX}KAFKA_BOOTSTRAP"], pipeline_groups(Settings.from_environ(env)),
-                    Deadline(90), group)
+    children = Settings.from_environ(group.env)
+    assert children.kafka_bootstrap is not None, "pipeline_env always sets it"
+    wait_for_groups(children.kafka_bootstrap, pipeline_groups(children), Deadline(90), group)
 
 
 def pipeline_groups(settings: Settings) -> list[str]:

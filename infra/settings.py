@@ -90,6 +90,14 @@ class Settings:
         return result
 
 
+def child_environ(settings: Settings, base: Mapping[str, str], **overrides: str) -> dict[str, str]:
+    """The environment of a child process: `base` without its HERALD_* variables, then these
+    settings, then `overrides` (setting field names, e.g. kafka_bootstrap="...")."""
+    environ = {k: v for k, v in base.items() if not k.startswith(PREFIX)}
+    environ.update(dataclasses.replace(settings, **overrides).to_environ())
+    return environ
+
+
 def env_name(field_name: str) -> str:
     return PREFIX + field_name.upper()
 

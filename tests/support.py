@@ -15,7 +15,7 @@ from confluent_kafka import Consumer, Message, TopicPartition
 
 from herald.infra.deadline import Deadline
 from herald.infra.processes import ProcessGroup, free_port
-from herald.infra.settings import PREFIX, Settings
+from herald.infra.settings import Settings, child_environ
 
 HERALD = [sys.executable, "-m", "herald.infra.cli"]
 
@@ -66,11 +66,8 @@ class Simulator:
 
 
 def process_env(settings: Settings, **simulators: Simulator) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(PREFIX)}
-    env.update(settings.to_environ())
-    for channel, simulator in simulators.items():
-        env[f"{PREFIX}{channel.upper()}_URL"] = simulator.url
-    return env
+    urls = {f"{channel}_url": simulator.url for channel, simulator in simulators.items()}
+    return child_environ(settings, os.environ, **urls)
 
 
 @contextmanager

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from herald.infra.settings import Settings, SettingsError, documented_settings, env_name
+from herald.infra.settings import Settings, SettingsError, child_environ, documented_settings, env_name
 
 
 def test_defaults_need_no_environment():
@@ -62,3 +62,12 @@ def test_readme_documents_every_setting():
     variables = [variable for variable, _default, _doc in documented_settings()]
     missing = [variable for variable in variables if f"`{variable}`" not in readme]
     assert not missing, f"README's settings table lacks {missing}"
+
+
+def test_child_environ_replaces_inherited_settings():
+    settings = Settings.from_environ({"HERALD_NAMESPACE": "t1"})
+    env = child_environ(settings, {"PATH": "/bin", "HERALD_NAMESPACE": "stale", "HERALD_LOG_LEVEL": "DEBUG"},
+                        kafka_bootstrap="k:1")
+    assert env["PATH"] == "/bin"
+    assert Settings.from_environ(env) == Settings.from_environ({"HERALD_NAMESPACE": "t1",
+                                                                 "HERALD_KAFKA_BOOTSTRAP": "k:1"})
