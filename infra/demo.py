@@ -38,6 +38,7 @@ from herald.producers.registrations import change_status, register
 from herald.schemas.catalog import CHANNELS, consumer_group, notification_topic, qualified
 
 WRITER_THREADS = 4
+HERALD_ARGV = (sys.executable, "-m", "herald.infra.cli")  # how every child process is started
 _COORDINATOR_NOT_READY = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_NOT_AVAILABLE,
                           KafkaError.COORDINATOR_LOAD_IN_PROGRESS}
 
@@ -69,21 +70,25 @@ def pipeline_env(settings: Settings, endpoints: Endpoints, simulators: dict[str,
                          whatsapp_url=simulators["whatsapp"], email_url=simulators["email"])
 
 
-def start_pipeline(group: ProcessGroup, simulators: dict[str, str]) -> None:
-    """Simulators first (and wait for them), then relay, streams and one worker per channel."""
-    herald = [sys.executable, "-m", "herald.infra.cli"]
-    for channel, url in simulators.items():
-        group.start(f"simulator-{channel}",
-                    [*herald, "simulator", "--kind", channel, "--port", url.rsplit(":", 1)[1]])
+def start_simulators(group: ProcessGroup, simulators: dict[str, str]) -> None:
+    """One simulator process per {kind: url}; returns once each answers."""
+    for kind, url in simulators.items():
+        group.start(f"simulator-{kind}",
+                    [*HERALD_ARGV, "simulator", "--kind", kind, "--port", url.rsplit(":", 1)[1]])
     for url in simulators.values():
         wait_for_http(f"{url}/_sim/stats", Deadline(30), group)
-    group.start("relay", [*herald, "relay"])
-    group.start("streams", [*herald, "streams"])
+
+
+def start_pipeline(group: ProcessGroup, simulators: dict[str, str], settings: Settings,
+                   bootstrap: str) -> None:
+    """Simulators first, then relay, streams and one worker per channel; returns once their
+    consumer groups are ready."""
+    start_simulators(group, simulators)
+    group.start("relay", [*HERALD_ARGV, "relay"])
+    group.start("streams", [*HERALD_ARGV, "streams"])
     for channel in CHANNELS:
-        group.start(f"deliver-{channel}", [*herald, "deliver", "--channel", channel])
-    children = Settings.from_environ(group.env)
-    assert children.kafka_bootstrap is not None, "pipeline_env always sets it"
-    wait_for_groups(children.kafka_bootstrap, pipeline_groups(children), Deadline(90), group)
+        group.start(f"deliver-{channel}", [*HERALD_ARGV, "deliver", "--channel", channel])
+    wait_for_groups(bootstrap, pipeline_groups(settings), Deadline(90), group)
 
 
 def pipeline_groups(settings: Settings) -> list[str]:
@@ -166,10 +171,10 @@ def write_registrations(database_url: str, run_id: str, count: int, rate: float 
     return ids
 
 
-def simulator_messages(url: str, prefix: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def run_messages(url: str, prefix: str) -> list[dict[str, Any]]:
+    """What the simulator at `url` accepted for this run's registrations."""
     messages = httpx.get(f"{url}/_sim/messages", timeout=30).json()
-    stats = httpx.get(f"{url}/_sim/stats", timeout=30).json()
-    return [m for m in messages if m["registration_id"].startswith(prefix)], stats
+    return [m for m in messages if m["registration_id"].startswith(prefix)]
 
 
 def wait_for_deliveries(simulators: dict[str, str], prefix: str, expected: int,
@@ -177,7 +182,7 @@ def wait_for_deliveries(simulators: dict[str, str], prefix: str, expected: int,
     """Poll the simulators until each channel has `expected` e-tickets of this run."""
     while not deadline.expired():
         group.check_alive()
-        counts = [len({m["registration_id"] for m in simulator_messages(url, prefix)[0]})
+        counts = [len({m["registration_id"] for m in run_messages(url, prefix)})
                   for url in simulators.values()]
         if min(counts) >= expected:
             return
@@ -190,7 +195,8 @@ def count_result(result: DemoResult, ids: list[str], simulators: dict[str, str],
     prefix = ids[0].rsplit("-", 1)[0]
     latencies = []
     for channel, url in simulators.items():
-        messages, stats = simulator_messages(url, prefix)
+        messages = run_messages(url, prefix)
+        stats = httpx.get(f"{url}/_sim/stats", timeout=30).json()
         per_registration: dict[str, list[dict[str, Any]]] = {}
         for m in messages:
             if m["template"] == "e_ticket":
@@ -243,7 +249,7 @@ def run_pipeline(settings: Settings, endpoints: Endpoints, count: int, timeout_s
     with ProcessGroup(settings.home / "logs" / run_id,
                       pipeline_env(settings, endpoints, simulators)) as group, \
             ThreadPoolExecutor(1) as fault_thread:
-        start_pipeline(group, simulators)
+        start_pipeline(group, simulators, settings, endpoints.kafka_bootstrap)
         fault = fault_thread.submit(inject_fault, group, simulators) if inject_fault else None
         ids = write_registrations(endpoints.database_url, run_id, count, rate)
         result.written_events = 3 * count

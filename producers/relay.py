@@ -87,5 +87,4 @@ class Relay:
             failures = 0
             if published == 0:
                 stop.wait(self._poll_interval_s)
-        self._producer.flush(self._flush_timeout_s)
-        return self.stats
+        return self.stats  # nothing is pending: each batch was confirmed inside publish_batch

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,10 +13,11 @@ import httpx
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from herald.infra.deadline import Deadline
+from herald.infra.demo import HERALD_ARGV, start_simulators
 from herald.infra.processes import ProcessGroup, free_port
 from herald.infra.settings import Settings, child_environ
 
-HERALD = [sys.executable, "-m", "herald.infra.cli"]
+HERALD = HERALD_ARGV
 
 
 def read_topic(bootstrap: str, topic: str, *, at_least: int = 0, timeout_s: float = 60,
@@ -73,20 +73,7 @@ def process_env(settings: Settings, **simulators: Simulator) -> dict[str, str]:
 @contextmanager
 def simulators(log_dir: Path, *kinds: str) -> Iterator[dict[str, Simulator]]:
     """Provider simulators as separate processes on free loopback ports."""
+    urls = {kind: f"http://127.0.0.1:{free_port()}" for kind in kinds}
     with ProcessGroup(log_dir, dict(os.environ)) as group:
-        running = {}
-        for kind in kinds:
-            port = free_port()
-            group.start(f"simulator-{kind}", [*HERALD, "simulator", "--kind", kind, "--port", str(port)])
-            running[kind] = Simulator(f"http://127.0.0.1:{port}")
-        for simulator in running.values():
-            wait_until(lambda s=simulator: _answers(s), 30, f"{simulator.url} to answer")
-        yield running
-
-
-def _answers(simulator: Simulator) -> bool:
-    try:
-        simulator.stats()
-    except httpx.HTTPError:
-        return False
-    return True
+        start_simulators(group, urls)
+        yield {kind: Simulator(url) for kind, url in urls.items()}
