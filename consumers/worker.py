@@ -50,6 +50,22 @@ class WorkerConfig:
     batch_size: int = 200
 
 
+@dataclass(frozen=True)
+class PartitionEnd:
+    """Where a consumer stands in one partition; negative offsets are librdkafka's "unknown"."""
+
+    position: int
+    committed: int
+    low: int
+    high: int
+
+    def reached(self) -> bool:
+        # Before the first fetch the position is unknown; the group resumes from the
+        # committed offset, or from the low watermark (auto.offset.reset=earliest).
+        start = self.position if self.position >= 0 else self.committed
+        return (start if start >= 0 else self.low) >= self.high
+
+
 def retry_delay_s(attempt: int, base_s: float = 0.2, cap_s: float = 5.0) -> float:
     """In-process pause before attempt `attempt + 1` (retry topics replace this later)."""
     return min(cap_s, base_s * 2 ** (attempt - 1))
@@ -75,17 +91,28 @@ class DeliveryWorker:
         return self.stats
 
     async def _loop(self, stop: threading.Event, drain: bool) -> None:
-        idle_polls = 0
         async with self._client:
             while not stop.is_set():
                 messages = self._next_batch()
-                if not messages:
-                    idle_polls += 1
-                    if drain and idle_polls >= 6 and self._consumer.assignment():
-                        return
-                    continue
-                idle_polls = 0
-                await self._handle_batch(messages, stop)
+                if messages:
+                    await self._handle_batch(messages, stop)
+                elif drain and self._caught_up():
+                    return
+
+    def _caught_up(self) -> bool:
+        """Whether every assigned partition has been read to its end.
+
+        Idle polls are no evidence: while a new broker's group coordinator loads, a member
+        holds an assignment but fetches nothing for seconds.
+        """
+        assignment = self._consumer.assignment()
+        if not assignment:
+            return False
+        positions = self._consumer.position(assignment)
+        committed = self._consumer.committed(assignment, timeout=10)
+        ends = [PartitionEnd(p.offset, c.offset, *self._consumer.get_watermark_offsets(p, timeout=10))
+                for p, c in zip(positions, committed, strict=True)]
+        return all(end.reached() for end in ends)
 
     async def _handle_batch(self, messages: list[Message], stop: threading.Event) -> None:
         semaphore = asyncio.Semaphore(self._config.concurrency)
