@@ -25,16 +25,17 @@ def test_up_status_down_on_a_private_home(base_settings, tmp_path):
     try:
         up = herald("up", env=env)
         assert up.returncode == 0, up.stderr
-        assert "kafka    127.0.0.1:" in up.stderr and "postgres postgresql" in up.stderr
+        assert "kafka    127.0.0.1:" in up.stderr and "postgres postgresql" in up.stderr, up.stderr
         status = herald("status", env=env)
-        assert "embedded 4.3.1" in status.stdout and "stopped" not in status.stdout
+        assert "embedded 4.3.1" in status.stdout and "stopped" not in status.stdout, status.stdout
         again = herald("up", env=env)  # idempotent: reuses what runs
-        assert again.returncode == 0
-        assert again.stderr.splitlines()[-2:] == up.stderr.splitlines()[-2:]  # same endpoints
+        assert again.returncode == 0, again.stderr
+        assert again.stderr.splitlines()[-2:] == up.stderr.splitlines()[-2:], (up.stderr, again.stderr)
     finally:
         down = herald("down", "--purge", env=env)
-    assert down.returncode == 0 and "stopped: kafka, postgres" in down.stderr
-    assert herald("status", env=env).stdout.count("stopped") == 2
+    assert down.returncode == 0 and "stopped: kafka, postgres" in down.stderr, down.stderr
+    after = herald("status", env=env).stdout
+    assert after.count("stopped") == 2, after
     assert not list((tmp_path / "home" / "kafka").glob("data/*"))
 
 
