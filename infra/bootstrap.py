@@ -25,7 +25,7 @@ from herald.infra.services import (
 from herald.infra.settings import Settings
 from herald.producers.migrations import migrate
 from herald.producers.models import OutboxRecord
-from herald.producers.relay import Relay, RelayStats
+from herald.producers.relay import Relay, RelayConfig, RelayStats
 from herald.schemas.catalog import CHANNELS, consumer_group, notification_topic, topic_catalog
 
 
@@ -66,19 +66,26 @@ def reachable_endpoints(settings: Settings, need_database: bool = True) -> Endpo
 
 def run_relay(settings: Settings, stop: threading.Event) -> RelayStats:
     endpoints = reachable_endpoints(settings)
-    engine = sa.create_engine(endpoints.database_url, pool_pre_ping=True)
+    # NullPool: a shard lease is a lock on the relay's own connection, never on a pooled one.
+    engine = sa.create_engine(endpoints.database_url, poolclass=sa.NullPool)
     if not sa.inspect(engine).has_table(OutboxRecord.__tablename__):
         engine.dispose()
         raise ServiceError("the database has no outbox table: run `herald up` (it migrates) first")
-    producer = Producer(producer_config(endpoints.kafka_bootstrap, settings.relay_flush_timeout_s))
-    relay = Relay(engine, producer, namespace=settings.namespace,
-                  batch_size=settings.relay_batch_size,
-                  flush_timeout_s=settings.relay_flush_timeout_s,
-                  poll_interval_s=settings.relay_poll_interval_s)
+    relay = Relay(engine, lambda: Producer(producer_config(endpoints.kafka_bootstrap,
+                                                           settings.relay_flush_timeout_s)),
+                  relay_config(settings))
     try:
         return relay.run(stop)
     finally:
         engine.dispose()
+
+
+def relay_config(settings: Settings) -> RelayConfig:
+    return RelayConfig(namespace=settings.namespace, batch_size=settings.relay_batch_size,
+                       flush_timeout_s=settings.relay_flush_timeout_s,
+                       poll_interval_s=settings.relay_poll_interval_s,
+                       lease_interval_s=settings.relay_lease_interval_s,
+                       shutdown_timeout_s=settings.relay_shutdown_timeout_s)
 
 
 def run_streams(settings: Settings) -> None:

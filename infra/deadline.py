@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 
 class Deadline:
-    def __init__(self, seconds: float) -> None:
+    """Expires `seconds` from now, or `grace_s` after `stop` is first seen set, whichever is first.
+
+    The grace is what bounds shutdown: work under way when SIGTERM arrives gets `grace_s`
+    to finish, however long its own deadline was.
+    """
+
+    def __init__(self, seconds: float, *, stop: threading.Event | None = None, grace_s: float = 0.0) -> None:
         self._expires_at = time.monotonic() + seconds
+        self._stop = stop
+        self._grace_s = grace_s
+        self._stop_seen = False
 
     def remaining(self) -> float:
-        return max(0.0, self._expires_at - time.monotonic())
+        now = time.monotonic()
+        if self._stop is not None and not self._stop_seen and self._stop.is_set():
+            self._stop_seen = True
+            self._expires_at = min(self._expires_at, now + self._grace_s)
+        return max(0.0, self._expires_at - now)
 
     def expired(self) -> bool:
         return self.remaining() == 0.0

@@ -30,6 +30,9 @@ def producer_config(bootstrap: str, ack_timeout_s: float, **overrides: Any) -> d
         "acks": "all",
         "linger.ms": 5,
         "compression.type": "lz4",
+        # A failure that could leave a gap in a partition (a later record stored, an earlier
+        # one not) is fatal instead of silently reordering; callers start a new producer.
+        "enable.gapless.guarantee": True,
         # A record not acknowledged within the caller's deadline fails instead of lingering
         # in the queue, so the caller's own retry (from its source of truth) takes over.
         "message.timeout.ms": int(ack_timeout_s * 1000),
@@ -81,7 +84,8 @@ def produce_confirmed(producer: Producer, records: Iterable[Outgoing], deadline:
                          headers=to_kafka(record.headers),
                          on_delivery=acks.on_delivery)
         count += 1
-    while producer.flush(max(deadline.remaining(), 0.01)) and not deadline.expired():
+    # Short slices: a stop-aware deadline notices SIGTERM within 0.1 s.
+    while producer.flush(min(max(deadline.remaining(), 0.01), 0.1)) and not deadline.expired():
         pass
     if acks.errors or acks.acknowledged != count:
         first = acks.errors[0].str() if acks.errors else "not acknowledged before the deadline"

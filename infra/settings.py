@@ -47,12 +47,27 @@ class Settings:
         "Base URL of the WhatsApp gateway."))
     email_url: str = field(default="http://127.0.0.1:18082", metadata=_doc(
         "Base URL of the email provider."))
-    relay_batch_size: int = field(default=500, metadata=_doc(
-        "Outbox rows the relay claims and publishes per batch."))
-    relay_poll_interval_s: float = field(default=0.2, metadata=_doc(
-        "How long the relay sleeps when the outbox is empty, in seconds."))
+    relay_batch_size: int = field(default=5000, metadata=_doc(
+        "Outbox rows a relay claims, publishes and removes per batch."))
+    relay_poll_interval_s: float = field(default=1.0, metadata=_doc(
+        "Fallback poll of an idle relay, in seconds; commits wake it at once via NOTIFY."))
     relay_flush_timeout_s: float = field(default=30.0, metadata=_doc(
         "How long the relay waits for the broker to acknowledge a batch, in seconds."))
+    relay_lease_interval_s: float = field(default=1.0, metadata=_doc(
+        "How often relays rebalance outbox shards, in seconds: a dead relay's shards move then."))
+    relay_shutdown_timeout_s: float = field(default=10.0, metadata=_doc(
+        "After SIGTERM, how long a relay's last batch may wait for acknowledgments, in seconds."))
+    ingest_host: str = field(default="127.0.0.1", metadata=_doc(
+        "Address the HTTP ingest API (POST /v1/events) listens on."))
+    ingest_port: int = field(default=8090, metadata=_doc("Port of the HTTP ingest API."))
+    ingest_secrets: str | None = field(default=None, repr=False, metadata=_doc(
+        "Comma-separated HMAC secrets the ingest API accepts (several during a rotation)."))
+    ingest_tolerance_s: float = field(default=300.0, metadata=_doc(
+        "How far a signed request's timestamp may be from the server's clock, in seconds."))
+    ingest_max_body_bytes: int = field(default=262144, metadata=_doc(
+        "Largest request body the ingest API reads; larger ones get 413."))
+    ingest_idempotency_ttl_s: float = field(default=86400.0, metadata=_doc(
+        "How long an Idempotency-Key is remembered, in seconds."))
     delivery_concurrency: int = field(default=8, metadata=_doc(
         "Provider requests one delivery worker keeps in flight."))
     delivery_timeout_s: float = field(default=10.0, metadata=_doc(

@@ -1,4 +1,4 @@
-"""`emit()`: add an event to the outbox inside the caller's transaction.
+"""`emit()`: add an event to the outbox inside the caller's transaction; the backlog view.
 
 The event is validated and encoded before anything is added, so an invalid event raises
 SchemaViolation naming the field and the caller's transaction can roll back cleanly.
@@ -7,14 +7,20 @@ SchemaViolation naming the field and the caller's transaction can roll back clea
 from __future__ import annotations
 
 import uuid
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from herald.producers.models import OutboxRecord
 from herald.schemas.codec import encode
 from herald.schemas.headers import event_headers
+
+# Fixed for the table's life: rows are routed to relays by it. Changing it needs an empty
+# outbox (stop writers, let relays drain) and a migration.
+OUTBOX_SHARDS = 32
 
 
 @dataclass(frozen=True)
@@ -28,12 +34,35 @@ class DomainEvent:
     traceparent: str | None = None
 
 
+def shard_of(key: str) -> int:
+    """The outbox shard of an aggregate key (stable across processes and versions)."""
+    return zlib.crc32(key.encode("utf-8")) % OUTBOX_SHARDS
+
+
 def emit(session: Session, event: DomainEvent) -> OutboxRecord:
     payload = encode(event.schema_name, event.record)
     event_id = str(event.record.get("event_id") or uuid.uuid4())
     headers = event_headers(event_id=event_id, event_type=event.event_type,
                             correlation_id=event.correlation_id, traceparent=event.traceparent)
-    row = OutboxRecord(topic=event.topic, message_key=event.key, event_id=uuid.UUID(event_id),
-                       event_type=event.event_type, payload=payload, headers=headers)
+    row = OutboxRecord(topic=event.topic, message_key=event.key, shard=shard_of(event.key),
+                       event_id=uuid.UUID(event_id), event_type=event.event_type,
+                       payload=payload, headers=headers)
     session.add(row)
     return row
+
+
+@dataclass(frozen=True)
+class Backlog:
+    rows: int
+    oldest_age_s: float  # 0 when empty
+
+    def as_dict(self) -> dict[str, float]:
+        return {"rows": self.rows, "oldest_age_s": round(self.oldest_age_s, 3)}
+
+
+def outbox_backlog(conn: sa.Connection) -> Backlog:
+    """Rows waiting for a relay and the age of the oldest, for health views and metrics."""
+    rows, oldest = conn.execute(sa.text(
+        "SELECT count(*), coalesce(extract(epoch FROM clock_timestamp() - "
+        "(SELECT created_at FROM outbox ORDER BY id LIMIT 1)), 0) FROM outbox")).one()
+    return Backlog(rows=int(rows), oldest_age_s=float(oldest))

@@ -1,27 +1,47 @@
-"""The relay: publishes outbox rows to Kafka in id order, removing them only once acknowledged.
+"""The relay: publishes outbox rows to Kafka in id order per shard, removing them only once acknowledged.
 
-A batch is claimed with FOR UPDATE SKIP LOCKED, published with an idempotent producer
-(acks=all), flushed within a deadline, and deleted in the same transaction. If any record
-of the batch is not acknowledged, the transaction rolls back and every row stays for the
-next attempt: at-least-once, and the `event-id` header lets consumers drop repeats.
+One cycle: claim a batch from the shards this relay leases (one DELETE ... RETURNING, in
+id order), produce it with an idempotent producer (acks=all, gapless), wait for every
+acknowledgment, then commit the DELETE. Any failure rolls the DELETE back, so the rows stay
+for the next attempt: at-least-once, and the `event-id` header lets consumers drop repeats.
+
+Rows are claimed by deleting them, not by a "last published id" cursor, so a transaction
+that commits a low id after higher ids were published is found by the next claim: no row
+is ever skipped. Causally ordered writes of one key (the second began after the first
+committed, or they serialise on the domain row lock) have ascending ids, so they leave in
+order; writes of one key that were concurrent have no order to keep.
+
+The relay wakes on the outbox's NOTIFY at each writer commit, with a fallback poll.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import select
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import psycopg2.extensions
 import sqlalchemy as sa
-from confluent_kafka import Producer
-from sqlalchemy.orm import Session
+from confluent_kafka import KafkaException, Producer
 
 from herald.infra.deadline import Deadline
 from herald.infra.kafka_io import Outgoing, PublishFailed, produce_confirmed
-from herald.producers.models import OutboxRecord
+from herald.producers.leases import ShardLeases
 from herald.schemas.catalog import qualified
 
 log = logging.getLogger(__name__)
+
+NOTIFY_CHANNEL = "herald_outbox"
+
+# Claim and remove in one statement; the DELETE commits only after the broker acknowledged.
+CLAIM = sa.text(
+    "DELETE FROM outbox WHERE id IN ("
+    " SELECT id FROM outbox WHERE shard = ANY(:shards) ORDER BY id LIMIT :limit) "
+    "RETURNING id, topic, message_key, payload, headers::text")
 
 
 def backoff_s(failures: int, base_s: float = 0.5, cap_s: float = 5.0) -> float:
@@ -29,62 +49,179 @@ def backoff_s(failures: int, base_s: float = 0.5, cap_s: float = 5.0) -> float:
     return min(cap_s, base_s * 2 ** max(0, failures - 1))
 
 
+@dataclass(frozen=True)
+class RelayConfig:
+    namespace: str = ""
+    batch_size: int = 5000
+    flush_timeout_s: float = 30.0  # a batch not acknowledged by then is rolled back
+    poll_interval_s: float = 1.0  # fallback when no NOTIFY arrives
+    lease_interval_s: float = 1.0  # how often shards are rebalanced (takeover time)
+    shutdown_timeout_s: float = 10.0  # after SIGTERM, how long the last batch may wait
+    vacuum_interval_s: float = 10.0  # how often a relay that removed rows vacuums the table
+
+
 @dataclass
 class RelayStats:
+    """Countable outcomes: tests assert these instead of sleeping."""
+
     published: int = 0
     batches: int = 0
     failed_batches: int = 0
+    owned_shards: int = 0
     last_error: str | None = None
+    last_failure_at: float | None = None
+
+
+class Every:
+    """A cadence: `due()` is true once per interval."""
+
+    def __init__(self, interval_s: float, due_now: bool = False) -> None:
+        self._interval_s = interval_s
+        self._next = time.monotonic() + (0.0 if due_now else interval_s)
+
+    def due(self) -> bool:
+        if time.monotonic() < self._next:
+            return False
+        self._next = time.monotonic() + self._interval_s
+        return True
+
+    def remaining(self) -> float:
+        return max(0.0, self._next - time.monotonic())
+
+
+class OutboxWatch:
+    """An autocommit connection beside the claiming one: LISTENs for writer commits, and vacuums.
+
+    Vacuuming here, not only through autovacuum (whose nap defaults to a minute), makes the
+    space of removed rows reusable within seconds, so the table stays small under load.
+    """
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self._conn = engine.raw_connection()
+        dbapi = self._conn.dbapi_connection
+        assert dbapi is not None
+        dbapi.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)
+        with dbapi.cursor() as cursor:
+            cursor.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        self._dbapi = dbapi
+
+    def wait(self, timeout_s: float, stop: threading.Event) -> bool:
+        """Sleep until a notification, `stop`, or the timeout; True when notified."""
+        deadline = Deadline(timeout_s)
+        while not stop.is_set() and not deadline.expired():
+            # Short slices: a signal handler setting `stop` is seen within 0.1 s.
+            readable, _, _ = select.select([self._dbapi], [], [], min(deadline.remaining(), 0.1))
+            if readable:
+                self._dbapi.poll()
+                if self._dbapi.notifies:
+                    self._dbapi.notifies.clear()
+                    return True
+        return False
+
+    def vacuum(self) -> None:
+        with self._dbapi.cursor() as cursor:
+            cursor.execute("VACUUM (SKIP_LOCKED) outbox")  # another relay's vacuum is enough
+
+    def close(self) -> None:
+        self._conn.close()
 
 
 class Relay:
-    def __init__(
-        self, engine: sa.Engine, producer: Producer, *, namespace: str = "",
-        batch_size: int = 500, flush_timeout_s: float = 30.0, poll_interval_s: float = 0.2,
-    ) -> None:
+    def __init__(self, engine: sa.Engine, make_producer: Callable[[], Producer],
+                 config: RelayConfig | None = None) -> None:
+        """`engine` must not pool connections (NullPool): a lease lives as long as its connection."""
         self._engine = engine
-        self._producer = producer
-        self._namespace = namespace
-        self._batch_size = batch_size
-        self._flush_timeout_s = flush_timeout_s
-        self._poll_interval_s = poll_interval_s
+        self._make_producer = make_producer
+        self._producer = make_producer()
+        self._config = config or RelayConfig()
         self.stats = RelayStats()
-
-    def publish_batch(self) -> int:
-        """Publish one batch; returns how many rows it published (0: the outbox is empty)."""
-        with Session(self._engine) as session, session.begin():
-            rows = session.scalars(
-                sa.select(OutboxRecord).order_by(OutboxRecord.id).limit(self._batch_size)
-                .with_for_update(skip_locked=True)).all()
-            if not rows:
-                return 0
-            self._publish(rows)
-            session.execute(sa.delete(OutboxRecord).where(
-                OutboxRecord.id.in_([row.id for row in rows])))
-        self.stats.published += len(rows)
-        self.stats.batches += 1
-        return len(rows)
-
-    def _publish(self, rows: list[OutboxRecord]) -> None:
-        records = (Outgoing(qualified(row.topic, self._namespace), row.message_key.encode(),
-                            row.payload, row.headers) for row in rows)
-        produce_confirmed(self._producer, records, Deadline(self._flush_timeout_s))
 
     def run(self, stop: threading.Event) -> RelayStats:
         """Publish until `stop` is set; back off while Kafka or the database is unavailable."""
         failures = 0
         while not stop.is_set():
             try:
-                published = self.publish_batch()
-            except (PublishFailed, sa.exc.OperationalError, BufferError) as exc:
+                self._serve(stop)
+                failures = 0
+            except (sa.exc.OperationalError, psycopg2.OperationalError) as exc:
+                failures += 1  # lost the database: the leases went with the connection
+                self._report_failure(f"database unavailable: {exc}", failures)
+                stop.wait(backoff_s(failures))
+        return self.stats
+
+    def _serve(self, stop: threading.Event) -> None:
+        """One database session: hold leases on `conn`, claim with it, listen on another."""
+        watch = OutboxWatch(self._engine)
+        with self._engine.connect() as conn:
+            conn.execute(sa.text("SET application_name = 'herald-relay'"))
+            leases = ShardLeases(conn)
+            try:
+                leases.join()
+                self._publish_while_leased(conn, leases, watch, stop)
+            finally:
+                self._release(leases, conn)
+                watch.close()
+
+    def _publish_while_leased(self, conn: sa.Connection, leases: ShardLeases,
+                              watch: OutboxWatch, stop: threading.Event) -> None:
+        failures, removed_at_vacuum = 0, self.stats.published
+        rebalance = Every(self._config.lease_interval_s, due_now=True)
+        vacuum = Every(self._config.vacuum_interval_s)
+        while not stop.is_set():
+            if rebalance.due():
+                self.stats.owned_shards = len(leases.rebalance())
+            if vacuum.due() and self.stats.published > removed_at_vacuum:
+                watch.vacuum()
+                removed_at_vacuum = self.stats.published
+            try:
+                published = self.publish_batch(conn, sorted(leases.owned), stop)
+            except PublishFailed as exc:
                 failures += 1
-                self.stats.failed_batches += 1
-                self.stats.last_error = str(exc)
-                delay = backoff_s(failures)
-                log.warning("relay batch failed (%s); rows kept, retrying in %.1fs", exc, delay)
-                stop.wait(delay)
+                self._report_failure(str(exc), failures)
+                self._producer = self._make_producer()  # a fresh session: no gap can follow
+                stop.wait(backoff_s(failures))
                 continue
             failures = 0
-            if published == 0:
-                stop.wait(self._poll_interval_s)
-        return self.stats  # nothing is pending: each batch was confirmed inside publish_batch
+            if published < self._config.batch_size:  # caught up: sleep until a commit
+                watch.wait(min(self._config.poll_interval_s, rebalance.remaining()), stop)
+
+    def publish_batch(self, conn: sa.Connection, shards: list[int],
+                      stop: threading.Event | None = None) -> int:
+        """Claim, publish and remove one batch of `shards`; returns how many rows it published."""
+        if not shards:
+            conn.rollback()
+            return 0
+        rows = conn.execute(CLAIM, {"shards": shards, "limit": self._config.batch_size}).all()
+        if not rows:
+            conn.commit()
+            return 0
+        rows.sort(key=lambda row: row.id)  # RETURNING has no order of its own
+        deadline = Deadline(self._config.flush_timeout_s, stop=stop, grace_s=self._config.shutdown_timeout_s)
+        try:
+            produce_confirmed(self._producer, self._records(rows), deadline)
+        except (PublishFailed, KafkaException, BufferError) as exc:
+            conn.rollback()  # every row stays for the next attempt
+            raise exc if isinstance(exc, PublishFailed) else PublishFailed(str(exc)) from exc
+        conn.commit()
+        self.stats.published += len(rows)
+        self.stats.batches += 1
+        return len(rows)
+
+    def _records(self, rows: list[sa.Row]) -> list[Outgoing]:
+        namespace = self._config.namespace
+        return [Outgoing(qualified(row.topic, namespace), row.message_key.encode(), bytes(row.payload),
+                         json.loads(row.headers)) for row in rows]
+
+    def _report_failure(self, error: str, failures: int) -> None:
+        self.stats.failed_batches += 1
+        self.stats.last_error = error
+        self.stats.last_failure_at = time.time()
+        log.warning("relay batch failed (%s); rows kept, retrying in %.1fs", error, backoff_s(failures))
+
+    def _release(self, leases: ShardLeases, conn: sa.Connection) -> None:
+        try:
+            conn.rollback()
+            leases.release_all()
+        except sa.exc.DBAPIError:
+            leases.forget()  # the connection is gone, and the server dropped its locks with it
+        self.stats.owned_shards = 0

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 CHANNELS: tuple[str, ...] = ("whatsapp", "email")
 
 REGISTRATION_EVENTS = "registrations.events"
+SESSION_EVENTS = "sessions.events"
 NOTIFICATION_STATUS = "notifications.status"
 
 _DAY_MS = 24 * 60 * 60 * 1000
@@ -57,6 +58,8 @@ def topic_catalog(namespace: str = "") -> tuple[TopicSpec, ...]:
                   "herald.RegistrationEvent"),
         TopicSpec(dead_letter_topic(REGISTRATION_EVENTS), 1, "delete", 30 * _DAY_MS,
                   "registration id", "any (undecodable input kept as it came)"),
+        # Compacted: each record carries the whole session, so the latest per key is the state.
+        TopicSpec(SESSION_EVENTS, 6, "compact", -1, "session id", "herald.SessionEvent"),
         TopicSpec(NOTIFICATION_STATUS, 6, "compact", -1, "notification id",
                   "herald.NotificationStatus"),
     ]

@@ -25,11 +25,16 @@ SCHEMA_FILES: dict[str, tuple[int, str]] = {
     "herald.RegistrationEvent": (1, "registration_event.avsc"),
     "herald.NotificationRequest": (2, "notification_request.avsc"),
     "herald.NotificationStatus": (3, "notification_status.avsc"),
+    "herald.SessionEvent": (4, "session_event.avsc"),
 }
 
 
 class SchemaViolation(ValueError):
-    """A record does not match its schema; the message names the offending field."""
+    """A record does not match its schema; the message and `fields` name the offending fields."""
+
+    def __init__(self, message: str, fields: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.fields = fields
 
 
 class UndecodableRecord(ValueError):
@@ -74,11 +79,17 @@ def validate_record(schema_name: str, record: dict[str, Any]) -> None:
     known = {f["name"] for f in parsed_schema(schema_name)["fields"]}
     unknown = sorted(set(record) - known)
     if unknown:  # fastavro ignores them; a misspelt field must not vanish silently
-        raise SchemaViolation(f"{schema_name}: unknown field(s) {', '.join(unknown)}")
+        raise SchemaViolation(f"{schema_name}: unknown field(s) {', '.join(unknown)}", tuple(unknown))
     try:
         validate(record, parsed_schema(schema_name), raise_errors=True, strict=True)
     except ValidationError as exc:
-        raise SchemaViolation(f"{schema_name}: {_describe_violation(exc)}") from None
+        fields = tuple(_field_path(schema_name, error.field) for error in exc.errors)
+        raise SchemaViolation(f"{schema_name}: {_describe_violation(exc)}", fields) from None
+
+
+def _field_path(schema_name: str, path: str | None) -> str:
+    """fastavro's 'herald.X.a.b' as the record's own 'a.b'."""
+    return (path or "").removeprefix(f"{schema_name}.")
 
 
 def _describe_violation(exc: ValidationError) -> str:

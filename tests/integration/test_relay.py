@@ -1,98 +1,95 @@
-"""The relay publishes every committed event, in order per key, through kill -9 and broker outages."""
+"""The relay publishes every committed event, in order per key, through kill -9, several relays,
+late commits and broker outages."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import random
 import signal
 import threading
-from collections import defaultdict
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
-from confluent_kafka import Producer
 from sqlalchemy.orm import Session
 
-from herald.infra.kafka_io import producer_config
 from herald.infra.kafka_local import EmbeddedKafka
 from herald.infra.processes import ProcessGroup, free_port
 from herald.infra.provisioning import provision_topics
 from herald.infra.settings import Settings
-from herald.producers.models import OutboxRecord
+from herald.producers.leases import lease_holders
+from herald.producers.outbox import OUTBOX_SHARDS, outbox_backlog
 from herald.producers.registrations import change_status, register
-from herald.producers.relay import PublishFailed, Relay
 from herald.schemas import headers as h
-from herald.schemas.catalog import REGISTRATION_EVENTS, qualified, topic_catalog
+from herald.schemas.catalog import topic_catalog
 from herald.schemas.codec import decode
-from tests.support import HERALD, process_env, read_topic, wait_until
-
-
-def write_lifecycles(engine: sa.Engine, count: int, prefix: str = "REG") -> int:
-    """`count` registrations taken to payment_uploaded by 4 writers; returns events written."""
-    def lifecycle(n: int) -> None:
-        registration_id = f"{prefix}-{n:05d}"
-        with Session(engine) as session, session.begin():
-            register(session, registration_id=registration_id, participant_name="Rina",
-                     phone="+6281300000000", email="rina@example.test")
-        with Session(engine) as session, session.begin():
-            change_status(session, registration_id, "payment_uploaded")
-
-    with ThreadPoolExecutor(4) as pool:
-        list(pool.map(lifecycle, range(count)))
-    return 2 * count
-
-
-def outbox_size(engine: sa.Engine) -> int:
-    with Session(engine) as session:
-        return session.scalar(sa.select(sa.func.count()).select_from(OutboxRecord)) or 0
-
-
-def audit(records: list, written: int) -> dict[str, int]:
-    """Count lost and duplicated events, and keys whose first occurrences are out of order."""
-    seen: dict[str, int] = defaultdict(int)
-    per_key: dict[bytes, list[str]] = defaultdict(list)
-    for message in records:
-        event_id = dict(message.headers())[h.EVENT_ID].decode()
-        seen[event_id] += 1
-        if seen[event_id] == 1:
-            per_key[message.key()].append(decode(message.value()).record["status"])
-    out_of_order = sum(1 for statuses in per_key.values() if statuses != ["created", "payment_uploaded"])
-    return {"lost": written - len(seen), "duplicated": sum(n - 1 for n in seen.values()),
-            "out_of_order": out_of_order}
-
-
-def relay_for(settings: Settings, engine: sa.Engine, bootstrap: str, flush_timeout_s: float = 30) -> Relay:
-    producer = Producer(producer_config(bootstrap, flush_timeout_s))
-    return Relay(engine, producer, namespace=settings.namespace, batch_size=100,
-                 flush_timeout_s=flush_timeout_s, poll_interval_s=0.05)
+from tests.integration.relay_support import (
+    audit_lifecycles,
+    audit_sequences,
+    bump_sequence,
+    open_sessions,
+    outbox_size,
+    registration_records,
+    running_relay,
+    session_key,
+    session_records,
+    write_lifecycles,
+)
+from tests.support import HERALD, process_env, wait_until
 
 
 def test_publishes_keyed_records_with_headers_and_empties_the_outbox(settings, engine):
     written = write_lifecycles(engine, 50)
-    relay = relay_for(settings, engine, settings.kafka_bootstrap)
-    while relay.publish_batch():
-        pass
-    assert outbox_size(engine) == 0 and relay.stats.published == written
-    records = read_topic(settings.kafka_bootstrap, qualified(REGISTRATION_EVENTS, settings.namespace),
-                         at_least=written)
-    assert audit(records, written) == {"lost": 0, "duplicated": 0, "out_of_order": 0}
+    with running_relay(settings) as relay:
+        wait_until(lambda: outbox_size(engine) == 0, 60, "the outbox to empty")
+    assert relay.stats.published == written
+    records = registration_records(settings, settings.kafka_bootstrap, written)
+    assert audit_lifecycles(records, written) == {"lost": 0, "duplicated": 0, "out_of_order": 0}
     first = records[0]
     assert first.key().decode() == decode(first.value()).record["registration_id"]
     assert {name for name, _ in first.headers()} >= {
         h.EVENT_ID, h.EVENT_TYPE, h.CORRELATION_ID, h.TRACEPARENT, h.PRODUCED_AT}
 
 
+def test_a_commit_wakes_an_idle_relay_long_before_its_fallback_poll(settings, engine):
+    with running_relay(settings, poll_interval_s=60.0, lease_interval_s=60.0) as relay:
+        wait_until(lambda: relay.stats.owned_shards == OUTBOX_SHARDS, 30, "the relay to lease every shard")
+        time.sleep(0.5)  # let it go idle, waiting for a notification
+        write_lifecycles(engine, 1)
+        wait_until(lambda: relay.stats.published == 2, 20, "the NOTIFY to wake the relay (poll is 60 s)")
+
+
 def test_unreachable_kafka_keeps_rows_and_never_fails_a_writer(settings, engine):
     dead = f"127.0.0.1:{free_port()}"
     write_lifecycles(engine, 5)
-    relay = relay_for(settings, engine, dead, flush_timeout_s=2)
-    with pytest.raises(PublishFailed, match="not acknowledged"):
-        relay.publish_batch()
-    assert outbox_size(engine) == 10
-    write_lifecycles(engine, 5, prefix="LATER")  # writers go on while Kafka is away
-    assert outbox_size(engine) == 20
+    with running_relay(settings, bootstrap=dead, flush_timeout_s=1.0) as relay:
+        wait_until(lambda: relay.stats.failed_batches >= 2, 30, "the relay to report failed batches")
+        assert "not acknowledged" in (relay.stats.last_error or "")
+        write_lifecycles(engine, 5, prefix="LATER")  # writers go on while Kafka is away
+        assert outbox_size(engine) == 20
+    with engine.connect() as conn:
+        backlog = outbox_backlog(conn)
+    assert backlog.rows == 20 and backlog.oldest_age_s > 0
+
+
+def test_a_long_transaction_that_commits_a_low_id_late_is_published_in_order(settings, engine):
+    late = Session(engine)
+    late.begin()
+    register(late, registration_id="LATE-1", participant_name="Ayu", phone="+628111", email="a@example.test")
+    late.flush()  # the low id is taken now; the commit comes after many higher ids are published
+    with running_relay(settings) as relay:
+        written = write_lifecycles(engine, 200, prefix="EARLY")
+        wait_until(lambda: relay.stats.published == written, 60, "the later events to be published")
+        late.commit()
+        late.close()
+        wait_until(lambda: relay.stats.published == written + 1, 30, "the late event to be published")
+        with Session(engine) as session, session.begin():  # the key's next event follows it
+            change_status(session, "LATE-1", "payment_uploaded")
+        wait_until(lambda: relay.stats.published == written + 2, 30, "the key's next event")
+    records = registration_records(settings, settings.kafka_bootstrap, written + 2)
+    assert audit_lifecycles(records, written + 2) == {"lost": 0, "duplicated": 0, "out_of_order": 0}
 
 
 @pytest.fixture
@@ -103,46 +100,96 @@ def private_broker(base_settings: Settings, tmp_path: Path):
     broker.stop()
 
 
-def test_broker_down_then_back_loses_nothing(settings, engine, private_broker):
+def test_broker_down_while_writers_commit_5000_events_loses_nothing(settings, engine, private_broker):
     bootstrap = private_broker.start().bootstrap
     provision_topics(bootstrap, topic_catalog(settings.namespace))
-    relay = relay_for(settings, engine, bootstrap, flush_timeout_s=3)
-    stop = threading.Event()
-    runner = threading.Thread(target=relay.run, args=(stop,))
-    runner.start()
-    try:
+    with running_relay(settings, bootstrap=bootstrap, flush_timeout_s=3.0) as relay:
         written = write_lifecycles(engine, 100, prefix="BEFORE")
         wait_until(lambda: outbox_size(engine) == 0, 60, "the first events to be published")
         private_broker.stop()
-        written += write_lifecycles(engine, 100, prefix="DURING")  # must not fail
+        written += write_lifecycles(engine, 2500, prefix="DURING", writers=8)  # raises on any error
         wait_until(lambda: relay.stats.failed_batches > 0, 30, "the relay to notice the outage")
-        assert outbox_size(engine) == 200
+        assert outbox_size(engine) == 5000
         assert private_broker.start().bootstrap == bootstrap  # back at the address clients know
         wait_until(lambda: outbox_size(engine) == 0, 120, "the backlog to drain")
-    finally:
-        stop.set()
-        runner.join(60)
-    records = read_topic(bootstrap, qualified(REGISTRATION_EVENTS, settings.namespace), at_least=written)
-    counts = audit(records, written)
+    counts = audit_lifecycles(registration_records(settings, bootstrap, written), written)
     assert counts["lost"] == 0 and counts["out_of_order"] == 0, counts
 
 
-def test_kill_9_mid_stream_loses_nothing_and_keeps_order(settings, engine, log_dir):
-    written = write_lifecycles(engine, 1500)
-    env = process_env(dataclasses.replace(settings, relay_batch_size=50))
+def test_three_relays_killed_at_random_lose_nothing_and_keep_order_per_key(settings, engine, log_dir):
+    keys, writers, bumps_each = 200, 8, 250
+    open_sessions(engine, keys)
+    expected = {session_key(n): 0 for n in range(keys)}
+    lock = threading.Lock()
+
+    def writer(seed: int) -> None:
+        rng = random.Random(seed)
+        for _ in range(bumps_each):
+            key = session_key(rng.randrange(keys))
+            bump_sequence(engine, key)
+            with lock:
+                expected[key] += 1
+            time.sleep(0.004)  # spread the writes over the kills
+
+    env = process_env(dataclasses.replace(settings, relay_batch_size=100, relay_lease_interval_s=0.5))
+    kills = 0
     with ProcessGroup(log_dir, env) as group:
-        first = group.start("relay-1", [*HERALD, "relay"])
-        wait_until(lambda: outbox_size(engine) < written - 300, 60, "the relay to publish some")
-        os.kill(first.pid, signal.SIGKILL)
-        first.wait()
-        left = outbox_size(engine)
-        assert 0 < left < written, "the kill must land mid-stream for this test to mean anything"
-        group.start("relay-2", [*HERALD, "relay"])
-        wait_until(lambda: outbox_size(engine) == 0, 120, "the restarted relay to drain the outbox")
-    records = read_topic(settings.kafka_bootstrap, qualified(REGISTRATION_EVENTS, settings.namespace),
-                         at_least=written)
-    counts = audit(records, written)
-    # At-least-once: a batch acknowledged but not yet deleted when killed is sent again; the
-    # event-id header lets consumers drop it. Nothing may be missing or reordered.
+        relays = [group.start(f"relay-{n}", [*HERALD, "relay"]) for n in range(3)]
+        with ThreadPoolExecutor(writers) as pool:
+            writing = [pool.submit(writer, seed) for seed in range(writers)]
+            rng = random.Random(42)
+            while not all(f.done() for f in writing) or kills < 3:
+                time.sleep(rng.uniform(0.5, 1.5))
+                index = rng.randrange(3)
+                os.kill(relays[index].pid, signal.SIGKILL)
+                relays[index].wait()
+                kills += 1
+                relays[index] = group.start(f"relay-{index}-{kills}", [*HERALD, "relay"])
+            for future in writing:
+                future.result()  # a writer error fails the test
+        wait_until(lambda: outbox_size(engine) == 0, 120, "the relays to drain the outbox")
+    total = sum(last + 1 for last in expected.values())
+    counts = audit_sequences(session_records(settings, total), expected)
+    print(f"\n{kills} kills, {total} events: {counts}")
     assert counts["lost"] == 0 and counts["out_of_order"] == 0, counts
-    assert counts["duplicated"] <= 50, counts
+
+
+def test_a_killed_relays_shards_are_taken_over(settings, engine, log_dir):
+    env = process_env(dataclasses.replace(settings, relay_lease_interval_s=0.5))
+
+    def shares() -> list[int]:
+        with engine.connect() as conn:
+            return sorted(len(holder.shards) for holder in lease_holders(conn))
+
+    with ProcessGroup(log_dir, env) as group:
+        victim = group.start("relay-1", [*HERALD, "relay"])
+        group.start("relay-2", [*HERALD, "relay"])
+        wait_until(lambda: shares() == [16, 16], 60, "two relays to share the shards evenly")
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.wait()
+        wait_until(lambda: shares() == [OUTBOX_SHARDS], 15, "the survivor to take every shard")
+        written = write_lifecycles(engine, 20)
+        wait_until(lambda: outbox_size(engine) == 0, 30, "the survivor to publish")
+    assert audit_lifecycles(registration_records(settings, settings.kafka_bootstrap, written),
+                            written)["lost"] == 0
+
+
+def test_sigterm_stops_within_the_shutdown_deadline_and_keeps_unacknowledged_rows(
+        settings, engine, log_dir, private_broker):
+    bootstrap = private_broker.start().bootstrap
+    provision_topics(bootstrap, topic_catalog(settings.namespace))
+    env = process_env(dataclasses.replace(settings, kafka_bootstrap=bootstrap, relay_flush_timeout_s=300.0,
+                                          relay_shutdown_timeout_s=2.0))
+    with ProcessGroup(log_dir, env) as group:
+        relay = group.start("relay", [*HERALD, "relay"])
+        write_lifecycles(engine, 10)
+        wait_until(lambda: outbox_size(engine) == 0, 60, "the relay to publish while Kafka is up")
+        private_broker.stop()
+        write_lifecycles(engine, 10, prefix="STRANDED")
+        time.sleep(1.0)  # the relay has claimed them and waits for acknowledgments that never come
+        relay.send_signal(signal.SIGTERM)
+        # Bounded by the 2 s shutdown deadline, far inside the 300 s flush timeout.
+        assert relay.wait(timeout=60) == 0
+    assert outbox_size(engine) == 20, "unacknowledged rows stay for the next relay"
+    with engine.connect() as conn:
+        assert lease_holders(conn) == [], "a stopped relay holds no lease"

@@ -110,3 +110,12 @@ def test_compatibility_check_catches_a_breaking_change():
     breaking = {**current, "fields": [*current["fields"], {"name": "venue", "type": "string"}]}
     with pytest.raises(SchemaResolutionError):
         resolves(current, breaking)
+
+
+def test_violation_lists_the_fields_by_their_path_in_the_record():
+    with pytest.raises(SchemaViolation) as bad_type:
+        encode("herald.RegistrationEvent", registration_event(registration_id=7))
+    assert bad_type.value.fields == ("registration_id",)
+    with pytest.raises(SchemaViolation) as unknown:
+        encode("herald.RegistrationEvent", {**registration_event(), "zeta": 1, "alpha": 2})
+    assert unknown.value.fields == ("alpha", "zeta")
