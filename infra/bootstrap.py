@@ -19,10 +19,12 @@ from herald.infra.services import (
     check_kafka,
     embedded_kafka,
     embedded_postgres,
+    resolve_database_url,
     resolve_endpoints,
     start_services,
 )
 from herald.infra.settings import Settings
+from herald.producers.ingest import IngestConfig
 from herald.producers.migrations import migrate
 from herald.producers.models import OutboxRecord
 from herald.producers.relay import Relay, RelayConfig, RelayStats
@@ -86,6 +88,30 @@ def relay_config(settings: Settings) -> RelayConfig:
                        poll_interval_s=settings.relay_poll_interval_s,
                        lease_interval_s=settings.relay_lease_interval_s,
                        shutdown_timeout_s=settings.relay_shutdown_timeout_s)
+
+
+def run_ingest(settings: Settings) -> None:
+    """The ingest API needs only the database: Kafka being down must never fail a request."""
+    import uvicorn
+
+    from herald.producers.ingest import create_ingest_app
+
+    secrets = tuple(s.strip() for s in (settings.ingest_secrets or "").split(",") if s.strip())
+    if not secrets:
+        raise ServiceError("HERALD_INGEST_SECRETS is not set: the ingest API never accepts unsigned "
+                           "requests; set one secret (or several, comma-separated, while rotating)")
+    database_url = resolve_database_url(settings)
+    check_database(database_url)
+    engine = sa.create_engine(database_url, pool_pre_ping=True, pool_size=10)
+    app = create_ingest_app(engine, IngestConfig(
+        secrets=secrets, tolerance_s=settings.ingest_tolerance_s,
+        max_body_bytes=settings.ingest_max_body_bytes,
+        idempotency_ttl_s=settings.ingest_idempotency_ttl_s))
+    try:
+        uvicorn.run(app, host=settings.ingest_host, port=settings.ingest_port,
+                    log_level=settings.log_level.lower())
+    finally:
+        engine.dispose()
 
 
 def run_streams(settings: Settings) -> None:

@@ -102,6 +102,14 @@ def relay(ctx: typer.Context) -> None:
 
 
 @app.command()
+def ingest(ctx: typer.Context) -> None:
+    """Serve POST /v1/events (signed HTTP ingest) on HERALD_INGEST_HOST:HERALD_INGEST_PORT."""
+    from herald.infra.bootstrap import run_ingest
+
+    run_ingest(_settings(ctx))
+
+
+@app.command()
 def streams(ctx: typer.Context) -> None:
     """Run the Faust stream processors (the router)."""
     from herald.infra.bootstrap import run_streams

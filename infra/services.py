@@ -76,16 +76,19 @@ def resolve_endpoints(settings: Settings, need_database: bool = True) -> Endpoin
             raise ServiceError("Kafka is not running: start it with `herald up`, "
                                "or set HERALD_KAFKA_BOOTSTRAP to an existing broker")
         bootstrap = state.bootstrap
-    database_url = settings.database_url
-    if database_url is None and not need_database:
+    if settings.database_url is None and not need_database:
         return Endpoints(bootstrap, "")
-    if database_url is None:
-        pg_state = embedded_postgres(settings).state()
-        if pg_state is None:
-            raise ServiceError("PostgreSQL is not running: start it with `herald up`, "
-                               "or set HERALD_DATABASE_URL to an existing database")
-        database_url = pg_state.url
-    return Endpoints(bootstrap, database_url)
+    return Endpoints(bootstrap, resolve_database_url(settings))
+
+
+def resolve_database_url(settings: Settings) -> str:
+    if settings.database_url is not None:
+        return settings.database_url
+    pg_state = embedded_postgres(settings).state()
+    if pg_state is None:
+        raise ServiceError("PostgreSQL is not running: start it with `herald up`, "
+                           "or set HERALD_DATABASE_URL to an existing database")
+    return pg_state.url
 
 
 def check_kafka(bootstrap: str, timeout_s: float = 5.0) -> None:

@@ -44,7 +44,7 @@ def open_session(
 
 def update_session(
     session: Session, session_id: str, *, status: str | None = None,
-    gateway_instance: str | None | object = _UNCHANGED, phone: str | None | object = _UNCHANGED,
+    gateway_instance: str | object | None = _UNCHANGED, phone: str | object | None = _UNCHANGED,
     metadata: Mapping[str, str] | None = None, correlation_id: str | None = None,
 ) -> MessagingSession:
     """Apply the given changes (`metadata` is merged in); no change writes no event."""

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from herald.producers.models import OutboxRecord, Registration
 from herald.producers.outbox import DomainEvent, emit
 from herald.producers.registrations import InvalidTransition, change_status, register
+from herald.producers.sessions import InvalidSessionStatus, open_session, update_session
 from herald.schemas.codec import SchemaViolation, decode
 
 
@@ -115,3 +116,28 @@ def test_many_concurrent_writers_lose_and_double_nothing(engine):
     with Session(engine) as session:
         distinct = session.scalar(sa.select(sa.func.count(sa.distinct(OutboxRecord.event_id))))
     assert distinct == 600
+
+
+def test_session_changes_emit_the_whole_session_and_a_no_op_emits_nothing(engine):
+    with Session(engine) as session, session.begin():
+        open_session(session, session_id="webjs_1_a", workspace_id="1", gateway_instance="wa-1")
+    with Session(engine) as session, session.begin():
+        update_session(session, "webjs_1_a", status="connected", phone="+62811801641")
+    with Session(engine) as session, session.begin():
+        update_session(session, "webjs_1_a", gateway_instance="wa-2",
+                       metadata={"reason": "instance crash", "auto_reconnect_at": "2026-11-22T10:00:00Z"})
+    with Session(engine) as session, session.begin():
+        update_session(session, "webjs_1_a", status="connected", gateway_instance="wa-2")  # nothing new
+    with pytest.raises(InvalidSessionStatus, match="'online' is not one of"), \
+            Session(engine) as session, session.begin():
+        update_session(session, "webjs_1_a", status="online")
+    events = outbox_events(engine, "webjs_1_a")
+    assert [(e["status"], e["gateway_instance"], e["phone"]) for e in events] == [
+        ("qr_pending", "wa-1", None), ("connected", "wa-1", "+62811801641"),
+        ("connected", "wa-2", "+62811801641")]
+    assert events[-1]["metadata"] == {"reason": "instance crash", "auto_reconnect_at": "2026-11-22T10:00:00Z"}
+    with Session(engine) as session:
+        types = session.scalars(sa.select(OutboxRecord.event_type)
+                                .where(OutboxRecord.message_key == "webjs_1_a")
+                                .order_by(OutboxRecord.id)).all()
+    assert types == ["session.opened", "session.connected", "session.reassigned"]
