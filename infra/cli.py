@@ -160,6 +160,27 @@ def demo(
         raise typer.Exit(1)
 
 
+bench = typer.Typer(help="Benchmarks that measure their own baselines in the same run.")
+app.add_typer(bench, name="bench")
+
+
+@bench.command("relay")
+def bench_relay(
+    ctx: typer.Context,
+    events: Annotated[int, typer.Option(help="Outbox rows pre-filled for each drain run.")] = 200_000,
+    keys: Annotated[int, typer.Option(help="Distinct aggregate keys among them.")] = 20_000,
+    seconds: Annotated[float, typer.Option(help="Length of the sustained and the paced runs.")] = 10.0,
+) -> None:
+    """Relay drain rate (1 and 3 relays), sustained rate and commit->ack latency, against baselines."""
+    from herald.infra.bench_relay import print_bench_relay, run_bench_relay
+    from herald.infra.bootstrap import prepare
+
+    settings = _settings(ctx)
+    endpoints = prepare(settings)
+    print_bench_relay(run_bench_relay(settings, endpoints.kafka_bootstrap, endpoints.database_url,
+                                      events, keys, seconds))
+
+
 def main() -> None:
     try:
         app()

@@ -30,9 +30,6 @@ def producer_config(bootstrap: str, ack_timeout_s: float, **overrides: Any) -> d
         "acks": "all",
         "linger.ms": 5,
         "compression.type": "lz4",
-        # A failure that could leave a gap in a partition (a later record stored, an earlier
-        # one not) is fatal instead of silently reordering; callers start a new producer.
-        "enable.gapless.guarantee": True,
         # A record not acknowledged within the caller's deadline fails instead of lingering
         # in the queue, so the caller's own retry (from its source of truth) takes over.
         "message.timeout.ms": int(ack_timeout_s * 1000),

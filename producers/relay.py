@@ -1,7 +1,7 @@
 """The relay: publishes outbox rows to Kafka in id order per shard, removing them only once acknowledged.
 
 One cycle: claim a batch from the shards this relay leases (one DELETE ... RETURNING, in
-id order), produce it with an idempotent producer (acks=all, gapless), wait for every
+id order), produce it with an idempotent producer (acks=all), wait for every
 acknowledgment, then commit the DELETE. Any failure rolls the DELETE back, so the rows stay
 for the next attempt: at-least-once, and the `event-id` header lets consumers drop repeats.
 
@@ -178,7 +178,9 @@ class Relay:
             except PublishFailed as exc:
                 failures += 1
                 self._report_failure(str(exc), failures)
-                self._producer = self._make_producer()  # a fresh session: no gap can follow
+                # A fresh producer: nothing of the failed batch is still queued to land after
+                # its republished copy.
+                self._producer = self._make_producer()
                 stop.wait(backoff_s(failures))
                 continue
             failures = 0

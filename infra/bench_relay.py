@@ -1,0 +1,345 @@
+"""`herald bench relay`: the relay's throughput and latency, against its two limits, in one run.
+
+Everything runs on the same broker and database, in a database and namespace of its own:
+  raw_producer_eps  the same records through a bare confluent-kafka producer (no database)
+  raw_claim_eps     the relay's claim-and-remove statement on the same rows (no Kafka)
+  drain_eps_1/3     a pre-filled outbox drained by 1 and by 3 relay processes
+  sustained_eps     writers committing through emit() while one relay publishes
+  p50_ms/p99_ms     commit -> broker append time (LogAppendTime) at a steady 1,000 events/s
+  order_kept        per-key order of first occurrences after the 3-relay drain
+Ratios to the lower limit are what to compare across machines; absolute rates are noise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import statistics
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import psycopg2.extras
+import sqlalchemy as sa
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.orm import Session
+
+from herald.infra.deadline import Deadline
+from herald.infra.demo import HERALD_ARGV
+from herald.infra.kafka_io import producer_config
+from herald.infra.processes import ProcessGroup
+from herald.infra.settings import Settings, child_environ
+from herald.producers.leases import lease_holders
+from herald.producers.migrations import migrate
+from herald.producers.outbox import DomainEvent, emit, shard_of
+from herald.producers.relay import CLAIM
+from herald.schemas.catalog import qualified
+from herald.schemas.codec import encode
+from herald.schemas.headers import event_headers, to_kafka
+
+PHASES = ("raw", "drain1", "drain3", "sustained", "latency")  # each publishes to bench.<phase>
+
+
+@dataclass(frozen=True)
+class BenchEvent:
+    key: str
+    event_id: str
+    payload: bytes
+    headers: dict[str, str]
+
+
+def make_events(count: int, keys: int) -> list[BenchEvent]:
+    """`count` registration events over `keys` keys; per key, list order is the order to keep."""
+    events = []
+    occurred = datetime.now(UTC)
+    for n in range(count):
+        key = f"BENCH-{n % keys:06d}"
+        event_id = str(uuid.uuid4())
+        payload = encode("herald.RegistrationEvent", {
+            "event_id": event_id, "registration_id": key, "status": "payment_verified",
+            "participant_name": f"Participant {n}", "phone": "+6281234567890",
+            "email": "participant@example.test", "occurred_at": occurred})
+        headers = event_headers(event_id=event_id, event_type="registration.payment_verified")
+        events.append(BenchEvent(key, event_id, payload, headers))
+    return events
+
+
+def prefill(database_url: str, events: list[BenchEvent], topic: str) -> None:
+    """All rows in one transaction, so they become visible to relays at one instant."""
+    rows = [(shard_of(e.key), topic, e.key, e.event_id, "registration.payment_verified", e.payload,
+             json.dumps(e.headers)) for e in events]
+    with _dbapi(database_url) as conn, conn.cursor() as cursor:
+        psycopg2.extras.execute_values(
+            cursor, "INSERT INTO outbox (shard, topic, message_key, event_id, event_type, payload, headers) "
+            "VALUES %s", rows, page_size=5000)
+        conn.commit()
+
+
+@contextmanager
+def _dbapi(database_url: str) -> Iterator[psycopg2.extensions.connection]:
+    engine = sa.create_engine(database_url, poolclass=sa.NullPool)
+    raw = engine.raw_connection()
+    try:
+        assert raw.dbapi_connection is not None
+        yield raw.dbapi_connection  # type: ignore[misc]
+    finally:
+        raw.close()
+        engine.dispose()
+
+
+def outbox_rows(database_url: str) -> int:
+    with _dbapi(database_url) as conn, conn.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM outbox")
+        return int(cursor.fetchone()[0])
+
+
+def raw_producer_eps(bootstrap: str, topic: str, events: list[BenchEvent]) -> float:
+    producer = Producer(producer_config(bootstrap, 60, **{"queue.buffering.max.messages": 1_000_000}))
+    started = time.perf_counter()
+    for e in events:
+        while True:
+            try:
+                producer.produce(topic, key=e.key.encode(), value=e.payload, headers=to_kafka(e.headers))
+                break
+            except BufferError:
+                producer.poll(0.01)
+    if producer.flush(120):
+        raise RuntimeError("raw producer: records not acknowledged")
+    return len(events) / (time.perf_counter() - started)
+
+
+def raw_claim_eps(database_url: str, events: list[BenchEvent], batch_size: int) -> float:
+    prefill(database_url, events, "bench.claim")
+    engine = sa.create_engine(database_url, poolclass=sa.NullPool)
+    claimed, shards = 0, list(range(32))
+    started = time.perf_counter()
+    with engine.connect() as conn:
+        while rows := conn.execute(CLAIM, {"shards": shards, "limit": batch_size}).all():
+            claimed += len(rows)
+            conn.commit()
+    elapsed = time.perf_counter() - started
+    engine.dispose()
+    assert claimed == len(events), f"claimed {claimed} of {len(events)}"
+    return claimed / elapsed
+
+
+def drain_eps(settings: Settings, group: ProcessGroup, relays: int, events: list[BenchEvent],
+              topic: str) -> float:
+    """Start `relays` relays, wait until they lease every shard, then time draining a pre-fill."""
+    assert settings.database_url is not None
+    names = [group.start(f"relay-{relays}-{n}", [*HERALD_ARGV, "relay"]) for n in range(relays)]
+    engine = sa.create_engine(settings.database_url, poolclass=sa.NullPool)
+    try:
+        _wait(lambda: _leased(engine) == (relays, 32), 60, "relays to lease every shard")
+        prefill(settings.database_url, events, topic)
+        started = time.perf_counter()
+        _wait(lambda: outbox_rows(settings.database_url or "") == 0, 600, "the outbox to drain", 0.05)
+        elapsed = time.perf_counter() - started
+    finally:
+        engine.dispose()
+    for process in names:
+        process.terminate()
+        process.wait(60)
+    return len(events) / elapsed
+
+
+def _leased(engine: sa.Engine) -> tuple[int, int]:
+    with engine.connect() as conn:
+        holders = [h for h in lease_holders(conn) if h.shards]
+    return len(holders), sum(len(h.shards) for h in holders)
+
+
+def _wait(condition: object, timeout_s: float, what: str, interval_s: float = 0.2) -> None:
+    deadline = Deadline(timeout_s)
+    while not condition():  # type: ignore[operator]
+        if deadline.expired():
+            raise RuntimeError(f"bench: timed out waiting for {what}")
+        time.sleep(interval_s)
+
+
+def run_writers(database_url: str, topic: str, writers: int, seconds: float, per_tx: int,
+                rate_eps: float | None = None) -> dict[str, float]:
+    """Writers committing `per_tx` events per transaction through emit(); event_id -> commit time."""
+    engine = sa.create_engine(database_url, pool_size=writers)
+    commits: dict[str, float] = {}
+    lock = threading.Lock()
+    stop_at = time.monotonic() + seconds
+
+    def writer(w: int) -> None:
+        n, interval = 0, (per_tx * writers / rate_eps) if rate_eps else 0.0
+        next_at = time.monotonic()
+        while time.monotonic() < stop_at:
+            ids = []
+            with Session(engine) as session, session.begin():
+                for _ in range(per_tx):
+                    ids.append(str(uuid.uuid4()))
+                    emit(session, _bench_event(topic, f"W{w}-{n % 500:04d}", ids[-1]))
+                    n += 1
+            committed = time.time()
+            with lock:
+                commits.update((i, committed) for i in ids)
+            if interval:
+                next_at += interval
+                time.sleep(max(0.0, next_at - time.monotonic()))
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    engine.dispose()
+    return commits
+
+
+def _bench_event(topic: str, key: str, event_id: str) -> DomainEvent:
+    return DomainEvent(topic=topic, key=key, schema_name="herald.RegistrationEvent",
+                       event_type="registration.payment_verified", record={
+                           "event_id": event_id, "registration_id": key, "status": "payment_verified",
+                           "participant_name": "Bench", "phone": "+6281234567890",
+                           "email": "bench@example.test", "occurred_at": datetime.now(UTC)})
+
+
+def append_times(bootstrap: str, topic: str, expected: int, timeout_s: float = 120) -> dict[str, list[float]]:
+    """event-id -> broker append times (seconds) of every copy on `topic`."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex[:6]}",
+                         "enable.auto.commit": False})
+    seen: dict[str, list[float]] = defaultdict(list)
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        deadline, idle = Deadline(timeout_s), time.monotonic()
+        while not deadline.expired() and (len(seen) < expected or time.monotonic() - idle < 1.0):
+            for m in consumer.consume(2000, 0.2):
+                if m.error() is None:
+                    event_id = dict(m.headers() or [])["event-id"].decode()
+                    seen[event_id].append(m.timestamp()[1] / 1000)
+                    idle = time.monotonic()
+    finally:
+        consumer.close()
+    return seen
+
+
+def first_occurrence_order(bootstrap: str, topic: str, expected: int) -> dict[str, list[str]]:
+    """key -> event ids in the order of their first occurrence, partition by partition."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex[:6]}",
+                         "enable.auto.commit": False})
+    order: dict[str, list[str]] = defaultdict(list)
+    seen: set[str] = set()
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        deadline, idle = Deadline(300), time.monotonic()
+        while not deadline.expired() and (len(seen) < expected or time.monotonic() - idle < 1.0):
+            for m in consumer.consume(5000, 0.2):
+                if m.error() is None:
+                    event_id = dict(m.headers() or [])["event-id"].decode()
+                    if event_id not in seen:
+                        seen.add(event_id)
+                        order[m.key().decode()].append(event_id)
+                    idle = time.monotonic()
+    finally:
+        consumer.close()
+    return order
+
+
+def create_topic(bootstrap: str, name: str, log_append_time: bool) -> None:
+    config = {"message.timestamp.type": "LogAppendTime"} if log_append_time else {}
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(name, 6, 1, config=config)])[name].result()
+
+
+def percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
+
+
+def order_kept(events: list[BenchEvent], seen: dict[str, list[str]]) -> bool:
+    expected: dict[str, list[str]] = defaultdict(list)
+    for e in events:
+        expected[e.key].append(e.event_id)
+    return all(seen.get(key) == ids for key, ids in expected.items())
+
+
+
+@contextmanager
+def bench_database(server_url: str, name: str) -> Iterator[str]:
+    server = sa.make_url(server_url)
+    admin = sa.create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = server.set(database=name).render_as_string(hide_password=False)
+    try:
+        migrate(url)
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def run_bench_relay(settings: Settings, bootstrap: str, server_url: str, events_count: int,
+                    keys: int, seconds: float) -> dict[str, float | bool]:
+    namespace = f"bench{uuid.uuid4().hex[:8]}"
+    for phase in PHASES:
+        create_topic(bootstrap, qualified(f"bench.{phase}", namespace), log_append_time=True)
+    events = make_events(events_count, keys)
+    results: dict[str, float | bool] = {"events": events_count}
+    results["raw_producer_eps"] = raw_producer_eps(bootstrap, qualified("bench.raw", namespace), events)
+    with bench_database(server_url, namespace) as url:
+        bench = dataclasses.replace(settings, kafka_bootstrap=bootstrap, database_url=url,
+                                    namespace=namespace)
+        results["raw_claim_eps"] = raw_claim_eps(url, events, bench.relay_batch_size)
+        with ProcessGroup(settings.home / "logs" / namespace, child_environ(bench, os.environ)) as group:
+            results["drain_eps_1"] = drain_eps(bench, group, 1, events, "bench.drain1")
+            results["drain_eps_3"] = drain_eps(bench, group, 3, events, "bench.drain3")
+            seen = first_occurrence_order(bootstrap, qualified("bench.drain3", namespace), events_count)
+            results["order_kept"] = order_kept(events, seen)
+            results.update(steady_load(bench, group, seconds))
+    return results
+
+
+def steady_load(settings: Settings, group: ProcessGroup, seconds: float) -> dict[str, float]:
+    """Sustained writers, then a paced 1,000 events/s, each with one relay publishing."""
+    url, bootstrap = settings.database_url or "", settings.kafka_bootstrap or ""
+    group.start("relay-steady", [*HERALD_ARGV, "relay"])
+    engine = sa.create_engine(url, poolclass=sa.NullPool)
+    _wait(lambda: _leased(engine) == (1, 32), 60, "the relay to lease every shard")
+    engine.dispose()
+    started = time.perf_counter()
+    commits = run_writers(url, "bench.sustained", writers=4, seconds=seconds, per_tx=50)
+    _wait(lambda: outbox_rows(url) == 0, 300, "the sustained backlog to drain", 0.05)
+    sustained = len(commits) / (time.perf_counter() - started)
+    commits = run_writers(url, "bench.latency", writers=2, seconds=seconds, per_tx=5, rate_eps=1000)
+    _wait(lambda: outbox_rows(url) == 0, 120, "the paced events to drain", 0.05)
+    appended = append_times(bootstrap, qualified("bench.latency", settings.namespace), len(commits))
+    latencies = [(min(appended[event_id]) - committed) * 1000 for event_id, committed in commits.items()
+                 if event_id in appended]
+    if len(latencies) != len(commits):
+        raise RuntimeError(f"bench: {len(commits) - len(latencies)} paced events never reached the topic")
+    return {"sustained_eps": sustained, "paced_eps": len(commits) / seconds,
+            "p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99)}
+
+
+def print_bench_relay(results: dict[str, float | bool]) -> None:
+    limit = min(float(results["raw_producer_eps"]), float(results["raw_claim_eps"]))
+    table = Table("measure", "value", "÷ lower limit",
+                  title="herald bench relay (same broker, same database)")
+    for name in ("raw_producer_eps", "raw_claim_eps", "drain_eps_1", "drain_eps_3", "sustained_eps"):
+        value = float(results[name])
+        table.add_row(name, f"{value:,.0f} events/s", f"{value / limit:.2f}")
+    table.add_row("paced_eps", f"{float(results['paced_eps']):,.0f} events/s", "")
+    table.add_row("p50_ms (commit -> broker append)", f"{float(results['p50_ms']):.1f} ms", "")
+    table.add_row("p99_ms (commit -> broker append)", f"{float(results['p99_ms']):.1f} ms", "")
+    table.add_row("order_kept (3 relays)", str(results["order_kept"]), "")
+    Console().print(table)
+    rounded = {k: (round(v, 1) if isinstance(v, float) else v) for k, v in results.items()}
+    print(json.dumps({**rounded, "drain_ratio_1": round(float(results["drain_eps_1"]) / limit, 3),
+                      "drain_ratio_3": round(float(results["drain_eps_3"]) / limit, 3)}), flush=True)
