@@ -208,46 +208,43 @@ def _bench_event(topic: str, key: str, event_id: str) -> DomainEvent:
                            "email": "bench@example.test", "occurred_at": datetime.now(UTC)})
 
 
-def append_times(bootstrap: str, topic: str, expected: int, timeout_s: float = 120) -> dict[str, list[float]]:
-    """event-id -> broker append times (seconds) of every copy on `topic`."""
+@dataclass(frozen=True)
+class Published:
+    key: str
+    event_id: str
+    appended_at: float  # the broker's LogAppendTime, in seconds
+
+
+def read_published(bootstrap: str, topic: str, expected_ids: int, timeout_s: float = 300) -> list[Published]:
+    """Every record of `topic`, partition by partition in offset order, until `expected_ids` are seen."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex[:6]}",
                          "enable.auto.commit": False})
-    seen: dict[str, list[float]] = defaultdict(list)
+    records: list[Published] = []
+    ids: set[str] = set()
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
         deadline, idle = Deadline(timeout_s), time.monotonic()
-        while not deadline.expired() and (len(seen) < expected or time.monotonic() - idle < 1.0):
-            for m in consumer.consume(2000, 0.2):
-                if m.error() is None:
-                    event_id = dict(m.headers() or [])["event-id"].decode()
-                    seen[event_id].append(m.timestamp()[1] / 1000)
-                    idle = time.monotonic()
-    finally:
-        consumer.close()
-    return seen
-
-
-def first_occurrence_order(bootstrap: str, topic: str, expected: int) -> dict[str, list[str]]:
-    """key -> event ids in the order of their first occurrence, partition by partition."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex[:6]}",
-                         "enable.auto.commit": False})
-    order: dict[str, list[str]] = defaultdict(list)
-    seen: set[str] = set()
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-        deadline, idle = Deadline(300), time.monotonic()
-        while not deadline.expired() and (len(seen) < expected or time.monotonic() - idle < 1.0):
+        while not deadline.expired() and (len(ids) < expected_ids or time.monotonic() - idle < 1.0):
             for m in consumer.consume(5000, 0.2):
                 if m.error() is None:
                     event_id = dict(m.headers() or [])["event-id"].decode()
-                    if event_id not in seen:
-                        seen.add(event_id)
-                        order[m.key().decode()].append(event_id)
+                    ids.add(event_id)
+                    records.append(Published(m.key().decode(), event_id, m.timestamp()[1] / 1000))
                     idle = time.monotonic()
     finally:
         consumer.close()
+    return records
+
+
+def first_occurrence_order(records: list[Published]) -> dict[str, list[str]]:
+    """key -> event ids in the order of their first occurrence (one key is in one partition)."""
+    order: dict[str, list[str]] = defaultdict(list)
+    seen: set[str] = set()
+    for record in records:
+        if record.event_id not in seen:
+            seen.add(record.event_id)
+            order[record.key].append(record.event_id)
     return order
 
 
@@ -300,8 +297,8 @@ def run_bench_relay(settings: Settings, bootstrap: str, server_url: str, events_
         with ProcessGroup(settings.home / "logs" / namespace, child_environ(bench, os.environ)) as group:
             results["drain_eps_1"] = drain_eps(bench, group, 1, events, "bench.drain1")
             results["drain_eps_3"] = drain_eps(bench, group, 3, events, "bench.drain3")
-            seen = first_occurrence_order(bootstrap, qualified("bench.drain3", namespace), events_count)
-            results["order_kept"] = order_kept(events, seen)
+            drained = read_published(bootstrap, qualified("bench.drain3", namespace), events_count)
+            results["order_kept"] = order_kept(events, first_occurrence_order(drained))
             results.update(steady_load(bench, group, seconds))
     return results
 
@@ -319,8 +316,10 @@ def steady_load(settings: Settings, group: ProcessGroup, seconds: float) -> dict
     sustained = len(commits) / (time.perf_counter() - started)
     commits = run_writers(url, "bench.latency", writers=2, seconds=seconds, per_tx=5, rate_eps=1000)
     _wait(lambda: outbox_rows(url) == 0, 120, "the paced events to drain", 0.05)
-    appended = append_times(bootstrap, qualified("bench.latency", settings.namespace), len(commits))
-    latencies = [(min(appended[event_id]) - committed) * 1000 for event_id, committed in commits.items()
+    appended: dict[str, float] = {}
+    for record in read_published(bootstrap, qualified("bench.latency", settings.namespace), len(commits)):
+        appended.setdefault(record.event_id, record.appended_at)  # the first copy's append time
+    latencies = [(appended[event_id] - committed) * 1000 for event_id, committed in commits.items()
                  if event_id in appended]
     if len(latencies) != len(commits):
         raise RuntimeError(f"bench: {len(commits) - len(latencies)} paced events never reached the topic")
