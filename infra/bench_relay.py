@@ -33,14 +33,14 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.orm import Session
 
-from herald.infra.deadline import Deadline
+from herald.infra.deadline import Deadline, wait_until
 from herald.infra.demo import HERALD_ARGV
 from herald.infra.kafka_io import producer_config
 from herald.infra.processes import ProcessGroup
 from herald.infra.settings import Settings, child_environ
 from herald.producers.leases import lease_holders
 from herald.producers.migrations import migrate
-from herald.producers.outbox import DomainEvent, emit, shard_of
+from herald.producers.outbox import DomainEvent, emit, outbox_backlog, shard_of
 from herald.producers.relay import CLAIM
 from herald.schemas.catalog import qualified
 from herald.schemas.codec import encode
@@ -96,10 +96,9 @@ def _dbapi(database_url: str) -> Iterator[psycopg2.extensions.connection]:
         engine.dispose()
 
 
-def outbox_rows(database_url: str) -> int:
-    with _dbapi(database_url) as conn, conn.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM outbox")
-        return int(cursor.fetchone()[0])
+def outbox_empty(engine: sa.Engine) -> bool:
+    with engine.connect() as conn:
+        return outbox_backlog(conn).rows == 0
 
 
 def raw_producer_eps(bootstrap: str, topic: str, events: list[BenchEvent]) -> float:
@@ -137,12 +136,12 @@ def drain_eps(settings: Settings, group: ProcessGroup, relays: int, events: list
     """Start `relays` relays, wait until they lease every shard, then time draining a pre-fill."""
     assert settings.database_url is not None
     names = [group.start(f"relay-{relays}-{n}", [*HERALD_ARGV, "relay"]) for n in range(relays)]
-    engine = sa.create_engine(settings.database_url, poolclass=sa.NullPool)
+    engine = sa.create_engine(settings.database_url)  # pooled: polled every 50 ms
     try:
-        _wait(lambda: _leased(engine) == (relays, 32), 60, "relays to lease every shard")
+        wait_until(lambda: _leased(engine) == (relays, 32), 60, "relays to lease every shard")
         prefill(settings.database_url, events, topic)
         started = time.perf_counter()
-        _wait(lambda: outbox_rows(settings.database_url or "") == 0, 600, "the outbox to drain", 0.05)
+        wait_until(lambda: outbox_empty(engine), 600, "the outbox to drain", 0.05)
         elapsed = time.perf_counter() - started
     finally:
         engine.dispose()
@@ -156,14 +155,6 @@ def _leased(engine: sa.Engine) -> tuple[int, int]:
     with engine.connect() as conn:
         holders = [h for h in lease_holders(conn) if h.shards]
     return len(holders), sum(len(h.shards) for h in holders)
-
-
-def _wait(condition: object, timeout_s: float, what: str, interval_s: float = 0.2) -> None:
-    deadline = Deadline(timeout_s)
-    while not condition():  # type: ignore[operator]
-        if deadline.expired():
-            raise RuntimeError(f"bench: timed out waiting for {what}")
-        time.sleep(interval_s)
 
 
 def run_writers(database_url: str, topic: str, writers: int, seconds: float, per_tx: int,
@@ -307,15 +298,17 @@ def steady_load(settings: Settings, group: ProcessGroup, seconds: float) -> dict
     """Sustained writers, then a paced 1,000 events/s, each with one relay publishing."""
     url, bootstrap = settings.database_url or "", settings.kafka_bootstrap or ""
     group.start("relay-steady", [*HERALD_ARGV, "relay"])
-    engine = sa.create_engine(url, poolclass=sa.NullPool)
-    _wait(lambda: _leased(engine) == (1, 32), 60, "the relay to lease every shard")
-    engine.dispose()
-    started = time.perf_counter()
-    commits = run_writers(url, "bench.sustained", writers=4, seconds=seconds, per_tx=50)
-    _wait(lambda: outbox_rows(url) == 0, 300, "the sustained backlog to drain", 0.05)
-    sustained = len(commits) / (time.perf_counter() - started)
-    commits = run_writers(url, "bench.latency", writers=2, seconds=seconds, per_tx=5, rate_eps=1000)
-    _wait(lambda: outbox_rows(url) == 0, 120, "the paced events to drain", 0.05)
+    engine = sa.create_engine(url)  # pooled: polled every 50 ms
+    try:
+        wait_until(lambda: _leased(engine) == (1, 32), 60, "the relay to lease every shard")
+        started = time.perf_counter()
+        commits = run_writers(url, "bench.sustained", writers=4, seconds=seconds, per_tx=50)
+        wait_until(lambda: outbox_empty(engine), 300, "the sustained backlog to drain", 0.05)
+        sustained = len(commits) / (time.perf_counter() - started)
+        commits = run_writers(url, "bench.latency", writers=2, seconds=seconds, per_tx=5, rate_eps=1000)
+        wait_until(lambda: outbox_empty(engine), 120, "the paced events to drain", 0.05)
+    finally:
+        engine.dispose()
     appended: dict[str, float] = {}
     for record in read_published(bootstrap, qualified("bench.latency", settings.namespace), len(commits)):
         appended.setdefault(record.event_id, record.appended_at)  # the first copy's append time

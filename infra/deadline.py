@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 
 class Deadline:
@@ -28,3 +29,12 @@ class Deadline:
 
     def expired(self) -> bool:
         return self.remaining() == 0.0
+
+
+def wait_until(condition: Callable[[], object], timeout_s: float, what: str, interval_s: float = 0.2) -> None:
+    """Poll `condition` until it holds; TimeoutError naming `what` after `timeout_s`."""
+    deadline = Deadline(timeout_s)
+    while not condition():
+        if deadline.expired():
+            raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(interval_s)

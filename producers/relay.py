@@ -203,7 +203,9 @@ class Relay:
             produce_confirmed(self._producer, self._records(rows), deadline)
         except (PublishFailed, KafkaException, BufferError) as exc:
             conn.rollback()  # every row stays for the next attempt
-            raise exc if isinstance(exc, PublishFailed) else PublishFailed(str(exc)) from exc
+            if isinstance(exc, PublishFailed):
+                raise
+            raise PublishFailed(str(exc)) from exc
         conn.commit()
         self.stats.published += len(rows)
         self.stats.batches += 1

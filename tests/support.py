@@ -12,12 +12,13 @@ from typing import Any
 import httpx
 from confluent_kafka import Consumer, Message, TopicPartition
 
-from herald.infra.deadline import Deadline
+from herald.infra.deadline import Deadline, wait_until
 from herald.infra.demo import HERALD_ARGV, start_simulators
 from herald.infra.processes import ProcessGroup, free_port
 from herald.infra.settings import Settings, child_environ
 
 HERALD = HERALD_ARGV
+__all__ = ["HERALD", "Simulator", "process_env", "read_topic", "simulators", "wait_until"]
 
 
 def read_topic(bootstrap: str, topic: str, *, at_least: int = 0, timeout_s: float = 60,
@@ -41,14 +42,6 @@ def read_topic(bootstrap: str, topic: str, *, at_least: int = 0, timeout_s: floa
         return records
     finally:
         consumer.close()
-
-
-def wait_until(condition: Any, timeout_s: float, what: str, interval_s: float = 0.2) -> None:
-    deadline = Deadline(timeout_s)
-    while not condition():
-        if deadline.expired():
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(interval_s)
 
 
 class Simulator:

@@ -17,7 +17,8 @@ from sqlalchemy.orm import Session
 from herald.infra.bootstrap import relay_config
 from herald.infra.kafka_io import producer_config
 from herald.infra.settings import Settings
-from herald.producers.models import MessagingSession, OutboxRecord
+from herald.producers.models import MessagingSession
+from herald.producers.outbox import outbox_backlog
 from herald.producers.registrations import change_status, register
 from herald.producers.relay import Relay
 from herald.producers.sessions import open_session, update_session
@@ -61,8 +62,8 @@ def bump_sequence(engine: sa.Engine, key: str) -> None:
 
 
 def outbox_size(engine: sa.Engine) -> int:
-    with Session(engine) as session:
-        return session.scalar(sa.select(sa.func.count()).select_from(OutboxRecord)) or 0
+    with engine.connect() as conn:
+        return outbox_backlog(conn).rows
 
 
 def audit_lifecycles(records: list[Message], written: int) -> dict[str, int]:
