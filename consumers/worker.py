@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import httpx
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
+from herald.consumers.commits import PendingOffsets
 from herald.consumers.outcomes import failed_records, status_record
 from herald.consumers.providers import HttpProvider, Outcome
 from herald.infra.deadline import Deadline
@@ -38,6 +39,7 @@ class DeliveryStats:
     undecodable: int = 0
     batches: int = 0
     failed_batches: int = 0
+    failed_commits: int = 0  # retried later; a rebalance can refuse a commit
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ class DeliveryWorker:
         self._producer = producer
         self._client = client
         self._provider = provider
+        self._pending = PendingOffsets(consumer)
         self.stats = DeliveryStats()
 
     def run(self, stop: threading.Event, drain: bool = False) -> DeliveryStats:
@@ -86,6 +89,7 @@ class DeliveryWorker:
         self._consumer.subscribe([qualified(self._config.topic, self._config.namespace)])
         try:
             asyncio.run(self._loop(stop, drain))
+            self._commit()
         finally:
             self._consumer.close()  # leaves the group at once, so siblings take over fast
         return self.stats
@@ -96,6 +100,8 @@ class DeliveryWorker:
                 messages = self._next_batch()
                 if messages:
                     await self._handle_batch(messages, stop)
+                elif self._pending:
+                    self._commit()  # a commit refused during a rebalance, now served by poll
                 elif drain and self._caught_up():
                     return
 
@@ -132,9 +138,14 @@ class DeliveryWorker:
             self._rewind(messages)
             stop.wait(1.0)
             return
-        self._consumer.commit(offsets=_next_offsets(messages), asynchronous=False)
+        self._pending.finished(messages)
+        self._commit()
         self.stats.consumed += len(messages)
         self.stats.batches += 1
+
+    def _commit(self) -> None:
+        if not self._pending.commit():
+            self.stats.failed_commits += 1
 
     async def _deliver(self, message: Message) -> list[OutgoingRecord]:
         source = SourceRecord(self._config.topic, message.partition(), message.offset(),
@@ -188,10 +199,3 @@ class DeliveryWorker:
         log.warning("consumer error: %s", message.error())
         return False
 
-
-def _next_offsets(messages: list[Message]) -> list[TopicPartition]:
-    highest: dict[tuple[str, int], int] = {}
-    for m in messages:
-        key = (m.topic(), m.partition())
-        highest[key] = max(highest.get(key, -1), m.offset())
-    return [TopicPartition(t, p, o + 1) for (t, p), o in highest.items()]

@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -134,5 +135,13 @@ class ProcessGroup:
     def __enter__(self) -> ProcessGroup:
         return self
 
-    def __exit__(self, *_exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *_rest: object) -> None:
         self.stop_all()
+        if exc_type is not None:
+            # A failing test shows what each process said; CI keeps nothing else of them.
+            print(self.report(), file=sys.stderr)
+
+    def report(self, lines: int = 40) -> str:
+        return "\n".join(f"--- {name} (exit {process.returncode}), last {lines} lines:\n"
+                         f"{tail(self.log_path(name), lines)}"
+                         for name, process in self.processes.items())

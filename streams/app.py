@@ -20,8 +20,14 @@ _RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_
 
 def create_app(settings: Settings, bootstrap: str) -> faust.App:
     namespace = settings.namespace
+    app_id = qualified(settings.streams_app_id, namespace)
+    # Faust's default is "<app id>-data" in the working directory, littering checkouts;
+    # it creates only the last level itself.
+    datadir = settings.home / "streams-data" / app_id
+    datadir.parent.mkdir(parents=True, exist_ok=True)
     app = faust.App(
-        qualified(settings.streams_app_id, namespace),
+        app_id,
+        datadir=str(datadir),
         broker=f"kafka://{bootstrap}",
         store="memory://",
         web_enabled=False,

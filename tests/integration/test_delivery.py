@@ -115,8 +115,13 @@ def test_kill_9_of_a_worker_loses_and_doubles_nothing(settings, simulator, log_d
         os.kill(victim.pid, signal.SIGKILL)
         victim.wait()
         assert simulator.stats()["accepted"] < 600, "the kill must land mid-stream to mean anything"
-        wait_until(lambda: simulator.stats()["accepted"] >= 600, 120, "the sibling to finish the work")
-        assert group.processes["deliver-2"].poll() is None, "the sibling must still be running"
+        sibling = group.processes["deliver-2"]
+
+        def sibling_finished() -> bool:
+            assert sibling.poll() is None, f"the sibling exited:\n{group.report()}"
+            return simulator.stats()["accepted"] >= 600
+
+        wait_until(sibling_finished, 120, "the sibling to finish the work")
     sim = simulator.stats()
     delivered = Counter(m["registration_id"] for m in simulator.messages())
     assert len(delivered) == 600, "lost"
