@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import httpx
 import sqlalchemy as sa
@@ -25,8 +26,10 @@ from herald.infra.services import (
 )
 from herald.infra.settings import Settings
 from herald.producers.ingest import IngestConfig
+from herald.producers.leases import lease_holders
 from herald.producers.migrations import migrate
 from herald.producers.models import OutboxRecord
+from herald.producers.outbox import OUTBOX_SHARDS, outbox_backlog
 from herald.producers.relay import Relay, RelayConfig, RelayStats
 from herald.schemas.catalog import CHANNELS, consumer_group, notification_topic, topic_catalog
 
@@ -80,6 +83,23 @@ def run_relay(settings: Settings, stop: threading.Event) -> RelayStats:
         return relay.run(stop)
     finally:
         engine.dispose()
+
+
+def outbox_status(settings: Settings) -> dict[str, Any]:
+    """The backlog and who leases which shards: for operators, health checks and metrics.
+
+    Needs only the database, so it answers while Kafka is down, which is when it matters.
+    """
+    engine = sa.create_engine(resolve_database_url(settings), poolclass=sa.NullPool)
+    try:
+        with engine.connect() as conn:
+            backlog = outbox_backlog(conn)
+            holders = lease_holders(conn)
+    finally:
+        engine.dispose()
+    return {**backlog.as_dict(), "relays": len(holders), "shards": OUTBOX_SHARDS,
+            "shards_leased": sum(len(holder.shards) for holder in holders),
+            "leases": {str(holder.pid): list(holder.shards) for holder in holders}}
 
 
 def relay_config(settings: Settings) -> RelayConfig:

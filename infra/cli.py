@@ -5,6 +5,7 @@ A thin shell: it reads settings from the environment once, here, and calls one f
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -158,6 +159,32 @@ def demo(
     print_report(result)
     if result.lost or result.duplicates:
         raise typer.Exit(1)
+
+
+outbox = typer.Typer(help="The transactional outbox: backlog and relay leases.")
+app.add_typer(outbox, name="outbox")
+
+
+@outbox.command("status")
+def outbox_status(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts and probes.")] = False,
+) -> None:
+    """Rows waiting, the oldest one's age, and which relay leases which shards."""
+    from herald.infra.bootstrap import outbox_status as read_status
+
+    status = read_status(_settings(ctx))
+    if as_json:
+        print(json.dumps(status))
+        return
+    table = Table("measure", "value", title="outbox")
+    table.add_row("rows waiting", f"{status['rows']:,}")
+    table.add_row("oldest waiting", f"{status['oldest_age_s']:.1f} s")
+    table.add_row("relays", str(status["relays"]))
+    table.add_row("shards leased", f"{status['shards_leased']} of {status['shards']}")
+    for pid, shards in status["leases"].items():
+        table.add_row(f"relay backend {pid}", f"{len(shards)} shards")
+    Console().print(table)
 
 
 bench = typer.Typer(help="Benchmarks that measure their own baselines in the same run.")

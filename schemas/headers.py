@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 EVENT_ID = "event-id"
@@ -17,9 +17,6 @@ ERROR_MESSAGE = "error-message"
 ORIGINAL_TOPIC = "original-topic"
 ORIGINAL_PARTITION = "original-partition"
 ORIGINAL_OFFSET = "original-offset"
-
-KafkaHeaders = list[tuple[str, bytes]]
-
 
 def new_traceparent(trace_id: str | None = None) -> str:
     """A W3C traceparent; keeps `trace_id` when continuing a trace, with a fresh span id."""
@@ -53,10 +50,6 @@ def event_headers(
         TRACEPARENT: traceparent or new_traceparent(),
         PRODUCED_AT: utc_now_iso(),
     }
-
-
-def to_kafka(headers: Mapping[str, str]) -> KafkaHeaders:
-    return [(name, value.encode("utf-8")) for name, value in headers.items()]
 
 
 def from_kafka(headers: Iterable[tuple[str, bytes | None]] | None) -> dict[str, str]:

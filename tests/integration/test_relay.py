@@ -4,15 +4,18 @@ late commits and broker outages."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import random
 import signal
+import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from herald.infra.kafka_local import EmbeddedKafka
@@ -59,6 +62,51 @@ def test_a_commit_wakes_an_idle_relay_long_before_its_fallback_poll(settings, en
         time.sleep(0.5)  # let it go idle, waiting for a notification
         write_lifecycles(engine, 1)
         wait_until(lambda: relay.stats.published == 2, 20, "the NOTIFY to wake the relay (poll is 60 s)")
+
+
+def heap_pages(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.text("SELECT pg_relation_size('outbox') / 8192")).scalar_one())
+
+
+def test_the_table_stays_small_under_constant_load(settings, engine):
+    """Removed rows' space is reused: the heap stops growing while events keep flowing."""
+    rounds, per_round = 8, 600  # 1,200 events a round
+    pages, written = [], 0
+    with running_relay(settings) as relay:
+        for n in range(rounds):
+            started = time.monotonic()
+            written += write_lifecycles(engine, per_round, prefix=f"R{n}")
+            time.sleep(max(0.0, 3.0 - (time.monotonic() - started)))  # a steady ~400 events/s
+            pages.append(heap_pages(engine))
+        wait_until(lambda: outbox_size(engine) == 0, 60, "the outbox to empty")
+    assert relay.stats.published == written
+    rows_per_page = 8192 // 450  # a registration event row is ~450 bytes with its headers
+    never_reused = written // rows_per_page
+    # Without reuse the heap would grow by each round's 1,200 rows; it must level off far below.
+    assert max(pages[rounds // 2:]) <= max(pages[:rounds // 2]) + 8, pages
+    assert pages[-1] < never_reused / 4, (pages, never_reused)
+
+
+def outbox_status_json(settings: Settings) -> dict:
+    env = process_env(settings)
+    result = subprocess.run([*HERALD, "outbox", "status", "--json"], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_outbox_status_reports_the_backlog_and_the_leases(settings, engine):
+    written = write_lifecycles(engine, 20)
+    waiting = outbox_status_json(settings)
+    assert (waiting["rows"], waiting["relays"], waiting["shards_leased"]) == (written, 0, 0), waiting
+    assert waiting["oldest_age_s"] > 0
+    with running_relay(settings) as relay:
+        wait_until(lambda: outbox_size(engine) == 0, 60, "the outbox to empty")
+        leased = outbox_status_json(settings)
+        assert relay.stats.owned_shards == OUTBOX_SHARDS
+    assert (leased["rows"], leased["oldest_age_s"], leased["relays"]) == (0, 0, 1), leased
+    assert leased["shards_leased"] == OUTBOX_SHARDS == sum(len(s) for s in leased["leases"].values())
 
 
 def test_unreachable_kafka_keeps_rows_and_never_fails_a_writer(settings, engine):
