@@ -82,9 +82,10 @@ def test_the_table_stays_small_under_constant_load(settings, engine):
         wait_until(lambda: outbox_size(engine) == 0, 60, "the outbox to empty")
     assert relay.stats.published == written
     rows_per_page = 8192 // 450  # a registration event row is ~450 bytes with its headers
-    never_reused = written // rows_per_page
-    # Without reuse the heap would grow by each round's 1,200 rows; it must level off far below.
-    assert max(pages[rounds // 2:]) <= max(pages[:rounds // 2]) + 8, pages
+    never_reused, per_round = written // rows_per_page, 2 * per_round // rows_per_page
+    # Without reuse the heap would grow by a round's rows (~66 pages) each round; it levels off.
+    # (Seen: [18, 29, 38, 38, 38, 24, 24, 18] pages, where no reuse would end at 533.)
+    assert max(pages[rounds // 2:]) <= max(pages[:rounds // 2]) + per_round // 2, pages
     assert pages[-1] < never_reused / 4, (pages, never_reused)
 
 
