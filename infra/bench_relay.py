@@ -48,6 +48,7 @@ from herald.schemas.codec import encode
 from herald.schemas.headers import event_headers
 
 PHASES = ("raw", "drain1", "drain3", "sustained", "latency")  # each publishes to bench.<phase>
+PACED_WARMUP_S = 1.0  # at most; the start of the paced run left out of p50/p99 (commit_to_append)
 
 
 @dataclass(frozen=True)
@@ -329,15 +330,31 @@ def steady_load(settings: Settings, group: ProcessGroup, seconds: float) -> dict
         wait_until(lambda: outbox_empty(engine), 120, "the paced events to drain", 0.05)
     finally:
         engine.dispose()
-    appended: dict[str, float] = {}
-    for record in read_published(bootstrap, qualified("bench.latency", settings.namespace), len(commits)):
-        appended.setdefault(record.event_id, record.appended_at)  # the first copy's append time
-    latencies = [(appended[event_id] - committed) * 1000 for event_id, committed in commits.items()
-                 if event_id in appended]
-    if len(latencies) != len(commits):
-        raise RuntimeError(f"bench: {len(commits) - len(latencies)} paced events never reached the topic")
     return {"sustained_eps": sustained, "paced_eps": len(commits) / seconds,
-            "p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99)}
+            **commit_to_append(bootstrap, qualified("bench.latency", settings.namespace), commits,
+                               warmup_s=min(PACED_WARMUP_S, seconds / 5))}
+
+
+def commit_to_append(bootstrap: str, topic: str, commits: dict[str, float],
+                     warmup_s: float) -> dict[str, float]:
+    """p50/p99 commit -> broker append of the paced events, after a warm-up, and p99 of all.
+
+    The warm-up: the paced run follows the sustained burst at once, and its first half second
+    was seen to hold a one-off stall of up to ~250 ms (p99 of all 141 ms, 22.8 ms after 1 s).
+    Both figures are reported.
+    """
+    appended: dict[str, float] = {}
+    for record in read_published(bootstrap, topic, len(commits)):
+        appended.setdefault(record.event_id, record.appended_at)  # the first copy's append time
+    missing = len(set(commits) - set(appended))
+    if missing:
+        raise RuntimeError(f"bench: {missing} paced events never reached the topic")
+    settled_at = min(commits.values()) + warmup_s
+    every = [(appended[event_id] - committed) * 1000 for event_id, committed in commits.items()]
+    settled = [(appended[event_id] - committed) * 1000 for event_id, committed in commits.items()
+               if committed >= settled_at]
+    return {"p50_ms": percentile(settled, 50), "p99_ms": percentile(settled, 99),
+            "p99_ms_with_warmup": percentile(every, 99)}
 
 
 def print_bench_relay(results: dict[str, float | bool]) -> None:
@@ -350,6 +367,7 @@ def print_bench_relay(results: dict[str, float | bool]) -> None:
     table.add_row("paced_eps", f"{float(results['paced_eps']):,.0f} events/s", "")
     table.add_row("p50_ms (commit -> broker append)", f"{float(results['p50_ms']):.1f} ms", "")
     table.add_row("p99_ms (commit -> broker append)", f"{float(results['p99_ms']):.1f} ms", "")
+    table.add_row("p99_ms_with_warmup (warm-up too)", f"{float(results['p99_ms_with_warmup']):.1f} ms", "")
     table.add_row("order_kept (3 relays)", str(results["order_kept"]), "")
     Console().print(table)
     rounded = {k: (round(v, 1) if isinstance(v, float) else v) for k, v in results.items()}
