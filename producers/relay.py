@@ -16,7 +16,6 @@ The relay wakes on the outbox's NOTIFY at each writer commit, with a fallback po
 
 from __future__ import annotations
 
-import json
 import logging
 import select
 import threading
@@ -25,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from operator import itemgetter
 
+import orjson
 import psycopg2.extensions
 import sqlalchemy as sa
 from confluent_kafka import KafkaException, Producer
@@ -259,7 +259,7 @@ class Relay:
 
     def _records(self, rows: list[sa.Row]) -> list[Outgoing]:
         topics = {topic: qualified(topic, self._config.namespace) for topic in {row.topic for row in rows}}
-        return [Outgoing(topics[topic], key.encode(), bytes(payload), json.loads(headers))
+        return [Outgoing(topics[topic], key.encode(), bytes(payload), orjson.loads(headers))
                 for _id, topic, key, payload, headers in rows]
 
     def _report_failure(self, error: str, failures: int) -> None:
