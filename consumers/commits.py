@@ -32,7 +32,6 @@ class PendingOffsets:
     def __init__(self, consumer: CommittingConsumer) -> None:
         self._consumer = consumer
         self._next: dict[Partition, int] = {}  # per partition, the offset to resume from
-        self.failed_commits = 0
 
     def finished(self, messages: Iterable[Message]) -> None:
         for m in messages:
@@ -55,7 +54,6 @@ class PendingOffsets:
             error = exc.args[0]
             if error.fatal():
                 raise
-            self.failed_commits += 1
             log.warning("commit of %d partition(s) failed (%s); kept for the next attempt",
                         len(offsets), error.str())
             return False

@@ -149,7 +149,6 @@ class BackgroundVacuum:
         self._removed = removed
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="outbox-vacuum", daemon=True)
-        self.runs = 0
 
     def __enter__(self) -> BackgroundVacuum:
         self._thread.start()
@@ -169,7 +168,6 @@ class BackgroundVacuum:
                 with self._engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                     # SKIP_LOCKED: another relay vacuuming now is as good.
                     conn.execute(sa.text("VACUUM (SKIP_LOCKED, TRUNCATE false) outbox"))
-                self.runs += 1
                 vacuumed_at = removed
             except sa.exc.DBAPIError as exc:  # the publishing loop reports the database itself
                 log.debug("outbox vacuum skipped: %s", exc)
