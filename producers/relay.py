@@ -52,8 +52,8 @@ def prepare_claim_session(conn: sa.Connection) -> None:
 
     A backlog that builds up while Kafka is down (or any bulk insert) has no statistics
     yet; the planner then guesses few matching rows and picks a full scan plus sort for
-    each claim, which makes draining the backlog quadratic (measured: 147 ms per 5,000-row
-    claim on a fresh 200,000-row table, against 5 ms walking the primary key).
+    each claim, which makes draining the backlog quadratic (EXPLAIN ANALYZE on a fresh
+    200,000-row table: 147 ms to find a 5,000-row batch that way, 5 ms walking the primary key).
     """
     conn.execute(sa.text("SET application_name = 'herald-relay'"))
     conn.execute(sa.text("SET enable_seqscan = off"))
