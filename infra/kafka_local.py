@@ -43,6 +43,11 @@ class KafkaState:
     version: str
 
 
+def new_cluster_id() -> str:
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 (one in 64 starts with "-")."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
 class EmbeddedKafka:
     def __init__(self, home: Path, version: str, heap_mb: int, m2: Path | None = None) -> None:
         self.dir = home / "kafka"
@@ -154,11 +159,12 @@ class EmbeddedKafka:
     def _format_storage(self, classpath: str, config: Path) -> None:
         if (self.dir / "data" / "meta.properties").exists():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = new_cluster_id()
         java = ensure_command("java", "openjdk-17-jre-headless")
         result = subprocess.run(
             [java, "-Xmx256m", f"-Dlog4j2.configurationFile={self._log_config()}", "-cp",
-             classpath, STORAGE_TOOL, "format", "-t", cluster_id, "-c", str(config)],
+             # "=": a URL-safe base64 id may start with "-", which the tool would read as an option
+             classpath, STORAGE_TOOL, "format", f"--cluster-id={cluster_id}", "-c", str(config)],
             capture_output=True, text=True)
         if result.returncode != 0:
             raise ServiceError(f"formatting KRaft storage failed:\n{result.stdout}{result.stderr}")

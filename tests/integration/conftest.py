@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 from confluent_kafka.admin import AdminClient
 
+from herald.infra.kafka_local import EmbeddedKafka
 from herald.infra.provisioning import provision_topics
 from herald.infra.services import Endpoints, start_services, stop_services
 from herald.infra.settings import Settings
@@ -93,3 +94,11 @@ def engine(database_url: str) -> Iterator[sa.Engine]:
 @pytest.fixture
 def log_dir(base_settings: Settings, namespace: str) -> Path:
     return base_settings.home / "test-logs" / namespace
+
+
+@pytest.fixture
+def private_broker(base_settings: Settings, tmp_path: Path):
+    """A broker of this test's own, so stopping it disturbs no other test."""
+    broker = EmbeddedKafka(tmp_path, base_settings.kafka_version, 384, m2=base_settings.home / "m2")
+    yield broker
+    broker.stop()

@@ -7,6 +7,7 @@ import subprocess
 
 import sqlalchemy as sa
 
+from herald.infra import kafka_local
 from herald.infra.processes import free_port
 from herald.infra.provisioning import provision_topics
 from herald.schemas.catalog import topic_catalog
@@ -80,3 +81,12 @@ def test_provisioning_twice_changes_nothing(endpoints, namespace, topics):
     report = provision_topics(endpoints.kafka_bootstrap, topic_catalog(namespace))
     assert report.created == ()
     assert len(report.existing) == len(topic_catalog(namespace))
+
+
+def test_a_cluster_id_starting_with_a_dash_formats_and_starts(private_broker, monkeypatch):
+    # One id in 64 starts with "-"; a fresh clone's suite drew one and the tool took it for an option.
+    monkeypatch.setattr(kafka_local, "new_cluster_id", lambda: "-" + "A" * 21)
+    state = private_broker.start()
+    meta = (private_broker.dir / "data" / "meta.properties").read_text()
+    assert "cluster.id=-AAAAAAAAAAAAAAAAAAAAA\n" in meta, meta
+    provision_topics(state.bootstrap, topic_catalog())  # the broker answers

@@ -12,13 +12,10 @@ import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from herald.infra.kafka_local import EmbeddedKafka
 from herald.infra.processes import ProcessGroup, free_port
 from herald.infra.provisioning import provision_topics
 from herald.infra.settings import Settings
@@ -139,14 +136,6 @@ def test_a_long_transaction_that_commits_a_low_id_late_is_published_in_order(set
         wait_until(lambda: relay.stats.published == written + 2, 30, "the key's next event")
     records = registration_records(settings, settings.kafka_bootstrap, written + 2)
     assert audit_lifecycles(records, written + 2) == {"lost": 0, "duplicated": 0, "out_of_order": 0}
-
-
-@pytest.fixture
-def private_broker(base_settings: Settings, tmp_path: Path):
-    """A broker of this test's own, so stopping it disturbs no other test."""
-    broker = EmbeddedKafka(tmp_path, base_settings.kafka_version, 384, m2=base_settings.home / "m2")
-    yield broker
-    broker.stop()
 
 
 def test_broker_down_while_writers_commit_5000_events_loses_nothing(settings, engine, private_broker):
