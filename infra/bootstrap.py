@@ -119,6 +119,7 @@ def outbox_status(settings: Settings) -> dict[str, Any]:
 
 def relay_config(settings: Settings) -> RelayConfig:
     return RelayConfig(namespace=settings.namespace, batch_size=settings.relay_batch_size,
+                       claims_per_commit=settings.relay_claims_per_commit,
                        flush_timeout_s=settings.relay_flush_timeout_s,
                        poll_interval_s=settings.relay_poll_interval_s,
                        lease_interval_s=settings.relay_lease_interval_s,

@@ -48,7 +48,10 @@ class Settings:
     email_url: str = field(default="http://127.0.0.1:18082", metadata=_doc(
         "Base URL of the email provider."))
     relay_batch_size: int = field(default=5000, metadata=_doc(
-        "Outbox rows a relay claims, publishes and removes per batch."))
+        "Outbox rows one claim of a relay takes (one DELETE ... RETURNING)."))
+    relay_claims_per_commit: int = field(default=8, metadata=_doc(
+        "Claims a relay publishes in one transaction, each fetched while the last one's "
+        "records travel; all are removed at its commit."))
     relay_poll_interval_s: float = field(default=1.0, metadata=_doc(
         "Fallback poll of an idle relay, in seconds; commits wake it at once via NOTIFY."))
     relay_flush_timeout_s: float = field(default=30.0, metadata=_doc(

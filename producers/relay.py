@@ -1,13 +1,16 @@
 """The relay: publishes outbox rows to Kafka in id order per shard, removing them only once acknowledged.
 
-One cycle: claim a batch from the shards this relay leases (one DELETE ... RETURNING, in
-id order), produce it with an idempotent producer (acks=all), wait for every
-acknowledgment, then commit the DELETE. Any failure rolls the DELETE back, so the rows stay
-for the next attempt: at-least-once, and the `event-id` header lets consumers drop repeats.
+One cycle is one transaction: claim rows from the shards this relay leases (a DELETE ...
+RETURNING, in id order), produce them with an idempotent producer (acks=all) while the next
+claim of the same transaction runs on the database, and so on up to `claims_per_commit`
+claims; wait for every acknowledgment, then commit the DELETEs. Any failure rolls them all
+back, so the rows stay for the next attempt: at-least-once, and the `event-id` header lets
+consumers drop repeats.
 
 Rows are claimed by deleting them, not by a "last published id" cursor, so a transaction
-that commits a low id after higher ids were published is found by the next claim: no row
-is ever skipped. Causally ordered writes of one key (the second began after the first
+that commits a low id after higher ids were published is found by the next claim (each
+claim is a statement with its own snapshot, in the same transaction or not): no row is ever
+skipped. Causally ordered writes of one key (the second began after the first
 committed, or they serialise on the domain row lock) have ascending ids, so they leave in
 order; writes of one key that were concurrent have no order to keep.
 
@@ -20,9 +23,11 @@ import logging
 import select
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from operator import itemgetter
+from typing import Any
 
 import orjson
 import psycopg2.extensions
@@ -30,7 +35,7 @@ import sqlalchemy as sa
 from confluent_kafka import KafkaException, Producer
 
 from herald.infra.deadline import Deadline
-from herald.infra.kafka_io import Outgoing, PublishFailed, produce_confirmed
+from herald.infra.kafka_io import ConfirmedSend, PublishFailed
 from herald.producers.leases import ShardLeases
 from herald.schemas.catalog import qualified
 
@@ -68,7 +73,8 @@ def backoff_s(failures: int, base_s: float = 0.5, cap_s: float = 5.0) -> float:
 @dataclass(frozen=True)
 class RelayConfig:
     namespace: str = ""
-    batch_size: int = 5000
+    batch_size: int = 5000  # rows per claim
+    claims_per_commit: int = 8  # claims published in one transaction, each fetched during the last
     flush_timeout_s: float = 30.0  # a batch not acknowledged by then is rolled back
     poll_interval_s: float = 1.0  # fallback when no NOTIFY arrives
     lease_interval_s: float = 1.0  # how often shards are rebalanced (takeover time)
@@ -174,6 +180,8 @@ class BackgroundVacuum:
 
 
 class Relay:
+    _claimer: ThreadPoolExecutor  # runs the next claim while the last one's records are produced
+
     def __init__(self, engine: sa.Engine, make_producer: Callable[[], Producer],
                  config: RelayConfig | None = None) -> None:
         """`engine` must not pool connections (NullPool): a lease lives as long as its connection."""
@@ -186,7 +194,8 @@ class Relay:
     def run(self, stop: threading.Event) -> RelayStats:
         """Publish until `stop` is set; back off while Kafka or the database is unavailable."""
         failures = 0
-        with BackgroundVacuum(self._engine, self._config.vacuum_interval_s, lambda: self.stats.published):
+        with (BackgroundVacuum(self._engine, self._config.vacuum_interval_s, lambda: self.stats.published),
+              ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox-claim") as self._claimer):
             while not stop.is_set():
                 try:
                     self._serve(stop)
@@ -228,37 +237,69 @@ class Relay:
                 stop.wait(backoff_s(failures))
                 continue
             failures = 0
-            if published < self._config.batch_size:  # caught up: sleep until a commit
+            if published < self._config.batch_size * self._config.claims_per_commit:
+                # Caught up (a claim came back short): sleep until a commit.
                 watch.wait(min(self._config.poll_interval_s, rebalance.remaining()), stop)
 
     def publish_batch(self, conn: sa.Connection, shards: list[int],
                       stop: threading.Event | None = None) -> int:
-        """Claim, publish and remove one batch of `shards`; returns how many rows it published."""
+        """Claim, publish and remove up to `claims_per_commit` claims of `shards` in one
+        transaction; returns how many rows it published.
+
+        Each claim after the first runs on the database while this thread produces the records
+        of the one before (psycopg2 waits for the server without holding the GIL), so the
+        database's work overlaps Python's. The rows are removed only when every record of
+        every claim was acknowledged; otherwise all of them stay.
+        """
         if not shards:
             conn.rollback()
             return 0
-        rows = conn.execute(CLAIM, {"shards": shards, "limit": self._config.batch_size}).all()
-        if not rows:
-            conn.commit()
-            return 0
-        rows.sort(key=itemgetter(0))  # by id: RETURNING has no order of its own
+        params = {"shards": shards, "limit": self._config.batch_size}
+        send = ConfirmedSend(self._producer)
         deadline = Deadline(self._config.flush_timeout_s, stop=stop, grace_s=self._config.shutdown_timeout_s)
+        pending: Future[sa.CursorResult[Any]] | None = self._claimer.submit(conn.execute, CLAIM, params)
+        claims = 0
         try:
-            produce_confirmed(self._producer, self._records(rows), deadline)
+            while pending is not None:
+                rows = pending.result().all()
+                claims += 1
+                pending = None
+                if self._claim_more(len(rows), claims, stop):
+                    pending = self._claimer.submit(conn.execute, CLAIM, params)  # runs meanwhile
+                rows.sort(key=itemgetter(0))  # by id: RETURNING has no order of its own
+                send.produce(self._records(rows))
+            if send.produced:
+                send.confirm(deadline)
         except (PublishFailed, KafkaException, BufferError) as exc:
+            self._settle(pending)
             conn.rollback()  # every row stays for the next attempt
             if isinstance(exc, PublishFailed):
                 raise
             raise PublishFailed(str(exc)) from exc
+        except BaseException:
+            self._settle(pending)
+            raise
         conn.commit()
-        self.stats.published += len(rows)
-        self.stats.batches += 1
-        return len(rows)
+        self.stats.published += send.produced
+        self.stats.batches += 1 if send.produced else 0
+        return send.produced
 
-    def _records(self, rows: list[sa.Row]) -> list[Outgoing]:
+    def _claim_more(self, claimed: int, claims: int, stop: threading.Event | None) -> bool:
+        """Another claim in this transaction: the last one was full, and no stop was asked."""
+        return (claimed == self._config.batch_size and claims < self._config.claims_per_commit
+                and not (stop is not None and stop.is_set()))
+
+    @staticmethod
+    def _settle(pending: Future[Any] | None) -> None:
+        """Let a claim still on the database finish before the connection is used again."""
+        if pending is not None:
+            wait([pending])
+
+    def _records(self, rows: list[sa.Row]) -> Iterator[tuple[str, bytes, bytes, dict[str, str]]]:
+        """(topic, key, value, headers) per row, made as the producer takes them."""
         topics = {topic: qualified(topic, self._config.namespace) for topic in {row.topic for row in rows}}
-        return [Outgoing(topics[topic], key.encode(), bytes(payload), orjson.loads(headers))
-                for _id, topic, key, payload, headers in rows]
+        return ((topics[topic], key.encode(), bytes(payload), orjson.loads(headers))
+                for _id, topic, key, payload, headers in rows)
 
     def _report_failure(self, error: str, failures: int) -> None:
         self.stats.failed_batches += 1

@@ -107,17 +107,29 @@ def test_outbox_status_reports_the_backlog_and_the_leases(settings, engine):
     assert leased["shards_leased"] == OUTBOX_SHARDS == sum(len(s) for s in leased["leases"].values())
 
 
+def test_one_transaction_publishes_several_claims_and_removes_them_together(settings, engine):
+    written = write_lifecycles(engine, 50)  # 100 rows, all committed before the relay starts
+    with running_relay(settings, batch_size=10, claims_per_commit=4) as relay:
+        wait_until(lambda: outbox_size(engine) == 0, 60, "the outbox to empty")
+    # 40 + 40 + 20 rows: each transaction took claims until it had 4 or one came back short.
+    assert (relay.stats.published, relay.stats.batches) == (written, 3)
+    records = registration_records(settings, settings.kafka_bootstrap, written)
+    assert audit_lifecycles(records, written) == {"lost": 0, "duplicated": 0, "out_of_order": 0}
+
+
 def test_unreachable_kafka_keeps_rows_and_never_fails_a_writer(settings, engine):
     dead = f"127.0.0.1:{free_port()}"
-    write_lifecycles(engine, 5)
-    with running_relay(settings, bootstrap=dead, flush_timeout_s=1.0) as relay:
+    write_lifecycles(engine, 25)
+    with running_relay(settings, bootstrap=dead, flush_timeout_s=1.0, batch_size=10,
+                       claims_per_commit=4) as relay:
         wait_until(lambda: relay.stats.failed_batches >= 2, 30, "the relay to report failed batches")
-        assert "not acknowledged" in (relay.stats.last_error or "")
+        # All four claims of the transaction failed together, and all their rows stay.
+        assert "40 of 40 records not acknowledged" in (relay.stats.last_error or "")
         write_lifecycles(engine, 5, prefix="LATER")  # writers go on while Kafka is away
-        assert outbox_size(engine) == 20
+        assert outbox_size(engine) == 60
     with engine.connect() as conn:
         backlog = outbox_backlog(conn)
-    assert backlog.rows == 20 and backlog.oldest_age_s > 0
+    assert backlog.rows == 60 and backlog.oldest_age_s > 0
 
 
 def test_a_long_transaction_that_commits_a_low_id_late_is_published_in_order(settings, engine):
