@@ -270,7 +270,7 @@ class Relay:
                 send.produce(self._records(rows))
             if send.produced:
                 send.confirm(deadline)
-        except (PublishFailed, KafkaException, BufferError) as exc:
+        except (PublishFailed, KafkaException) as exc:  # a full local queue waits, never raises
             self._settle(pending)
             conn.rollback()  # every row stays for the next attempt
             if isinstance(exc, PublishFailed):
