@@ -1,9 +1,18 @@
-"""The delivery worker of one channel: a member of that channel's consumer group.
+"""A delivery worker: one member of the consumer group of one topic (a channel's requests or a tier).
 
-Per batch: deliver every record concurrently (bounded), produce each outcome (status, and
-the request to the DLQ when it failed), wait until the broker acknowledged them, and only
-then commit the batch's offsets. A crash anywhere before the commit redelivers the batch;
-the provider drops the repeat by Idempotency-Key, so nothing is lost and nothing doubled.
+- Many records in flight (asyncio, bounded), finishing in any order; a transaction takes
+  the finished prefix of each partition (`InFlight`), so a crash never skips a record.
+- Consume -> produce -> commit is one Kafka transaction: the outcome records (status,
+  retry, DLQ, corrections) and the input offsets commit together or not at all. A failed
+  transaction is aborted and its partitions rewound; their records are delivered again and
+  the provider drops the repeat by Idempotency-Key.
+- A record not yet due (a retry tier) pauses its partition and seeks back to it; the
+  partition resumes at the due time, so a retry never runs early.
+- A rebalance lets revoked partitions finish (bounded), commits them, and hands the rest
+  back. SIGTERM does the same for every partition within the shutdown deadline.
+
+Every call into Kafka runs on one thread of its own (the "kafka" executor), so a rebalance
+callback, which librdkafka runs inside poll, never races a transaction.
 """
 
 from __future__ import annotations
@@ -11,106 +20,298 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
 
-import httpx
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
-from herald.consumers.commits import PendingOffsets
-from herald.consumers.outcomes import failed_records, status_record
-from herald.consumers.providers import HttpProvider, Outcome
+from herald.consumers.inflight import Entry, InFlight, Partition, Taken
 from herald.infra.deadline import Deadline
-from herald.infra.kafka_io import Outgoing, PublishFailed, produce_confirmed
+from herald.infra.kafka_io import ConfirmedSend
 from herald.schemas.catalog import qualified
-from herald.schemas.codec import UndecodableRecord, decode_expecting
 from herald.schemas.headers import from_kafka
 from herald.schemas.records import OutgoingRecord, SourceRecord, dead_letter
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class RecordHandler(Protocol):
+    def due_at(self, source: SourceRecord) -> datetime | None: ...
+
+    async def handle(self, source: SourceRecord) -> list[OutgoingRecord]: ...
+
+    async def aclose(self) -> None: ...
 
 
 @dataclass
-class DeliveryStats:
-    """Countable outcomes: tests assert these instead of sleeping."""
+class WorkerStats:
+    """Countable outcomes of the engine: tests assert these instead of sleeping."""
 
     consumed: int = 0
-    sent: int = 0
-    failed: int = 0
-    undecodable: int = 0
-    batches: int = 0
-    failed_batches: int = 0
-    failed_commits: int = 0  # retried later; a rebalance can refuse a commit
+    committed: int = 0  # inputs whose offsets a transaction committed
+    transactions: int = 0
+    failed_transactions: int = 0
+    paused_until_due: int = 0
+    handed_back: int = 0  # in-flight records given up on a rebalance or shutdown
+    consumer_errors: int = 0
 
 
 @dataclass(frozen=True)
 class WorkerConfig:
-    topic: str  # catalog name of the channel's request topic
+    topic: str  # catalog name of the consumed topic
     namespace: str
+    consumer_group: str
     concurrency: int
-    max_attempts: int
-    ack_timeout_s: float
-    batch_size: int = 200
-
-
-@dataclass(frozen=True)
-class PartitionEnd:
-    """Where a consumer stands in one partition; negative offsets are librdkafka's "unknown"."""
-
-    position: int
-    committed: int
-    low: int
-    high: int
-
-    def reached(self) -> bool:
-        # Before the first fetch the position is unknown; the group resumes from the
-        # committed offset, or from the low watermark (auto.offset.reset=earliest).
-        start = self.position if self.position >= 0 else self.committed
-        return (start if start >= 0 else self.low) >= self.high
-
-
-def retry_delay_s(attempt: int, base_s: float = 0.2, cap_s: float = 5.0) -> float:
-    """In-process pause before attempt `attempt + 1` (retry topics replace this later)."""
-    return min(cap_s, base_s * 2 ** (attempt - 1))
+    commit_interval_s: float = 0.1
+    transaction_timeout_s: float = 30.0
+    settle_timeout_s: float = 15.0  # revoked partitions' in-flight work may finish this long
+    shutdown_timeout_s: float = 15.0
 
 
 class DeliveryWorker:
-    def __init__(self, config: WorkerConfig, consumer: Consumer, producer: Producer,
-                 client: httpx.AsyncClient, provider: HttpProvider) -> None:
+    def __init__(self, config: WorkerConfig, consumer: Consumer,
+                 new_producer: Callable[[str], Producer], handler: RecordHandler) -> None:
         self._config = config
         self._consumer = consumer
-        self._producer = producer
-        self._client = client
-        self._provider = provider
-        self._pending = PendingOffsets(consumer)
-        self.stats = DeliveryStats()
+        self._new_producer = new_producer  # takes a transactional.id
+        self._handler = handler
+        self._inflight = InFlight()
+        self._tasks: dict[Entry, asyncio.Task[None]] = {}
+        self._due: dict[Partition, float] = {}  # paused until this time.time()
+        self._kafka = ThreadPoolExecutor(1, thread_name_prefix="kafka")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._producer: Producer | None = None
+        self._backoff_until = 0.0
+        self.stats = WorkerStats()
 
-    def run(self, stop: threading.Event, drain: bool = False) -> DeliveryStats:
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event, drain: bool = False) -> WorkerStats:
         """Deliver until `stop` is set; with `drain`, also stop once nothing is left to read."""
-        self._consumer.subscribe([qualified(self._config.topic, self._config.namespace)])
+        self._producer = self._transactional_producer()
+        self._consumer.subscribe([qualified(self._config.topic, self._config.namespace)],
+                                 on_revoke=self._on_revoke, on_lost=self._on_lost)
         try:
-            asyncio.run(self._loop(stop, drain))
-            self._commit()
+            asyncio.run(self._main(stop, drain))
         finally:
+            self._kafka.shutdown(wait=True)
             self._consumer.close()  # leaves the group at once, so siblings take over fast
         return self.stats
 
-    async def _loop(self, stop: threading.Event, drain: bool) -> None:
-        async with self._client:
-            while not stop.is_set():
-                messages = self._next_batch()
-                if messages:
-                    await self._handle_batch(messages, stop)
-                elif self._pending:
-                    self._commit()  # a commit refused during a rebalance, now served by poll
-                elif drain and self._caught_up():
-                    return
+    async def _main(self, stop: threading.Event, drain: bool) -> None:
+        self._loop = asyncio.get_running_loop()
+        try:
+            await self._deliver_until(stop, drain)
+            await self._shutdown()
+        finally:
+            self._loop = None
+            await self._handler.aclose()
+
+    async def _deliver_until(self, stop: threading.Event, drain: bool) -> None:
+        next_commit = time.monotonic()
+        while not stop.is_set():
+            await self._in_kafka(self._resume_due)
+            room = self._config.concurrency - self._inflight.unfinished()
+            if room <= 0:
+                await asyncio.wait(list(self._tasks.values()), timeout=0.1,
+                                   return_when=asyncio.FIRST_COMPLETED)
+            else:
+                messages = await self._in_kafka(self._fetch, room)
+                await self._dispatch(messages)
+                if not messages and drain and await self._drained():
+                    break
+            if time.monotonic() >= next_commit:
+                await self._in_kafka(self._commit_finished)
+                next_commit = time.monotonic() + self._config.commit_interval_s
+
+    async def _drained(self) -> bool:
+        if self._tasks or len(self._inflight) or self._due:
+            return False
+        return await self._in_kafka(self._caught_up)
+
+    async def _shutdown(self) -> None:
+        """Let in-flight work finish within the deadline, commit it, hand back the rest."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks.values()), timeout=self._config.shutdown_timeout_s)
+        await self._in_kafka(self._commit_finished)
+        self._void(self._inflight.drop())
+        if self._tasks:
+            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+
+    async def _in_kafka(self, call: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._kafka, call, *args)
+
+    # -- consuming and dispatching ----------------------------------------------------------
+
+    def _fetch(self, room: int) -> list[Message]:
+        """Kafka thread: wait briefly for one record, then take what else is already fetched."""
+        first = self._consumer.poll(0.1)
+        if first is None:
+            return []
+        rest = self._consumer.consume(min(room, 500) - 1, 0) if room > 1 else []
+        return [first, *rest]
+
+    async def _dispatch(self, messages: list[Message]) -> None:
+        pauses: dict[Partition, tuple[int, float]] = {}
+        for message in messages:
+            if message.error() is not None:
+                self.stats.consumer_errors += 1
+                log.warning("consumer error: %s", message.error())
+                continue
+            partition = (message.topic(), message.partition())
+            if partition in pauses:
+                continue  # behind a record that is not due yet: it will be read again
+            source = self._source(message)
+            due = self._due_time(source)
+            if due is not None:
+                pauses[partition] = (message.offset(), due)
+                continue
+            self.stats.consumed += 1
+            entry = self._inflight.start(partition, message.offset())
+            self._tasks[entry] = asyncio.create_task(self._run(entry, source))
+        if pauses:
+            await self._in_kafka(self._pause_until_due, pauses)
+
+    def _due_time(self, source: SourceRecord) -> float | None:
+        """time.time() at which the record is due, when that is still ahead."""
+        due = self._handler.due_at(source)
+        if due is None:
+            return None
+        at = due.timestamp()
+        return at if at > time.time() else None
+
+    def _source(self, message: Message) -> SourceRecord:
+        _kind, timestamp = message.timestamp()
+        return SourceRecord(self._config.topic, message.partition(), message.offset(),
+                            message.key(), message.value(), from_kafka(message.headers()),
+                            timestamp if timestamp > 0 else None)
+
+    async def _run(self, entry: Entry, source: SourceRecord) -> None:
+        try:
+            records = await self._handler.handle(source)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # A bug must not stall the partition or crash-loop the worker: dead-letter loudly.
+            log.exception("handler failed on %s[%d]@%d", source.topic, source.partition, source.offset)
+            records = [dead_letter(source, type(exc).__name__, f"unexpected handler error: {exc!r}",
+                                   consumer_group=self._config.consumer_group)]
+        finally:
+            self._tasks.pop(entry, None)
+        self._inflight.finish(entry, records)
+
+    def _void(self, entries: list[Entry]) -> None:
+        """Cancel the tasks of entries whose partitions were dropped (thread-safe)."""
+        loop = self._loop
+        for entry in entries:
+            task = self._tasks.get(entry)
+            if task is not None and loop is not None:
+                loop.call_soon_threadsafe(task.cancel)
+        self.stats.handed_back += len(entries)
+
+    # -- the Kafka thread: pause until due, transactions, rebalances -------------------------
+
+    def _pause_until_due(self, pauses: dict[Partition, tuple[int, float]]) -> None:
+        for (topic, partition), (offset, due) in pauses.items():
+            tp = TopicPartition(topic, partition, offset)
+            self._consumer.pause([tp])
+            self._consumer.seek(tp)
+            self._due[(topic, partition)] = due
+            self.stats.paused_until_due += 1
+
+    def _resume_due(self) -> None:
+        now = time.time()
+        ready = [p for p, due in self._due.items() if due <= now]
+        if ready:
+            for partition in ready:
+                del self._due[partition]
+            self._consumer.resume([TopicPartition(t, p) for t, p in ready])
+
+    def _commit_finished(self, partitions: list[Partition] | None = None) -> None:
+        if time.monotonic() < self._backoff_until:
+            return
+        taken = self._inflight.take_finished(partitions)
+        if not taken:
+            return
+        try:
+            self._transact(taken)
+        except KafkaException as exc:
+            self._recover(exc, taken, rewind=partitions is None)
+
+    def _transact(self, taken: Taken) -> None:
+        producer = self._producer
+        assert producer is not None
+        timeout = self._config.transaction_timeout_s
+        producer.begin_transaction()
+        namespace = self._config.namespace
+        ConfirmedSend(producer).produce(
+            (qualified(r.topic, namespace), r.key, r.value, r.headers) for r in taken.records)
+        offsets = [TopicPartition(t, p, o) for (t, p), o in taken.offsets.items()]
+        producer.send_offsets_to_transaction(offsets, self._consumer.consumer_group_metadata(), timeout)
+        producer.commit_transaction(timeout)
+        self.stats.transactions += 1
+        self.stats.committed += taken.inputs
+
+    def _recover(self, exc: KafkaException, taken: Taken, rewind: bool) -> None:
+        """Abort (or replace the producer when it cannot abort); rewind what it held."""
+        self.stats.failed_transactions += 1
+        error = exc.args[0]
+        log.warning("transaction of %d input(s) failed (%s); rewinding them", taken.inputs, error.str())
+        if error.fatal():
+            self._producer = self._transactional_producer()
+        else:
+            try:
+                self._producer.abort_transaction(self._config.transaction_timeout_s)  # type: ignore[union-attr]
+            except KafkaException:
+                self._producer = self._transactional_producer()
+        self._backoff_until = time.monotonic() + 1.0
+        if rewind:
+            self._rewind(taken.first)
+
+    def _rewind(self, first: dict[Partition, int]) -> None:
+        self._void(self._inflight.drop(first))
+        for (topic, partition), offset in first.items():
+            self._due.pop((topic, partition), None)
+            try:
+                self._consumer.seek(TopicPartition(topic, partition, offset))
+            except KafkaException as exc:  # no longer ours: the new owner reads from the commit
+                log.info("not rewinding %s[%d]: %s", topic, partition, exc)
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """librdkafka, inside poll or close: finish (bounded) and commit, then let go."""
+        revoked = [(tp.topic, tp.partition) for tp in partitions]
+        deadline = Deadline(self._config.settle_timeout_s)
+        while self._inflight.unfinished(revoked) and not deadline.expired():
+            time.sleep(0.01)
+        self._backoff_until = 0.0  # this commit is the partitions' last chance
+        self._commit_finished(revoked)
+        self._let_go(revoked, partitions)
+
+    def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Already someone else's: nothing may be committed for them."""
+        self._let_go([(tp.topic, tp.partition) for tp in partitions], partitions)
+
+    def _let_go(self, revoked: list[Partition], partitions: list[TopicPartition]) -> None:
+        self._void(self._inflight.drop(revoked))
+        if any(self._due.pop(p, None) is not None for p in revoked):
+            self._consumer.resume(partitions)  # a pause would outlive the assignment
+
+    def _transactional_producer(self) -> Producer:
+        # Unique per process: a dead worker's open transaction is aborted by its timeout.
+        producer = self._new_producer(f"{self._config.consumer_group}.{uuid.uuid4().hex[:12]}")
+        producer.init_transactions(self._config.transaction_timeout_s)
+        return producer
 
     def _caught_up(self) -> bool:
-        """Whether every assigned partition has been read to its end.
-
-        Idle polls are no evidence: while a new broker's group coordinator loads, a member
-        holds an assignment but fetches nothing for seconds.
-        """
+        """Kafka thread: every assigned partition read to its end (and, as nothing is in
+        flight, committed). Idle polls are no evidence: while a new broker's group
+        coordinator loads, a member holds an assignment but fetches nothing for seconds."""
         assignment = self._consumer.assignment()
         if not assignment:
             return False
@@ -120,82 +321,18 @@ class DeliveryWorker:
                 for p, c in zip(positions, committed, strict=True)]
         return all(end.reached() for end in ends)
 
-    async def _handle_batch(self, messages: list[Message], stop: threading.Event) -> None:
-        semaphore = asyncio.Semaphore(self._config.concurrency)
 
-        async def bounded(message: Message) -> list[OutgoingRecord]:
-            async with semaphore:
-                return await self._deliver(message)
+@dataclass(frozen=True)
+class PartitionEnd:
+    """Where a consumer stands in one partition; negative offsets are librdkafka's "unknown"."""
 
-        results = await asyncio.gather(*(bounded(m) for m in messages))
-        outgoing = [Outgoing(qualified(r.topic, self._config.namespace), r.key, r.value, r.headers)
-                    for records in results for r in records]
-        try:
-            produce_confirmed(self._producer, outgoing, Deadline(self._config.ack_timeout_s))
-        except PublishFailed as exc:
-            self.stats.failed_batches += 1
-            log.warning("outcomes not acknowledged (%s); batch will be delivered again", exc)
-            self._rewind(messages)
-            stop.wait(1.0)
-            return
-        self._pending.finished(messages)
-        self._commit()
-        self.stats.consumed += len(messages)
-        self.stats.batches += 1
+    position: int  # past transaction markers too: librdkafka skips them
+    committed: int
+    low: int
+    high: int
 
-    def _commit(self) -> None:
-        if not self._pending.commit():
-            self.stats.failed_commits += 1
-
-    async def _deliver(self, message: Message) -> list[OutgoingRecord]:
-        source = SourceRecord(self._config.topic, message.partition(), message.offset(),
-                              message.key(), message.value(), from_kafka(message.headers()))
-        try:
-            request = decode_expecting(source.value, "herald.NotificationRequest")
-        except UndecodableRecord as exc:
-            self.stats.undecodable += 1
-            log.error("undecodable record at %s[%d]@%d sent to the DLQ: %s",
-                      message.topic(), message.partition(), message.offset(), exc)
-            return [dead_letter(source, "UndecodableRecord", str(exc))]
-        response, attempts = None, 0
-        while attempts < self._config.max_attempts:
-            attempts += 1
-            response = await self._provider.send(request)
-            if response.outcome is not Outcome.RETRYABLE:
-                break
-            if attempts < self._config.max_attempts:
-                await asyncio.sleep(retry_delay_s(attempts))
-        assert response is not None
-        if response.outcome is Outcome.SENT:
-            self.stats.sent += 1
-            return [status_record(source, request, status="sent", attempts=attempts,
-                                  message_id=response.message_id)]
-        self.stats.failed += 1
-        error_class = "ProviderRejected" if response.outcome is Outcome.FATAL else "RetriesExhausted"
-        return failed_records(source, request, attempts=attempts, error_class=error_class,
-                              error=response.error or "unknown provider error")
-
-    def _next_batch(self) -> list[Message]:
-        """Wait for one record, then take what else is already fetched without waiting."""
-        first = self._consumer.poll(0.5)
-        if first is None or not self._is_record(first):
-            return []
-        rest = self._consumer.consume(self._config.batch_size - 1, 0)
-        return [first, *(m for m in rest if self._is_record(m))]
-
-    def _rewind(self, messages: list[Message]) -> None:
-        """Seek each partition back to the batch's first record so it is read again."""
-        first: dict[tuple[str, int], int] = {}
-        for m in messages:
-            key = (m.topic(), m.partition())
-            first[key] = min(first.get(key, m.offset()), m.offset())
-        for (topic, partition), offset in first.items():
-            self._consumer.seek(TopicPartition(topic, partition, offset))
-
-    @staticmethod
-    def _is_record(message: Message) -> bool:
-        if message.error() is None:
-            return True
-        log.warning("consumer error: %s", message.error())
-        return False
-
+    def reached(self) -> bool:
+        # Before the first fetch the position is unknown; the group resumes from the
+        # committed offset, or from the low watermark (auto.offset.reset=earliest).
+        start = self.position if self.position >= 0 else self.committed
+        return (start if start >= 0 else self.low) >= self.high

@@ -35,9 +35,8 @@ from rich.table import Table
 from sqlalchemy.orm import Session
 
 from herald.infra.deadline import Deadline, wait_until
-from herald.infra.demo import HERALD_ARGV
 from herald.infra.kafka_io import producer_config
-from herald.infra.processes import ProcessGroup
+from herald.infra.processes import HERALD_ARGV, ProcessGroup
 from herald.infra.settings import Settings, child_environ
 from herald.producers.leases import lease_holders
 from herald.producers.migrations import migrate

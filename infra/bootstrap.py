@@ -6,12 +6,11 @@ import gc
 import threading
 from typing import Any
 
-import httpx
 import sqlalchemy as sa
 from confluent_kafka import Consumer, Producer
 
-from herald.consumers.providers import HttpProvider
-from herald.consumers.worker import DeliveryStats, DeliveryWorker, WorkerConfig
+from herald.consumers.corrections import CorrectionStats
+from herald.infra.delivery_process import DeliveryProcess, DeliveryReport
 from herald.infra.kafka_io import consumer_config, producer_config
 from herald.infra.processes import ServiceError
 from herald.infra.provisioning import provision_topics
@@ -32,7 +31,7 @@ from herald.producers.migrations import migrate
 from herald.producers.models import OutboxRecord
 from herald.producers.outbox import OUTBOX_SHARDS, outbox_backlog
 from herald.producers.relay import Relay, RelayConfig, RelayStats
-from herald.schemas.catalog import CHANNELS, consumer_group, notification_topic, topic_catalog
+from herald.schemas.catalog import SESSION_CORRECTIONS, consumer_group, topic_catalog
 
 
 def prepare(settings: Settings) -> Endpoints:
@@ -161,29 +160,24 @@ def run_streams(settings: Settings) -> None:
     worker.execute_from_commandline()
 
 
-def run_delivery(settings: Settings, channel: str, stop: threading.Event,
-                 drain: bool = False) -> DeliveryStats:
-    if channel not in CHANNELS:
-        raise ValueError(f"unknown channel {channel!r}; known: {', '.join(CHANNELS)}")
+def run_delivery(settings: Settings, channel: str, stop: threading.Event, drain: bool = False,
+                 tiers: tuple[int, ...] | None = None) -> DeliveryReport:
+    """Workers of CHANNEL: its request topic (tier 0) and each retry tier, unless `tiers` picks."""
     endpoints = reachable_endpoints(settings, need_database=False)
-    return build_delivery_worker(settings, endpoints.kafka_bootstrap, channel).run(stop, drain)
+    return DeliveryProcess(settings, endpoints.kafka_bootstrap, channel, tiers).run(stop, drain)
 
 
-def build_delivery_worker(settings: Settings, bootstrap: str, channel: str) -> DeliveryWorker:
-    topic = notification_topic(channel)
-    config = WorkerConfig(topic=topic, namespace=settings.namespace,
-                          concurrency=settings.delivery_concurrency,
-                          max_attempts=settings.delivery_max_attempts,
-                          ack_timeout_s=settings.relay_flush_timeout_s)
-    consumer = Consumer(consumer_config(
-        bootstrap, consumer_group("deliver", topic, settings.namespace),
-        **{"session.timeout.ms": int(settings.kafka_session_timeout_s * 1000)}))
-    producer = Producer(producer_config(bootstrap, settings.relay_flush_timeout_s))
-    client = httpx.AsyncClient(
-        timeout=settings.delivery_timeout_s,
-        # httpx's client-side cost per request grows with the pool size (measured: 1.4 ms at 4
-        # connections, 3.5 ms at 32), so the pool is exactly as large as the work in flight.
-        limits=httpx.Limits(max_connections=settings.delivery_concurrency,
-                            max_keepalive_connections=settings.delivery_concurrency))
-    base_url = settings.whatsapp_url if channel == "whatsapp" else settings.email_url
-    return DeliveryWorker(config, consumer, producer, client, HttpProvider(base_url, channel, client))
+def run_corrections(settings: Settings, stop: threading.Event) -> CorrectionStats:
+    """Apply session corrections from delivery workers to the database (through the outbox)."""
+    from herald.consumers.corrections import CorrectionApplier
+
+    endpoints = reachable_endpoints(settings)
+    engine = sa.create_engine(endpoints.database_url, pool_pre_ping=True)
+    group = consumer_group("corrections", SESSION_CORRECTIONS, settings.namespace)
+    consumer = Consumer(consumer_config(endpoints.kafka_bootstrap, group, **{
+        "session.timeout.ms": int(settings.kafka_session_timeout_s * 1000)}))
+    producer = Producer(producer_config(endpoints.kafka_bootstrap, 30))
+    try:
+        return CorrectionApplier(consumer, producer, engine, settings.namespace).run(stop)
+    finally:
+        engine.dispose()

@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -122,27 +123,51 @@ def streams(ctx: typer.Context) -> None:
 def deliver(
     ctx: typer.Context,
     channel: Annotated[str, typer.Option(help="whatsapp or email")],
-    drain: Annotated[bool, typer.Option(help="Exit once the topic is drained.")] = False,
+    tier: Annotated[list[int] | None, typer.Option(
+        help="Only this topic: 0 the requests, 1-3 a retry tier (repeatable); default all.")] = None,
+    drain: Annotated[bool, typer.Option(help="Exit once the topics are drained.")] = False,
 ) -> None:
-    """Run a delivery worker of CHANNEL's consumer group."""
+    """Run delivery workers of CHANNEL: one per topic, each a member of that topic's group."""
     from herald.infra.bootstrap import run_delivery
 
-    stats = run_delivery(_settings(ctx), channel, stop_on_signals(), drain)
-    console.print(f"delivery stopped: {stats}")
+    report = run_delivery(_settings(ctx), channel, stop_on_signals(), drain,
+                          tuple(tier) if tier else None)
+    console.print(f"delivery stopped: {json.dumps(report.as_dict())}")
+
+
+@app.command()
+def corrections(ctx: typer.Context) -> None:
+    """Apply session corrections (a session found on another gateway instance) to the database."""
+    from herald.infra.bootstrap import run_corrections
+
+    stats = run_corrections(_settings(ctx), stop_on_signals())
+    console.print(f"corrections stopped: {stats}")
 
 
 @app.command()
 def simulator(
-    kind: Annotated[str, typer.Option(help="whatsapp or email")],
+    ctx: typer.Context,
+    kind: Annotated[str, typer.Option(help="whatsapp (a gateway instance) or email")],
     port: Annotated[int, typer.Option(help="Port to listen on.")],
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 in a container).")] = "127.0.0.1",
+    name: Annotated[str, typer.Option(help="Instance name, as it reports itself.")] = "",
+    store: Annotated[Path | None, typer.Option(
+        help="SQLite file of accepted messages, shared by a network's instances; "
+             "default <home>/simulators/<kind>.sqlite.")] = None,
+    sessions_file: Annotated[Path | None, typer.Option(
+        help="whatsapp: keep this instance's sessions here, so they survive a restart.")] = None,
+    forget_sessions: Annotated[bool, typer.Option(
+        help="whatsapp: start without the sessions in --sessions-file (a gateway that lost them).")] = False,
 ) -> None:
     """Run a provider simulator on HOST:PORT."""
     import uvicorn
 
     from herald.infra.simulators.provider import create_simulator
 
-    uvicorn.run(create_simulator(kind), host=host, port=port, log_level="warning")
+    store_path = store or _settings(ctx).home / "simulators" / f"{kind}.sqlite"
+    app_ = create_simulator(kind, store_path, name=name or f"{kind}-{port}",
+                            sessions_file=sessions_file, forget_sessions=forget_sessions)
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
 
 
 @app.command()
@@ -206,6 +231,25 @@ def bench_relay(
     endpoints = prepare(settings)
     print_bench_relay(run_bench_relay(settings, endpoints.kafka_bootstrap, endpoints.database_url,
                                       events, keys, seconds))
+
+
+@bench.command("deliver")
+def bench_deliver(
+    ctx: typer.Context,
+    campaign: Annotated[int, typer.Option(help="Notifications in the campaign (one transaction).")] = 10_000,
+    rate: Annotated[float, typer.Option(help="Notifications per second of the latency run.")] = 500.0,
+    seconds: Annotated[float, typer.Option(help="Length of the latency run.")] = 10.0,
+    latency_ms: Annotated[float, typer.Option(help="How long the simulators take to answer.")] = 20.0,
+    scale_records: Annotated[int, typer.Option(help="Notifications per scaling run.")] = 6000,
+) -> None:
+    """Campaign time, commit->provider latency, scaling and failover, against the raw provider rate."""
+    from herald.infra.bench_deliver import print_bench_deliver, run_bench_deliver
+    from herald.infra.bootstrap import prepare
+
+    settings = _settings(ctx)
+    endpoints = prepare(settings)
+    print_bench_deliver(run_bench_deliver(settings, endpoints.kafka_bootstrap, endpoints.database_url,
+                                          campaign, rate, seconds, latency_ms, scale_records))
 
 
 def main() -> None:

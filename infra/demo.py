@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -19,7 +18,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import httpx
 import sqlalchemy as sa
 from confluent_kafka import ConsumerGroupState, KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
@@ -30,15 +28,17 @@ from sqlalchemy.orm import Session
 from herald.infra.bootstrap import prepare
 from herald.infra.deadline import Deadline
 from herald.infra.kafka_io import RDKAFKA_LOG
-from herald.infra.processes import ProcessGroup, ServiceError, free_port
+from herald.infra.processes import HERALD_ARGV, ProcessGroup, ServiceError
 from herald.infra.services import Endpoints, start_services, stop_services
 from herald.infra.settings import Settings, child_environ
-from herald.producers.models import OutboxRecord, Registration
+from herald.infra.simulators.network import SimulatorNetwork
+from herald.producers.models import MessagingSession, OutboxRecord, Registration
 from herald.producers.registrations import change_status, register
+from herald.producers.sessions import open_session, update_session
 from herald.schemas.catalog import CHANNELS, consumer_group, notification_topic, qualified
 
 WRITER_THREADS = 4
-HERALD_ARGV = (sys.executable, "-m", "herald.infra.cli")  # how every child process is started
+DEMO_SESSION = "demo-wa"
 _COORDINATOR_NOT_READY = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_NOT_AVAILABLE,
                           KafkaError.COORDINATOR_LOAD_IN_PROGRESS}
 
@@ -63,32 +63,39 @@ class DemoResult:
                            "p50_ms": round(self.p50_ms, 1), "p99_ms": round(self.p99_ms, 1)})
 
 
-def pipeline_env(settings: Settings, endpoints: Endpoints, simulators: dict[str, str]) -> dict[str, str]:
+def pipeline_env(settings: Settings, endpoints: Endpoints, network: SimulatorNetwork) -> dict[str, str]:
     """The environment of every child: our settings, resolved endpoints, simulator URLs."""
     return child_environ(settings, os.environ, kafka_bootstrap=endpoints.kafka_bootstrap,
                          database_url=endpoints.database_url,
-                         whatsapp_url=simulators["whatsapp"], email_url=simulators["email"])
+                         whatsapp_instances=network.whatsapp, email_url=network.email)
 
 
-def start_simulators(group: ProcessGroup, simulators: dict[str, str]) -> None:
-    """One simulator process per {kind: url}; returns once each answers."""
-    for kind, url in simulators.items():
-        group.start(f"simulator-{kind}",
-                    [*HERALD_ARGV, "simulator", "--kind", kind, "--port", url.rsplit(":", 1)[1]])
-    for url in simulators.values():
-        wait_for_http(f"{url}/_sim/stats", Deadline(30), group)
-
-
-def start_pipeline(group: ProcessGroup, simulators: dict[str, str], settings: Settings,
-                   bootstrap: str) -> None:
-    """Simulators first, then relay, streams and one worker per channel; returns once their
-    consumer groups are ready."""
-    start_simulators(group, simulators)
+def start_pipeline(group: ProcessGroup, settings: Settings, bootstrap: str) -> None:
+    """Relay, streams, session corrections and one delivery process per channel (the simulators
+    already run); returns once their consumer groups are ready."""
     group.start("relay", [*HERALD_ARGV, "relay"])
     group.start("streams", [*HERALD_ARGV, "streams"])
+    group.start("corrections", [*HERALD_ARGV, "corrections"])
     for channel in CHANNELS:
         group.start(f"deliver-{channel}", [*HERALD_ARGV, "deliver", "--channel", channel])
     wait_for_groups(bootstrap, pipeline_groups(settings), Deadline(90), group)
+
+
+def open_demo_session(database_url: str, network: SimulatorNetwork, session_id: str = DEMO_SESSION) -> None:
+    """The default workspace's WhatsApp session: connected on the first gateway instance."""
+    network.place_session(network.whatsapp[0], session_id)
+    engine = sa.create_engine(database_url)
+    try:
+        with Session(engine) as session, session.begin():
+            if session.get(MessagingSession, session_id) is None:
+                open_session(session, session_id=session_id, workspace_id="default",
+                             phone="+6281100000000", status="connected",
+                             gateway_instance=network.whatsapp[0])
+            else:
+                update_session(session, session_id, status="connected",
+                               gateway_instance=network.whatsapp[0])
+    finally:
+        engine.dispose()
 
 
 def pipeline_groups(settings: Settings) -> list[str]:
@@ -128,18 +135,6 @@ def _group_readiness(future: Any) -> str:
     return "ready"
 
 
-def wait_for_http(url: str, deadline: Deadline, group: ProcessGroup) -> None:
-    while True:
-        group.check_alive()
-        try:
-            httpx.get(url, timeout=1.0).raise_for_status()
-            return
-        except httpx.HTTPError:
-            if deadline.expired():
-                raise ServiceError(f"{url} did not answer in time") from None
-            time.sleep(0.2)
-
-
 def write_registrations(database_url: str, run_id: str, count: int, rate: float = 0.0) -> list[str]:
     """Register, upload payment, verify payment: three transactions per registration.
 
@@ -171,32 +166,30 @@ def write_registrations(database_url: str, run_id: str, count: int, rate: float 
     return ids
 
 
-def run_messages(url: str, prefix: str) -> list[dict[str, Any]]:
-    """What the simulator at `url` accepted for this run's registrations."""
-    messages = httpx.get(f"{url}/_sim/messages", timeout=30).json()
-    return [m for m in messages if m["registration_id"].startswith(prefix)]
+def run_messages(network: SimulatorNetwork, channel: str, prefix: str) -> list[dict[str, Any]]:
+    """What the channel's simulators accepted for this run's registrations."""
+    return [m for m in network.messages(channel) if m["registration_id"].startswith(prefix)]
 
 
-def wait_for_deliveries(simulators: dict[str, str], prefix: str, expected: int,
+def wait_for_deliveries(network: SimulatorNetwork, prefix: str, expected: int,
                         deadline: Deadline, group: ProcessGroup) -> None:
     """Poll the simulators until each channel has `expected` e-tickets of this run."""
     while not deadline.expired():
         group.check_alive()
-        counts = [len({m["registration_id"] for m in run_messages(url, prefix)})
-                  for url in simulators.values()]
+        counts = [len({m["registration_id"] for m in run_messages(network, c, prefix)}) for c in CHANNELS]
         if min(counts) >= expected:
             return
         time.sleep(0.5)
 
 
-def count_result(result: DemoResult, ids: list[str], simulators: dict[str, str],
+def count_result(result: DemoResult, ids: list[str], network: SimulatorNetwork,
                  verified_at_ms: dict[str, float]) -> None:
     """Fill `result` from what the simulators recorded."""
     prefix = ids[0].rsplit("-", 1)[0]
     latencies = []
-    for channel, url in simulators.items():
-        messages = run_messages(url, prefix)
-        stats = httpx.get(f"{url}/_sim/stats", timeout=30).json()
+    for channel in CHANNELS:
+        messages = run_messages(network, channel, prefix)
+        stats = network.stats(channel)
         per_registration: dict[str, list[dict[str, Any]]] = {}
         for m in messages:
             if m["template"] == "e_ticket":
@@ -231,35 +224,37 @@ def _epoch_ms(moment: datetime) -> float:
     return moment.timestamp() * 1000
 
 
-FaultInjector = Callable[[ProcessGroup, dict[str, str]], None]
+FaultInjector = Callable[[ProcessGroup, SimulatorNetwork], None]
 
 
 def run_pipeline(settings: Settings, endpoints: Endpoints, count: int, timeout_s: float,
                  inject_fault: FaultInjector | None = None, rate: float = 0.0) -> DemoResult:
     """Provision, start every stage as a process, write `count` registrations, count deliveries.
 
-    `inject_fault(group, simulator_urls)`, when given, runs in a thread alongside the writers
+    `inject_fault(group, network)`, when given, runs in a thread alongside the writers
     (tests kill processes there); its exceptions are raised here.
     """
     run_id = uuid.uuid4().hex[:8]
     prefix = f"REG-{run_id}"
-    simulators = {c: f"http://127.0.0.1:{free_port()}" for c in CHANNELS}
+    run_dir = settings.home / "logs" / run_id
+    network = SimulatorNetwork.plan(run_dir / "simulators")
     started = time.monotonic()
     result = DemoResult(registrations=count, rate=rate)
-    with ProcessGroup(settings.home / "logs" / run_id,
-                      pipeline_env(settings, endpoints, simulators)) as group, \
+    with ProcessGroup(run_dir, pipeline_env(settings, endpoints, network)) as group, \
             ThreadPoolExecutor(1) as fault_thread:
-        start_pipeline(group, simulators, settings, endpoints.kafka_bootstrap)
-        fault = fault_thread.submit(inject_fault, group, simulators) if inject_fault else None
+        network.start(group)
+        open_demo_session(endpoints.database_url, network)
+        start_pipeline(group, settings, endpoints.kafka_bootstrap)
+        fault = fault_thread.submit(inject_fault, group, network) if inject_fault else None
         ids = write_registrations(endpoints.database_url, run_id, count, rate)
         result.written_events = 3 * count
         if fault is not None:
             fault.result(timeout=timeout_s)
-        wait_for_deliveries(simulators, prefix, count, Deadline(timeout_s), group)
+        wait_for_deliveries(network, prefix, count, Deadline(timeout_s), group)
         time.sleep(2.0)  # let any late repeat arrive before counting duplicates
         verified_at, pending = database_counts(endpoints.database_url, prefix)
         result.published_events = result.written_events - pending
-        count_result(result, ids, simulators, verified_at)
+        count_result(result, ids, network, verified_at)
     result.elapsed_s = time.monotonic() - started
     return result
 

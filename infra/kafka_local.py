@@ -147,6 +147,9 @@ class EmbeddedKafka:
             "transaction.state.log.replication.factor": "1",
             "transaction.state.log.min.isr": "1",
             "transaction.state.log.num.partitions": "10",
+            # A killed delivery worker's open transaction blocks its partitions' next owner
+            # until aborted; the broker looks for timed-out ones every 10 s by default.
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms": "1000",
             "group.initial.rebalance.delay.ms": "0",
             "auto.create.topics.enable": "false",  # topics come from the catalog only
             "num.network.threads": "2",

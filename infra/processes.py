@@ -14,6 +14,8 @@ from pathlib import Path
 
 from herald.infra.deadline import Deadline
 
+HERALD_ARGV = (sys.executable, "-m", "herald.infra.cli")  # how every child process is started
+
 
 class ServiceError(RuntimeError):
     """An embedded service could not be installed, started or reached; says what to do."""
@@ -114,6 +116,19 @@ class ProcessGroup:
 
     def log_path(self, name: str) -> Path:
         return self._log_dir / f"{name}.log"
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one process and forget it (its log stays): a crash the others must survive."""
+        process = self.processes.pop(name)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+
+    def stop(self, name: str, timeout_s: float = 30.0) -> None:
+        """SIGTERM one process, SIGKILL after `timeout_s`, and forget it."""
+        process = self.processes.pop(name)
+        terminate(process.pid, Deadline(timeout_s))
+        process.wait()
 
     def check_alive(self) -> None:
         for name, process in self.processes.items():

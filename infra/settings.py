@@ -43,8 +43,8 @@ class Settings:
         "Replicas of every topic Herald creates (3 on the three-broker compose cluster)."))
     namespace: str = field(default="", metadata=_doc(
         "Prefix for every topic and consumer group, to run pipelines apart on one cluster."))
-    whatsapp_url: str = field(default="http://127.0.0.1:18081", metadata=_doc(
-        "Base URL of the WhatsApp gateway."))
+    whatsapp_instances: tuple[str, ...] = field(default=("http://127.0.0.1:18081",), metadata=_doc(
+        "Base URLs of the WhatsApp gateway instances, comma-separated; each session lives on one."))
     email_url: str = field(default="http://127.0.0.1:18082", metadata=_doc(
         "Base URL of the email provider."))
     relay_batch_size: int = field(default=5000, metadata=_doc(
@@ -71,14 +71,43 @@ class Settings:
         "Largest request body the ingest API reads; larger ones get 413."))
     ingest_idempotency_ttl_s: float = field(default=86400.0, metadata=_doc(
         "How long an Idempotency-Key is remembered, in seconds."))
-    delivery_concurrency: int = field(default=8, metadata=_doc(
+    delivery_concurrency: int = field(default=32, metadata=_doc(
         "Provider requests one delivery worker keeps in flight."))
     delivery_timeout_s: float = field(default=10.0, metadata=_doc(
         "Timeout of one provider request, in seconds."))
-    delivery_max_attempts: int = field(default=3, metadata=_doc(
-        "Attempts at a provider before a notification is reported failed."))
-    kafka_session_timeout_s: float = field(default=10.0, metadata=_doc(
-        "How soon a consumer group gives a dead member's partitions to a sibling, in seconds."))
+    delivery_commit_interval_s: float = field(default=0.1, metadata=_doc(
+        "How often a delivery worker commits finished work (outcomes and offsets, one "
+        "Kafka transaction), in seconds."))
+    delivery_transaction_timeout_s: float = field(default=10.0, metadata=_doc(
+        "Kafka transaction timeout of a delivery worker, in seconds: a killed worker's open "
+        "transaction is aborted after this, which its partitions' next owner waits for."))
+    whatsapp_retry_tiers_s: tuple[float, ...] = field(default=(5.0, 30.0, 300.0), metadata=_doc(
+        "Lower bound of each WhatsApp retry tier's delays, in seconds, comma-separated (at most 3)."))
+    whatsapp_backoff_base_s: float = field(default=5.0, metadata=_doc(
+        "WhatsApp retries: backoff base, in seconds (full jitter: up to base x 2^(attempt-1))."))
+    whatsapp_backoff_cap_s: float = field(default=300.0, metadata=_doc(
+        "WhatsApp retries: the longest delay, in seconds (a provider's Retry-After may ask for more)."))
+    whatsapp_backoff_jitter: str = field(default="full", metadata=_doc(
+        "WhatsApp retries: jitter, full or decorrelated."))
+    whatsapp_max_attempts: int = field(default=8, metadata=_doc(
+        "WhatsApp: provider attempts in all before a notification is dead-lettered."))
+    whatsapp_max_age_s: float = field(default=86400.0, metadata=_doc(
+        "WhatsApp: how long after its first failure a notification is still retried, in seconds."))
+    email_retry_tiers_s: tuple[float, ...] = field(default=(5.0, 30.0, 300.0), metadata=_doc(
+        "Lower bound of each email retry tier's delays, in seconds, comma-separated (at most 3)."))
+    email_backoff_base_s: float = field(default=5.0, metadata=_doc(
+        "Email retries: backoff base, in seconds."))
+    email_backoff_cap_s: float = field(default=600.0, metadata=_doc(
+        "Email retries: the longest delay, in seconds."))
+    email_backoff_jitter: str = field(default="full", metadata=_doc(
+        "Email retries: jitter, full or decorrelated."))
+    email_max_attempts: int = field(default=10, metadata=_doc(
+        "Email: provider attempts in all before a notification is dead-lettered."))
+    email_max_age_s: float = field(default=172800.0, metadata=_doc(
+        "Email: how long after its first failure a notification is still retried, in seconds."))
+    kafka_session_timeout_s: float = field(default=6.0, metadata=_doc(
+        "How soon a consumer group gives a dead member's partitions to a sibling, in seconds "
+        "(6 is the broker's default minimum)."))
     streams_app_id: str = field(default="herald-streams", metadata=_doc(
         "Faust application id (its consumer group and internal topic prefix)."))
     streams_commit_interval_s: float = field(default=0.2, metadata=_doc(
@@ -104,7 +133,7 @@ class Settings:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if value is not None:
-                result[env_name(f.name)] = str(value)
+                result[env_name(f.name)] = _format(value)
         return result
 
 
@@ -122,11 +151,20 @@ def env_name(field_name: str) -> str:
 
 def documented_settings() -> list[tuple[str, str, str]]:
     """(variable, default, doc) for every setting: README and `herald settings` show these."""
-    return [(env_name(f.name), "" if f.default is None else str(f.default), f.metadata["doc"])
+    return [(env_name(f.name), "" if f.default is None else _format(f.default), f.metadata["doc"])
             for f in dataclasses.fields(Settings)]
 
 
+def _format(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(_format(item) for item in value)
+    return str(value)
+
+
 def _parse(name: str, raw: str, annotation: Any) -> Any:
+    if typing.get_origin(annotation) is tuple:  # tuple[X, ...]: comma-separated X
+        item = typing.get_args(annotation)[0]
+        return tuple(_parse(name, part.strip(), item) for part in raw.split(",") if part.strip())
     target = _concrete_type(annotation)
     try:
         if target is bool:

@@ -25,6 +25,7 @@ class Registration(Base):
     participant_name: Mapped[str] = mapped_column(sa.String(200))
     phone: Mapped[str] = mapped_column(sa.String(32))
     email: Mapped[str] = mapped_column(sa.String(320))
+    workspace_id: Mapped[str] = mapped_column(sa.String(64), server_default="default")
     status: Mapped[str] = mapped_column(sa.String(32))
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
     status_changed_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))

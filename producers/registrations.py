@@ -25,11 +25,11 @@ class UnknownRegistration(LookupError):
 
 def register(
     session: Session, *, registration_id: str, participant_name: str, phone: str, email: str,
-    correlation_id: str | None = None,
+    workspace_id: str = "default", correlation_id: str | None = None,
 ) -> Registration:
     now = datetime.now(UTC)
     registration = Registration(id=registration_id, participant_name=participant_name,
-                                phone=phone, email=email, status="created",
+                                phone=phone, email=email, workspace_id=workspace_id, status="created",
                                 created_at=now, status_changed_at=now)
     session.add(registration)
     emit(session, registration_event(registration, correlation_id))
@@ -63,6 +63,7 @@ def registration_event(registration: Registration, correlation_id: str | None) -
         "phone": registration.phone,
         "email": registration.email,
         "occurred_at": registration.status_changed_at,
+        "workspace_id": registration.workspace_id,
     }
     return DomainEvent(topic=REGISTRATION_EVENTS, key=registration.id,
                        schema_name="herald.RegistrationEvent",

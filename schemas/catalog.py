@@ -13,6 +13,10 @@ CHANNELS: tuple[str, ...] = ("whatsapp", "email")
 REGISTRATION_EVENTS = "registrations.events"
 SESSION_EVENTS = "sessions.events"
 NOTIFICATION_STATUS = "notifications.status"
+# Corrections a delivery worker observed (a session found on another gateway instance),
+# applied to the database through the outbox by `herald corrections`.
+SESSION_CORRECTIONS = "sessions.corrections"
+RETRY_TIERS = 3  # retry topics per channel; their delays are settings
 
 _DAY_MS = 24 * 60 * 60 * 1000
 
@@ -41,6 +45,19 @@ def notification_topic(channel: str) -> str:
     return f"notifications.{channel}"
 
 
+def retry_topic(topic: str, tier: int) -> str:
+    """Tier `tier` (1-based) of the retry topics of a channel's request topic."""
+    if not 1 <= tier <= RETRY_TIERS:
+        raise ValueError(f"retry tier {tier} does not exist; tiers are 1..{RETRY_TIERS}")
+    return f"{topic}.retry.{tier}"
+
+
+def delivery_topics(channel: str) -> tuple[str, ...]:
+    """The topics a channel's workers consume: the requests, then each retry tier."""
+    topic = notification_topic(channel)
+    return (topic, *(retry_topic(topic, tier) for tier in range(1, RETRY_TIERS + 1)))
+
+
 def dead_letter_topic(topic: str) -> str:
     """Where records that cannot be processed from `topic` go, with their reason in headers."""
     return f"{topic}.dlq"
@@ -62,11 +79,16 @@ def topic_catalog(namespace: str = "") -> tuple[TopicSpec, ...]:
         TopicSpec(SESSION_EVENTS, 6, "compact", -1, "session id", "herald.SessionEvent"),
         TopicSpec(NOTIFICATION_STATUS, 6, "compact", -1, "notification id",
                   "herald.NotificationStatus"),
+        TopicSpec(SESSION_CORRECTIONS, 3, "delete", 7 * _DAY_MS, "session id",
+                  "herald.SessionEvent"),
+        TopicSpec(dead_letter_topic(SESSION_CORRECTIONS), 1, "delete", 30 * _DAY_MS,
+                  "session id", "any (undecodable input kept as it came)"),
     ]
     for channel in CHANNELS:
         topic = notification_topic(channel)
-        specs.append(TopicSpec(topic, 6, "delete", 7 * _DAY_MS, "notification id",
-                               "herald.NotificationRequest"))
+        for name in delivery_topics(channel):
+            specs.append(TopicSpec(name, 6, "delete", 7 * _DAY_MS, "notification id",
+                                   "herald.NotificationRequest"))
         specs.append(TopicSpec(dead_letter_topic(topic), 1, "delete", 30 * _DAY_MS,
                                "notification id", "any (undecodable input kept as it came)"))
     return tuple(

@@ -20,12 +20,21 @@ from fastavro.validation import ValidationError, validate
 MAGIC_BYTE = 0
 _HEADER = struct.Struct(">bI")
 
-# Schema name -> (id, file). Ids are part of the contract: never reuse or renumber one.
+# Schema name -> (id of its current version, file). Every version has an id of its own, as
+# in a Schema Registry: ids are part of the contract, never reused or renumbered.
 SCHEMA_FILES: dict[str, tuple[int, str]] = {
-    "herald.RegistrationEvent": (1, "registration_event.avsc"),
-    "herald.NotificationRequest": (2, "notification_request.avsc"),
-    "herald.NotificationStatus": (3, "notification_status.avsc"),
     "herald.SessionEvent": (4, "session_event.avsc"),
+    "herald.NotificationStatus": (5, "notification_status.avsc"),
+    "herald.NotificationRequest": (6, "notification_request.avsc"),
+    "herald.RegistrationEvent": (7, "registration_event.avsc"),
+}
+
+# Ids of earlier versions, still read: id -> (schema name, version in avro/history/). Data
+# written with one is resolved to the current version (Avro schema resolution).
+EARLIER_VERSIONS: dict[int, tuple[str, str]] = {
+    1: ("herald.RegistrationEvent", "v1"),
+    2: ("herald.NotificationRequest", "v1"),
+    3: ("herald.NotificationStatus", "v1"),
 }
 
 
@@ -63,8 +72,14 @@ def parsed_schema(schema_name: str) -> Any:
 
 
 @cache
-def _schema_names_by_id() -> dict[int, str]:
-    return {schema_id: name for name, (schema_id, _file) in SCHEMA_FILES.items()}
+def _writer_schemas() -> dict[int, tuple[str, Any]]:
+    """Schema id -> (schema name, the parsed schema the data was written with)."""
+    writers = {schema_id: (name, parsed_schema(name)) for name, (schema_id, _f) in SCHEMA_FILES.items()}
+    for schema_id, (name, version) in EARLIER_VERSIONS.items():
+        file_name = _lookup(name)[1]
+        writers[schema_id] = (name, fastavro.parse_schema(load_schema_json(file_name, version),
+                                                          named_schemas={}))
+    return writers
 
 
 def _lookup(schema_name: str) -> tuple[int, str]:
@@ -117,12 +132,15 @@ def decode(data: bytes | None) -> Decoded:
     magic, schema_id = _HEADER.unpack_from(data)
     if magic != MAGIC_BYTE:
         raise UndecodableRecord(f"magic byte is {magic}, expected {MAGIC_BYTE}")
-    schema_name = _schema_names_by_id().get(schema_id)
-    if schema_name is None:
+    writer = _writer_schemas().get(schema_id)
+    if writer is None:
         raise UndecodableRecord(f"unknown schema id {schema_id}")
+    schema_name, writer_schema = writer
+    reader_schema = parsed_schema(schema_name)
     body = io.BytesIO(data[_HEADER.size :])
     try:
-        record = fastavro.schemaless_reader(body, parsed_schema(schema_name), None)
+        record = fastavro.schemaless_reader(
+            body, writer_schema, None if writer_schema is reader_schema else reader_schema)
     except Exception as exc:  # fastavro raises many types for corrupt bodies
         raise UndecodableRecord(f"corrupt {schema_name} body: {exc!r}") from None
     if body.tell() != len(data) - _HEADER.size:

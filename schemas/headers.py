@@ -17,6 +17,17 @@ ERROR_MESSAGE = "error-message"
 ORIGINAL_TOPIC = "original-topic"
 ORIGINAL_PARTITION = "original-partition"
 ORIGINAL_OFFSET = "original-offset"
+ORIGINAL_TIMESTAMP = "original-timestamp"  # epoch ms of the record where it first failed
+# Retry records (a retry tier): attempts so far, when the next is due, how long it waited.
+ATTEMPT = "attempt"
+DUE_AT = "due-at"  # ISO 8601, UTC, ms
+FIRST_FAILED_AT = "first-failed-at"
+RETRY_DELAY_MS = "retry-delay-ms"  # decorrelated jitter grows from the previous delay
+# Dead letters: who gave up, after how many attempts, how to find the trace, replays so far.
+CONSUMER_GROUP = "consumer-group"
+ATTEMPTS = "attempts"
+TRACE_ID = "trace-id"
+REPLAY_COUNT = "replay-count"
 
 def new_traceparent(trace_id: str | None = None) -> str:
     """A W3C traceparent; keeps `trace_id` when continuing a trace, with a fresh span id."""
@@ -32,7 +43,22 @@ def trace_id_of(traceparent: str | None) -> str | None:
 
 
 def utc_now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
+    return iso(datetime.now(UTC))
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds")
+
+
+def parse_iso(value: str | None) -> datetime | None:
+    """A header timestamp, or None when absent or unreadable (never trusted blindly)."""
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def event_headers(

@@ -39,5 +39,6 @@ def notification_requests(event: dict[str, Any]) -> list[dict[str, Any]]:
                 "participant_name": event["participant_name"],
                 "source_event_id": event["event_id"],
                 "source_occurred_at": event["occurred_at"],
+                "workspace_id": event["workspace_id"],
             })
     return requests

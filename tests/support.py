@@ -7,18 +7,16 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
-import httpx
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from herald.infra.deadline import Deadline, wait_until
-from herald.infra.demo import HERALD_ARGV, start_simulators
-from herald.infra.processes import ProcessGroup, free_port
+from herald.infra.processes import HERALD_ARGV, ProcessGroup
 from herald.infra.settings import Settings, child_environ
+from herald.infra.simulators.network import SimulatorNetwork
 
 HERALD = HERALD_ARGV
-__all__ = ["HERALD", "Simulator", "process_env", "read_topic", "simulators", "wait_until"]
+__all__ = ["HERALD", "process_env", "read_topic", "simulator_network", "wait_until"]
 
 
 def read_topic(bootstrap: str, topic: str, *, at_least: int = 0, timeout_s: float = 60,
@@ -44,29 +42,19 @@ def read_topic(bootstrap: str, topic: str, *, at_least: int = 0, timeout_s: floa
         consumer.close()
 
 
-class Simulator:
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def stats(self) -> dict[str, Any]:
-        return httpx.get(f"{self.url}/_sim/stats", timeout=10).json()
-
-    def messages(self) -> list[dict[str, Any]]:
-        return httpx.get(f"{self.url}/_sim/messages", timeout=10).json()
-
-    def faults(self, **faults: Any) -> None:
-        httpx.post(f"{self.url}/_sim/faults", json=faults, timeout=10).raise_for_status()
-
-
-def process_env(settings: Settings, **simulators: Simulator) -> dict[str, str]:
-    urls = {f"{channel}_url": simulator.url for channel, simulator in simulators.items()}
-    return child_environ(settings, os.environ, **urls)
+def process_env(settings: Settings, network: SimulatorNetwork | None = None) -> dict[str, str]:
+    """The environment of a herald child process, pointed at `network`'s simulators."""
+    if network is None:
+        return child_environ(settings, os.environ)
+    return child_environ(settings, os.environ, whatsapp_instances=network.whatsapp, email_url=network.email)
 
 
 @contextmanager
-def simulators(log_dir: Path, *kinds: str) -> Iterator[dict[str, Simulator]]:
-    """Provider simulators as separate processes on free loopback ports."""
-    urls = {kind: f"http://127.0.0.1:{free_port()}" for kind in kinds}
+def simulator_network(log_dir: Path, gateway_instances: int = 2
+                      ) -> Iterator[tuple[SimulatorNetwork, ProcessGroup]]:
+    """Gateway instances and an email provider, each a process on a free loopback port; the
+    group they run in, to kill and restart one."""
+    network = SimulatorNetwork.plan(log_dir / "simulators", gateway_instances)
     with ProcessGroup(log_dir, dict(os.environ)) as group:
-        start_simulators(group, urls)
-        yield {kind: Simulator(url) for kind, url in urls.items()}
+        network.start(group)
+        yield network, group

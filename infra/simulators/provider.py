@@ -1,10 +1,15 @@
-"""A provider simulator (WhatsApp gateway or email provider).
+"""Provider simulators: a WhatsApp gateway instance (one of several) or the email provider.
 
-It records every accepted message and honours Idempotency-Key: a repeated key with the
-same body returns the first answer and records nothing new; with another body it is 409.
-`duplicates` counts messages accepted twice for one (registration, template, recipient)
-under different keys, which is what a person would receive twice. Faults are injected
-through `POST /_sim/faults`.
+Each records every accepted message in a `MessageStore` (shared by a network's instances)
+and honours Idempotency-Key there: a repeated key with the same body returns the first
+answer and records nothing new; with another body it is 409.
+
+A gateway instance holds sessions (`/_sim/sessions`), which can be placed, moved and
+removed; it sends only from a session it holds connected, else 404. With a sessions file,
+its sessions survive a restart (or `forget_sessions` drops them, as a gateway that lost its
+state would). Faults per instance through `POST /_sim/faults`: an error rate with a status,
+the next N requests failing, latency, and a rate of requests that hang past the client's
+timeout before being accepted.
 """
 
 from __future__ import annotations
@@ -13,17 +18,18 @@ import asyncio
 import hashlib
 import json
 import random
-import time
-import uuid
-from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-PATHS = {"whatsapp": "/v1/messages", "email": "/v1/emails"}
+from herald.infra.simulators.store import MessageStore
+
+KINDS = ("whatsapp", "email")
+_MESSAGE_FIELDS = ("to", "template", "registration_id", "notification_id")
 
 
 class Faults(BaseModel):
@@ -31,22 +37,23 @@ class Faults(BaseModel):
     status: int = Field(503, ge=400, le=599)
     error_rate: float = Field(0.0, ge=0.0, le=1.0, description="Chance any request fails.")
     latency_ms: float = Field(0.0, ge=0.0)
+    hang_rate: float = Field(0.0, ge=0.0, le=1.0,
+                             description="Chance a request hangs `hang_s`, then is accepted.")
+    hang_s: float = Field(30.0, ge=0.0)
+
+
+class SessionState(BaseModel):
+    status: str = Field("connected", pattern="^(connected|qr_pending|disconnected)$")
 
 
 @dataclass
-class SimulatorState:
+class Instance:
     kind: str
+    name: str
+    store: MessageStore
+    sessions_file: Path | None = None
     faults: Faults = field(default_factory=Faults)
-    accepted: list[dict[str, Any]] = field(default_factory=list)
-    by_key: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
-    replays: int = 0
-    rejected: int = 0
-
-    def stats(self) -> dict[str, Any]:
-        per_message = Counter((m["registration_id"], m["template"], m["to"]) for m in self.accepted)
-        return {"kind": self.kind, "accepted": len(self.accepted), "replays": self.replays,
-                "rejected": self.rejected,
-                "duplicates": sum(n - 1 for n in per_message.values() if n > 1)}
+    sessions: dict[str, str] = field(default_factory=dict)  # session id -> status
 
     def should_fail(self) -> bool:
         if self.faults.fail_next > 0:
@@ -54,59 +61,102 @@ class SimulatorState:
             return True
         return self.faults.error_rate > 0 and random.random() < self.faults.error_rate
 
+    def save_sessions(self) -> None:
+        if self.sessions_file is not None:
+            self.sessions_file.write_text(json.dumps(self.sessions))
 
-def create_simulator(kind: str) -> FastAPI:
-    if kind not in PATHS:
-        raise ValueError(f"unknown simulator kind {kind!r}; known: {', '.join(PATHS)}")
-    app = FastAPI(title=f"Herald {kind} provider simulator")
-    state = SimulatorState(kind)
-    app.state.simulator = state
 
-    @app.post(PATHS[kind])
-    async def accept(request: Request,
-                     idempotency_key: str | None = Header(None)) -> JSONResponse:
-        if state.faults.latency_ms:
-            await asyncio.sleep(state.faults.latency_ms / 1000)
-        if state.should_fail():
-            state.rejected += 1
-            return JSONResponse({"error": "injected failure"}, status_code=state.faults.status)
-        return _accept(state, idempotency_key, await request.body())
-
-    @app.get("/_sim/stats")
-    async def stats() -> dict[str, Any]:
-        return state.stats()
-
-    @app.get("/_sim/messages")
-    async def messages() -> list[dict[str, Any]]:
-        return state.accepted
-
-    @app.post("/_sim/faults")
-    async def set_faults(faults: Faults) -> dict[str, Any]:
-        state.faults = faults
-        return faults.model_dump()
-
+def create_simulator(kind: str, store_path: Path, *, name: str = "",
+                     sessions_file: Path | None = None, forget_sessions: bool = False) -> FastAPI:
+    if kind not in KINDS:
+        raise ValueError(f"unknown simulator kind {kind!r}; known: {', '.join(KINDS)}")
+    instance = Instance(kind, name or kind, MessageStore(store_path), sessions_file)
+    if sessions_file is not None and sessions_file.exists() and not forget_sessions:
+        instance.sessions = json.loads(sessions_file.read_text())
+    app = FastAPI(title=f"Herald {kind} provider simulator ({instance.name})")
+    app.state.instance = instance
+    _add_control_routes(app, instance)
+    if kind == "whatsapp":
+        _add_gateway_routes(app, instance)
+    else:
+        @app.post("/v1/emails")
+        async def send_email(request: Request, idempotency_key: str | None = Header(None)) -> JSONResponse:
+            return await _send(instance, request, idempotency_key, session_id=None)
     return app
 
 
-def _accept(state: SimulatorState, key: str | None, raw: bytes) -> JSONResponse:
+def _add_gateway_routes(app: FastAPI, instance: Instance) -> None:
+    @app.post("/sessions/{session_id}/messages")
+    async def send_message(session_id: str, request: Request,
+                           idempotency_key: str | None = Header(None)) -> JSONResponse:
+        return await _send(instance, request, idempotency_key, session_id=session_id)
+
+    @app.get("/sessions/{session_id}")
+    async def session_status(session_id: str) -> JSONResponse:
+        status = instance.sessions.get(session_id)
+        if status is None:
+            return JSONResponse({"error": f"session {session_id} is not on {instance.name}"}, 404)
+        return JSONResponse({"session_id": session_id, "status": status, "instance": instance.name})
+
+    @app.get("/sessions")
+    async def list_sessions() -> list[dict[str, str]]:
+        return [{"session_id": s, "status": status} for s, status in sorted(instance.sessions.items())]
+
+
+def _add_control_routes(app: FastAPI, instance: Instance) -> None:
+    @app.get("/_sim/stats")
+    async def stats() -> dict[str, Any]:
+        return {"kind": instance.kind, "instance": instance.name, **instance.store.stats()}
+
+    @app.get("/_sim/messages")
+    async def messages() -> list[dict[str, Any]]:
+        return instance.store.messages()
+
+    @app.post("/_sim/faults")
+    async def set_faults(faults: Faults) -> dict[str, Any]:
+        instance.faults = faults
+        return faults.model_dump()
+
+    @app.put("/_sim/sessions/{session_id}")
+    async def place_session(session_id: str, state: SessionState) -> dict[str, str]:
+        instance.sessions[session_id] = state.status
+        instance.save_sessions()
+        return {"session_id": session_id, "status": state.status}
+
+    @app.delete("/_sim/sessions/{session_id}")
+    async def remove_session(session_id: str) -> dict[str, str]:
+        instance.sessions.pop(session_id, None)
+        instance.save_sessions()
+        return {"session_id": session_id, "status": "removed"}
+
+
+async def _send(instance: Instance, request: Request, key: str | None,
+                session_id: str | None) -> JSONResponse:
+    faults = instance.faults
+    if faults.latency_ms:
+        await asyncio.sleep(faults.latency_ms / 1000)
+    if faults.hang_rate and random.random() < faults.hang_rate:
+        await asyncio.sleep(faults.hang_s)  # the client gave up; the message still goes out
+    elif instance.should_fail():
+        instance.store.count("rejected")
+        return JSONResponse({"error": "injected failure"}, status_code=faults.status)
+    if session_id is not None and instance.sessions.get(session_id) != "connected":
+        instance.store.count("rejected")
+        return JSONResponse({"error": f"session {session_id} is not connected on {instance.name}"}, 404)
+    return _accept(instance, key, await request.body(), session_id)
+
+
+def _accept(instance: Instance, key: str | None, raw: bytes, session_id: str | None) -> JSONResponse:
     if not key:
-        state.rejected += 1
+        instance.store.count("rejected")
         return JSONResponse({"error": "Idempotency-Key header is required"}, status_code=400)
     try:
         body = json.loads(raw)
-        message = {f: body[f] for f in ("to", "template", "registration_id", "notification_id")}
+        message = {f: body[f] for f in _MESSAGE_FIELDS}
     except (ValueError, KeyError, TypeError) as exc:
-        state.rejected += 1
+        instance.store.count("rejected")
         return JSONResponse({"error": f"malformed message: {exc!r}"}, status_code=422)
     fingerprint = hashlib.sha256(raw).hexdigest()
-    if key in state.by_key:
-        first_fingerprint, first_answer = state.by_key[key]
-        if first_fingerprint != fingerprint:
-            return JSONResponse({"error": "Idempotency-Key reused with another body"}, status_code=409)
-        state.replays += 1
-        return JSONResponse(first_answer, status_code=200)
-    answer = {"message_id": str(uuid.uuid4()), "status": "accepted"}
-    state.by_key[key] = (fingerprint, answer)
-    state.accepted.append({**message, "idempotency_key": key, "message_id": answer["message_id"],
-                           "accepted_at_ms": time.time() * 1000})
-    return JSONResponse(answer, status_code=201)
+    accepted = instance.store.accept(key, fingerprint, {**message, "session_id": session_id},
+                                     instance.name)
+    return JSONResponse(accepted.answer, status_code=accepted.status_code)

@@ -1,128 +1,147 @@
-"""Delivery workers: each request reaches the provider once, failures are reported, kill -9 is survived."""
+"""Delivery against the simulators: poison, transient and fatal failures, retry tiers, kill -9.
+
+Counted at the simulators (what a person would receive), and on the status and DLQ topics.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import os
-import signal
-import threading
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import datetime
 
 import pytest
-from confluent_kafka import Producer
 
-from herald.consumers.worker import DeliveryStats
-from herald.infra.bootstrap import build_delivery_worker
-from herald.infra.kafka_io import producer_config
-from herald.infra.processes import ProcessGroup
-from herald.infra.settings import Settings
 from herald.schemas import headers as h
-from herald.schemas.catalog import NOTIFICATION_STATUS, dead_letter_topic, notification_topic, qualified
-from herald.schemas.codec import decode, encode
-from herald.schemas.ids import notification_id
-from tests.support import HERALD, Simulator, process_env, read_topic, simulators, wait_until
-
-CHANNEL = "whatsapp"
-
-
-def produce_requests(settings: Settings, count: int, poison: int = 0) -> None:
-    producer = Producer(producer_config(settings.kafka_bootstrap, 30))
-    topic = qualified(notification_topic(CHANNEL), settings.namespace)
-    for n in range(count):
-        registration_id = f"REG-{n:05d}"
-        request = {"notification_id": notification_id(registration_id, "e_ticket", CHANNEL),
-                   "registration_id": registration_id, "notification_type": "e_ticket", "channel": CHANNEL,
-                   "recipient": f"+62812{n:07d}", "participant_name": f"P{n}", "source_event_id": f"e-{n}",
-                   "source_occurred_at": datetime.now(UTC)}
-        producer.produce(topic, key=request["notification_id"].encode(),
-                         value=encode("herald.NotificationRequest", request),
-                         headers=[(h.CORRELATION_ID, f"corr-{n}".encode())])
-    for n in range(poison):
-        producer.produce(topic, key=f"poison-{n}".encode(), value=b"{\"not\": \"avro\"}")
-    assert producer.flush(30) == 0
-
-
-def drain(settings: Settings, simulator: Simulator) -> DeliveryStats:
-    configured = dataclasses.replace(settings, whatsapp_url=simulator.url)
-    worker = build_delivery_worker(configured, settings.kafka_bootstrap, CHANNEL)
-    return worker.run(threading.Event(), drain=True)
-
-
-def statuses(settings: Settings, at_least: int) -> list[dict]:
-    records = read_topic(settings.kafka_bootstrap, qualified(NOTIFICATION_STATUS, settings.namespace),
-                         at_least=at_least)
-    return [decode(m.value()).record for m in records]
-
-
-def dead_letters(settings: Settings, at_least: int) -> list:
-    return read_topic(settings.kafka_bootstrap,
-                      qualified(dead_letter_topic(notification_topic(CHANNEL)), settings.namespace),
-                      at_least=at_least)
+from herald.schemas.catalog import consumer_group, notification_topic
+from herald.schemas.codec import decode
+from tests.integration.delivery_support import (
+    dead_letters,
+    delivering,
+    fast_settings,
+    header_dict,
+    latest_statuses,
+    produce_requests,
+    session_on,
+    statuses,
+)
+from tests.support import HERALD, process_env, simulator_network, wait_until
 
 
 @pytest.fixture
-def simulator(log_dir):
-    with simulators(log_dir, CHANNEL) as running:
-        yield running[CHANNEL]
+def sims(log_dir):
+    with simulator_network(log_dir) as running:
+        yield running
 
 
-def test_each_request_is_delivered_once_and_poison_is_dead_lettered(settings, simulator):
-    produce_requests(settings, 50, poison=2)
-    stats = drain(settings, simulator)
-    assert (stats.sent, stats.failed, stats.undecodable, stats.consumed) == (50, 0, 2, 52)
-    sim = simulator.stats()
-    assert (sim["accepted"], sim["duplicates"]) == (50, 0)
-    sent = statuses(settings, 50)
-    assert Counter(s["status"] for s in sent) == {"sent": 50}
-    assert all(s["provider_message_id"] for s in sent)
-    dead = dead_letters(settings, 2)
+def accepted(network, channel: str) -> int:
+    return int(network.stats(channel)["accepted"])
+
+
+def test_poison_goes_to_the_dlq_with_its_reason_while_its_partition_flows(settings, sims):
+    network, _group = sims
+    configured = fast_settings(settings, network)
+    produce_requests(settings, "email", range(40), poison=2, partition=0)
+    with delivering(configured, "email", tiers=(0,)) as outcome:
+        wait_until(lambda: accepted(network, "email") >= 40, 60, "the records behind the poison")
+        dead = dead_letters(settings, "email", 2)
+    report = outcome["report"].as_dict()[notification_topic("email")]
+    assert (report["sent"], report["undecodable"], report["dead_lettered"]) == (40, 2, 2)
     assert sorted(m.key() for m in dead) == [b"poison-0", b"poison-1"]
-    assert all(dict(m.headers())[h.ERROR_CLASS] == b"UndecodableRecord" for m in dead)
-    assert all(b"magic byte" in dict(m.headers())[h.ERROR_MESSAGE] for m in dead)
+    for message in dead:
+        headers = header_dict(message)
+        assert message.value() == b'{"not": "avro"}', "the input is kept as it came"
+        assert headers[h.ERROR_CLASS] == "UndecodableRecord" and "magic byte" in headers[h.ERROR_MESSAGE]
+        assert headers[h.ORIGINAL_TOPIC] == "notifications.email" and headers[h.ORIGINAL_PARTITION] == "0"
+        assert int(headers[h.ORIGINAL_OFFSET]) > 0 and int(headers[h.ORIGINAL_TIMESTAMP]) > 0
+        assert headers[h.CONSUMER_GROUP] == consumer_group("deliver", "notifications.email",
+                                                           settings.namespace)
+        assert (headers[h.ATTEMPTS], headers[h.REPLAY_COUNT]) == ("0", "0")
+    stats = network.stats("email")
+    assert (stats["accepted"], stats["duplicates"]) == (40, 0)
 
 
-def test_transient_provider_failures_are_retried(settings, simulator):
-    simulator.faults(fail_next=5, status=503)
-    produce_requests(settings, 30)
-    stats = drain(settings, simulator)
-    assert (stats.sent, stats.failed) == (30, 0)
-    sim = simulator.stats()
-    assert (sim["accepted"], sim["rejected"], sim["duplicates"]) == (30, 5, 0)
-    assert sum(s["attempts"] for s in statuses(settings, 30)) == 35
+def test_a_fatal_400_lands_in_the_dlq_with_all_headers(settings, sims):
+    network, _group = sims
+    network.faults(network.email, fail_next=1, status=400)
+    (first, *_rest) = produce_requests(settings, "email", range(10))
+    with delivering(fast_settings(settings, network), "email"):
+        wait_until(lambda: accepted(network, "email") >= 9, 60, "the other nine")
+        (dead,) = dead_letters(settings, "email", 1)
+        latest = latest_statuses(settings, 10)
+    headers = header_dict(dead)
+    request = decode(dead.value()).record
+    assert dead.key() == request["notification_id"].encode(), "key kept"
+    assert headers["x-upstream"] == "kept" and headers[h.CORRELATION_ID].startswith("corr-")
+    assert headers[h.ERROR_CLASS] == "ProviderRejected"
+    assert headers[h.ERROR_MESSAGE].startswith("HTTP 400")
+    assert headers[h.ATTEMPTS] == "1" and headers[h.REPLAY_COUNT] == "0"
+    assert headers[h.TRACE_ID] == h.trace_id_of(headers[h.TRACEPARENT])
+    assert h.parse_iso(headers[h.FIRST_FAILED_AT]) is not None
+    assert headers[h.ORIGINAL_TOPIC] == "notifications.email" and h.ORIGINAL_OFFSET in headers
+    assert headers[h.CONSUMER_GROUP].endswith("herald.deliver.notifications.email")
+    dead_status = latest[request["notification_id"]]
+    assert (dead_status["status"], dead_status["error_class"]) == ("dead_lettered", "ProviderRejected")
+    assert Counter(s["status"] for s in latest.values()) == {"sent": 9, "dead_lettered": 1}
+    assert first["notification_id"] in latest
 
 
-def test_rejected_request_is_reported_failed_with_its_reason(settings, simulator):
-    simulator.faults(fail_next=1, status=422)
-    produce_requests(settings, 10)
-    stats = drain(settings, simulator)
-    assert (stats.sent, stats.failed) == (9, 1)
-    failed = [s for s in statuses(settings, 10) if s["status"] == "failed"]
-    assert len(failed) == 1 and failed[0]["error"].startswith("HTTP 422") and failed[0]["attempts"] == 1
-    dead = dead_letters(settings, 1)
-    assert dict(dead[0].headers())[h.ERROR_CLASS] == b"ProviderRejected"
-    assert dict(dead[0].headers())[h.CORRELATION_ID].startswith(b"corr-")
+def test_with_30_percent_transient_failures_each_notification_arrives_exactly_once(settings, sims):
+    network, _group = sims
+    for instance in network.whatsapp:
+        network.faults(instance, error_rate=0.3, status=500)
+    session_on(settings, network, "s-1", "default", network.whatsapp[0])
+    requests = produce_requests(settings, "whatsapp", range(300))
+    with delivering(fast_settings(settings, network), "whatsapp") as outcome:
+        wait_until(lambda: accepted(network, "whatsapp") >= 300, 120, "all 300 through the retry tiers")
+        latest = latest_statuses(settings, 300)
+    stats = network.stats("whatsapp")
+    delivered = Counter(m["notification_id"] for m in network.messages("whatsapp"))
+    assert set(delivered) == {r["notification_id"] for r in requests}, "lost"
+    assert max(delivered.values()) == 1 and stats["duplicates"] == 0, "doubled"
+    assert stats["rejected"] > 30, "the faults must have bitten to mean anything"
+    assert {s["status"] for s in latest.values()} == {"sent"}
+    report = outcome["report"].as_dict()
+    assert sum(r["retries_scheduled"] for r in report.values()) == stats["rejected"]
+    assert sum(r["consumed"] for name, r in report.items() if ".retry." in name) == stats["rejected"]
 
 
-def test_kill_9_of_a_worker_loses_and_doubles_nothing(settings, simulator, log_dir):
-    simulator.faults(latency_ms=15)
-    produce_requests(settings, 600)
-    env = process_env(settings, whatsapp=simulator)
-    with ProcessGroup(log_dir, env) as group:
-        victim = group.start("deliver-1", [*HERALD, "deliver", "--channel", CHANNEL])
-        group.start("deliver-2", [*HERALD, "deliver", "--channel", CHANNEL])
-        wait_until(lambda: simulator.stats()["accepted"] >= 100, 90, "deliveries to be under way")
-        os.kill(victim.pid, signal.SIGKILL)
-        victim.wait()
-        assert simulator.stats()["accepted"] < 600, "the kill must land mid-stream to mean anything"
-        sibling = group.processes["deliver-2"]
+def test_a_retry_never_runs_before_its_due_time(settings, sims):
+    network, _group = sims
+    network.faults(network.email, fail_next=40, status=503)
+    produce_requests(settings, "email", range(40))
+    slow = fast_settings(settings, network, tiers_s=(0.5, 1.0, 2.0), base_s=1.0, cap_s=2.0)
+    with delivering(slow, "email") as outcome:
+        wait_until(lambda: accepted(network, "email") >= 40, 90, "every retry")
+        scheduled = [s for s in statuses(settings, 80) if s["status"] == "retry_scheduled"]
+    accepted_at = {m["notification_id"]: m["accepted_at_ms"] for m in network.messages("email")}
+    assert len(scheduled) == 40
+    early = [s for s in scheduled if accepted_at[s["notification_id"]] < _ms(s["due_at"])]
+    assert not early, f"{len(early)} retries ran before their due time"
+    assert sum(r["paused_until_due"] for r in outcome["report"].as_dict().values()) > 0
 
-        def sibling_finished() -> bool:
-            assert sibling.poll() is None, f"the sibling exited:\n{group.report()}"
-            return simulator.stats()["accepted"] >= 600
 
-        wait_until(sibling_finished, 120, "the sibling to finish the work")
-    sim = simulator.stats()
-    delivered = Counter(m["registration_id"] for m in simulator.messages())
+def _ms(moment: datetime) -> float:
+    return moment.timestamp() * 1000
+
+
+def test_kill_9_of_one_of_two_workers_loses_and_doubles_nothing(settings, sims, log_dir):
+    network, group = sims
+    network.faults(network.email, latency_ms=15)
+    produce_requests(settings, "email", range(600))
+    env = process_env(fast_settings(settings, network), network)
+    group.env = env
+    victim = group.start("deliver-1", [*HERALD, "deliver", "--channel", "email", "--tier", "0"])
+    group.start("deliver-2", [*HERALD, "deliver", "--channel", "email", "--tier", "0"])
+    wait_until(lambda: accepted(network, "email") >= 100, 90, "deliveries to be under way")
+    group.kill("deliver-1")
+    assert victim.returncode is not None
+    assert accepted(network, "email") < 600, "the kill must land mid-stream to mean anything"
+    sibling = group.processes["deliver-2"]
+
+    def sibling_finished() -> bool:
+        assert sibling.poll() is None, f"the sibling exited:\n{group.report()}"
+        return accepted(network, "email") >= 600
+
+    wait_until(sibling_finished, 120, "the sibling to finish the work")
+    delivered = Counter(m["registration_id"] for m in network.messages("email"))
     assert len(delivered) == 600, "lost"
-    assert sim["duplicates"] == 0 and max(delivered.values()) == 1, "doubled"
+    assert network.stats("email")["duplicates"] == 0 and max(delivered.values()) == 1, "doubled"

@@ -6,11 +6,10 @@ from __future__ import annotations
 import os
 import signal
 
-import httpx
-
 from herald.infra.demo import run_pipeline
 from herald.infra.processes import ProcessGroup
 from herald.infra.services import Endpoints
+from herald.infra.simulators.network import SimulatorNetwork
 from tests.support import HERALD, wait_until
 
 
@@ -26,10 +25,6 @@ def test_every_verified_registration_gets_one_e_ticket_per_channel(settings):
     assert 0 < result.p50_ms <= result.p99_ms
 
 
-def accepted(url: str) -> int:
-    return int(httpx.get(f"{url}/_sim/stats", timeout=10).json()["accepted"])
-
-
 def kill_and_restart(group: ProcessGroup, name: str, argv: list[str]) -> None:
     victim = group.processes[name]
     os.kill(victim.pid, signal.SIGKILL)
@@ -38,8 +33,8 @@ def kill_and_restart(group: ProcessGroup, name: str, argv: list[str]) -> None:
 
 
 def test_kill_9_of_router_and_delivery_worker_mid_run(settings):
-    def fault(group: ProcessGroup, simulators: dict[str, str]) -> None:
-        wait_until(lambda: accepted(simulators["email"]) >= 50, 120, "e-mails to be under way")
+    def fault(group: ProcessGroup, network: SimulatorNetwork) -> None:
+        wait_until(lambda: network.stats("email")["accepted"] >= 50, 120, "e-mails to be under way")
         kill_and_restart(group, "streams", [*HERALD, "streams"])
         kill_and_restart(group, "deliver-email", [*HERALD, "deliver", "--channel", "email"])
 

@@ -28,7 +28,7 @@ def test_router_process_routes_and_dead_letters_poison(settings, log_dir):
             producer.produce(source, key=registration_id.encode(),
                              value=encode("herald.RegistrationEvent", record),
                              headers=[(h.EVENT_ID, b"x"), (h.CORRELATION_ID, f"corr-{n}".encode())])
-    producer.produce(source, key=b"REG-poison", value=b"\x00\x00\x00\x00\x07garbage")
+    producer.produce(source, key=b"REG-poison", value=b"\x00\x00\x00\x00\x63garbage")
     assert producer.flush(30) == 0
 
     with ProcessGroup(log_dir, process_env(settings)) as group:
@@ -52,4 +52,4 @@ def test_router_process_routes_and_dead_letters_poison(settings, log_dir):
     reason = dict(dead[0].headers())
     assert dead[0].key() == b"REG-poison"
     assert reason[h.ERROR_CLASS] == b"UndecodableRecord"
-    assert reason[h.ERROR_MESSAGE] == b"unknown schema id 7"
+    assert reason[h.ERROR_MESSAGE] == b"unknown schema id 99"

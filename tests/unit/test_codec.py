@@ -9,6 +9,7 @@ from fastavro.read import SchemaResolutionError
 from fastavro.utils import generate_many
 
 from herald.schemas.codec import (
+    EARLIER_VERSIONS,
     SCHEMA_FILES,
     SchemaViolation,
     UndecodableRecord,
@@ -24,6 +25,7 @@ def registration_event(**overrides):
         "event_id": "0b0c6f4e-2a43-4a0c-9f54-9d8e2c7c1a11", "registration_id": "REG-1",
         "status": "payment_verified", "participant_name": "Siti", "phone": "+6281234567890",
         "email": "siti@example.test", "occurred_at": datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+        "workspace_id": "ws-1",
     }
     record.update(overrides)
     return record
@@ -77,6 +79,34 @@ def test_decode_expecting_rejects_another_schema():
 def test_schema_ids_are_unique():
     ids = [schema_id for schema_id, _file in SCHEMA_FILES.values()]
     assert len(ids) == len(set(ids))
+    assert not set(ids) & set(EARLIER_VERSIONS), "an id names one version, forever"
+
+
+def test_the_newest_history_version_is_the_current_schema():
+    for _schema_id, file_name in SCHEMA_FILES.values():
+        newest = history_versions(file_name)[-1]
+        assert load_schema_json(file_name, history=newest) == load_schema_json(file_name)
+
+
+def test_data_written_with_an_earlier_version_is_read_as_the_current_one():
+    """A v1 RegistrationEvent (id 1, no workspace) decodes with the current schema's default."""
+    schema_id = next(i for i, (name, v) in EARLIER_VERSIONS.items()
+                     if (name, v) == ("herald.RegistrationEvent", "v1"))
+    writer = fastavro.parse_schema(load_schema_json("registration_event.avsc", history="v1"),
+                                   named_schemas={})
+    body = io.BytesIO()
+    body.write(struct.pack(">bI", 0, schema_id))
+    v1_record = {k: v for k, v in registration_event().items() if k != "workspace_id"}
+    fastavro.schemaless_writer(body, writer, v1_record)
+    decoded = decode(body.getvalue())
+    assert decoded.schema_name == "herald.RegistrationEvent"
+    assert decoded.record == {**v1_record, "workspace_id": "default"}
+
+
+def test_every_earlier_version_id_names_a_history_file():
+    for name, version in EARLIER_VERSIONS.values():
+        _schema_id, file_name = SCHEMA_FILES[name]
+        assert version in history_versions(file_name)[:-1], f"{name} {version}"
 
 
 def history_versions(file_name):

@@ -72,19 +72,30 @@ def test_service_environment_names_are_settings(name):
     assert settings.database_url and "@postgres:5432/" in settings.database_url
 
 
+def _port(service: dict) -> str:
+    return service["command"][service["command"].index("--port") + 1]
+
+
 def test_simulator_urls_point_at_simulator_services():
     env = next(iter(HERALD_SERVICES.values()))["environment"]
-    for kind in ("whatsapp", "email"):
-        service = SERVICES[f"simulator-{kind}"]
-        port = service["command"][service["command"].index("--port") + 1]
-        assert env[f"HERALD_{kind.upper()}_URL"] == f"http://simulator-{kind}:{port}"
+    assert env["HERALD_EMAIL_URL"] == f"http://simulator-email:{_port(SERVICES['simulator-email'])}"
+    instances = env["HERALD_WHATSAPP_INSTANCES"].split(",")
+    gateways = sorted(name for name in SERVICES if name.startswith("gateway-"))
+    assert len(gateways) >= 2, "failover needs more than one gateway instance"
+    assert instances == [f"http://{name}:{_port(SERVICES[name])}" for name in gateways]
+
+
+def test_gateway_instances_share_one_message_store():
+    stores = {SERVICES[name]["command"][SERVICES[name]["command"].index("--store") + 1]
+              for name in SERVICES if name.startswith("gateway-")}
+    assert len(stores) == 1, "the Idempotency-Key must hold across instances"
 
 
 def test_processes_wait_for_setup_and_setup_waits_for_healthy_services():
     setup = SERVICES["setup"]["depends_on"]
     assert {name for name, dep in setup.items() if dep["condition"] == "service_healthy"} == {
         *KAFKA_SERVICES, "postgres"}
-    for name in ("relay", "streams", "deliver-whatsapp", "deliver-email"):
+    for name in ("relay", "streams", "deliver-whatsapp", "deliver-email", "corrections"):
         assert SERVICES[name]["depends_on"]["setup"]["condition"] == "service_completed_successfully"
 
 

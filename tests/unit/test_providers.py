@@ -4,9 +4,15 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from herald.consumers.outcomes import failed_records, status_record
-from herald.consumers.providers import IDEMPOTENCY_KEY, HttpProvider, Outcome, classify_status
-from herald.consumers.worker import retry_delay_s
+from herald.consumers.outcomes import status_record
+from herald.consumers.providers import (
+    EMAIL_API,
+    IDEMPOTENCY_KEY,
+    HttpProvider,
+    Outcome,
+    classify_status,
+    retry_after_s,
+)
 from herald.producers.relay import backoff_s
 from herald.schemas import headers as h
 from herald.schemas.codec import decode
@@ -14,7 +20,8 @@ from herald.schemas.records import SourceRecord
 
 REQUEST = {"notification_id": "n-1", "registration_id": "REG-1", "notification_type": "e_ticket",
            "channel": "whatsapp", "recipient": "+62811", "participant_name": "Ani",
-           "source_event_id": "e-1", "source_occurred_at": datetime(2026, 1, 1, tzinfo=UTC)}
+           "source_event_id": "e-1", "source_occurred_at": datetime(2026, 1, 1, tzinfo=UTC),
+           "workspace_id": "default"}
 
 
 @pytest.mark.parametrize(("status", "outcome"), [
@@ -29,7 +36,7 @@ def test_classify_status(status, outcome):
 def send_with(handler):
     async def go():
         async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
-            return await HttpProvider("http://gateway", "whatsapp", client).send(REQUEST)
+            return await HttpProvider("http://provider", EMAIL_API, client).send(REQUEST)
     return asyncio.run(go())
 
 
@@ -43,7 +50,7 @@ def test_sends_notification_id_as_idempotency_key():
     response = send_with(handler)
     assert response.outcome is Outcome.SENT and response.message_id == "m-9"
     assert seen[0].headers[IDEMPOTENCY_KEY] == "n-1"
-    assert seen[0].url.path == "/v1/messages"
+    assert seen[0].url.path == "/v1/emails"
 
 
 def test_connection_error_is_retryable():
@@ -59,25 +66,52 @@ def test_rejection_keeps_the_provider_reason():
     assert response.outcome is Outcome.FATAL and response.error == "HTTP 422: bad phone"
 
 
-def test_backoffs_grow_and_are_capped():
-    assert [backoff_s(n) for n in (1, 2, 3)] == [0.5, 1.0, 2.0]
-    assert backoff_s(100) == 5.0
-    assert retry_delay_s(1) < retry_delay_s(2) <= retry_delay_s(50) == 5.0
-
-
-def test_failed_delivery_yields_a_failed_status_and_a_dead_letter():
-    source = SourceRecord("notifications.whatsapp", 1, 5, b"n-1", b"raw", {h.CORRELATION_ID: "c-1"})
-    status, dead = failed_records(source, REQUEST, attempts=3, error_class="RetriesExhausted",
-                                  error="HTTP 503")
-    decoded = decode(status.value).record
-    assert status.topic == "notifications.status" and status.key == b"n-1"
-    assert (decoded["status"], decoded["attempts"], decoded["error"]) == ("failed", 3, "HTTP 503")
-    assert status.headers[h.CORRELATION_ID] == "c-1"
-    assert dead.topic == "notifications.whatsapp.dlq" and dead.value == b"raw"
-    assert dead.headers[h.ERROR_CLASS] == "RetriesExhausted"
 
 
 def test_sent_status_carries_the_provider_message_id():
     source = SourceRecord("notifications.whatsapp", 0, 1, b"n-1", b"raw", {})
     record = decode(status_record(source, REQUEST, status="sent", attempts=1, message_id="m-1").value)
     assert record.record["provider_message_id"] == "m-1"
+
+
+def test_a_scheduled_retry_status_says_when_and_why():
+    source = SourceRecord("notifications.whatsapp", 0, 1, b"n-1", b"raw", {h.CORRELATION_ID: "c-1"})
+    due = datetime(2026, 1, 1, 0, 0, 5, tzinfo=UTC)
+    status = status_record(source, REQUEST, status="retry_scheduled", attempts=2, error="HTTP 503",
+                           error_class="ProviderUnavailable", due_at=due)
+    record = decode(status.value).record
+    assert (record["status"], record["attempts"], record["due_at"], record["error_class"]) == (
+        "retry_scheduled", 2, due, "ProviderUnavailable")
+    assert status.key == b"n-1" and status.headers[h.CORRELATION_ID] == "c-1"
+
+
+@pytest.mark.parametrize(("status", "error_class"), [
+    (429, "ProviderThrottled"), (408, "ProviderTimeout"), (503, "ProviderUnavailable"),
+    (400, "ProviderRejected"), (404, "ProviderRejected"),
+])
+def test_each_failure_names_its_class(status, error_class):
+    response = send_with(lambda _r: httpx.Response(status, text="no"))
+    assert response.error_class == error_class and response.status_code == status
+
+
+def test_a_timeout_is_retryable_and_named():
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("slow", request=request)
+
+    response = send_with(handler)
+    assert (response.outcome, response.error_class) == (Outcome.RETRYABLE, "ProviderTimeout")
+
+
+def test_retry_after_is_read_as_seconds_or_as_a_date():
+    now = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+    assert retry_after_s("120") == 120.0
+    assert retry_after_s("Sun, 22 Nov 2026 10:00:30 GMT", now) == 30.0
+    assert retry_after_s("Sun, 22 Nov 2026 09:00:00 GMT", now) == 0.0
+    assert retry_after_s("soon") is None and retry_after_s(None) is None
+    throttled = send_with(lambda _r: httpx.Response(429, headers={"Retry-After": "7"}))
+    assert (throttled.outcome, throttled.retry_after_s) == (Outcome.RETRYABLE, 7.0)
+
+
+def test_relay_backoff_grows_and_is_capped():
+    assert [backoff_s(n) for n in (1, 2, 3)] == [0.5, 1.0, 2.0]
+    assert backoff_s(100) == 5.0

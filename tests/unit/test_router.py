@@ -13,7 +13,7 @@ OCCURRED = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 def event(status="payment_verified", registration_id="REG-7"):
     return {"event_id": "7d3c1c1e-0f7e-4c55-8f0a-1c2b3d4e5f60", "registration_id": registration_id,
             "status": status, "participant_name": "Budi", "phone": "+628111", "email": "budi@example.test",
-            "occurred_at": OCCURRED}
+            "occurred_at": OCCURRED, "workspace_id": "ws-9"}
 
 
 def source(value, headers=None):
@@ -31,6 +31,7 @@ def test_payment_verified_becomes_an_e_ticket_per_channel():
     assert {(r["channel"], r["recipient"]) for r in requests} == {("whatsapp", "+628111"),
                                                                  ("email", "budi@example.test")}
     assert all(r["notification_type"] == "e_ticket" for r in requests)
+    assert all(r["workspace_id"] == "ws-9" for r in requests), "the tenant's session sends it"
     assert all(r["notification_id"] == notification_id("REG-7", "e_ticket", r["channel"]) for r in requests)
 
 

@@ -71,3 +71,13 @@ def test_child_environ_replaces_inherited_settings():
     assert env["PATH"] == "/bin"
     assert Settings.from_environ(env) == Settings.from_environ({"HERALD_NAMESPACE": "t1",
                                                                  "HERALD_KAFKA_BOOTSTRAP": "k:1"})
+
+
+def test_a_list_setting_is_comma_separated_and_round_trips():
+    settings = Settings.from_environ({"HERALD_WHATSAPP_INSTANCES": "http://a:1, http://b:2",
+                                      "HERALD_EMAIL_RETRY_TIERS_S": "1,10.5"})
+    assert settings.whatsapp_instances == ("http://a:1", "http://b:2")
+    assert settings.email_retry_tiers_s == (1.0, 10.5)
+    assert Settings.from_environ(settings.to_environ()) == settings
+    with pytest.raises(SettingsError, match=r"HERALD_EMAIL_RETRY_TIERS_S='x' is not a valid float"):
+        Settings.from_environ({"HERALD_EMAIL_RETRY_TIERS_S": "1,x"})

@@ -1,0 +1,128 @@
+"""What one request record becomes: the provider call, then sent, a retry on a tier, or a dead letter.
+
+One small hook, as in dramatiq's retries: fatal goes to the DLQ, retryable goes to the tier
+the retry policy picks until attempts or age run out, then to the DLQ. Every outcome also
+goes to `notifications.status`. The worker produces these records and commits the input's
+offset in one Kafka transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from herald.consumers.outcomes import status_record
+from herald.consumers.providers import Outcome, ProviderResponse
+from herald.consumers.retry_policy import GiveUp, RetryPolicy, next_step
+from herald.schemas import headers as h
+from herald.schemas.catalog import notification_topic, retry_topic
+from herald.schemas.codec import UndecodableRecord, decode_expecting
+from herald.schemas.records import Failure, OutgoingRecord, SourceRecord, dead_letter, retry_record
+
+log = logging.getLogger(__name__)
+
+
+class Provider(Protocol):
+    async def send(self, request: dict[str, Any]) -> ProviderResponse: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass
+class DeliveryCounts:
+    """Countable outcomes: tests and the bench assert these instead of sleeping."""
+
+    sent: int = 0
+    retries_scheduled: int = 0
+    dead_lettered: int = 0
+    undecodable: int = 0
+    by_error_class: dict[str, int] = field(default_factory=dict)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class ChannelDelivery:
+    """The record handler of one channel's workers (request topic and retry tiers alike)."""
+
+    def __init__(self, channel: str, consumer_group: str, policy: RetryPolicy, provider: Provider,
+                 clock: Callable[[], datetime] = _utc_now) -> None:
+        self._channel = channel
+        self._group = consumer_group
+        self._policy = policy
+        self._provider = provider
+        self._clock = clock
+        self.counts = DeliveryCounts()
+
+    def due_at(self, source: SourceRecord) -> datetime | None:
+        """When the record may be attempted: a retry's due time; None means now."""
+        return h.parse_iso(source.headers.get(h.DUE_AT))
+
+    async def aclose(self) -> None:
+        await self._provider.aclose()
+
+    async def handle(self, source: SourceRecord) -> list[OutgoingRecord]:
+        try:
+            request = decode_expecting(source.value, "herald.NotificationRequest")
+        except UndecodableRecord as exc:
+            self.counts.undecodable += 1
+            log.error("undecodable record at %s[%d]@%d sent to the DLQ: %s",
+                      source.topic, source.partition, source.offset, exc)
+            return self._dead(source, None, Failure("UndecodableRecord", str(exc), 0, self._clock()))
+        attempts = _attempts_before(source) + 1
+        response = await self._provider.send(request)
+        now = self._clock()
+        follow_ups = list(response.follow_ups)
+        if response.outcome is Outcome.SENT:
+            self.counts.sent += 1
+            return [status_record(source, request, status="sent", attempts=attempts,
+                                  message_id=response.message_id, instance=response.instance),
+                    *follow_ups]
+        failure = Failure(response.error_class or "ProviderError",
+                          response.error or "unknown provider error", attempts, now)
+        self._count_error(failure.error_class)
+        if response.outcome is Outcome.FATAL:
+            return [*self._dead(source, request, failure, response.instance), *follow_ups]
+        return [*self._retry_or_dead(source, request, failure, response), *follow_ups]
+
+    def _retry_or_dead(self, source: SourceRecord, request: dict[str, Any], failure: Failure,
+                       response: ProviderResponse) -> list[OutgoingRecord]:
+        first_failed_at = h.parse_iso(source.headers.get(h.FIRST_FAILED_AT)) or failure.at
+        previous_ms = source.headers.get(h.RETRY_DELAY_MS, "")
+        step = next_step(self._policy, attempts=failure.attempts, first_failed_at=first_failed_at,
+                         now=failure.at, retry_after_s=response.retry_after_s,
+                         previous_delay_s=int(previous_ms) / 1000 if previous_ms.isdigit() else None)
+        if isinstance(step, GiveUp):
+            given_up = Failure(step.error_class, f"{step.reason}; last error: {failure.error_message}",
+                               failure.attempts, failure.at)
+            return self._dead(source, request, given_up, response.instance)
+        self.counts.retries_scheduled += 1
+        tier_topic = retry_topic(notification_topic(self._channel), step.tier)
+        return [retry_record(source, tier_topic, failure, step.due_at, step.delay_s),
+                status_record(source, request, status="retry_scheduled", attempts=failure.attempts,
+                              error=failure.error_message, error_class=failure.error_class,
+                              due_at=step.due_at, instance=response.instance)]
+
+    def _dead(self, source: SourceRecord, request: dict[str, Any] | None, failure: Failure,
+              instance: str | None = None) -> list[OutgoingRecord]:
+        self.counts.dead_lettered += 1
+        records = [dead_letter(source, failure.error_class, failure.error_message,
+                               consumer_group=self._group, attempts=failure.attempts,
+                               failed_at=failure.at)]
+        if request is not None:  # an undecodable record has no notification to report on
+            records.append(status_record(source, request, status="dead_lettered",
+                                         attempts=failure.attempts, error=failure.error_message,
+                                         error_class=failure.error_class, instance=instance))
+        return records
+
+    def _count_error(self, error_class: str) -> None:
+        self.counts.by_error_class[error_class] = self.counts.by_error_class.get(error_class, 0) + 1
+
+
+def _attempts_before(source: SourceRecord) -> int:
+    raw = source.headers.get(h.ATTEMPT, "0")
+    return int(raw) if raw.isdigit() else 0
