@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from herald.consumers.http_clients import ClientShards
 from herald.schemas.records import OutgoingRecord
 
 IDEMPOTENCY_KEY = "Idempotency-Key"
@@ -113,14 +114,14 @@ EMAIL_API = ChannelApi("/v1/emails")
 class HttpProvider:
     """One provider endpoint (the email provider)."""
 
-    def __init__(self, base_url: str, api: ChannelApi, client: httpx.AsyncClient) -> None:
+    def __init__(self, base_url: str, api: ChannelApi, clients: ClientShards) -> None:
         self._url = base_url.rstrip("/") + api.path
         self._api = api
-        self._client = client
+        self._clients = clients
 
     async def send(self, request: dict[str, Any]) -> ProviderResponse:
         try:
-            response = await self._client.post(
+            response = await self._clients.next().post(
                 self._url, json=self._api.body(request),
                 headers={IDEMPOTENCY_KEY: request["notification_id"]})
         except httpx.TransportError as exc:  # timeouts, refused connections, resets
@@ -128,7 +129,7 @@ class HttpProvider:
         return answer(response)
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._clients.aclose()
 
 
 def _message_id(response: httpx.Response) -> str | None:
