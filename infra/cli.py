@@ -176,11 +176,13 @@ def demo(
     registrations: Annotated[int, typer.Option(help="How many registrations to verify.")] = 1000,
     timeout_s: Annotated[float, typer.Option(help="Give up waiting for delivery after this.")] = 300,
     rate: Annotated[float, typer.Option(help="Registrations per second; 0 writes a burst.")] = 0.0,
+    faults: Annotated[bool, typer.Option(
+        help="Inject 10% transient provider failures and a gateway instance crash.")] = True,
 ) -> None:
     """Run the whole pipeline on the embedded default and report what the providers received."""
     from herald.infra.demo import print_report, run_demo
 
-    result = run_demo(_settings(ctx), registrations, timeout_s, rate)
+    result = run_demo(_settings(ctx), registrations, timeout_s, rate, faults)
     print_report(result)
     if result.lost or result.duplicates:
         raise typer.Exit(1)

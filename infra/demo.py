@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from herald.infra.bootstrap import prepare
 from herald.infra.deadline import Deadline
+from herald.infra.demo_faults import DEMO_SESSION, FaultReport, demo_faults, finish_report, with_demo_retries
 from herald.infra.kafka_io import RDKAFKA_LOG
 from herald.infra.processes import HERALD_ARGV, ProcessGroup, ServiceError
 from herald.infra.services import Endpoints, start_services, stop_services
@@ -38,7 +39,6 @@ from herald.producers.sessions import open_session, update_session
 from herald.schemas.catalog import CHANNELS, consumer_group, notification_topic, qualified
 
 WRITER_THREADS = 4
-DEMO_SESSION = "demo-wa"
 _COORDINATOR_NOT_READY = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_NOT_AVAILABLE,
                           KafkaError.COORDINATOR_LOAD_IN_PROGRESS}
 
@@ -56,6 +56,7 @@ class DemoResult:
     p99_ms: float = 0.0
     elapsed_s: float = 0.0
     rate: float = 0.0  # registrations per second the writers were paced to; 0: unpaced
+    faults: FaultReport | None = None
 
     def summary_json(self) -> str:
         return json.dumps({"registrations": self.registrations, "delivered": self.delivered,
@@ -228,7 +229,8 @@ FaultInjector = Callable[[ProcessGroup, SimulatorNetwork], None]
 
 
 def run_pipeline(settings: Settings, endpoints: Endpoints, count: int, timeout_s: float,
-                 inject_fault: FaultInjector | None = None, rate: float = 0.0) -> DemoResult:
+                 inject_fault: FaultInjector | None = None, rate: float = 0.0,
+                 faults: FaultReport | None = None) -> DemoResult:
     """Provision, start every stage as a process, write `count` registrations, count deliveries.
 
     `inject_fault(group, network)`, when given, runs in a thread alongside the writers
@@ -239,7 +241,7 @@ def run_pipeline(settings: Settings, endpoints: Endpoints, count: int, timeout_s
     run_dir = settings.home / "logs" / run_id
     network = SimulatorNetwork.plan(run_dir / "simulators")
     started = time.monotonic()
-    result = DemoResult(registrations=count, rate=rate)
+    result = DemoResult(registrations=count, rate=rate, faults=faults)
     with ProcessGroup(run_dir, pipeline_env(settings, endpoints, network)) as group, \
             ThreadPoolExecutor(1) as fault_thread:
         network.start(group)
@@ -255,15 +257,22 @@ def run_pipeline(settings: Settings, endpoints: Endpoints, count: int, timeout_s
         verified_at, pending = database_counts(endpoints.database_url, prefix)
         result.published_events = result.written_events - pending
         count_result(result, ids, network, verified_at)
+        if faults is not None:
+            finish_report(faults, [network.stats(c) for c in CHANNELS], endpoints.database_url)
     result.elapsed_s = time.monotonic() - started
     return result
 
 
-def run_demo(settings: Settings, count: int, timeout_s: float, rate: float = 0.0) -> DemoResult:
+def run_demo(settings: Settings, count: int, timeout_s: float, rate: float = 0.0,
+             faults: bool = True) -> DemoResult:
     _endpoints, started = start_services(settings)
     try:
         endpoints = prepare(settings)
-        return run_pipeline(settings, endpoints, count, timeout_s, rate=rate)
+        if not faults:
+            return run_pipeline(settings, endpoints, count, timeout_s, rate=rate)
+        report = FaultReport()
+        return run_pipeline(with_demo_retries(settings), endpoints, count, timeout_s,
+                            inject_fault=demo_faults(count, report), rate=rate, faults=report)
     finally:
         stop_services(settings, only=started)
 
@@ -280,6 +289,8 @@ def print_report(result: DemoResult) -> None:
     table.add_row("lost", str(result.lost))
     table.add_row("duplicates (same person, same e-ticket, twice)", str(result.duplicates))
     table.add_row("repeats dropped by Idempotency-Key", str(result.idempotent_replays))
+    for measure, value in result.faults.rows() if result.faults else []:
+        table.add_row(measure, value)
     table.add_row("latency verify-commit -> provider, p50", f"{result.p50_ms:.0f} ms")
     table.add_row("latency verify-commit -> provider, p99", f"{result.p99_ms:.0f} ms")
     table.add_row("wall time", f"{result.elapsed_s:.1f} s")

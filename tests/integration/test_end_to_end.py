@@ -7,6 +7,7 @@ import os
 import signal
 
 from herald.infra.demo import run_pipeline
+from herald.infra.demo_faults import FaultReport, demo_faults, with_demo_retries
 from herald.infra.processes import ProcessGroup
 from herald.infra.services import Endpoints
 from herald.infra.simulators.network import SimulatorNetwork
@@ -41,3 +42,14 @@ def test_kill_9_of_router_and_delivery_worker_mid_run(settings):
     result = run_pipeline(settings, endpoints_of(settings), 600, timeout_s=240, inject_fault=fault)
     assert result.delivered == {"whatsapp": 600, "email": 600}
     assert (result.lost, result.duplicates) == (0, 0)
+
+
+def test_the_demos_faults_lose_and_double_nothing(settings):
+    """10 % transient failures at every provider and a gateway instance crash mid-run."""
+    report = FaultReport()
+    result = run_pipeline(with_demo_retries(settings), endpoints_of(settings), 300, timeout_s=240,
+                          inject_fault=demo_faults(300, report), faults=report)
+    assert result.delivered == {"whatsapp": 300, "email": 300}
+    assert (result.lost, result.duplicates) == (0, 0)
+    assert report.provider_failures > 0, "the faults must have bitten to mean anything"
+    assert report.crashed_instance == "wa-1" and report.declared_instance == report.moved_to_url

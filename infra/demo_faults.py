@@ -1,0 +1,85 @@
+"""The faults `herald demo` injects unless told not to: what the seeds' operators fought by hand.
+
+Every provider answers 10 % of requests with 503 (retried through the retry tiers), and
+when a third of the WhatsApp e-tickets are out, the demo session reconnects on the second
+gateway instance and the first one is killed with SIGKILL (seed 002's instance crash). The
+demo's processes retry faster than the defaults (tiers from 0.5 s, delays of at most 5 s),
+so the run stays short.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from herald.infra.deadline import wait_until
+from herald.infra.processes import ProcessGroup
+from herald.infra.settings import Settings
+from herald.infra.simulators.network import SimulatorNetwork
+from herald.producers.models import MessagingSession
+
+DEMO_SESSION = "demo-wa"
+TRANSIENT_FAILURE_RATE = 0.1
+DEMO_RETRIES = {"retry_tiers_s": (0.5, 2.0, 10.0), "backoff_base_s": 0.5, "backoff_cap_s": 5.0}
+
+
+@dataclass
+class FaultReport:
+    transient_failure_rate: float = TRANSIENT_FAILURE_RATE
+    crashed_instance: str = ""  # names, as the simulators report themselves
+    moved_to: str = ""
+    moved_to_url: str = ""
+    provider_failures: int = 0  # answered 503 or refused, then retried
+    declared_instance: str | None = None  # the database's, after the run
+
+    def rows(self) -> list[tuple[str, str]]:
+        corrected = ("yes" if self.declared_instance == self.moved_to_url
+                     else f"no ({self.declared_instance})")
+        return [("injected: transient provider failures", f"{self.transient_failure_rate:.0%} of requests"),
+                ("provider failures, retried through the retry tiers", str(self.provider_failures)),
+                ("injected: gateway instance crash (kill -9)", f"{self.crashed_instance}, with "
+                                                               f"{DEMO_SESSION} moved to {self.moved_to}"),
+                ("database corrected to the new instance (via the outbox)", corrected)]
+
+
+def with_demo_retries(settings: Settings) -> Settings:
+    overrides = {f"{channel}_{name}": value for channel in ("whatsapp", "email")
+                 for name, value in DEMO_RETRIES.items()}
+    return dataclasses.replace(settings, **overrides)
+
+
+def demo_faults(count: int, report: FaultReport) -> Callable[[ProcessGroup, SimulatorNetwork], None]:
+    """The injector `run_pipeline` runs beside the writers."""
+    def inject(group: ProcessGroup, network: SimulatorNetwork) -> None:
+        for url in network.urls().values():
+            network.faults(url, error_rate=TRANSIENT_FAILURE_RATE, status=503)
+        wait_until(lambda: network.stats("whatsapp")["accepted"] >= count // 3, 300,
+                   "a third of the WhatsApp e-tickets")
+        crashed, survivor = network.instance_name(0), network.instance_name(1)
+        network.place_session(network.whatsapp[1], DEMO_SESSION)  # the session reconnected there ...
+        group.kill(f"simulator-{crashed}")  # ... and its first instance crashes
+        report.crashed_instance, report.moved_to, report.moved_to_url = crashed, survivor, network.whatsapp[1]
+    return inject
+
+
+def finish_report(report: FaultReport, network_stats: list[dict[str, int]], database_url: str,
+                  wait_s: float = 30.0) -> None:
+    """Counts from the simulators; the session's instance once the correction arrived (bounded)."""
+    report.provider_failures = sum(int(stats["rejected"]) for stats in network_stats)
+    engine = sa.create_engine(database_url)
+    give_up = time.monotonic() + wait_s
+    try:
+        while True:
+            with Session(engine) as session:
+                row = session.get(MessagingSession, DEMO_SESSION)
+                report.declared_instance = row.gateway_instance if row is not None else None
+            if report.declared_instance == report.moved_to_url or time.monotonic() > give_up:
+                return
+            time.sleep(0.2)
+    finally:
+        engine.dispose()
