@@ -20,7 +20,6 @@ from typing import Any
 
 import httpx
 
-from herald.consumers.http_clients import ClientShards
 from herald.consumers.providers import (
     IDEMPOTENCY_KEY,
     ChannelApi,
@@ -50,12 +49,12 @@ UNANSWERED = _Unanswered()
 
 class GatewayProvider:
     def __init__(self, instances: tuple[str, ...], directory: SessionDirectory,
-                 clients: ClientShards) -> None:
+                 client: httpx.AsyncClient) -> None:
         if not instances:
             raise ValueError("no WhatsApp gateway instances configured")
         self._instances = tuple(i.rstrip("/") for i in instances)
         self._directory = directory
-        self._clients = clients
+        self._client = client
         self._rediscoveries: dict[str, asyncio.Task[str | _Unanswered | None]] = {}
         self.rediscovered = 0  # sessions found on another instance
         self.lost = 0
@@ -84,11 +83,11 @@ class GatewayProvider:
         return replace(second, follow_ups=(self._correction(sender, instance, found),))
 
     async def aclose(self) -> None:
-        await self._clients.aclose()
+        await self._client.aclose()
 
     async def _post(self, instance: str, session_id: str, request: dict[str, Any]) -> ProviderResponse:
         try:
-            response = await self._clients.next().post(
+            response = await self._client.post(
                 f"{instance}/sessions/{session_id}{WHATSAPP_API.path}", json=WHATSAPP_API.body(request),
                 headers={IDEMPOTENCY_KEY: request["notification_id"]})
         except httpx.TransportError as exc:
@@ -118,7 +117,7 @@ class GatewayProvider:
 
     async def _probe(self, instance: str, session_id: str) -> str | _Unanswered | None:
         try:
-            response = await self._clients.next().get(f"{instance}/sessions/{session_id}")
+            response = await self._client.get(f"{instance}/sessions/{session_id}")
         except httpx.TransportError:
             return UNANSWERED
         if response.status_code == 404:

@@ -15,7 +15,6 @@ from typing import Any
 
 import httpx
 
-from herald.consumers.http_clients import ClientShards
 from herald.schemas.records import OutgoingRecord
 
 IDEMPOTENCY_KEY = "Idempotency-Key"
@@ -114,14 +113,14 @@ EMAIL_API = ChannelApi("/v1/emails")
 class HttpProvider:
     """One provider endpoint (the email provider)."""
 
-    def __init__(self, base_url: str, api: ChannelApi, clients: ClientShards) -> None:
+    def __init__(self, base_url: str, api: ChannelApi, client: httpx.AsyncClient) -> None:
         self._url = base_url.rstrip("/") + api.path
         self._api = api
-        self._clients = clients
+        self._client = client
 
     async def send(self, request: dict[str, Any]) -> ProviderResponse:
         try:
-            response = await self._clients.next().post(
+            response = await self._client.post(
                 self._url, json=self._api.body(request),
                 headers={IDEMPOTENCY_KEY: request["notification_id"]})
         except httpx.TransportError as exc:  # timeouts, refused connections, resets
@@ -129,7 +128,7 @@ class HttpProvider:
         return answer(response)
 
     async def aclose(self) -> None:
-        await self._clients.aclose()
+        await self._client.aclose()
 
 
 def _message_id(response: httpx.Response) -> str | None:

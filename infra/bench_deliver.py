@@ -34,7 +34,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.orm import Session
 
-from herald.consumers.http_clients import ClientShards
+from herald.consumers.http_clients import delivery_client
 from herald.infra.bench_relay import bench_database, percentile
 from herald.infra.deadline import Deadline, wait_until
 from herald.infra.demo import wait_for_groups
@@ -126,11 +126,11 @@ def raw_provider_eps(network: SimulatorNetwork, count: int, concurrency: int) ->
     """The baseline: `concurrency` requests in flight straight at a gateway instance, no Kafka."""
     async def run() -> float:
         semaphore = asyncio.Semaphore(concurrency)
-        clients = ClientShards.sized(concurrency, 30)  # as the workers use httpx
+        client = delivery_client(concurrency, 30)  # the workers' own client
         try:
             async def one(request: dict[str, Any]) -> None:
                 async with semaphore:
-                    response = await clients.next().post(
+                    response = await client.post(
                         f"{network.whatsapp[0]}/sessions/{SESSION}/messages",
                         headers={"Idempotency-Key": request["notification_id"]},
                         json={"to": request["recipient"], "template": "e_ticket",
@@ -142,7 +142,7 @@ def raw_provider_eps(network: SimulatorNetwork, count: int, concurrency: int) ->
             await asyncio.gather(*(one(r) for r in requests))
             return count / (time.perf_counter() - started)
         finally:
-            await clients.aclose()
+            await client.aclose()
     return asyncio.run(run())
 
 

@@ -17,7 +17,7 @@ from confluent_kafka import Consumer, Producer
 
 from herald.consumers.delivery import ChannelDelivery, DeliveryCounts, Provider
 from herald.consumers.gateway import GatewayProvider
-from herald.consumers.http_clients import ClientShards
+from herald.consumers.http_clients import delivery_client
 from herald.consumers.providers import EMAIL_API, HttpProvider
 from herald.consumers.retry_policy import Jitter, RetryPolicy
 from herald.consumers.session_directory import SessionDirectory, SessionFeed
@@ -122,7 +122,7 @@ class DeliveryProcess:
                               shutdown_timeout_s=settings.delivery_timeout_s + 2)
         consumer = Consumer(consumer_config(
             self._bootstrap, group, **{"session.timeout.ms": int(settings.kafka_session_timeout_s * 1000),
-                                       "heartbeat.interval.ms": 1000,
+                                       "heartbeat.interval.ms": 1000, "fetch.wait.max.ms": 10,
                                        # Names the process, so ops (and the bench) find a member's pid.
                                        "client.id": f"herald-deliver-{os.getpid()}"}))
         handler = ChannelDelivery(self._channel, group, self._policy, self._provider())
@@ -140,8 +140,8 @@ class DeliveryProcess:
         settings = self._settings
         instances = settings.whatsapp_instances if self._channel == "whatsapp" else (settings.email_url,)
         # The work in flight plus room for the probes of a failover.
-        clients = ClientShards.sized(settings.delivery_concurrency + 2 * len(instances),
-                                     settings.delivery_timeout_s)
+        client = delivery_client(settings.delivery_concurrency + 2 * len(instances),
+                                 settings.delivery_timeout_s)
         if self._channel == "whatsapp":
-            return GatewayProvider(settings.whatsapp_instances, self._directory, clients)
-        return HttpProvider(settings.email_url, EMAIL_API, clients)
+            return GatewayProvider(settings.whatsapp_instances, self._directory, client)
+        return HttpProvider(settings.email_url, EMAIL_API, client)

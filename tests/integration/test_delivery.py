@@ -5,6 +5,7 @@ Counted at the simulators (what a person would receive), and on the status and D
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from datetime import datetime
 
@@ -145,3 +146,39 @@ def test_kill_9_of_one_of_two_workers_loses_and_doubles_nothing(settings, sims, 
     delivered = Counter(m["registration_id"] for m in network.messages("email"))
     assert len(delivered) == 600, "lost"
     assert network.stats("email")["duplicates"] == 0 and max(delivered.values()) == 1, "doubled"
+
+
+def test_a_rebalance_commits_finished_work_before_handing_partitions_over(settings, sims):
+    """A second worker joins mid-stream: the first lets its revoked partitions finish and
+    commits them, so the newcomer repeats nothing (no request reaches the provider twice)."""
+    network, group = sims
+    network.faults(network.email, latency_ms=30)
+    produce_requests(settings, "email", range(1500))
+    # 4 in flight at 30 ms: about 130/s, so the joiner arrives mid-stream.
+    configured = dataclasses.replace(fast_settings(settings, network), delivery_concurrency=4)
+    with delivering(configured, "email", tiers=(0,)) as outcome:
+        wait_until(lambda: accepted(network, "email") >= 100, 60, "the first worker under way")
+        group.env = process_env(configured, network)
+        group.start("joiner", [*HERALD, "deliver", "--channel", "email", "--tier", "0"])
+        wait_until(lambda: accepted(network, "email") >= 1500, 120, "both workers to finish")
+    stats = network.stats("email")
+    assert (stats["accepted"], stats["duplicates"], stats["replays"]) == (1500, 0, 0)
+    first = outcome["report"].as_dict()[notification_topic("email")]
+    assert 100 <= first["committed"] < 1500, "the joiner must have taken partitions mid-stream"
+    assert first["handed_back"] == 0, "in-flight work finished before the partitions moved"
+
+
+def test_sigterm_commits_what_was_delivered_and_leaves_the_rest(settings, sims):
+    network, group = sims
+    network.faults(network.email, latency_ms=30)
+    produce_requests(settings, "email", range(600))
+    group.env = process_env(fast_settings(settings, network), network)
+    first = group.start("first", [*HERALD, "deliver", "--channel", "email", "--tier", "0"])
+    wait_until(lambda: accepted(network, "email") >= 100, 60, "deliveries under way")
+    group.stop("first")  # SIGTERM
+    assert first.returncode == 0, "a graceful stop"
+    group.start("second", [*HERALD, "deliver", "--channel", "email", "--tier", "0"])
+    wait_until(lambda: accepted(network, "email") >= 600, 120, "the second worker to finish")
+    stats = network.stats("email")
+    assert (stats["accepted"], stats["duplicates"], stats["replays"]) == (600, 0, 0), \
+        "nothing the first worker delivered was delivered again"

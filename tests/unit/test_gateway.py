@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 import httpx
 
 from herald.consumers.gateway import GatewayProvider
-from herald.consumers.http_clients import ClientShards
 from herald.consumers.providers import IDEMPOTENCY_KEY, Outcome
 from herald.consumers.session_directory import SessionDirectory
 from herald.schemas.codec import decode, encode
@@ -32,7 +31,7 @@ def send(handler, directory, requests=(REQUEST,)):
     async def go():
         transport = httpx.MockTransport(handler)
         async with httpx.AsyncClient(transport=transport) as client:
-            gateway = GatewayProvider((A, B), directory, ClientShards([client]))
+            gateway = GatewayProvider((A, B), directory, client)
             return await asyncio.gather(*(gateway.send(r) for r in requests)), gateway
     return asyncio.run(go())
 

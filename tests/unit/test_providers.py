@@ -4,7 +4,6 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from herald.consumers.http_clients import ClientShards
 from herald.consumers.outcomes import status_record
 from herald.consumers.providers import (
     EMAIL_API,
@@ -37,7 +36,7 @@ def test_classify_status(status, outcome):
 def send_with(handler):
     async def go():
         async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
-            return await HttpProvider("http://provider", EMAIL_API, ClientShards([client])).send(REQUEST)
+            return await HttpProvider("http://provider", EMAIL_API, client).send(REQUEST)
     return asyncio.run(go())
 
 
@@ -117,13 +116,3 @@ def test_relay_backoff_grows_and_is_capped():
     assert [backoff_s(n) for n in (1, 2, 3)] == [0.5, 1.0, 2.0]
     assert backoff_s(100) == 5.0
 
-
-def test_client_shards_share_the_connections_out_and_take_turns():
-    async def go():
-        shards = ClientShards.sized(34, 5.0)
-        turns = [shards.next() for _ in range(len(shards.clients) * 2)]
-        await shards.aclose()
-        return shards, turns
-    shards, turns = asyncio.run(go())
-    assert len(shards.clients) == 9, "34 connections in clients of 4"
-    assert turns == shards.clients * 2
