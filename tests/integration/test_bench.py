@@ -30,7 +30,8 @@ def test_bench_deliver_reports_its_figures_and_baseline(settings):
                             timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads(result.stdout.strip().splitlines()[-1])
-    for key in ("campaign_10k_s", "p50_ms", "p99_ms", "failover_s", "raw_provider_eps"):
+    for key in ("campaign_10k_s", "p50_ms", "p99_ms", "failover_s", "raw_provider_eps",
+                "campaign_cpu_ms_per_msg"):
         assert figures[key] > 0, key
     assert set(figures["eps_by_workers"]) == {"1", "2", "4"}
     assert all(eps > 0 for eps in figures["eps_by_workers"].values())
