@@ -34,13 +34,28 @@ class Entry:
 class Taken:
     """The finished prefix of some partitions, for one transaction."""
 
-    records: list[OutgoingRecord] = field(default_factory=list)
+    outcomes: dict[Partition, list[OutgoingRecord]] = field(default_factory=dict)
     offsets: dict[Partition, int] = field(default_factory=dict)  # next offset to consume
     first: dict[Partition, int] = field(default_factory=dict)  # where to rewind if it fails
-    inputs: int = 0
+    inputs: dict[Partition, int] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.offsets)
+
+    @property
+    def records(self) -> list[OutgoingRecord]:
+        return [record for records in self.outcomes.values() for record in records]
+
+    @property
+    def input_count(self) -> int:
+        return sum(self.inputs.values())
+
+    def only(self, partitions: set[Partition]) -> Taken:
+        """The part of these partitions (those still owned, after a failed transaction)."""
+        return Taken({p: r for p, r in self.outcomes.items() if p in partitions},
+                     {p: o for p, o in self.offsets.items() if p in partitions},
+                     {p: o for p, o in self.first.items() if p in partitions},
+                     {p: n for p, n in self.inputs.items() if p in partitions})
 
 
 class InFlight:
@@ -83,9 +98,9 @@ class InFlight:
                 while entries and entries[0].records is not None:
                     entry = entries.popleft()
                     taken.first.setdefault(partition, entry.offset)
-                    taken.records += entry.records
+                    taken.outcomes.setdefault(partition, []).extend(entry.records)
                     taken.offsets[partition] = entry.offset + 1
-                    taken.inputs += 1
+                    taken.inputs[partition] = taken.inputs.get(partition, 0) + 1
                 if entries is not None and not entries:
                     del self._partitions[partition]
         return taken

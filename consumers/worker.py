@@ -237,12 +237,21 @@ class DeliveryWorker:
         if time.monotonic() < self._backoff_until:
             return
         taken = self._inflight.take_finished(partitions)
-        if not taken:
-            return
-        try:
-            self._transact(taken)
-        except KafkaException as exc:
-            self._recover(exc, taken, rewind=partitions is None)
+        for _attempt in range(2):
+            if not taken:
+                return
+            try:
+                self._transact(taken)
+                return
+            except KafkaException as exc:
+                self._abort(exc, taken)
+            # A rebalance can refuse the offsets (a generation that just moved on): the same
+            # finished work is committed again, in a new transaction, for partitions still ours.
+            owned = {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+            taken = taken.only(owned)
+        self._backoff_until = time.monotonic() + 1.0
+        if partitions is None:
+            self._rewind(taken.first)  # delivered again; the provider drops the repeats
 
     def _transact(self, taken: Taken) -> None:
         producer = self._producer
@@ -256,23 +265,20 @@ class DeliveryWorker:
         producer.send_offsets_to_transaction(offsets, self._consumer.consumer_group_metadata(), timeout)
         producer.commit_transaction(timeout)
         self.stats.transactions += 1
-        self.stats.committed += taken.inputs
+        self.stats.committed += taken.input_count
 
-    def _recover(self, exc: KafkaException, taken: Taken, rewind: bool) -> None:
-        """Abort (or replace the producer when it cannot abort); rewind what it held."""
+    def _abort(self, exc: KafkaException, taken: Taken) -> None:
+        """Abort the failed transaction, or replace the producer when it cannot abort."""
         self.stats.failed_transactions += 1
         error = exc.args[0]
-        log.warning("transaction of %d input(s) failed (%s); rewinding them", taken.inputs, error.str())
+        log.warning("transaction of %d input(s) failed (%s)", taken.input_count, error.str())
         if error.fatal():
             self._producer = self._transactional_producer()
-        else:
-            try:
-                self._producer.abort_transaction(self._config.transaction_timeout_s)  # type: ignore[union-attr]
-            except KafkaException:
-                self._producer = self._transactional_producer()
-        self._backoff_until = time.monotonic() + 1.0
-        if rewind:
-            self._rewind(taken.first)
+            return
+        try:
+            self._producer.abort_transaction(self._config.transaction_timeout_s)  # type: ignore[union-attr]
+        except KafkaException:
+            self._producer = self._transactional_producer()
 
     def _rewind(self, first: dict[Partition, int]) -> None:
         self._void(self._inflight.drop(first))

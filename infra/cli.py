@@ -260,6 +260,9 @@ def main() -> None:
     except ServiceError as exc:
         console.print(f"[red]error:[/red] {exc}")
         sys.exit(1)
+    except SettingsError as exc:  # a setting only checked where it is used (e.g. retry policies)
+        console.print(f"[red]settings error:[/red] {exc}")
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -85,22 +85,35 @@ class DeliveryProcess:
         self.handlers: dict[str, ChannelDelivery] = {}
 
     def run(self, stop: threading.Event, drain: bool = False) -> DeliveryReport:
+        """Until `stop`; a worker that fails stops its siblings gracefully, and the error is
+        raised here, so the process exits non-zero and its supervisor restarts it."""
         feed = self._follow_sessions() if self._channel == "whatsapp" else None
-        threads = []
+        threads, errors = [], []
+
+        def run_worker(worker: DeliveryWorker) -> None:
+            try:
+                worker.run(stop, drain)
+            except BaseException as exc:
+                log.exception("a delivery worker failed; stopping its siblings")
+                errors.append(exc)
+                stop.set()
+
         try:
             for topic in self._topics:
-                worker = self.build_worker(topic)
-                thread = threading.Thread(target=worker.run, args=(stop, drain), name=f"deliver {topic}")
+                thread = threading.Thread(target=run_worker, args=(self.build_worker(topic),),
+                                          name=f"deliver {topic}")
                 thread.start()
                 threads.append(thread)
-            for thread in threads:
-                thread.join()
+        except BaseException:
+            stop.set()  # the workers already started must not outlive this call
+            raise
         finally:
-            stop.set()
             for thread in threads:
                 thread.join()
             if feed is not None:
                 feed.stop()
+        if errors:
+            raise errors[0]
         return DeliveryReport({t: w.stats for t, w in self.workers.items()},
                               {t: h.counts for t, h in self.handlers.items()})
 

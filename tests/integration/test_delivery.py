@@ -162,10 +162,13 @@ def test_a_rebalance_commits_finished_work_before_handing_partitions_over(settin
         group.start("joiner", [*HERALD, "deliver", "--channel", "email", "--tier", "0"])
         wait_until(lambda: accepted(network, "email") >= 1500, 120, "both workers to finish")
     stats = network.stats("email")
-    assert (stats["accepted"], stats["duplicates"], stats["replays"]) == (1500, 0, 0)
+    assert (stats["accepted"], stats["duplicates"]) == (1500, 0)
     first = outcome["report"].as_dict()[notification_topic("email")]
     assert 100 <= first["committed"] < 1500, "the joiner must have taken partitions mid-stream"
     assert first["handed_back"] == 0, "in-flight work finished before the partitions moved"
+    # A repeat at the provider happens only when a commit was refused twice around the
+    # rebalance (the partitions are then rewound); otherwise nothing is sent twice.
+    assert stats["replays"] == 0 or first["failed_transactions"] >= 2
 
 
 def test_sigterm_commits_what_was_delivered_and_leaves_the_rest(settings, sims):

@@ -19,7 +19,7 @@ def test_a_record_finished_behind_an_unfinished_one_waits():
     inflight.finish(first, outcome("a"))
     taken = inflight.take_finished()
     assert [r.key for r in taken.records] == [b"a", b"b", b"c"], "outcomes in offset order"
-    assert (taken.offsets, taken.first, taken.inputs) == ({P0: 13}, {P0: 10}, 3)
+    assert (taken.offsets, taken.first, taken.input_count) == ({P0: 13}, {P0: 10}, 3)
     assert len(inflight) == 0 and inflight.unfinished() == 0
 
 
@@ -55,3 +55,14 @@ def test_an_entry_is_finished_once():
     assert inflight.finish(entry, outcome("one")) is True
     assert inflight.finish(entry, outcome("two")) is False
     assert [r.key for r in inflight.take_finished().records] == [b"one"]
+
+
+def test_what_was_taken_can_be_narrowed_to_the_partitions_still_owned():
+    inflight = InFlight()
+    for partition, offset in ((P0, 1), (P1, 2), (P1, 3)):
+        inflight.finish(inflight.start(partition, offset), outcome(f"{partition[1]}-{offset}"))
+    taken = inflight.take_finished()
+    kept = taken.only({P1})
+    assert [r.key for r in kept.records] == [b"1-2", b"1-3"]
+    assert (kept.offsets, kept.first, kept.input_count) == ({P1: 4}, {P1: 2}, 2)
+    assert not taken.only(set())

@@ -1,0 +1,92 @@
+"""A refused transaction is aborted and its finished work committed again; only when that fails
+too are the partitions rewound (and delivered again)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+from herald.consumers.worker import DeliveryWorker, WorkerConfig
+from herald.schemas.records import OutgoingRecord
+
+P0 = ("notifications.email", 0)
+REFUSED = KafkaError(KafkaError.ILLEGAL_GENERATION, "generation moved on", txn_requires_abort=True)
+
+
+@dataclass
+class FakeProducer:
+    refusals: int  # how many commits to refuse
+    calls: list[str] = field(default_factory=list)
+    committed_offsets: list[list[TopicPartition]] = field(default_factory=list)
+
+    def init_transactions(self, timeout: float) -> None:
+        self.calls.append("init")
+
+    def begin_transaction(self) -> None:
+        self.calls.append("begin")
+
+    def produce(self, topic, value, key, headers, on_delivery) -> None:
+        self.calls.append(f"produce {topic}")
+
+    def send_offsets_to_transaction(self, offsets, metadata, timeout) -> None:
+        self.committed_offsets.append(offsets)
+
+    def commit_transaction(self, timeout: float) -> None:
+        if self.refusals:
+            self.refusals -= 1
+            raise KafkaException(REFUSED)
+        self.calls.append("commit")
+
+    def abort_transaction(self, timeout: float) -> None:
+        self.calls.append("abort")
+
+
+@dataclass
+class FakeConsumer:
+    owned: list[tuple[str, int]]
+    seeks: list[TopicPartition] = field(default_factory=list)
+
+    def assignment(self) -> list[TopicPartition]:
+        return [TopicPartition(t, p) for t, p in self.owned]
+
+    def consumer_group_metadata(self) -> object:
+        return object()
+
+    def seek(self, tp: TopicPartition) -> None:
+        self.seeks.append(tp)
+
+
+def worker_with(producer: FakeProducer, consumer: FakeConsumer) -> DeliveryWorker:
+    config = WorkerConfig(topic="notifications.email", namespace="", consumer_group="g", concurrency=4)
+    worker = DeliveryWorker(config, consumer, lambda _id: producer, handler=None)  # type: ignore[arg-type]
+    worker._producer = worker._transactional_producer()
+    for offset in (5, 6):
+        entry = worker._inflight.start(P0, offset)
+        worker._inflight.finish(entry, [OutgoingRecord("notifications.status", b"k", b"v", {})])
+    return worker
+
+
+def test_a_refused_commit_is_retried_with_the_same_finished_work():
+    producer, consumer = FakeProducer(refusals=1), FakeConsumer([P0])
+    worker = worker_with(producer, consumer)
+    worker._commit_finished()
+    assert producer.calls.count("abort") == 1 and producer.calls[-1] == "commit"
+    assert [tp.offset for tp in producer.committed_offsets[-1]] == [7]
+    assert consumer.seeks == [], "nothing rewound: nothing reaches the provider twice"
+    assert (worker.stats.transactions, worker.stats.failed_transactions, worker.stats.committed) == (1, 1, 2)
+
+
+def test_refused_twice_rewinds_to_the_first_uncommitted_record():
+    producer, consumer = FakeProducer(refusals=2), FakeConsumer([P0])
+    worker = worker_with(producer, consumer)
+    worker._commit_finished()
+    assert [(tp.partition, tp.offset) for tp in consumer.seeks] == [(0, 5)]
+    assert worker.stats.transactions == 0 and worker.stats.failed_transactions == 2
+
+
+def test_work_of_a_partition_no_longer_owned_is_not_committed_again():
+    producer, consumer = FakeProducer(refusals=1), FakeConsumer([])
+    worker = worker_with(producer, consumer)
+    worker._commit_finished()
+    assert producer.calls.count("commit") == 0 and consumer.seeks == []
