@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -20,6 +20,9 @@ from rich.table import Table
 
 from herald.infra.processes import ServiceError
 from herald.infra.settings import Settings, SettingsError, documented_settings
+
+if TYPE_CHECKING:
+    from herald.infra.services import Endpoints
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="Herald: notifications that are never lost, on Apache Kafka.")
@@ -215,6 +218,14 @@ def outbox_status(
 
 
 bench = typer.Typer(help="Benchmarks that measure their own baselines in the same run.")
+
+
+def _prepared(ctx: typer.Context) -> tuple[Settings, Endpoints]:
+    """Settings, and the services started (if embedded), migrated and provisioned."""
+    from herald.infra.bootstrap import prepare
+
+    settings = _settings(ctx)
+    return settings, prepare(settings)
 app.add_typer(bench, name="bench")
 
 
@@ -227,10 +238,8 @@ def bench_relay(
 ) -> None:
     """Relay drain rate (1 and 3 relays), sustained rate and commit->ack latency, against baselines."""
     from herald.infra.bench_relay import print_bench_relay, run_bench_relay
-    from herald.infra.bootstrap import prepare
 
-    settings = _settings(ctx)
-    endpoints = prepare(settings)
+    settings, endpoints = _prepared(ctx)
     print_bench_relay(run_bench_relay(settings, endpoints.kafka_bootstrap, endpoints.database_url,
                                       events, keys, seconds))
 
@@ -246,10 +255,8 @@ def bench_deliver(
 ) -> None:
     """Campaign time, commit->provider latency, scaling and failover, against the raw provider rate."""
     from herald.infra.bench_deliver import print_bench_deliver, run_bench_deliver
-    from herald.infra.bootstrap import prepare
 
-    settings = _settings(ctx)
-    endpoints = prepare(settings)
+    settings, endpoints = _prepared(ctx)
     print_bench_deliver(run_bench_deliver(settings, endpoints.kafka_bootstrap, endpoints.database_url,
                                           campaign, rate, seconds, latency_ms, scale_records))
 

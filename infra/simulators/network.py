@@ -74,17 +74,16 @@ class SimulatorNetwork:
 
     def stats(self, channel: str) -> dict[str, Any]:
         """What the channel's network accepted (any instance that still answers reads the store)."""
-        for url in self.whatsapp if channel == "whatsapp" else (self.email,):
-            try:
-                return dict(httpx.get(f"{url}/_sim/stats", timeout=10).json())
-            except httpx.TransportError:
-                continue
-        raise ServiceError(f"no {channel} simulator answers")
+        return dict(self._ask(channel, "/_sim/stats"))
 
     def messages(self, channel: str) -> list[dict[str, Any]]:
+        return list(self._ask(channel, "/_sim/messages"))
+
+    def _ask(self, channel: str, path: str) -> Any:
+        """The first answer from the channel's simulators: a crashed instance is skipped."""
         for url in self.whatsapp if channel == "whatsapp" else (self.email,):
             try:
-                return list(httpx.get(f"{url}/_sim/messages", timeout=30).json())
+                return httpx.get(f"{url}{path}", timeout=30).json()
             except httpx.TransportError:
                 continue
         raise ServiceError(f"no {channel} simulator answers")
