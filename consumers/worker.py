@@ -116,7 +116,8 @@ class DeliveryWorker:
     async def _deliver_until(self, stop: threading.Event, drain: bool) -> None:
         next_commit = time.monotonic()
         while not stop.is_set():
-            await self._in_kafka(self._resume_due)
+            if self._due:  # only the Kafka thread changes it; a glance from here is enough
+                await self._in_kafka(self._resume_due)
             room = self._config.concurrency - self._inflight.unfinished()
             if room <= 0:
                 await asyncio.wait(list(self._tasks.values()), timeout=0.1,
@@ -139,6 +140,7 @@ class DeliveryWorker:
         """Let in-flight work finish within the deadline, commit it, hand back the rest."""
         if self._tasks:
             await asyncio.wait(list(self._tasks.values()), timeout=self._config.shutdown_timeout_s)
+        self._backoff_until = 0.0  # the last chance to commit: a recent failure does not skip it
         await self._in_kafka(self._commit_finished)
         self._void(self._inflight.drop())
         if self._tasks:
