@@ -73,6 +73,7 @@ def create_simulator(kind: str, store_path: Path, *, name: str = "",
     instance = Instance(kind, name or kind, MessageStore(store_path), sessions_file)
     if sessions_file is not None and sessions_file.exists() and not forget_sessions:
         instance.sessions = json.loads(sessions_file.read_text())
+    instance.save_sessions()  # a forgotten session stays forgotten across the next restart
     app = FastAPI(title=f"Herald {kind} provider simulator ({instance.name})")
     app.state.instance = instance
     _add_control_routes(app, instance)

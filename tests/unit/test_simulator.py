@@ -92,6 +92,7 @@ def test_sessions_survive_a_restart_unless_forgotten(gateway, tmp_path):
     run([gateway(sessions_file=sessions)], place)
     assert run([gateway(sessions_file=sessions)], probe) == 200
     assert run([gateway(sessions_file=sessions, forget_sessions=True)], probe) == 404
+    assert run([gateway(sessions_file=sessions)], probe) == 404, "forgotten for good"
 
 
 def test_key_reused_with_another_body_is_a_conflict(tmp_path):
