@@ -115,7 +115,7 @@ def wait_delivered(network: SimulatorNetwork, channel: str, ids: set[str], befor
     deadline = Deadline(timeout_s)
     while True:
         group.check_alive()
-        if network.stats(channel)["accepted"] >= before + len(ids) or deadline.expired():
+        if network.accepted(channel) >= before + len(ids) or deadline.expired():
             seen = accepted_at(network, channel, ids)
             if len(seen) == len(ids) or deadline.expired():
                 return seen
@@ -210,7 +210,7 @@ def campaign_phase(bench: Bench, engine: sa.Engine, count: int) -> dict[str, flo
     requests = requests_for(f"CAMP-{uuid.uuid4().hex[:6]}", count, "whatsapp")
     ids = {r["notification_id"] for r in requests}
     bench.expected["whatsapp"] |= ids
-    before = bench.network.stats("whatsapp")["accepted"]
+    before = bench.network.accepted("whatsapp")
     committed = emit_requests(engine, requests)
     busy_before = machine_busy_s()
     seen = wait_delivered(bench.network, "whatsapp", ids, before, 600, bench.group)
@@ -232,7 +232,7 @@ def steady_phase(bench: Bench, engine: sa.Engine, rate: float, seconds: float) -
     requests = requests_for(f"PACE-{uuid.uuid4().hex[:6]}", int(rate * seconds), "whatsapp")
     bench.expected["whatsapp"] |= {r["notification_id"] for r in requests}
     committed: dict[str, float] = {}
-    before = bench.network.stats("whatsapp")["accepted"]
+    before = bench.network.accepted("whatsapp")
     started = time.time()
     for n in range(0, len(requests), 5):
         time.sleep(max(0.0, started + n / rate - time.time()))
@@ -254,7 +254,7 @@ def scaling_phase(bench: Bench, workers: int, count: int) -> float:
     requests = requests_for(f"SCALE{workers}-{uuid.uuid4().hex[:6]}", count, "email")
     ids = {r["notification_id"] for r in requests}
     bench.expected["email"] |= ids
-    before = bench.network.stats("email")["accepted"]
+    before = bench.network.accepted("email")
     started = time.time()
     produce_requests(bench.bootstrap, qualified(notification_topic("email"), settings.namespace), requests)
     seen = wait_delivered(bench.network, "email", ids, before, 300, bench.group)
@@ -272,7 +272,7 @@ def failover_phase(bench: Bench, rate: float = 200.0, before_s: float = 3.0, aft
     topic = qualified(notification_topic("email"), settings.namespace)
     produced_at: dict[str, float] = {}
     partitions: dict[str, int] = {}
-    before = bench.network.stats("email")["accepted"]
+    before = bench.network.accepted("email")
     stop = threading.Event()
     feeder = threading.Thread(target=_feed, args=(bench, topic, rate, stop, produced_at, partitions))
     feeder.start()

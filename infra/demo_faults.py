@@ -58,7 +58,7 @@ def demo_faults(count: int, report: FaultReport) -> Callable[[ProcessGroup, Simu
     def inject(group: ProcessGroup, network: SimulatorNetwork) -> None:
         for url in network.urls().values():
             network.faults(url, error_rate=TRANSIENT_FAILURE_RATE, status=503)
-        wait_until(lambda: network.stats("whatsapp")["accepted"] >= count // 3, 300,
+        wait_until(lambda: network.accepted("whatsapp") >= count // 3, 300,
                    "a third of the WhatsApp e-tickets")
         crashed, survivor = network.instance_name(0), network.instance_name(1)
         network.place_session(network.whatsapp[1], DEMO_SESSION)  # the session reconnected there ...

@@ -76,6 +76,10 @@ class SimulatorNetwork:
         """What the channel's network accepted (any instance that still answers reads the store)."""
         return dict(self._ask(channel, "/_sim/stats"))
 
+    def accepted(self, channel: str) -> int:
+        """How many messages the channel's network accepted (cheap: for polling)."""
+        return int(self._ask(channel, "/_sim/accepted")["accepted"])
+
     def messages(self, channel: str) -> list[dict[str, Any]]:
         return list(self._ask(channel, "/_sim/messages"))
 

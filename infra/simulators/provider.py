@@ -109,6 +109,11 @@ def _add_control_routes(app: FastAPI, instance: Instance) -> None:
     async def stats() -> dict[str, Any]:
         return {"kind": instance.kind, "instance": instance.name, **instance.store.stats()}
 
+    @app.get("/_sim/accepted")
+    async def accepted() -> dict[str, int]:
+        """The count alone: cheap enough to poll while thousands of messages arrive."""
+        return {"accepted": instance.store.accepted()}
+
     @app.get("/_sim/messages")
     async def messages() -> list[dict[str, Any]]:
         return instance.store.messages()

@@ -65,6 +65,7 @@ class MessageStore:
                         (key, fingerprint, json.dumps(answer), instance, message.get("session_id"),
                          message["to"], message["template"], message["registration_id"],
                          message["notification_id"], time.time() * 1000))
+                    self._count("accepted")  # O(1) to read, for callers polling progress
                     result = Accepted(201, answer)
                 self._db.execute("COMMIT")
             except BaseException:
@@ -85,6 +86,11 @@ class MessageStore:
     def _count(self, name: str) -> None:
         self._db.execute("INSERT INTO counters VALUES (?, 1) ON CONFLICT (name) DO UPDATE "
                          "SET value = value + 1", (name,))
+
+    def accepted(self) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM counters WHERE name = 'accepted'").fetchone()
+        return int(row[0]) if row else 0
 
     def stats(self) -> dict[str, Any]:
         with self._lock:

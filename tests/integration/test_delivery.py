@@ -34,7 +34,7 @@ def sims(log_dir):
 
 
 def accepted(network, channel: str) -> int:
-    return int(network.stats(channel)["accepted"])
+    return network.accepted(channel)
 
 
 def test_poison_goes_to_the_dlq_with_its_reason_while_its_partition_flows(settings, sims):

@@ -35,7 +35,7 @@ def kill_and_restart(group: ProcessGroup, name: str, argv: list[str]) -> None:
 
 def test_kill_9_of_router_and_delivery_worker_mid_run(settings):
     def fault(group: ProcessGroup, network: SimulatorNetwork) -> None:
-        wait_until(lambda: network.stats("email")["accepted"] >= 50, 120, "e-mails to be under way")
+        wait_until(lambda: network.accepted("email") >= 50, 120, "e-mails to be under way")
         kill_and_restart(group, "streams", [*HERALD, "streams"])
         kill_and_restart(group, "deliver-email", [*HERALD, "deliver", "--channel", "email"])
 

@@ -54,12 +54,12 @@ def test_a_gateway_instance_crash_under_load(settings, engine, log_dir):
         group.start("deliver", [*HERALD, "deliver", "--channel", "whatsapp"])
         to_s1 = produce_requests(settings, "whatsapp", range(0, 1200, 2), workspace="ws-1")
         to_s2 = produce_requests(settings, "whatsapp", range(1, 1200, 2), workspace="ws-2")
-        wait_until(lambda: network.stats("whatsapp")["accepted"] >= 200, 90, "deliveries under way")
+        wait_until(lambda: network.accepted("whatsapp") >= 200, 90, "deliveries under way")
 
         network.place_session(wa2, "s-1")  # the session reconnected on wa-2 ...
         group.kill("simulator-wa-1")  # ... and wa-1 crashes
-        assert network.stats("whatsapp")["accepted"] < 1000, "the crash must land mid-stream"
-        wait_until(lambda: network.stats("whatsapp")["accepted"] >= 1200, 120,
+        assert network.accepted("whatsapp") < 1000, "the crash must land mid-stream"
+        wait_until(lambda: network.accepted("whatsapp") >= 1200, 120,
                    "every message to a session living elsewhere")
         wait_until(lambda: declared_instance(engine, "s-1")[0] == wa2, 60,
                    "the correction to reach the database")
