@@ -79,11 +79,9 @@ def emit_requests(engine: sa.Engine, requests: list[dict[str, Any]]) -> float:
     return time.time()
 
 
-def produce_requests(bootstrap: str, topic: str, requests: list[dict[str, Any]],
+def produce_requests(producer: Producer, topic: str, requests: list[dict[str, Any]],
                      partitions: dict[str, int] | None = None) -> None:
-    """Straight to Kafka; with `partitions`, notes each record's partition."""
-    producer = Producer(producer_config(bootstrap, 60))
-
+    """Straight to Kafka, acknowledged on return; with `partitions`, notes each one's partition."""
     def noted(error: Any, message: Any) -> None:
         if partitions is not None and error is None:
             partitions[message.key().decode()] = message.partition()
@@ -176,24 +174,8 @@ class Bench:
         for name in names:
             self.group.start(name, [*HERALD_ARGV, "deliver", "--channel", channel, "--tier", "0"])
         group_id = consumer_group("deliver", notification_topic(channel), settings.namespace)
-        wait_for_members(self.bootstrap, group_id, count, self.group)
+        wait_for_groups(self.bootstrap, [group_id], Deadline(90), self.group, members=count)
         return names
-
-
-def wait_for_members(bootstrap: str, group_id: str, members: int, group: ProcessGroup) -> None:
-    """Until the group is stable with `members` members, each holding partitions."""
-    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": RDKAFKA_LOG})
-
-    def ready() -> bool:
-        group.check_alive()
-        try:
-            description = admin.describe_consumer_groups([group_id], request_timeout=5)[group_id].result()
-        except Exception:  # the coordinator may still be loading
-            return False
-        return len(description.members) == members and all(
-            m.assignment.topic_partitions for m in description.members)
-
-    wait_until(ready, 90, f"{members} members in {group_id}", 0.3)
 
 
 def member_partitions(bootstrap: str, group_id: str, pid: int) -> set[int]:
@@ -256,7 +238,8 @@ def scaling_phase(bench: Bench, workers: int, count: int) -> float:
     bench.expected["email"] |= ids
     before = bench.network.accepted("email")
     started = time.time()
-    produce_requests(bench.bootstrap, qualified(notification_topic("email"), settings.namespace), requests)
+    produce_requests(Producer(producer_config(bench.bootstrap, 60)),
+                     qualified(notification_topic("email"), settings.namespace), requests)
     seen = wait_delivered(bench.network, "email", ids, before, 300, bench.group)
     for name in names:
         bench.group.stop(name)
@@ -295,13 +278,14 @@ def failover_phase(bench: Bench, rate: float = 200.0, before_s: float = 3.0, aft
 def _feed(bench: Bench, topic: str, rate: float, stop: threading.Event,
           produced_at: dict[str, float], partitions: dict[str, int]) -> None:
     prefix = f"FAIL-{uuid.uuid4().hex[:6]}"
+    producer = Producer(producer_config(bench.bootstrap, 60))  # one client for the whole feed
     n = 0
     started = time.time()
     while not stop.is_set():
         (request,) = requests_for(f"{prefix}-{n}", 1, "email")
         bench.expected["email"].add(request["notification_id"])
         produced_at[request["notification_id"]] = time.time()
-        produce_requests(bench.bootstrap, topic, [request], partitions)
+        produce_requests(producer, topic, [request], partitions)
         n += 1
         time.sleep(max(0.0, started + n / rate - time.time()))
 

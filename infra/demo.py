@@ -106,14 +106,15 @@ def pipeline_groups(settings: Settings) -> list[str]:
 
 
 def wait_for_groups(bootstrap: str, group_ids: list[str], deadline: Deadline,
-                    group: ProcessGroup) -> None:
-    """Until every group is stable with each member holding partitions."""
+                    group: ProcessGroup, members: int | None = None) -> None:
+    """Until every group is stable with each member holding partitions (and, when given,
+    exactly `members` members)."""
     admin = AdminClient({"bootstrap.servers": bootstrap, "logger": RDKAFKA_LOG})
     states: dict[str, str] = {}
     while True:
         group.check_alive()
         for group_id, future in admin.describe_consumer_groups(group_ids, request_timeout=5).items():
-            states[group_id] = _group_readiness(future)
+            states[group_id] = _group_readiness(future, members)
         if all(state == "ready" for state in states.values()):
             return
         if deadline.expired():
@@ -121,7 +122,7 @@ def wait_for_groups(bootstrap: str, group_ids: list[str], deadline: Deadline,
         time.sleep(0.3)
 
 
-def _group_readiness(future: Any) -> str:
+def _group_readiness(future: Any, members: int | None = None) -> str:
     try:
         description = future.result()
     except KafkaException as exc:
@@ -131,6 +132,8 @@ def _group_readiness(future: Any) -> str:
         raise
     if description.state != ConsumerGroupState.STABLE or not description.members:
         return str(description.state)
+    if members is not None and len(description.members) != members:
+        return f"{len(description.members)} of {members} members"
     if not all(m.assignment.topic_partitions for m in description.members):
         return "members without partitions"
     return "ready"
