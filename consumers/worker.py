@@ -18,6 +18,7 @@ callback, which librdkafka runs inside poll, never races a transaction.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -30,6 +31,7 @@ from typing import Any, Protocol, TypeVar
 
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
+from herald.consumers import event_loop
 from herald.consumers.inflight import Entry, InFlight, Partition, Taken
 from herald.infra.deadline import Deadline
 from herald.infra.kafka_io import ConfirmedSend
@@ -88,6 +90,10 @@ class DeliveryWorker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._producer: Producer | None = None
         self._backoff_until = 0.0
+        # Fetch once a quarter of the slots is free, not after every finished request: each
+        # fetch is a hop to the Kafka thread, which cost more than the request's own work.
+        self._refill_at = max(1, config.concurrency // 4)
+        self._refill: asyncio.Event | None = None  # of the running loop (`_main`)
         self.stats = WorkerStats()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -98,7 +104,7 @@ class DeliveryWorker:
         self._consumer.subscribe([qualified(self._config.topic, self._config.namespace)],
                                  on_revoke=self._on_revoke, on_lost=self._on_lost)
         try:
-            asyncio.run(self._main(stop, drain))
+            event_loop.run(self._main(stop, drain))
         finally:
             self._kafka.shutdown(wait=True)
             self._consumer.close()  # leaves the group at once, so siblings take over fast
@@ -106,6 +112,7 @@ class DeliveryWorker:
 
     async def _main(self, stop: threading.Event, drain: bool) -> None:
         self._loop = asyncio.get_running_loop()
+        self._refill = asyncio.Event()
         try:
             await self._deliver_until(stop, drain)
             await self._shutdown()
@@ -118,10 +125,9 @@ class DeliveryWorker:
         while not stop.is_set():
             if self._due:  # only the Kafka thread changes it; a glance from here is enough
                 await self._in_kafka(self._resume_due)
-            room = self._config.concurrency - self._inflight.unfinished()
-            if room <= 0:
-                await asyncio.wait(list(self._tasks.values()), timeout=0.1,
-                                   return_when=asyncio.FIRST_COMPLETED)
+            room = self._room()
+            if room < self._refill_at and self._tasks:
+                await self._room_to_refill(0.1)
             else:
                 messages = await self._in_kafka(self._fetch, room)
                 await self._dispatch(messages)
@@ -130,6 +136,21 @@ class DeliveryWorker:
             if time.monotonic() >= next_commit:
                 await self._in_kafka(self._commit_finished)
                 next_commit = time.monotonic() + self._config.commit_interval_s
+
+    async def _room_to_refill(self, timeout_s: float) -> None:
+        """Until enough requests finished to fetch a batch (or the timeout, to commit)."""
+        assert self._refill is not None
+        self._refill.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._refill.wait()
+
+    def _finished_one(self) -> None:
+        if self._refill is not None and self._room() >= self._refill_at:
+            self._refill.set()
+
+    def _room(self) -> int:
+        return self._config.concurrency - self._inflight.unfinished()
 
     async def _drained(self) -> bool:
         if self._tasks or len(self._inflight) or self._due:
@@ -207,6 +228,7 @@ class DeliveryWorker:
         finally:
             self._tasks.pop(entry, None)
         self._inflight.finish(entry, records)
+        self._finished_one()
 
     def _void(self, entries: list[Entry]) -> None:
         """Cancel the tasks of entries whose partitions were dropped (thread-safe)."""

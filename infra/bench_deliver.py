@@ -34,6 +34,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.orm import Session
 
+from herald.consumers import event_loop
 from herald.consumers.http_clients import delivery_client
 from herald.infra.bench_relay import bench_database, percentile
 from herald.infra.deadline import Deadline, wait_until
@@ -141,7 +142,7 @@ def raw_provider_eps(network: SimulatorNetwork, count: int, concurrency: int) ->
             return count / (time.perf_counter() - started)
         finally:
             await client.aclose()
-    return asyncio.run(run())
+    return event_loop.run(run())  # the workers' own loop
 
 
 @dataclasses.dataclass
