@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from herald.consumers.http_clients import ProviderClient
 from herald.consumers.providers import (
     IDEMPOTENCY_KEY,
     ChannelApi,
@@ -49,7 +50,7 @@ UNANSWERED = _Unanswered()
 
 class GatewayProvider:
     def __init__(self, instances: tuple[str, ...], directory: SessionDirectory,
-                 client: httpx.AsyncClient) -> None:
+                 client: ProviderClient) -> None:
         if not instances:
             raise ValueError("no WhatsApp gateway instances configured")
         self._instances = tuple(i.rstrip("/") for i in instances)
@@ -87,9 +88,9 @@ class GatewayProvider:
 
     async def _post(self, instance: str, session_id: str, request: dict[str, Any]) -> ProviderResponse:
         try:
-            response = await self._client.post(
-                f"{instance}/sessions/{session_id}{WHATSAPP_API.path}", json=WHATSAPP_API.body(request),
-                headers={IDEMPOTENCY_KEY: request["notification_id"]})
+            response = await self._client.post_json(
+                f"{instance}/sessions/{session_id}{WHATSAPP_API.path}", WHATSAPP_API.body(request),
+                {IDEMPOTENCY_KEY: request["notification_id"]})
         except httpx.TransportError as exc:
             return transport_failure(exc, instance)
         return answer(response, instance)
@@ -126,7 +127,7 @@ class GatewayProvider:
             return UNANSWERED
         try:
             return str(response.json().get("status"))
-        except ValueError:
+        except (ValueError, AttributeError):  # not JSON, or not an object
             return UNANSWERED
 
     def _correction(self, sender: KnownSession, was: str, found: str) -> OutgoingRecord:

@@ -14,7 +14,9 @@ from enum import Enum
 from typing import Any
 
 import httpx
+import orjson
 
+from herald.consumers.http_clients import ProviderClient
 from herald.schemas.records import OutgoingRecord
 
 IDEMPOTENCY_KEY = "Idempotency-Key"
@@ -113,16 +115,15 @@ EMAIL_API = ChannelApi("/v1/emails")
 class HttpProvider:
     """One provider endpoint (the email provider)."""
 
-    def __init__(self, base_url: str, api: ChannelApi, client: httpx.AsyncClient) -> None:
+    def __init__(self, base_url: str, api: ChannelApi, client: ProviderClient) -> None:
         self._url = base_url.rstrip("/") + api.path
         self._api = api
         self._client = client
 
     async def send(self, request: dict[str, Any]) -> ProviderResponse:
         try:
-            response = await self._client.post(
-                self._url, json=self._api.body(request),
-                headers={IDEMPOTENCY_KEY: request["notification_id"]})
+            response = await self._client.post_json(
+                self._url, self._api.body(request), {IDEMPOTENCY_KEY: request["notification_id"]})
         except httpx.TransportError as exc:  # timeouts, refused connections, resets
             return transport_failure(exc)
         return answer(response)
@@ -133,6 +134,7 @@ class HttpProvider:
 
 def _message_id(response: httpx.Response) -> str | None:
     try:
-        return str(response.json().get("message_id"))
-    except ValueError:
+        answer = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
         return None
+    return str(answer.get("message_id")) if isinstance(answer, dict) else None

@@ -129,12 +129,12 @@ def raw_provider_eps(network: SimulatorNetwork, count: int, concurrency: int) ->
         try:
             async def one(request: dict[str, Any]) -> None:
                 async with semaphore:
-                    response = await client.post(
+                    response = await client.post_json(
                         f"{network.whatsapp[0]}/sessions/{SESSION}/messages",
-                        headers={"Idempotency-Key": request["notification_id"]},
-                        json={"to": request["recipient"], "template": "e_ticket",
-                              "registration_id": request["registration_id"],
-                              "notification_id": request["notification_id"]})
+                        {"to": request["recipient"], "template": "e_ticket",
+                         "registration_id": request["registration_id"],
+                         "notification_id": request["notification_id"]},
+                        {"Idempotency-Key": request["notification_id"]})
                     response.raise_for_status()
             requests = requests_for(f"RAW-{uuid.uuid4().hex[:6]}", count, "whatsapp")
             started = time.perf_counter()

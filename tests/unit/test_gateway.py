@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 import httpx
 
 from herald.consumers.gateway import GatewayProvider
+from herald.consumers.http_clients import ProviderClient
 from herald.consumers.providers import IDEMPOTENCY_KEY, Outcome
 from herald.consumers.session_directory import SessionDirectory
 from herald.schemas.codec import decode, encode
@@ -29,10 +30,11 @@ def directory_with(*sessions):
 
 def send(handler, directory, requests=(REQUEST,)):
     async def go():
-        transport = httpx.MockTransport(handler)
-        async with httpx.AsyncClient(transport=transport) as client:
-            gateway = GatewayProvider((A, B), directory, client)
+        gateway = GatewayProvider((A, B), directory, ProviderClient(httpx.MockTransport(handler), 5))
+        try:
             return await asyncio.gather(*(gateway.send(r) for r in requests)), gateway
+        finally:
+            await gateway.aclose()
     return asyncio.run(go())
 
 

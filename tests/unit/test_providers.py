@@ -1,9 +1,11 @@
 import asyncio
+import json
 from datetime import UTC, datetime
 
 import httpx
 import pytest
 
+from herald.consumers.http_clients import ProviderClient
 from herald.consumers.outcomes import status_record
 from herald.consumers.providers import (
     EMAIL_API,
@@ -35,8 +37,11 @@ def test_classify_status(status, outcome):
 
 def send_with(handler):
     async def go():
-        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
-            return await HttpProvider("http://provider", EMAIL_API, client).send(REQUEST)
+        provider = HttpProvider("http://provider", EMAIL_API, ProviderClient(httpx.MockTransport(handler), 5))
+        try:
+            return await provider.send(REQUEST)
+        finally:
+            await provider.aclose()
     return asyncio.run(go())
 
 
@@ -51,6 +56,19 @@ def test_sends_notification_id_as_idempotency_key():
     assert response.outcome is Outcome.SENT and response.message_id == "m-9"
     assert seen[0].headers[IDEMPOTENCY_KEY] == "n-1"
     assert seen[0].url.path == "/v1/emails"
+    assert seen[0].headers["Content-Type"] == "application/json"
+    assert seen[0].headers["User-Agent"] == "herald-delivery"
+    assert json.loads(seen[0].content) == {
+        "to": REQUEST["recipient"], "template": REQUEST["notification_type"],
+        "registration_id": REQUEST["registration_id"], "notification_id": "n-1",
+        "params": {"name": REQUEST["participant_name"]}}
+    assert seen[0].extensions["timeout"] == {"connect": 5, "read": 5, "write": 5, "pool": 5}
+
+
+@pytest.mark.parametrize("body", [b"not json", b"[1, 2]"])
+def test_an_unreadable_acceptance_is_sent_without_a_message_id(body):
+    response = send_with(lambda _r: httpx.Response(201, content=body))
+    assert response.outcome is Outcome.SENT and response.message_id is None
 
 
 def test_connection_error_is_retryable():
