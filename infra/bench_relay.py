@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session
 from herald.infra.deadline import Deadline, wait_until
 from herald.infra.kafka_io import producer_config
 from herald.infra.processes import HERALD_ARGV, ProcessGroup
+from herald.infra.provisioning import delete_namespace_topics
 from herald.infra.settings import Settings, child_environ
 from herald.producers.leases import lease_holders
 from herald.producers.migrations import migrate
@@ -292,6 +293,14 @@ def bench_database(server_url: str, name: str) -> Iterator[str]:
 def run_bench_relay(settings: Settings, bootstrap: str, server_url: str, events_count: int,
                     keys: int, seconds: float) -> dict[str, float | bool]:
     namespace = f"bench{uuid.uuid4().hex[:8]}"
+    try:
+        return _bench_relay(settings, bootstrap, server_url, namespace, events_count, keys, seconds)
+    finally:  # hundreds of thousands of records a run: left behind, they pile up on the broker
+        delete_namespace_topics(bootstrap, namespace)
+
+
+def _bench_relay(settings: Settings, bootstrap: str, server_url: str, namespace: str, events_count: int,
+                 keys: int, seconds: float) -> dict[str, float | bool]:
     for phase in PHASES:
         create_topic(bootstrap, qualified(f"bench.{phase}", namespace), log_append_time=True)
     events = make_events(events_count, keys)

@@ -164,6 +164,7 @@ def run_delivery(settings: Settings, channel: str, stop: threading.Event, drain:
                  tiers: tuple[int, ...] | None = None) -> DeliveryReport:
     """Workers of CHANNEL: its request topic (tier 0) and each retry tier, unless `tiers` picks."""
     endpoints = reachable_endpoints(settings, need_database=False)
+    settle_garbage_collector()
     return DeliveryProcess(settings, endpoints.kafka_bootstrap, channel, tiers).run(stop, drain)
 
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from herald.infra.deadline import wait_until
+from herald.infra.kafka_io import RDKAFKA_LOG
 from herald.schemas.catalog import TopicSpec
 
 
@@ -39,3 +41,25 @@ def provision_topics(
         created=tuple(s.name for s in missing if s.name not in existing),
         existing=tuple(s.name for s in specs if s.name in existing),
     )
+
+
+def delete_namespace_topics(bootstrap: str, namespace: str, timeout_s: float = 30.0) -> tuple[str, ...]:
+    """Delete every topic whose name starts with `namespace`: a bench run's or a test's own.
+
+    The prefix is literal, so one bench run's phases (`<run>`, `<run>w1`, `<run>fo`, ...) go
+    together. Refuses an empty namespace, which would name every topic on the broker.
+    """
+    if not namespace:
+        raise ValueError("refusing to delete the topics of the empty namespace (all of them)")
+    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": RDKAFKA_LOG})
+
+    def remaining() -> tuple[str, ...]:
+        return tuple(t for t in admin.list_topics(timeout=timeout_s).topics if t.startswith(namespace))
+
+    ours = remaining()
+    if ours:
+        for future in admin.delete_topics(list(ours), operation_timeout=timeout_s).values():
+            future.result()
+        # Accepted is not yet gone: the metadata forgets them a moment later.
+        wait_until(lambda: not remaining(), timeout_s, f"the topics of {namespace!r} to be deleted")
+    return ours

@@ -71,7 +71,7 @@ class Settings:
         "Largest request body the ingest API reads; larger ones get 413."))
     ingest_idempotency_ttl_s: float = field(default=86400.0, metadata=_doc(
         "How long an Idempotency-Key is remembered, in seconds."))
-    delivery_concurrency: int = field(default=32, metadata=_doc(
+    delivery_concurrency: int = field(default=64, metadata=_doc(
         "Provider requests one delivery worker keeps in flight."))
     delivery_timeout_s: float = field(default=10.0, metadata=_doc(
         "Timeout of one provider request, in seconds."))

@@ -16,10 +16,9 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from confluent_kafka.admin import AdminClient
 
 from herald.infra.kafka_local import EmbeddedKafka
-from herald.infra.provisioning import provision_topics
+from herald.infra.provisioning import delete_namespace_topics, provision_topics
 from herald.infra.services import Endpoints, start_services, stop_services
 from herald.infra.settings import Settings
 from herald.producers.migrations import migrate
@@ -55,11 +54,7 @@ def topics(endpoints: Endpoints, namespace: str) -> Iterator[None]:
     """The whole catalog under this test's namespace; removed afterwards with what it spawned."""
     provision_topics(endpoints.kafka_bootstrap, topic_catalog(namespace))
     yield
-    admin = AdminClient({"bootstrap.servers": endpoints.kafka_bootstrap})
-    ours = [t for t in admin.list_topics(timeout=10).topics if t.startswith(f"{namespace}.")]
-    if ours:
-        for future in admin.delete_topics(ours, operation_timeout=30).values():
-            future.result()
+    delete_namespace_topics(endpoints.kafka_bootstrap, f"{namespace}.")
 
 
 @pytest.fixture

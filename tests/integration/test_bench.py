@@ -6,11 +6,14 @@ import json
 import os
 import subprocess
 
+from confluent_kafka.admin import AdminClient
+
 from herald.infra.settings import child_environ
 from tests.support import HERALD
 
 
 def test_bench_relay_reports_its_figures_and_baselines(settings):
+    before = bench_topics(settings)
     argv = [*HERALD, "bench", "relay", "--events", "3000", "--keys", "300", "--seconds", "1"]
     result = subprocess.run(argv, env=child_environ(settings, os.environ), capture_output=True, text=True,
                             timeout=600)
@@ -21,9 +24,11 @@ def test_bench_relay_reports_its_figures_and_baselines(settings):
         assert figures[key] > 0, key
     assert figures["order_kept"] is True
     assert figures["events"] == 3000
+    assert bench_topics(settings) == before, "the bench left topics behind"
 
 
 def test_bench_deliver_reports_its_figures_and_baseline(settings):
+    before = bench_topics(settings)
     argv = [*HERALD, "bench", "deliver", "--campaign", "300", "--rate", "100", "--seconds", "2",
             "--scale-records", "300"]
     result = subprocess.run(argv, env=child_environ(settings, os.environ), capture_output=True, text=True,
@@ -37,3 +42,14 @@ def test_bench_deliver_reports_its_figures_and_baseline(settings):
     assert all(eps > 0 for eps in figures["eps_by_workers"].values())
     assert (figures["lost"], figures["duplicates"]) == (0, 0)
     assert figures["campaign"] == 300
+    assert figures["warmup"] == 300 // 4 + 100 * 2  # a quarter campaign, then 2 s at the rate
+    for part in ("delivery workers", "simulators", "broker"):
+        assert figures["campaign_cpu_ms_by_part"][part] > 0, figures["campaign_cpu_ms_by_part"]
+        assert figures["paced_cpu_ms_by_part"][part] > 0, figures["paced_cpu_ms_by_part"]
+    assert figures["paced_cpu_ms_by_part"]["relay"] > 0
+    assert bench_topics(settings) == before, "the bench left topics behind"
+
+
+def bench_topics(settings) -> set[str]:
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    return {t for t in admin.list_topics(timeout=10).topics if t.startswith("bench")}

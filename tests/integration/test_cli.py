@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 
+import pytest
 import sqlalchemy as sa
+from confluent_kafka.admin import AdminClient
 
 from herald.infra import kafka_local
 from herald.infra.processes import free_port
-from herald.infra.provisioning import provision_topics
+from herald.infra.provisioning import delete_namespace_topics, provision_topics
 from herald.schemas.catalog import topic_catalog
 from tests.support import HERALD
 
@@ -81,6 +83,19 @@ def test_provisioning_twice_changes_nothing(endpoints, namespace, topics):
     report = provision_topics(endpoints.kafka_bootstrap, topic_catalog(namespace))
     assert report.created == ()
     assert len(report.existing) == len(topic_catalog(namespace))
+
+
+def test_deleting_a_namespace_takes_its_topics_only(endpoints, namespace):
+    provision_topics(endpoints.kafka_bootstrap, topic_catalog(f"{namespace}a"))
+    provision_topics(endpoints.kafka_bootstrap, topic_catalog(f"{namespace}b"))
+    deleted = delete_namespace_topics(endpoints.kafka_bootstrap, f"{namespace}a")
+    assert sorted(deleted) == sorted(spec.name for spec in topic_catalog(f"{namespace}a"))
+    left = set(AdminClient({"bootstrap.servers": endpoints.kafka_bootstrap}).list_topics(timeout=10).topics)
+    assert {spec.name for spec in topic_catalog(f"{namespace}b")} <= left
+    assert not any(name.startswith(f"{namespace}a") for name in left)
+    assert len(delete_namespace_topics(endpoints.kafka_bootstrap, namespace)) == len(topic_catalog())
+    with pytest.raises(ValueError, match="empty namespace"):
+        delete_namespace_topics(endpoints.kafka_bootstrap, "")
 
 
 def test_a_cluster_id_starting_with_a_dash_formats_and_starts(private_broker, monkeypatch):

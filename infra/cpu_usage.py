@@ -1,0 +1,51 @@
+"""CPU seconds spent so far by each part of the machine, for benchmarks to say where time went.
+
+Read from Linux's /proc: every process is put in one part, named by the bench (its own
+processes, by pid), or recognised by its command line (the Kafka broker, PostgreSQL and its
+backends); the bench's own process is the load generator. Threads count with their process.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+BROKER, DATABASE, LOAD, OTHER = "broker", "postgres", "load generator", "other"
+
+
+def cpu_by_part(named_pids: Mapping[int, str]) -> dict[str, float]:
+    """part -> CPU seconds (user + system) of the processes alive now."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    parts: dict[str, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                command = cmdline.read()
+        except OSError:  # ended meanwhile
+            continue
+        part = _part_of(pid, command, named_pids)
+        parts[part] = parts.get(part, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return parts
+
+
+def _part_of(pid: int, command: bytes, named_pids: Mapping[int, str]) -> str:
+    if pid in named_pids:
+        return named_pids[pid]
+    if pid == os.getpid():
+        return LOAD
+    if b"kafka.Kafka" in command:
+        return BROKER
+    if command.startswith(b"postgres") or b"/bin/postgres" in command:
+        return DATABASE
+    return OTHER
+
+
+def spent_since(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, float]:
+    """CPU seconds per part between two readings (a process that ended takes its time along)."""
+    return {part: after[part] - before.get(part, 0.0) for part in after
+            if after[part] - before.get(part, 0.0) > 0}
