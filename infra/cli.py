@@ -170,7 +170,7 @@ def simulator(
     store_path = store or _settings(ctx).home / "simulators" / f"{kind}.sqlite"
     app_ = create_simulator(kind, store_path, name=name or f"{kind}-{port}",
                             sessions_file=sessions_file, forget_sessions=forget_sessions)
-    uvicorn.run(app_, host=host, port=port, log_level="warning")
+    uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False)
 
 
 @app.command()

@@ -140,3 +140,36 @@ def test_a_hung_request_is_accepted_after_the_hang(tmp_path):
 def test_unknown_kind_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown simulator kind 'sms'"):
         create_simulator("sms", tmp_path / "x.sqlite")
+
+
+def test_message_posts_take_the_fast_path_and_the_rest_reach_fastapi(gateway, monkeypatch):
+    app = gateway()
+
+    async def calls(client):
+        await client.put("/_sim/sessions/s-1", json={"status": "connected"})
+        sent = await client.post("/sessions/s-1/messages", json=BODY, headers=KEY)
+        beyond = await client.post("/sessions/s-1/messages/extra", json=BODY, headers=KEY)
+        docs = (await client.get("/openapi.json")).json()
+        return sent, beyond, docs
+
+    def refuse(*_args):
+        raise AssertionError("a message POST reached FastAPI")
+
+    monkeypatch.setattr(app, "app", _RefusingMessages(app.app, refuse))
+    sent, beyond, docs = run([app], calls)
+    assert sent.status_code == 201 and sent.headers["content-type"] == "application/json"
+    assert sent.json()["status"] == "accepted"
+    assert beyond.status_code == 404  # FastAPI's answer: no such route
+    assert "/sessions/{session_id}/messages" in docs["paths"]  # still documented
+
+
+class _RefusingMessages:
+    """FastAPI, failing the test if a message POST ever reaches it."""
+
+    def __init__(self, app, refuse):
+        self._app, self._refuse = app, refuse
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"].endswith("/messages"):
+            self._refuse()
+        await self._app(scope, receive, send)
