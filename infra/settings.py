@@ -78,9 +78,10 @@ class Settings:
     delivery_commit_interval_s: float = field(default=0.1, metadata=_doc(
         "How often a delivery worker commits finished work (outcomes and offsets, one "
         "Kafka transaction), in seconds."))
-    delivery_transaction_timeout_s: float = field(default=10.0, metadata=_doc(
+    delivery_transaction_timeout_s: float = field(default=5.0, metadata=_doc(
         "Kafka transaction timeout of a delivery worker, in seconds: a killed worker's open "
-        "transaction is aborted after this, which its partitions' next owner waits for."))
+        "transaction is aborted after this, which its partitions' next owner waits for. "
+        "Below the session timeout, so the wait never outlasts the rebalance."))
     whatsapp_retry_tiers_s: tuple[float, ...] = field(default=(5.0, 30.0, 300.0), metadata=_doc(
         "Lower bound of each WhatsApp retry tier's delays, in seconds, comma-separated (at most 3)."))
     whatsapp_backoff_base_s: float = field(default=5.0, metadata=_doc(
