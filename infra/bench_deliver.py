@@ -433,7 +433,7 @@ def print_bench_deliver(results: dict[str, Any]) -> None:
     table.add_row("failover: kill -9 -> its partitions deliver again", f"{results['failover_s']:.2f} s", "")
     table.add_row("lost / duplicates (counted at the simulators)",
                   f"{results['lost']} / {results['duplicates']}", "")
-    Console().print(table)
+    Console(width=120).print(table)  # readable when piped to a file, too
     rounded = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in results.items()}
     rounded["eps_by_workers"] = {str(k): round(v, 1) for k, v in results["eps_by_workers"].items()}
     print(json.dumps(rounded), flush=True)
