@@ -170,9 +170,11 @@ def write_registrations(database_url: str, run_id: str, count: int, rate: float 
     return ids
 
 
-def run_messages(network: SimulatorNetwork, channel: str, prefix: str) -> list[dict[str, Any]]:
-    """What the channel's simulators accepted for this run's registrations."""
-    return [m for m in network.messages(channel) if m["registration_id"].startswith(prefix)]
+def run_messages(network: SimulatorNetwork, channel: str, prefix: str,
+                 template: str = "e_ticket") -> list[dict[str, Any]]:
+    """What the channel's simulators accepted for this run's registrations, of one template."""
+    return [m for m in network.messages(channel)
+            if m["registration_id"].startswith(prefix) and m["template"] == template]
 
 
 def wait_for_deliveries(network: SimulatorNetwork, prefix: str, expected: int,
@@ -197,8 +199,7 @@ def count_result(result: DemoResult, ids: list[str], network: SimulatorNetwork,
         stats = network.stats(channel)
         per_registration: dict[str, list[dict[str, Any]]] = {}
         for m in messages:
-            if m["template"] == "e_ticket":
-                per_registration.setdefault(m["registration_id"], []).append(m)
+            per_registration.setdefault(m["registration_id"], []).append(m)
         result.delivered[channel] = sum(1 for i in ids if i in per_registration)
         result.lost += len(ids) - result.delivered[channel]
         result.duplicates += sum(len(ms) - 1 for ms in per_registration.values())

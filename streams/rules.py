@@ -16,6 +16,11 @@ class RoutingRule:
 
 
 ROUTING_RULES: tuple[RoutingRule, ...] = (
+    # The seeds' three notifications. A welcome can wait for the inbox; the upload is
+    # acknowledged where the participant just sent the proof from; the e-ticket, the one that
+    # must arrive, goes both ways.
+    RoutingRule("created", "welcome", ("email",)),
+    RoutingRule("payment_uploaded", "upload_confirmation", ("whatsapp",)),
     RoutingRule("payment_verified", "e_ticket", ("whatsapp", "email")),
 )
 

@@ -1,4 +1,4 @@
-"""The Faust router, as its own process, turns verified payments into e-ticket requests."""
+"""The Faust router, as its own process, turns each status change into the requests its rule names."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from herald.schemas import headers as h
 from herald.schemas.catalog import REGISTRATION_EVENTS, dead_letter_topic, notification_topic, qualified
 from herald.schemas.codec import decode, encode
 from herald.schemas.ids import notification_id
+from herald.streams.rules import ROUTING_RULES
 from tests.support import HERALD, process_env, read_topic
 from tests.unit.test_router import event
 
@@ -34,17 +35,20 @@ def test_router_process_routes_and_dead_letters_poison(settings, log_dir):
     with ProcessGroup(log_dir, process_env(settings)) as group:
         group.start("streams", [*HERALD, "streams"])
         per_channel = {c: read_topic(settings.kafka_bootstrap, qualified(notification_topic(c), ns),
-                                     at_least=20, timeout_s=90, idle_s=2) for c in ("whatsapp", "email")}
+                                     at_least=40, timeout_s=90, idle_s=2) for c in ("whatsapp", "email")}
         dead = read_topic(settings.kafka_bootstrap, qualified(dead_letter_topic(REGISTRATION_EVENTS), ns),
                           at_least=1, timeout_s=30)
         group.check_alive()  # the poison record did not take the worker down
 
     for channel, records in per_channel.items():
         requests = [decode(m.value()).record for m in records]
-        assert Counter(r["registration_id"] for r in requests) == {f"REG-{n:02d}": 1 for n in range(20)}
+        types = [rule.notification_type for rule in ROUTING_RULES if channel in rule.channels]
+        assert Counter((r["registration_id"], r["notification_type"]) for r in requests) == {
+            (f"REG-{n:02d}", t): 1 for n in range(20) for t in types}
         for message, request in zip(records, requests, strict=True):
             registration_id = request["registration_id"]
-            assert request["notification_id"] == notification_id(registration_id, "e_ticket", channel)
+            expected_id = notification_id(registration_id, request["notification_type"], channel)
+            assert request["notification_id"] == expected_id
             assert message.key() == request["notification_id"].encode()
             correlation = f"corr-{int(registration_id[4:])}".encode()
             assert dict(message.headers())[h.CORRELATION_ID] == correlation

@@ -1,7 +1,8 @@
 from datetime import UTC, datetime
 
 from herald.schemas import headers as h
-from herald.schemas.codec import decode, encode
+from herald.schemas.catalog import CHANNELS
+from herald.schemas.codec import decode, encode, parsed_schema
 from herald.schemas.ids import notification_id
 from herald.schemas.records import SourceRecord
 from herald.streams.router import route
@@ -35,10 +36,31 @@ def test_payment_verified_becomes_an_e_ticket_per_channel():
     assert all(r["notification_id"] == notification_id("REG-7", "e_ticket", r["channel"]) for r in requests)
 
 
-def test_statuses_without_a_rule_produce_nothing():
-    ruled = {rule.status for rule in ROUTING_RULES}
-    for status in {"created", "payment_uploaded"} - ruled:
-        assert notification_requests(event(status)) == []
+def test_each_status_becomes_its_notification_on_the_channels_its_rule_names():
+    expected = {"created": {("welcome", "email", "budi@example.test")},
+                "payment_uploaded": {("upload_confirmation", "whatsapp", "+628111")},
+                "payment_verified": {("e_ticket", "whatsapp", "+628111"),
+                                     ("e_ticket", "email", "budi@example.test")}}
+    for status, notifications in expected.items():
+        requests = notification_requests(event(status))
+        assert {(r["notification_type"], r["channel"], r["recipient"]) for r in requests} == notifications
+        assert all(r["notification_id"] == notification_id("REG-7", r["notification_type"], r["channel"])
+                   for r in requests)
+
+
+def enum_symbols(schema_name, field_name):
+    (field,) = [f for f in parsed_schema(schema_name)["fields"] if f["name"] == field_name]
+    return field["type"]["symbols"]
+
+
+def test_the_rule_table_names_only_what_the_schemas_and_catalog_know():
+    statuses = enum_symbols("herald.RegistrationEvent", "status")
+    types = enum_symbols("herald.NotificationRequest", "notification_type")
+    assert sorted(rule.status for rule in ROUTING_RULES) == sorted(statuses), "one rule per status"
+    for rule in ROUTING_RULES:
+        assert rule.notification_type in types
+        assert rule.channels and set(rule.channels) <= set(CHANNELS)
+        assert len(set(rule.channels)) == len(rule.channels)
 
 
 def test_route_encodes_requests_keyed_by_notification_id_with_contract_headers():
