@@ -13,6 +13,8 @@ CHANNELS: tuple[str, ...] = ("whatsapp", "email")
 REGISTRATION_EVENTS = "registrations.events"
 SESSION_EVENTS = "sessions.events"
 NOTIFICATION_STATUS = "notifications.status"
+# Notifications past their SLA and not delivered: compacted, a tombstone once delivered.
+MISSING_NOTIFICATIONS = "notifications.missing"
 # Corrections a delivery worker observed (a session found on another gateway instance),
 # applied to the database through the outbox by `herald corrections`.
 SESSION_CORRECTIONS = "sessions.corrections"
@@ -58,6 +60,11 @@ def delivery_topics(channel: str) -> tuple[str, ...]:
     return (topic, *(retry_topic(topic, tier) for tier in range(1, RETRY_TIERS + 1)))
 
 
+def missing_key(registration_id: str, notification_type: str) -> str:
+    """The key of one expected notification in notifications.missing and the detector's state."""
+    return f"{registration_id}|{notification_type}"
+
+
 def dead_letter_topic(topic: str) -> str:
     """Where records that cannot be processed from `topic` go, with their reason in headers."""
     return f"{topic}.dlq"
@@ -79,6 +86,8 @@ def topic_catalog(namespace: str = "") -> tuple[TopicSpec, ...]:
         TopicSpec(SESSION_EVENTS, 6, "compact", -1, "session id", "herald.SessionEvent"),
         TopicSpec(NOTIFICATION_STATUS, 6, "compact", -1, "notification id",
                   "herald.NotificationStatus"),
+        TopicSpec(MISSING_NOTIFICATIONS, 6, "compact", -1, "registration id|notification type",
+                  "herald.MissingNotification"),
         TopicSpec(SESSION_CORRECTIONS, 3, "delete", 7 * _DAY_MS, "session id",
                   "herald.SessionEvent"),
         TopicSpec(dead_letter_topic(SESSION_CORRECTIONS), 1, "delete", 30 * _DAY_MS,

@@ -27,6 +27,7 @@ SCHEMA_FILES: dict[str, tuple[int, str]] = {
     "herald.NotificationStatus": (5, "notification_status.avsc"),
     "herald.NotificationRequest": (6, "notification_request.avsc"),
     "herald.RegistrationEvent": (7, "registration_event.avsc"),
+    "herald.MissingNotification": (8, "missing_notification.avsc"),
 }
 
 # Ids of earlier versions, still read: id -> (schema name, version in avro/history/). Data

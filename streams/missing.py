@@ -1,0 +1,195 @@
+"""The missing-notification detector's logic without Faust: expectations, deliveries, deadlines.
+
+One `Expectation` per (registration, notification type), the state the seeds' SQL anti-join
+recomputes by hand (`notifications:resend-missing --dry-run`). A status change that a
+routing rule turns into a notification starts it: expected since the change, due by the
+type's SLA, on the rule's channels. Each `sent` status marks its channel delivered.
+
+Deadlines are not Faust timers (Faust has no per-key timer, and its window-close callback
+is unreliable): a periodic scan asks `needs_check` of every local entry, and the agent that
+owns the key then calls `check`, which re-reads the state before emitting anything. So an
+entry checked twice, or by a worker that lost the partition meanwhile, alerts once.
+
+Inputs may arrive in any order: a delivery seen before the status change that calls for it
+is kept, and its expectation starts already satisfied. A settled entry is kept for the
+input's retention, so a status change read again is not expected anew. Every function here
+is pure: it takes the state (None when there is none) and returns the new state (None to
+forget it) with the records to produce.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from herald.schemas.catalog import MISSING_NOTIFICATIONS, missing_key, notification_topic
+from herald.schemas.codec import encode
+from herald.schemas.ids import derived_event_id
+from herald.schemas.records import OutgoingRecord, derived_headers
+from herald.streams.rules import ROUTING_RULES, notification_requests
+
+# How long a settled entry is kept: one delivered everywhere (so a status change read again,
+# after a restart or a reset of the group, is recognised instead of expected anew), or a
+# delivery whose status change never came. The retention of registrations.events: no input
+# older than that can arrive again.
+FORGET_AFTER_MS = 7 * 24 * 60 * 60 * 1000
+_EVENT_FIELDS = ("event_id", "registration_id", "status", "participant_name", "phone", "email",
+                 "workspace_id")
+
+
+@dataclass(frozen=True)
+class Expectation:
+    registration_id: str
+    notification_type: str
+    channels: tuple[str, ...] = ()  # empty until the status change that calls for it is seen
+    delivered: tuple[str, ...] = ()
+    expected_since_ms: int | None = None
+    deadline_ms: int | None = None
+    first_seen_ms: int = 0  # when this state began (for forgetting orphans)
+    completed_at_ms: int | None = None  # delivered on every channel
+    alerted_at_ms: int | None = None
+    resend_attempts: int = 0
+    next_resend_ms: int | None = None
+    event: dict[str, Any] = field(default_factory=dict)  # the status change, to resend from
+
+    @property
+    def key(self) -> str:
+        return missing_key(self.registration_id, self.notification_type)
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        return tuple(c for c in self.channels if c not in self.delivered)
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.channels) and not self.missing
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Expectation:
+        return cls(**{**data, "channels": tuple(data["channels"]), "delivered": tuple(data["delivered"])})
+
+
+@dataclass(frozen=True)
+class Policy:
+    sla_ms: Mapping[str, int]  # per notification type
+    max_resends: int = 0  # 0: alert only
+
+
+def expect(states: Mapping[str, Expectation], event: Mapping[str, Any], now_ms: int,
+           policy: Policy) -> dict[str, Expectation | None]:
+    """A RegistrationEvent: the expectations its rules start, by key (None: forget that key)."""
+    started: dict[str, Expectation | None] = {}
+    for rule in ROUTING_RULES:
+        if rule.status == event["status"]:
+            key = missing_key(event["registration_id"], rule.notification_type)
+            started[key] = _started(states.get(key), event, rule.notification_type, rule.channels,
+                                    now_ms, policy)
+    return started
+
+
+def _started(known: Expectation | None, event: Mapping[str, Any], notification_type: str,
+             channels: tuple[str, ...], now_ms: int, policy: Policy) -> Expectation | None:
+    if known is not None and known.expected_since_ms is not None:
+        return known  # the same change again (a replay): the first one set the deadline
+    since = _epoch_ms(event["occurred_at"])
+    expectation = replace(
+        known or Expectation(event["registration_id"], notification_type, first_seen_ms=now_ms),
+        channels=channels, expected_since_ms=since, deadline_ms=since + policy.sla_ms[notification_type],
+        event={k: event[k] for k in _EVENT_FIELDS} | {"occurred_at_ms": since})
+    if expectation.complete:  # delivered before it was expected
+        return replace(expectation, completed_at_ms=now_ms)
+    return expectation
+
+
+def delivered(state: Expectation | None, status: Mapping[str, Any],
+              now_ms: int) -> tuple[Expectation | None, list[OutgoingRecord]]:
+    """A NotificationStatus: `sent` marks its channel delivered; a late delivery resolves."""
+    if status["status"] != "sent":
+        return state, []
+    state = state or Expectation(status["registration_id"], status["notification_type"], first_seen_ms=now_ms)
+    if status["channel"] in state.delivered:
+        return state, []
+    state = replace(state, delivered=(*state.delivered, status["channel"]))
+    if state.complete:
+        state = replace(state, completed_at_ms=now_ms, next_resend_ms=None)
+    if state.alerted_at_ms is None:
+        return state, []
+    return state, [_tombstone(state) if state.complete else _alert(state, now_ms)]
+
+
+def needs_check(state: Expectation, now_ms: int) -> bool:
+    """For the periodic scan: whether the owning agent should `check` this entry now."""
+    if state.completed_at_ms is not None:
+        return now_ms - state.completed_at_ms >= FORGET_AFTER_MS
+    if state.expected_since_ms is None:
+        return now_ms - state.first_seen_ms >= FORGET_AFTER_MS
+    if state.alerted_at_ms is None:
+        return state.deadline_ms is not None and now_ms >= state.deadline_ms
+    return state.next_resend_ms is not None and now_ms >= state.next_resend_ms
+
+
+def check(state: Expectation | None, now_ms: int,
+          policy: Policy) -> tuple[Expectation | None, list[OutgoingRecord]]:
+    """Re-read by the key's owner: alert once when overdue; resend, bounded, if configured."""
+    if state is None or not needs_check(state, now_ms):
+        return state, []  # resolved, or already handled, since the scan saw it
+    if state.completed_at_ms is not None or state.expected_since_ms is None:
+        return None, []  # settled, or an orphan delivery, past its time to keep
+    state = replace(state, alerted_at_ms=state.alerted_at_ms or now_ms)
+    resends: list[OutgoingRecord] = []
+    if state.resend_attempts < policy.max_resends:
+        attempts = state.resend_attempts + 1
+        # The next resend waits one SLA more, and only while attempts remain.
+        next_ms = now_ms + policy.sla_ms[state.notification_type] if attempts < policy.max_resends else None
+        state = replace(state, resend_attempts=attempts, next_resend_ms=next_ms)
+        resends = _resends(state)
+    return state, [_alert(state, now_ms), *resends]
+
+
+def _alert(state: Expectation, now_ms: int) -> OutgoingRecord:
+    assert state.expected_since_ms is not None and state.deadline_ms is not None
+    record = {"registration_id": state.registration_id, "notification_type": state.notification_type,
+              "workspace_id": state.event.get("workspace_id", "default"),
+              "expected_since": _datetime(state.expected_since_ms), "deadline": _datetime(state.deadline_ms),
+              "missing_channels": list(state.missing), "delivered_channels": list(state.delivered),
+              "detected_at": _datetime(state.alerted_at_ms or now_ms),
+              "resend_attempts": state.resend_attempts}
+    return OutgoingRecord(MISSING_NOTIFICATIONS, state.key.encode(),
+                          encode("herald.MissingNotification", record), _headers(state, "missing"))
+
+
+def _tombstone(state: Expectation) -> OutgoingRecord:
+    return OutgoingRecord(MISSING_NOTIFICATIONS, state.key.encode(), None, _headers(state, "resolved"))
+
+
+def _resends(state: Expectation) -> list[OutgoingRecord]:
+    """The same requests again, same notification ids, for the channels still missing."""
+    event = {**state.event, "occurred_at": _datetime(state.event["occurred_at_ms"])}
+    records = []
+    for request in notification_requests(event):
+        if request["notification_type"] == state.notification_type and request["channel"] in state.missing:
+            headers = _headers(state, f"resend.{state.resend_attempts}|{request['channel']}")
+            records.append(OutgoingRecord(notification_topic(request["channel"]),
+                                          request["notification_id"].encode(),
+                                          encode("herald.NotificationRequest", request), headers))
+    return records
+
+
+def _headers(state: Expectation, what: str) -> dict[str, str]:
+    # Stable across reprocessing: the same transition of the same expectation, the same event-id.
+    source = str(state.event.get("event_id", state.key))
+    event_id = derived_event_id(source, f"{state.key}|{what}|{state.resend_attempts}")
+    return derived_headers({}, event_id, f"notification.{state.notification_type}.{what.split('.')[0]}")
+
+
+def _epoch_ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def _datetime(epoch_ms: int) -> datetime:
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC)

@@ -1,0 +1,134 @@
+"""The missing-notification detector's rules, without Faust: one alert per overdue notification,
+none for one delivered in time, a tombstone for a late one, whatever order inputs arrive in."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+from herald.schemas import headers as h
+from herald.schemas.catalog import MISSING_NOTIFICATIONS
+from herald.schemas.codec import decode
+from herald.schemas.ids import notification_id
+from herald.streams.missing import FORGET_AFTER_MS, Expectation, Policy, check, delivered, expect, needs_check
+
+OCCURRED = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+T0 = int(OCCURRED.timestamp() * 1000)
+SLA_MS = 300_000
+POLICY = Policy(sla_ms={"welcome": 600_000, "upload_confirmation": 120_000, "e_ticket": SLA_MS})
+KEY = "REG-7|e_ticket"
+
+
+def verified(event_id="7d3c1c1e-0f7e-4c55-8f0a-1c2b3d4e5f60"):
+    return {"event_id": event_id, "registration_id": "REG-7", "status": "payment_verified",
+            "participant_name": "Budi", "phone": "+628111", "email": "budi@example.test",
+            "occurred_at": OCCURRED, "workspace_id": "ws-9"}
+
+
+def sent(channel, status="sent"):
+    return {"registration_id": "REG-7", "notification_type": "e_ticket", "channel": channel,
+            "status": status}
+
+
+def expected(state=None, policy=POLICY, event=None):
+    return expect({KEY: state} if state else {}, event or verified(), T0 + 5, policy)[KEY]
+
+
+def test_a_verified_payment_expects_an_e_ticket_on_both_channels_by_its_sla():
+    state = expected()
+    assert state.channels == ("whatsapp", "email") and state.delivered == ()
+    assert (state.expected_since_ms, state.deadline_ms) == (T0, T0 + SLA_MS)
+    assert not needs_check(state, T0 + SLA_MS - 1) and needs_check(state, T0 + SLA_MS)
+    assert check(state, T0 + SLA_MS - 1, POLICY) == (state, []), "never before the deadline"
+
+
+def test_an_overdue_notification_alerts_exactly_once():
+    state, records = check(expected(), T0 + SLA_MS + 10, POLICY)
+    assert len(records) == 1
+    alert = records[0]
+    assert (alert.topic, alert.key) == (MISSING_NOTIFICATIONS, KEY.encode())
+    body = decode(alert.value).record
+    assert body["missing_channels"] == ["whatsapp", "email"] and body["delivered_channels"] == []
+    assert body["deadline"] == OCCURRED + timedelta(milliseconds=SLA_MS)
+    assert body["workspace_id"] == "ws-9" and body["resend_attempts"] == 0
+    assert not needs_check(state, T0 + 10 * SLA_MS)
+    assert check(state, T0 + 10 * SLA_MS, POLICY) == (state, []), "a second scan finds it handled"
+
+
+def test_delivered_on_every_channel_in_time_never_alerts_and_is_forgotten_after_retention():
+    state, records = delivered(expected(), sent("whatsapp"), T0 + 100)
+    assert records == [] and state.delivered == ("whatsapp",)
+    state, records = delivered(state, sent("email"), T0 + 200)
+    assert records == [] and state.complete
+    assert check(state, T0 + 10 * SLA_MS, POLICY) == (state, [])
+    assert expected(state) == state, "the status change read again (a restart) expects nothing anew"
+    assert check(state, T0 + 200 + FORGET_AFTER_MS, POLICY) == (None, [])
+
+
+def test_a_late_delivery_updates_the_alert_then_resolves_it_with_a_tombstone():
+    state, _alert = check(expected(), T0 + SLA_MS, POLICY)
+    state, records = delivered(state, sent("email"), T0 + SLA_MS + 50)
+    assert decode(records[0].value).record["missing_channels"] == ["whatsapp"]
+    state, records = delivered(state, sent("whatsapp"), T0 + SLA_MS + 90)
+    assert state.complete and not needs_check(state, T0 + 100 * SLA_MS)
+    assert [(r.topic, r.key, r.value) for r in records] == [(MISSING_NOTIFICATIONS, KEY.encode(), None)]
+
+
+def test_deliveries_seen_before_their_status_change_count():
+    early, _ = delivered(None, sent("whatsapp"), T0 - 50)
+    state = expected(early)
+    assert state.delivered == ("whatsapp",) and state.deadline_ms == T0 + SLA_MS
+    _, records = check(state, T0 + SLA_MS, POLICY)
+    assert decode(records[0].value).record["missing_channels"] == ["email"]
+    both, _ = delivered(early, sent("email"), T0 - 40)
+    settled = expected(both)
+    assert settled.complete and check(settled, T0 + 10 * SLA_MS, POLICY) == (settled, []), "no alert"
+
+
+def test_a_replayed_status_change_keeps_the_first_deadline():
+    state = expected()
+    later = {**verified("another-event"), "occurred_at": OCCURRED + timedelta(hours=1)}
+    assert expected(state, event=later) == state
+
+
+def test_only_sent_counts_as_delivered():
+    state = expected()
+    for status in ("dead_lettered", "retry_scheduled"):
+        assert delivered(state, sent("email", status), T0 + 1) == (state, [])
+    again, _ = delivered(state, sent("email"), T0 + 1)
+    assert delivered(again, sent("email"), T0 + 2) == (again, []), "a repeated sent changes nothing"
+
+
+def test_resends_are_bounded_spaced_by_the_sla_and_reuse_the_notification_ids():
+    policy = Policy(sla_ms=POLICY.sla_ms, max_resends=2)
+    state, _ = delivered(expected(policy=policy), sent("email"), T0 + 1)
+    state, records = check(state, T0 + SLA_MS, policy)
+    alert, resend = records
+    assert decode(alert.value).record["resend_attempts"] == 1
+    assert resend.topic == "notifications.whatsapp", "only the channel still missing"
+    request = decode(resend.value).record
+    assert request["notification_id"] == notification_id("REG-7", "e_ticket", "whatsapp")
+    assert resend.key == request["notification_id"].encode() and request["recipient"] == "+628111"
+    assert not needs_check(state, T0 + 2 * SLA_MS - 1)
+    state, records = check(state, T0 + 2 * SLA_MS, policy)
+    assert [r.topic for r in records] == [MISSING_NOTIFICATIONS, "notifications.whatsapp"]
+    assert state.resend_attempts == 2 and not needs_check(state, T0 + 100 * SLA_MS), "no third resend"
+
+
+def test_an_orphan_delivery_is_forgotten_after_its_time_to_live():
+    orphan, _ = delivered(None, sent("email"), T0)
+    assert not needs_check(orphan, T0 + FORGET_AFTER_MS - 1)
+    assert check(orphan, T0 + FORGET_AFTER_MS, POLICY) == (None, [])
+
+
+def test_reprocessing_a_check_gives_the_same_event_id():
+    state = expected()
+    first = check(state, T0 + SLA_MS, POLICY)[1][0]
+    again = check(state, T0 + SLA_MS + 5, POLICY)[1][0]
+    assert first.headers[h.EVENT_ID] == again.headers[h.EVENT_ID]
+    assert first.headers[h.EVENT_TYPE] == "notification.e_ticket.missing"
+
+
+def test_state_survives_a_json_round_trip():
+    state, _ = delivered(expected(), sent("email"), T0 + 1)
+    assert Expectation.from_json(json.loads(json.dumps(state.as_json()))) == state
