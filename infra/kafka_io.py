@@ -28,6 +28,10 @@ def producer_config(bootstrap: str, ack_timeout_s: float, **overrides: Any) -> d
         "acks": "all",
         "linger.ms": 5,
         "compression.type": "lz4",
+        # Java's (and aiokafka's, so Faust's) partitioner, not librdkafka's CRC32: a key lands
+        # in the same partition whichever client writes it, so topics that the streams join
+        # by key stay co-partitioned.
+        "partitioner": "murmur2_random",
         # A record not acknowledged within the caller's deadline fails instead of lingering
         # in the queue, so the caller's own retry (from its source of truth) takes over.
         "message.timeout.ms": int(ack_timeout_s * 1000),

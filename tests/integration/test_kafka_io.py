@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from aiokafka.partitioner import DefaultPartitioner
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from herald.infra import kafka_io
@@ -42,3 +43,21 @@ def log_ends(settings, topic: str) -> dict[int, tuple[int, int]]:
         return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in partitions}
     finally:
         consumer.close()
+
+
+def test_our_producers_partition_keys_as_faust_does(settings):
+    """Co-partitioning: what the relay writes and what Faust writes by the same key meet."""
+    topic = qualified(REGISTRATION_EVENTS, settings.namespace)  # 6 partitions
+    landed: dict[bytes, int] = {}
+    producer = Producer(producer_config(settings.kafka_bootstrap, 30))
+    keys = [f"REG-{n:04d}".encode() for n in range(60)]
+    def noted(_error, message):
+        landed[message.key()] = message.partition()
+
+    for key in keys:
+        producer.produce(topic, b"v", key, on_delivery=noted)
+    assert producer.flush(30) == 0
+    partitions = list(range(6))
+    faust_would = {key: DefaultPartitioner()(key, partitions, partitions) for key in keys}
+    assert landed == faust_would
+    assert len(set(landed.values())) == 6, "60 keys should cover every partition"
