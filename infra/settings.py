@@ -113,6 +113,18 @@ class Settings:
         "Faust application id (its consumer group and internal topic prefix)."))
     streams_commit_interval_s: float = field(default=0.2, metadata=_doc(
         "How often Faust commits; records it derived are published at each commit."))
+    missing_sla_welcome_s: float = field(default=900.0, metadata=_doc(
+        "How long after a registration is created its welcome may take before it is reported "
+        "missing, in seconds."))
+    missing_sla_upload_confirmation_s: float = field(default=300.0, metadata=_doc(
+        "The same for the confirmation of an uploaded payment proof, in seconds."))
+    missing_sla_e_ticket_s: float = field(default=300.0, metadata=_doc(
+        "The same for the e-ticket after a verified payment, in seconds."))
+    missing_auto_resends: int = field(default=0, metadata=_doc(
+        "Times a missing notification is requested again (same notification id, so providers "
+        "drop duplicates), one SLA apart; 0 only reports it."))
+    missing_scan_interval_s: float = field(default=1.0, metadata=_doc(
+        "How often each streams worker looks for deadlines passed in its partitions, in seconds."))
     log_level: str = field(default="INFO", metadata=_doc("Python logging level."))
 
     @classmethod

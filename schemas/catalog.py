@@ -19,6 +19,10 @@ MISSING_NOTIFICATIONS = "notifications.missing"
 # applied to the database through the outbox by `herald corrections`.
 SESSION_CORRECTIONS = "sessions.corrections"
 RETRY_TIERS = 3  # retry topics per channel; their delays are settings
+# The missing-notification detector's own inputs, keyed by registration id so they are
+# co-partitioned with registrations.events: sent statuses, and deadline checks.
+MISSING_DELIVERIES = "streams.missing.deliveries"
+MISSING_CHECKS = "streams.missing.checks"
 
 _DAY_MS = 24 * 60 * 60 * 1000
 
@@ -88,6 +92,10 @@ def topic_catalog(namespace: str = "") -> tuple[TopicSpec, ...]:
                   "herald.NotificationStatus"),
         TopicSpec(MISSING_NOTIFICATIONS, 6, "compact", -1, "registration id|notification type",
                   "herald.MissingNotification"),
+        TopicSpec(MISSING_DELIVERIES, 6, "delete", _DAY_MS, "registration id",
+                  "herald.NotificationStatus"),
+        TopicSpec(MISSING_CHECKS, 6, "delete", _DAY_MS, "registration id",
+                  "any: the key of the expectation to check, utf-8"),
         TopicSpec(SESSION_CORRECTIONS, 3, "delete", 7 * _DAY_MS, "session id",
                   "herald.SessionEvent"),
         TopicSpec(dead_letter_topic(SESSION_CORRECTIONS), 1, "delete", 30 * _DAY_MS,

@@ -7,10 +7,17 @@ import logging
 import faust
 
 from herald.infra.settings import Settings
-from herald.schemas.catalog import CHANNELS, REGISTRATION_EVENTS, dead_letter_topic, qualified
+from herald.schemas.catalog import (
+    CHANNELS,
+    MISSING_NOTIFICATIONS,
+    REGISTRATION_EVENTS,
+    dead_letter_topic,
+    qualified,
+)
 from herald.schemas.catalog import notification_topic as channel_topic
 from herald.schemas.headers import from_kafka
-from herald.schemas.records import SourceRecord
+from herald.schemas.records import OutgoingRecord, SourceRecord
+from herald.streams.missing_agents import add_missing_detector
 from herald.streams.router import route
 
 log = logging.getLogger(__name__)
@@ -42,8 +49,18 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
     )
     outputs = {
         name: app.topic(qualified(name, namespace), **_RAW)
-        for name in [*(channel_topic(c) for c in CHANNELS), dead_letter_topic(REGISTRATION_EVENTS)]
+        for name in [*(channel_topic(c) for c in CHANNELS), dead_letter_topic(REGISTRATION_EVENTS),
+                     MISSING_NOTIFICATIONS]
     }
+
+    async def send(record: OutgoingRecord) -> None:
+        if record.topic not in outputs:
+            raise KeyError(f"streams produced to {record.topic!r}, not a declared output")
+        # Sent while the event is being processed: Faust commits its offset only after
+        # these sends are acknowledged (at-least-once).
+        await outputs[record.topic].send(key=record.key, value=record.value,
+                                         headers={k: v.encode() for k, v in record.headers.items()})
+
     source_topic = app.topic(qualified(REGISTRATION_EVENTS, namespace), **_RAW)
 
     @app.agent(source_topic, name="router")
@@ -53,14 +70,9 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
             source = SourceRecord(REGISTRATION_EVENTS, message.partition, message.offset,
                                   event.key, event.value, from_kafka(_header_pairs(event.headers)))
             for record in route(source):
-                if record.topic not in outputs:
-                    raise KeyError(f"router produced to {record.topic!r}, not a declared output")
-                # Sent while the event is being processed: Faust commits its offset only after
-                # these sends are acknowledged (at-least-once).
-                await outputs[record.topic].send(
-                    key=record.key, value=record.value,
-                    headers={k: v.encode() for k, v in record.headers.items()})
+                await send(record)
 
+    add_missing_detector(app, settings, send)
     return app
 
 

@@ -1,0 +1,152 @@
+"""The missing-notification detector in Faust: two agents, a timer and a changelogged table.
+
+- `missing-deliveries` re-keys every `sent` status by registration id (statuses are keyed by
+  notification id), so deliveries meet the status changes that expect them in one partition.
+- `missing-detector` owns the state: it reads registrations.events, those deliveries and
+  deadline checks, all keyed by registration id and co-partitioned, and applies the pure
+  rules of `streams.missing` to a table whose changelog Faust keeps (and replays on restart).
+- A timer on every worker scans its local entries and, for each one whose deadline passed,
+  sends a check keyed by the registration: the agent that owns that key re-reads the state
+  and decides. Faust has no per-key timer, and its window-close callback is not relied on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from typing import Any
+
+import faust
+import orjson
+
+from herald.infra.settings import Settings
+from herald.schemas.catalog import (
+    MISSING_CHECKS,
+    MISSING_DELIVERIES,
+    NOTIFICATION_STATUS,
+    REGISTRATION_EVENTS,
+    missing_key,
+    qualified,
+)
+from herald.schemas.codec import UndecodableRecord, decode_expecting
+from herald.schemas.records import OutgoingRecord
+from herald.streams.missing import Expectation, Policy, check, delivered, expect, needs_check
+from herald.streams.rules import ROUTING_RULES
+
+log = logging.getLogger(__name__)
+
+_RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+RECHECK_AFTER_S = 5.0  # a check not yet handled is asked for again after this long
+Send = Callable[[OutgoingRecord], Awaitable[None]]
+
+
+def missing_policy(settings: Settings) -> Policy:
+    """SLA per notification type from `missing_sla_<type>_s`, resends from the settings."""
+    types = {rule.notification_type for rule in ROUTING_RULES}
+    return Policy(sla_ms={t: int(getattr(settings, f"missing_sla_{t}_s") * 1000) for t in types},
+                  max_resends=settings.missing_auto_resends)
+
+
+class ExpectationTable(Mapping[str, Expectation]):
+    """The Faust table (bytes -> JSON bytes) seen as expectations by key."""
+
+    def __init__(self, table: faust.Table) -> None:
+        self._table = table
+
+    def __getitem__(self, key: str) -> Expectation:
+        raw = self._table.get(key.encode())
+        if raw is None:
+            raise KeyError(key)
+        return Expectation.from_json(orjson.loads(raw))
+
+    def __iter__(self) -> Iterator[str]:
+        return (key.decode() for key in list(self._table.keys()))
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def put(self, key: str, state: Expectation | None) -> None:
+        """Store (or, for None, forget) one entry: inside an agent, so the changelog follows."""
+        if state is None:
+            self._table.pop(key.encode(), None)
+        else:
+            self._table[key.encode()] = orjson.dumps(state.as_json())
+
+
+def add_missing_detector(app: faust.App, settings: Settings, send: Send) -> None:
+    """Wire the detector into `app`; `send` produces the records it derives."""
+    namespace, policy = settings.namespace, missing_policy(settings)
+    events_name = qualified(REGISTRATION_EVENTS, namespace)
+    deliveries_name = qualified(MISSING_DELIVERIES, namespace)
+    checks = app.topic(qualified(MISSING_CHECKS, namespace), **_RAW)
+    deliveries = app.topic(deliveries_name, **_RAW)
+    # Changelogged per partition of the input that wrote it (Faust's default), so an entry
+    # lives in the partition of its registration, with that registration's inputs.
+    # bytes in and out: Faust derives the changelog's serializers from these types ("raw"),
+    # not from a schema, when it reads the changelog back on recovery.
+    table = ExpectationTable(app.Table("missing-expectations", partitions=6, default=None,
+                                       key_type=bytes, value_type=bytes))
+    asked: dict[str, float] = {}  # checks sent and not yet handled, when
+
+    @app.agent(app.topic(qualified(NOTIFICATION_STATUS, namespace), **_RAW), name="missing-deliveries")
+    async def rekey_deliveries(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            status = _decoded(event.value, "herald.NotificationStatus", event)
+            if status is not None and status["status"] == "sent":
+                await deliveries.send(key=status["registration_id"].encode(), value=event.value)
+
+    inputs = app.topic(events_name, deliveries_name, checks.get_topic_name(), **_RAW)
+
+    @app.agent(inputs, name="missing-detector")
+    async def detect(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            now_ms = int(time.time() * 1000)
+            for record in _apply(table, event, now_ms, policy, events_name, deliveries_name, asked):
+                await send(record)
+
+    @app.timer(interval=settings.missing_scan_interval_s)
+    async def scan_deadlines() -> None:
+        now = time.time()
+        for key in table:
+            state = table.get(key)
+            if state is None or not needs_check(state, int(now * 1000)):
+                continue
+            if now - asked.get(key, 0.0) >= RECHECK_AFTER_S:
+                asked[key] = now
+                await checks.send(key=state.registration_id.encode(), value=key.encode())
+
+
+def _apply(table: ExpectationTable, event: faust.EventT, now_ms: int, policy: Policy,
+           events_name: str, deliveries_name: str, asked: dict[str, float]) -> list[OutgoingRecord]:
+    """One input of the detector: the table updated, the records to produce returned."""
+    topic = event.message.topic
+    if topic == events_name:
+        registration = _decoded(event.value, "herald.RegistrationEvent", event)
+        if registration is not None:
+            for key, state in expect(table, registration, now_ms, policy).items():
+                table.put(key, state)
+        return []
+    if topic == deliveries_name:
+        status = _decoded(event.value, "herald.NotificationStatus", event)
+        if status is None:
+            return []
+        key = missing_key(status["registration_id"], status["notification_type"])
+        state, records = delivered(table.get(key), status, now_ms)
+    else:
+        key = event.value.decode()
+        asked.pop(key, None)
+        state, records = check(table.get(key), now_ms, policy)
+    table.put(key, state)
+    return records
+
+
+def _decoded(value: bytes | None, schema_name: str, event: faust.EventT) -> dict[str, Any] | None:
+    try:
+        return decode_expecting(value, schema_name)
+    except UndecodableRecord as exc:
+        # The router dead-letters undecodable registration events; statuses are written by
+        # Herald's own workers. Either way the detector skips the record, loudly.
+        log.error("missing detector skips %s[%d]@%d: %s", event.message.topic,
+                  event.message.partition, event.message.offset, exc)
+        return None

@@ -1,0 +1,97 @@
+"""The missing-notification detector as its own Faust process: one alert per e-ticket still
+missing at its SLA deadline, none for one delivered in time (also when the delivery is read
+before the payment it answers), nothing repeated or forgotten across a kill -9, and a
+tombstone when a missing one is delivered late."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import time
+import uuid
+from datetime import UTC, datetime
+
+from confluent_kafka import Producer
+
+from herald.infra.kafka_io import producer_config
+from herald.infra.processes import ProcessGroup
+from herald.schemas.catalog import MISSING_NOTIFICATIONS, NOTIFICATION_STATUS, REGISTRATION_EVENTS, qualified
+from herald.schemas.catalog import notification_topic as channel_topic
+from herald.schemas.codec import decode, encode
+from herald.schemas.ids import notification_id
+from tests.support import HERALD, process_env, read_topic, wait_until
+from tests.unit.test_router import event
+
+SLA_S = 4.0
+
+
+def status(registration_id: str, channel: str) -> tuple[bytes, bytes]:
+    now = datetime.now(UTC)
+    nid = notification_id(registration_id, "e_ticket", channel)
+    record = {"notification_id": nid, "registration_id": registration_id, "notification_type": "e_ticket",
+              "channel": channel, "status": "sent", "attempts": 1, "provider_message_id": "m",
+              "error": None, "error_class": None, "due_at": None, "gateway_instance": None,
+              "source_occurred_at": now, "occurred_at": now}
+    return nid.encode(), encode("herald.NotificationStatus", record)
+
+
+def test_overdue_e_tickets_alert_once_across_a_kill_and_a_late_delivery_resolves(settings, log_dir):
+    settings = dataclasses.replace(settings, missing_sla_e_ticket_s=SLA_S, missing_sla_welcome_s=3600.0,
+                                   missing_scan_interval_s=0.5)
+    ns = settings.namespace
+    producer = Producer(producer_config(settings.kafka_bootstrap, 30))
+
+    def registration(registration_id: str, registration_status: str) -> None:
+        record = {**event(registration_status, registration_id), "event_id": str(uuid.uuid4()),
+                  "occurred_at": datetime.now(UTC)}
+        producer.produce(qualified(REGISTRATION_EVENTS, ns), encode("herald.RegistrationEvent", record),
+                         registration_id.encode())
+
+    def delivered(registration_id: str, *channels: str) -> None:
+        for channel in channels:
+            key, value = status(registration_id, channel)
+            producer.produce(qualified(NOTIFICATION_STATUS, ns), value, key)
+
+    with ProcessGroup(log_dir, process_env(settings)) as group:
+        group.start("streams", [*HERALD, "streams"])
+        registration("REG-warm", "created")  # routed once the worker runs: then the clock starts
+        assert producer.flush(30) == 0
+        read_topic(settings.kafka_bootstrap, qualified(channel_topic("email"), ns), at_least=1, timeout_s=90)
+
+        delivered("REG-10", "whatsapp", "email")  # read before the payment it answers
+        assert producer.flush(30) == 0
+        for n in range(11):
+            registration(f"REG-{n:02d}", "payment_verified")
+        assert producer.flush(30) == 0
+        for n in range(5):
+            delivered(f"REG-{n:02d}", "whatsapp", "email")
+        delivered("REG-05", "whatsapp")
+        delivered("REG-06", "whatsapp")
+        assert producer.flush(30) == 0
+
+        topic = qualified(MISSING_NOTIFICATIONS, ns)
+        alerts = read_topic(settings.kafka_bootstrap, topic, at_least=5, timeout_s=60, idle_s=3 * SLA_S)
+        by_key = {m.key().decode(): decode(m.value()).record for m in alerts}
+        assert sorted(m.key().decode() for m in alerts) == [f"REG-{n:02d}|e_ticket" for n in range(5, 10)]
+        assert by_key["REG-05|e_ticket"]["missing_channels"] == ["email"]
+        assert by_key["REG-09|e_ticket"]["missing_channels"] == ["whatsapp", "email"]
+        assert all(a["detected_at"] >= a["deadline"] for a in by_key.values()), "never before the deadline"
+
+        # kill -9 and restart: the table comes back from its changelog, so no alert repeats,
+        # and the late delivery below still finds the alert it resolves.
+        victim = group.processes["streams"]
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.wait()
+        group.start("streams", [*HERALD, "streams"])
+        time.sleep(3 * SLA_S)  # scans of the recovered table, any of which would re-alert
+        delivered("REG-05", "email")
+        assert producer.flush(30) == 0
+        def tombstoned() -> bool:
+            return any(m.value() is None for m in read_topic(settings.kafka_bootstrap, topic, idle_s=0.5))
+
+        wait_until(tombstoned, 30, "the late delivery's tombstone")
+        group.check_alive()
+    records = read_topic(settings.kafka_bootstrap, topic, idle_s=1)
+    assert [m.key().decode() for m in records if m.value() is None] == ["REG-05|e_ticket"]
+    assert len(records) == 6, "five alerts and one tombstone, nothing repeated"
