@@ -10,10 +10,13 @@ import os
 import signal
 import time
 import uuid
+from collections import Counter
 from datetime import UTC, datetime
 
 from confluent_kafka import Producer
 
+from herald.infra.deadline import Deadline
+from herald.infra.demo import wait_for_groups
 from herald.infra.kafka_io import producer_config
 from herald.infra.processes import ProcessGroup
 from herald.schemas.catalog import MISSING_NOTIFICATIONS, NOTIFICATION_STATUS, REGISTRATION_EVENTS, qualified
@@ -43,10 +46,7 @@ def test_overdue_e_tickets_alert_once_across_a_kill_and_a_late_delivery_resolves
     producer = Producer(producer_config(settings.kafka_bootstrap, 30))
 
     def registration(registration_id: str, registration_status: str) -> None:
-        record = {**event(registration_status, registration_id), "event_id": str(uuid.uuid4()),
-                  "occurred_at": datetime.now(UTC)}
-        producer.produce(qualified(REGISTRATION_EVENTS, ns), encode("herald.RegistrationEvent", record),
-                         registration_id.encode())
+        produce_registration(producer, ns, registration_id, registration_status)
 
     def delivered(registration_id: str, *channels: str) -> None:
         for channel in channels:
@@ -95,3 +95,37 @@ def test_overdue_e_tickets_alert_once_across_a_kill_and_a_late_delivery_resolves
     records = read_topic(settings.kafka_bootstrap, topic, idle_s=1)
     assert [m.key().decode() for m in records if m.value() is None] == ["REG-05|e_ticket"]
     assert len(records) == 6, "five alerts and one tombstone, nothing repeated"
+
+
+def test_two_workers_and_a_rebalance_in_between_alert_each_overdue_e_ticket_once(settings, log_dir):
+    """Expectations recorded by one worker, half its partitions then moved to a second one
+    (which recovers them from the changelog) before the deadline: each alerts exactly once."""
+    settings = dataclasses.replace(settings, missing_sla_e_ticket_s=20.0, missing_sla_welcome_s=3600.0,
+                                   missing_scan_interval_s=0.5)
+    ns = settings.namespace
+    producer = Producer(producer_config(settings.kafka_bootstrap, 30))
+    with ProcessGroup(log_dir, process_env(settings)) as group:
+        group.start("streams-a", [*HERALD, "streams"])
+        produce_registration(producer, ns, "REG-warm", "created")
+        assert producer.flush(30) == 0
+        read_topic(settings.kafka_bootstrap, qualified(channel_topic("email"), ns), at_least=1, timeout_s=90)
+        registrations = [f"REG-{n:02d}" for n in range(30)]
+        for registration_id in registrations:
+            produce_registration(producer, ns, registration_id, "payment_verified")
+        assert producer.flush(30) == 0
+
+        group.start("streams-b", [*HERALD, "streams"])
+        wait_for_groups(settings.kafka_bootstrap, [qualified(settings.streams_app_id, ns)], Deadline(60),
+                        group, members=2)
+        alerts = read_topic(settings.kafka_bootstrap, qualified(MISSING_NOTIFICATIONS, ns), at_least=30,
+                            timeout_s=90, idle_s=5)
+        group.check_alive()
+    assert Counter(m.key().decode() for m in alerts) == {f"{r}|e_ticket": 1 for r in registrations}
+
+
+def produce_registration(producer: Producer, namespace: str, registration_id: str, status: str) -> None:
+    """A status change happening now, as the relay would publish it."""
+    record = {**event(status, registration_id), "event_id": str(uuid.uuid4()),
+              "occurred_at": datetime.now(UTC)}
+    producer.produce(qualified(REGISTRATION_EVENTS, namespace), encode("herald.RegistrationEvent", record),
+                     registration_id.encode())
