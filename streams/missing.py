@@ -122,15 +122,21 @@ def delivered(state: Expectation | None, status: Mapping[str, Any],
     return state, [_tombstone(state) if state.complete else _alert(state, now_ms)]
 
 
-def needs_check(state: Expectation, now_ms: int) -> bool:
-    """For the periodic scan: whether the owning agent should `check` this entry now."""
+def due_ms(state: Expectation) -> int | None:
+    """When the entry next needs its owner to `check` it; None: only an input changes it."""
     if state.completed_at_ms is not None:
-        return now_ms - state.completed_at_ms >= FORGET_AFTER_MS
+        return state.completed_at_ms + FORGET_AFTER_MS
     if state.expected_since_ms is None:
-        return now_ms - state.first_seen_ms >= FORGET_AFTER_MS
+        return state.first_seen_ms + FORGET_AFTER_MS
     if state.alerted_at_ms is None:
-        return state.deadline_ms is not None and now_ms >= state.deadline_ms
-    return state.next_resend_ms is not None and now_ms >= state.next_resend_ms
+        return state.deadline_ms
+    return state.next_resend_ms
+
+
+def needs_check(state: Expectation, now_ms: int) -> bool:
+    """Whether the owning agent should `check` this entry now."""
+    due = due_ms(state)
+    return due is not None and now_ms >= due
 
 
 def check(state: Expectation | None, now_ms: int,

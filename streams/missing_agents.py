@@ -5,13 +5,15 @@
 - `missing-detector` owns the state: it reads registrations.events, those deliveries and
   deadline checks, all keyed by registration id and co-partitioned, and applies the pure
   rules of `streams.missing` to a table whose changelog Faust keeps (and replays on restart).
-- A timer on every worker scans its local entries and, for each one whose deadline passed,
-  sends a check keyed by the registration: the agent that owns that key re-reads the state
-  and decides. Faust has no per-key timer, and its window-close callback is not relied on.
+- A timer on every worker takes the entries whose deadline passed from an in-memory index
+  (written with the table, rebuilt after each recovery) and sends a check keyed by the
+  registration: the agent that owns that key re-reads the state and decides. Faust has no
+  per-key timer, and its window-close callback is not relied on.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -31,13 +33,13 @@ from herald.schemas.catalog import (
 )
 from herald.schemas.codec import UndecodableRecord, decode_expecting
 from herald.schemas.records import OutgoingRecord
-from herald.streams.missing import Expectation, Policy, check, delivered, expect, needs_check
+from herald.streams.missing import Expectation, Policy, check, delivered, due_ms, expect, needs_check
 from herald.streams.rules import ROUTING_RULES
 
 log = logging.getLogger(__name__)
 
 _RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
-RECHECK_AFTER_S = 5.0  # a check not yet handled is asked for again after this long
+RECHECK_AFTER_MS = 5000  # a check not yet handled is asked for again after this long
 Send = Callable[[OutgoingRecord], Awaitable[None]]
 
 
@@ -48,11 +50,42 @@ def missing_policy(settings: Settings) -> Policy:
                   max_resends=settings.missing_auto_resends)
 
 
+class DeadlineIndex:
+    """Keys by when they next need a look, earliest first, so a scan touches only those due.
+
+    Every write adds an entry; one made stale by a later write is skipped when it comes up
+    (the scan re-reads the state). Rebuilt from the whole table after each recovery.
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[int, str]] = []
+
+    def note(self, key: str, state: Expectation | None) -> None:
+        due = None if state is None else due_ms(state)
+        if due is not None:
+            self.at(due, key)
+
+    def at(self, when_ms: int, key: str) -> None:
+        heapq.heappush(self._heap, (when_ms, key))
+
+    def pop_due(self, now_ms: int) -> list[str]:
+        keys: set[str] = set()
+        while self._heap and self._heap[0][0] <= now_ms:
+            keys.add(heapq.heappop(self._heap)[1])
+        return sorted(keys)
+
+    def rebuild(self, states: Mapping[str, Expectation]) -> None:
+        self._heap = []
+        for key, state in states.items():
+            self.note(key, state)
+
+
 class ExpectationTable(Mapping[str, Expectation]):
-    """The Faust table (bytes -> JSON bytes) seen as expectations by key."""
+    """The Faust table (bytes -> JSON bytes) seen as expectations by key, with its deadlines."""
 
     def __init__(self, table: faust.Table) -> None:
         self._table = table
+        self.deadlines = DeadlineIndex()
 
     def __getitem__(self, key: str) -> Expectation:
         raw = self._table.get(key.encode())
@@ -72,6 +105,7 @@ class ExpectationTable(Mapping[str, Expectation]):
             self._table.pop(key.encode(), None)
         else:
             self._table[key.encode()] = orjson.dumps(state.as_json())
+        self.deadlines.note(key, state)
 
 
 def add_missing_detector(app: faust.App, settings: Settings, send: Send) -> None:
@@ -81,13 +115,15 @@ def add_missing_detector(app: faust.App, settings: Settings, send: Send) -> None
     deliveries_name = qualified(MISSING_DELIVERIES, namespace)
     checks = app.topic(qualified(MISSING_CHECKS, namespace), **_RAW)
     deliveries = app.topic(deliveries_name, **_RAW)
-    # Changelogged per partition of the input that wrote it (Faust's default), so an entry
-    # lives in the partition of its registration, with that registration's inputs.
     # bytes in and out: Faust derives the changelog's serializers from these types ("raw"),
     # not from a schema, when it reads the changelog back on recovery.
-    table = ExpectationTable(app.Table("missing-expectations", partitions=6, default=None,
-                                       key_type=bytes, value_type=bytes))
-    asked: dict[str, float] = {}  # checks sent and not yet handled, when
+    faust_table = app.Table("missing-expectations", partitions=6, default=None,
+                            key_type=bytes, value_type=bytes)
+    table = ExpectationTable(faust_table)
+
+    @faust_table.on_recover
+    async def index_recovered() -> None:
+        table.deadlines.rebuild(table)
 
     @app.agent(app.topic(qualified(NOTIFICATION_STATUS, namespace), **_RAW), name="missing-deliveries")
     async def rekey_deliveries(stream: faust.StreamT) -> None:
@@ -102,23 +138,21 @@ def add_missing_detector(app: faust.App, settings: Settings, send: Send) -> None
     async def detect(stream: faust.StreamT) -> None:
         async for event in stream.events():
             now_ms = int(time.time() * 1000)
-            for record in _apply(table, event, now_ms, policy, events_name, deliveries_name, asked):
+            for record in _apply(table, event, now_ms, policy, events_name, deliveries_name):
                 await send(record)
 
     @app.timer(interval=settings.missing_scan_interval_s)
     async def scan_deadlines() -> None:
-        now = time.time()
-        for key in table:
+        now_ms = int(time.time() * 1000)
+        for key in table.deadlines.pop_due(now_ms):
             state = table.get(key)
-            if state is None or not needs_check(state, int(now * 1000)):
-                continue
-            if now - asked.get(key, 0.0) >= RECHECK_AFTER_S:
-                asked[key] = now
+            if state is not None and needs_check(state, now_ms):
                 await checks.send(key=state.registration_id.encode(), value=key.encode())
+                table.deadlines.at(now_ms + RECHECK_AFTER_MS, key)  # unanswered: asked again
 
 
 def _apply(table: ExpectationTable, event: faust.EventT, now_ms: int, policy: Policy,
-           events_name: str, deliveries_name: str, asked: dict[str, float]) -> list[OutgoingRecord]:
+           events_name: str, deliveries_name: str) -> list[OutgoingRecord]:
     """One input of the detector: the table updated, the records to produce returned."""
     topic = event.message.topic
     if topic == events_name:
@@ -135,7 +169,6 @@ def _apply(table: ExpectationTable, event: faust.EventT, now_ms: int, policy: Po
         state, records = delivered(table.get(key), status, now_ms)
     else:
         key = event.value.decode()
-        asked.pop(key, None)
         state, records = check(table.get(key), now_ms, policy)
     table.put(key, state)
     return records

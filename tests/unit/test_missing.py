@@ -4,6 +4,7 @@ none for one delivered in time, a tombstone for a late one, whatever order input
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from herald.schemas import headers as h
@@ -11,6 +12,7 @@ from herald.schemas.catalog import MISSING_NOTIFICATIONS
 from herald.schemas.codec import decode
 from herald.schemas.ids import notification_id
 from herald.streams.missing import FORGET_AFTER_MS, Expectation, Policy, check, delivered, expect, needs_check
+from herald.streams.missing_agents import DeadlineIndex
 
 OCCURRED = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 T0 = int(OCCURRED.timestamp() * 1000)
@@ -132,3 +134,23 @@ def test_reprocessing_a_check_gives_the_same_event_id():
 def test_state_survives_a_json_round_trip():
     state, _ = delivered(expected(), sent("email"), T0 + 1)
     assert Expectation.from_json(json.loads(json.dumps(state.as_json()))) == state
+
+
+def test_the_deadline_index_yields_each_due_key_once_and_only_when_due():
+    index = DeadlineIndex()
+    state = expected()
+    index.note(KEY, state)
+    index.note(KEY, state)  # written twice: still one key to look at
+    index.note("REG-8|e_ticket", replace(state, registration_id="REG-8", deadline_ms=T0 + 2 * SLA_MS))
+    index.note("REG-9|e_ticket", None)  # forgotten: nothing to look at
+    assert index.pop_due(T0 + SLA_MS - 1) == []
+    assert index.pop_due(T0 + SLA_MS) == [KEY]
+    assert index.pop_due(T0 + 3 * SLA_MS) == ["REG-8|e_ticket"]
+    assert index.pop_due(T0 + 100 * SLA_MS) == []
+
+
+def test_the_deadline_index_is_rebuilt_from_the_states():
+    index = DeadlineIndex()
+    alerted, _ = check(expected(), T0 + SLA_MS, POLICY)
+    index.rebuild({KEY: expected(), "REG-7|welcome": alerted})
+    assert index.pop_due(T0 + SLA_MS) == [KEY], "an alerted entry without resends waits for no time"
