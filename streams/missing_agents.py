@@ -100,12 +100,17 @@ class ExpectationTable(Mapping[str, Expectation]):
         return len(self._table)
 
     def put(self, key: str, state: Expectation | None) -> None:
-        """Store (or, for None, forget) one entry: inside an agent, so the changelog follows."""
+        """Store (or, for None, forget) one entry: inside an agent, so the changelog follows.
+        An unchanged entry (a replay, a check that found it handled) writes nothing."""
+        stored = self._table.get(key.encode())
         if state is None:
-            self._table.pop(key.encode(), None)
-        else:
-            self._table[key.encode()] = orjson.dumps(state.as_json())
-        self.deadlines.note(key, state)
+            if stored is not None:
+                self._table.pop(key.encode())
+            return
+        encoded = orjson.dumps(state.as_json())
+        if encoded != stored:
+            self._table[key.encode()] = encoded
+            self.deadlines.note(key, state)
 
 
 def add_missing_detector(app: faust.App, settings: Settings, send: Send) -> None:
