@@ -17,12 +17,11 @@ from herald.schemas.catalog import (
 from herald.schemas.catalog import notification_topic as channel_topic
 from herald.schemas.headers import from_kafka
 from herald.schemas.records import OutgoingRecord, SourceRecord
-from herald.streams.missing_agents import add_missing_detector
+from herald.streams.missing_agents import RAW_BYTES, add_missing_detector
 from herald.streams.router import route
 
 log = logging.getLogger(__name__)
 
-_RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
 
 
 def create_app(settings: Settings, bootstrap: str) -> faust.App:
@@ -48,7 +47,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         broker_session_timeout=settings.kafka_session_timeout_s,
     )
     outputs = {
-        name: app.topic(qualified(name, namespace), **_RAW)
+        name: app.topic(qualified(name, namespace), **RAW_BYTES)
         for name in [*(channel_topic(c) for c in CHANNELS), dead_letter_topic(REGISTRATION_EVENTS),
                      MISSING_NOTIFICATIONS]
     }
@@ -61,7 +60,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         await outputs[record.topic].send(key=record.key, value=record.value,
                                          headers={k: v.encode() for k, v in record.headers.items()})
 
-    source_topic = app.topic(qualified(REGISTRATION_EVENTS, namespace), **_RAW)
+    source_topic = app.topic(qualified(REGISTRATION_EVENTS, namespace), **RAW_BYTES)
 
     @app.agent(source_topic, name="router")
     async def router(stream: faust.StreamT) -> None:

@@ -38,7 +38,8 @@ from herald.streams.rules import ROUTING_RULES
 
 log = logging.getLogger(__name__)
 
-_RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+# Every Herald topic carries our own bytes (Confluent-framed Avro): Faust passes them through.
+RAW_BYTES = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
 RECHECK_AFTER_MS = 5000  # a check not yet handled is asked for again after this long
 Send = Callable[[OutgoingRecord], Awaitable[None]]
 
@@ -118,8 +119,8 @@ def add_missing_detector(app: faust.App, settings: Settings, send: Send) -> None
     namespace, policy = settings.namespace, missing_policy(settings)
     events_name = qualified(REGISTRATION_EVENTS, namespace)
     deliveries_name = qualified(MISSING_DELIVERIES, namespace)
-    checks = app.topic(qualified(MISSING_CHECKS, namespace), **_RAW)
-    deliveries = app.topic(deliveries_name, **_RAW)
+    checks = app.topic(qualified(MISSING_CHECKS, namespace), **RAW_BYTES)
+    deliveries = app.topic(deliveries_name, **RAW_BYTES)
     # bytes in and out: Faust derives the changelog's serializers from these types ("raw"),
     # not from a schema, when it reads the changelog back on recovery.
     faust_table = app.Table("missing-expectations", partitions=6, default=None,
@@ -130,14 +131,14 @@ def add_missing_detector(app: faust.App, settings: Settings, send: Send) -> None
     async def index_recovered() -> None:
         table.deadlines.rebuild(table)
 
-    @app.agent(app.topic(qualified(NOTIFICATION_STATUS, namespace), **_RAW), name="missing-deliveries")
+    @app.agent(app.topic(qualified(NOTIFICATION_STATUS, namespace), **RAW_BYTES), name="missing-deliveries")
     async def rekey_deliveries(stream: faust.StreamT) -> None:
         async for event in stream.events():
             status = _decoded(event.value, "herald.NotificationStatus", event)
             if status is not None and status["status"] == "sent":
                 await deliveries.send(key=status["registration_id"].encode(), value=event.value)
 
-    inputs = app.topic(events_name, deliveries_name, checks.get_topic_name(), **_RAW)
+    inputs = app.topic(events_name, deliveries_name, checks.get_topic_name(), **RAW_BYTES)
 
     @app.agent(inputs, name="missing-detector")
     async def detect(stream: faust.StreamT) -> None:
