@@ -149,13 +149,13 @@ def run_ingest(settings: Settings) -> None:
         engine.dispose()
 
 
-def run_streams(settings: Settings) -> None:
+def run_streams(settings: Settings, processor: str = "router") -> None:
     import faust
 
     from herald.streams.app import create_app
 
     endpoints = reachable_endpoints(settings, need_database=False)
-    app = create_app(settings, endpoints.kafka_bootstrap)
+    app = create_app(settings, endpoints.kafka_bootstrap, processor)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()
 

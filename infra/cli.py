@@ -115,11 +115,20 @@ def ingest(ctx: typer.Context) -> None:
 
 
 @app.command()
-def streams(ctx: typer.Context) -> None:
-    """Run the Faust stream processors (the router)."""
+def streams(
+    ctx: typer.Context,
+    processor: Annotated[str, typer.Option(
+        help="router (registration events -> notification requests) or missing (the "
+             "missing-notification detector); each runs as its own Faust app and process.")] = "router",
+) -> None:
+    """Run one Faust stream processor."""
     from herald.infra.bootstrap import run_streams
+    from herald.streams.app import PROCESSORS
 
-    run_streams(_settings(ctx))
+    if processor not in PROCESSORS:
+        console.print(f"[red]error:[/red] unknown processor {processor!r}; known: {', '.join(PROCESSORS)}")
+        raise typer.Exit(2)
+    run_streams(_settings(ctx), processor)
 
 
 @app.command()

@@ -76,6 +76,7 @@ def start_pipeline(group: ProcessGroup, settings: Settings, bootstrap: str) -> N
     already run); returns once their consumer groups are ready."""
     group.start("relay", [*HERALD_ARGV, "relay"])
     group.start("streams", [*HERALD_ARGV, "streams"])
+    group.start("streams-missing", [*HERALD_ARGV, "streams", "--processor", "missing"])
     group.start("corrections", [*HERALD_ARGV, "corrections"])
     for channel in CHANNELS:
         group.start(f"deliver-{channel}", [*HERALD_ARGV, "deliver", "--channel", channel])
