@@ -205,14 +205,31 @@ def member_partitions(bootstrap: str, group_id: str, pid: int) -> set[int]:
     raise RuntimeError(f"no member of {group_id} runs in process {pid}")
 
 
+@dataclasses.dataclass(frozen=True)
+class Campaign:
+    """WhatsApp requests written through the outbox in one transaction."""
+
+    ids: set[str]
+    accepted_before: int  # the simulators' count when it was written
+    committed_at: float
+
+    @classmethod
+    def emit(cls, bench: Bench, engine: sa.Engine, prefix: str, count: int) -> Campaign:
+        requests = requests_for(f"{prefix}-{uuid.uuid4().hex[:6]}", count, "whatsapp")
+        ids = {r["notification_id"] for r in requests}
+        bench.expected["whatsapp"] |= ids
+        before = bench.network.accepted("whatsapp")
+        return cls(ids, before, emit_requests(engine, requests))
+
+    def delivered(self, bench: Bench) -> dict[str, float]:
+        return wait_delivered(bench.network, "whatsapp", self.ids, self.accepted_before, 600, bench.group)
+
+
 def campaign_phase(bench: Bench, engine: sa.Engine, count: int) -> dict[str, float]:
-    requests = requests_for(f"CAMP-{uuid.uuid4().hex[:6]}", count, "whatsapp")
-    ids = {r["notification_id"] for r in requests}
-    bench.expected["whatsapp"] |= ids
-    before = bench.network.accepted("whatsapp")
-    committed = emit_requests(engine, requests)
+    campaign = Campaign.emit(bench, engine, "CAMP", count)
+    committed = campaign.committed_at
     busy_before, parts_before = machine_busy_s(), bench.cpu_by_part()
-    seen = wait_delivered(bench.network, "whatsapp", ids, before, 600, bench.group)
+    seen = campaign.delivered(bench)
     busy = machine_busy_s() - busy_before
     return {"campaign": count, "campaign_s": max(seen.values()) - committed if seen else -1.0,
             "campaign_cpu_ms_per_msg": busy * 1000 / count,
@@ -223,12 +240,7 @@ def warm_up(bench: Bench, engine: sa.Engine, count: int, rate: float) -> int:
     """A smaller campaign and two seconds at `rate`, not measured: a broker just started
     spends a fifth of a core compiling its hot paths (the JIT), and every process fills its
     caches and pools. Counted in lost and duplicates like the rest."""
-    requests = requests_for(f"WARM-{uuid.uuid4().hex[:6]}", count, "whatsapp")
-    ids = {r["notification_id"] for r in requests}
-    bench.expected["whatsapp"] |= ids
-    before = bench.network.accepted("whatsapp")
-    emit_requests(engine, requests)
-    wait_delivered(bench.network, "whatsapp", ids, before, 600, bench.group)
+    Campaign.emit(bench, engine, "WARM", count).delivered(bench)
     steady_phase(bench, engine, rate, 2.0)
     return count + int(rate * 2.0)
 
