@@ -23,6 +23,13 @@ RETRY_TIERS = 3  # retry topics per channel; their delays are settings
 # co-partitioned with registrations.events: sent statuses, and deadline checks.
 MISSING_DELIVERIES = "streams.missing.deliveries"
 MISSING_CHECKS = "streams.missing.checks"
+# Each gateway instance's periodic report of the sessions it holds, keyed by instance.
+GATEWAY_OBSERVATIONS = "gateway.observations"
+# Sessions whose declared and observed states disagree: compacted, a tombstone once resolved.
+SESSION_MISMATCHES = "sessions.mismatches"
+# The session reconciler's re-evaluations, keyed by session id (co-partitioned with
+# sessions.events), asked for by the timer of whichever worker saw a verdict change.
+SESSION_CHECKS = "streams.sessions.checks"
 
 _DAY_MS = 24 * 60 * 60 * 1000
 
@@ -96,6 +103,14 @@ def topic_catalog(namespace: str = "") -> tuple[TopicSpec, ...]:
                   "herald.NotificationStatus"),
         TopicSpec(MISSING_CHECKS, 6, "delete", _DAY_MS, "registration id",
                   "any: the key of the expectation to check, utf-8"),
+        # A day is far more than the reconciler reads back on start (a few grace periods).
+        TopicSpec(GATEWAY_OBSERVATIONS, 3, "delete", _DAY_MS, "gateway instance (base URL)",
+                  "herald.GatewayObservation"),
+        TopicSpec(dead_letter_topic(GATEWAY_OBSERVATIONS), 1, "delete", 30 * _DAY_MS,
+                  "gateway instance", "any (undecodable input kept as it came)"),
+        TopicSpec(SESSION_MISMATCHES, 6, "compact", -1, "session id", "herald.SessionMismatch"),
+        TopicSpec(SESSION_CHECKS, 6, "delete", _DAY_MS, "session id",
+                  "any: the session id to re-evaluate, utf-8"),
         TopicSpec(SESSION_CORRECTIONS, 3, "delete", 7 * _DAY_MS, "session id",
                   "herald.SessionEvent"),
         TopicSpec(dead_letter_topic(SESSION_CORRECTIONS), 1, "delete", 30 * _DAY_MS,

@@ -28,6 +28,8 @@ SCHEMA_FILES: dict[str, tuple[int, str]] = {
     "herald.NotificationRequest": (6, "notification_request.avsc"),
     "herald.RegistrationEvent": (7, "registration_event.avsc"),
     "herald.MissingNotification": (8, "missing_notification.avsc"),
+    "herald.GatewayObservation": (9, "gateway_observation.avsc"),
+    "herald.SessionMismatch": (10, "session_mismatch.avsc"),
 }
 
 # Ids of earlier versions, still read: id -> (schema name, version in avro/history/). Data
