@@ -1,11 +1,16 @@
-"""Applies session corrections to the database, through the outbox, so it stays the source of truth.
+"""Applies what Kafka learned about sessions to the database, through the outbox, so it stays
+the source of truth: one consumer loop (`CorrectionApplier`) per topic, and what to do with
+each record (a `Corrections` handler).
 
-A delivery worker that found a session on another gateway instance produces the session's
-event with its new instance to `sessions.corrections`. This consumer writes it with
-`update_session` (row and event in one transaction), and the event flows back out on
-`sessions.events` to every worker's directory. A correction older than the row's last
-change is skipped, so a late one never undoes an operator's newer edit. Offsets are
-committed after the database commit: a crash applies a batch again, which changes nothing.
+- `InstanceCorrections`: a delivery worker that found a session on another gateway instance
+  produces the session's event with its new instance to `sessions.corrections`; it is
+  written with `update_session` (row and event in one transaction), and the event flows back
+  out on `sessions.events` to every worker's directory. A correction older than the row's
+  last change is skipped, so a late one never undoes an operator's newer edit.
+- `herald.consumers.mismatches.MismatchCorrections`: the session reconciler's verdicts.
+
+Offsets are committed after the database commit: a crash applies a batch again, which
+changes nothing (every handler checks the row before it writes).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from confluent_kafka import Consumer, Message, Producer
@@ -34,6 +40,21 @@ log = logging.getLogger(__name__)
 CORRECTION_METADATA = ("previous_instance", "corrected_by", "corrected_at")
 
 
+class Corrections(Protocol):
+    """What a `CorrectionApplier` does with each record of its topic."""
+
+    topic: str  # catalog name
+    schema_name: str
+    stats: Any  # a dataclass of counters, with `undecodable`
+
+    def apply(self, session: Session, record: dict[str, Any] | None, key: str,
+              correlation_id: str | None) -> None:
+        """One record (None: a tombstone) inside the batch's transaction."""
+
+    def after_commit(self) -> None:
+        """What must happen outside the transaction, once it committed (e.g. an HTTP call)."""
+
+
 @dataclass
 class CorrectionStats:
     applied: int = 0
@@ -43,16 +64,17 @@ class CorrectionStats:
 
 
 class CorrectionApplier:
-    def __init__(self, consumer: Consumer, producer: Producer, engine: sa.Engine, namespace: str) -> None:
+    def __init__(self, consumer: Consumer, producer: Producer, engine: sa.Engine, namespace: str,
+                 handler: Corrections) -> None:
         self._consumer = consumer
         self._producer = producer  # for dead letters only
         self._engine = engine
         self._namespace = namespace
         self._pending = PendingOffsets(consumer)
-        self.stats = CorrectionStats()
+        self.handler = handler
 
-    def run(self, stop: threading.Event) -> CorrectionStats:
-        self._consumer.subscribe([qualified(SESSION_CORRECTIONS, self._namespace)])
+    def run(self, stop: threading.Event) -> Any:
+        self._consumer.subscribe([qualified(self.handler.topic, self._namespace)])
         try:
             while not stop.is_set():
                 messages = [m for m in self._consumer.consume(200, 0.5) if m.error() is None]
@@ -63,27 +85,44 @@ class CorrectionApplier:
                     self._pending.commit()
         finally:
             self._consumer.close()
-        return self.stats
+        return self.handler.stats
 
     def _apply_batch(self, messages: list[Message]) -> None:
         dead = []
+        topic = self.handler.topic
         with Session(self._engine) as session, session.begin():
             for message in messages:
-                source = SourceRecord(SESSION_CORRECTIONS, message.partition(), message.offset(),
+                source = SourceRecord(topic, message.partition(), message.offset(),
                                       message.key(), message.value(), from_kafka(message.headers()))
                 try:
-                    event = decode_expecting(source.value, "herald.SessionEvent")
+                    record = None if source.value is None else decode_expecting(
+                        source.value, self.handler.schema_name)
                 except UndecodableRecord as exc:
-                    self.stats.undecodable += 1
+                    self.handler.stats.undecodable += 1
                     dead.append(dead_letter(source, "UndecodableRecord", str(exc),
-                                            consumer_group="corrections"))
+                                            consumer_group=f"corrections.{topic}"))
                     continue
-                self._apply(session, event, source.headers.get(CORRELATION_ID))
+                key = (source.key or b"").decode("utf-8", "replace")
+                self.handler.apply(session, record, key, source.headers.get(CORRELATION_ID))
+        self.handler.after_commit()
         if dead:  # before the offsets move on: a dead letter is never lost
             produce_confirmed(self._producer, [(qualified(d.topic, self._namespace), d.key, d.value,
                                                 d.headers) for d in dead], Deadline(30))
 
-    def _apply(self, session: Session, event: dict[str, object], correlation_id: str | None) -> None:
+
+class InstanceCorrections:
+    """sessions.corrections: a session a delivery worker found on another gateway instance."""
+
+    topic = SESSION_CORRECTIONS
+    schema_name = "herald.SessionEvent"
+
+    def __init__(self) -> None:
+        self.stats = CorrectionStats()
+
+    def apply(self, session: Session, event: dict[str, Any] | None, key: str,
+              correlation_id: str | None) -> None:
+        if event is None:
+            return  # the topic has no tombstones; nothing to undo if one came
         session_id = str(event["session_id"])
         row = session.get(MessagingSession, session_id, with_for_update=True)
         if row is None:
@@ -103,3 +142,6 @@ class CorrectionApplier:
                        correlation_id=correlation_id)
         self.stats.applied += 1
         log.info("session %s: gateway instance corrected to %s", session_id, event["gateway_instance"])
+
+    def after_commit(self) -> None:
+        pass

@@ -9,7 +9,6 @@ from typing import Any
 import sqlalchemy as sa
 from confluent_kafka import Consumer, Producer
 
-from herald.consumers.corrections import CorrectionStats
 from herald.infra.delivery_process import DeliveryProcess, DeliveryReport
 from herald.infra.kafka_io import consumer_config, producer_config
 from herald.infra.processes import ServiceError
@@ -31,7 +30,7 @@ from herald.producers.migrations import migrate
 from herald.producers.models import OutboxRecord
 from herald.producers.outbox import OUTBOX_SHARDS, outbox_backlog
 from herald.producers.relay import Relay, RelayConfig, RelayStats
-from herald.schemas.catalog import SESSION_CORRECTIONS, consumer_group, topic_catalog
+from herald.schemas.catalog import consumer_group, topic_catalog
 
 
 def prepare(settings: Settings) -> Endpoints:
@@ -168,17 +167,35 @@ def run_delivery(settings: Settings, channel: str, stop: threading.Event, drain:
     return DeliveryProcess(settings, endpoints.kafka_bootstrap, channel, tiers).run(stop, drain)
 
 
-def run_corrections(settings: Settings, stop: threading.Event) -> CorrectionStats:
-    """Apply session corrections from delivery workers to the database (through the outbox)."""
-    from herald.consumers.corrections import CorrectionApplier
+def run_corrections(settings: Settings, stop: threading.Event) -> dict[str, Any]:
+    """Apply what Kafka learned about sessions to the database (through the outbox): the
+    corrections delivery workers found, and the session reconciler's mismatches. One consumer
+    group per topic, each on a thread of its own; returns each one's counters."""
+    import httpx
+
+    from herald.consumers.corrections import CorrectionApplier, Corrections, InstanceCorrections
+    from herald.consumers.mismatches import MismatchCorrections, ReconnectPolicy
 
     endpoints = reachable_endpoints(settings)
     engine = sa.create_engine(endpoints.database_url, pool_pre_ping=True)
-    group = consumer_group("corrections", SESSION_CORRECTIONS, settings.namespace)
-    consumer = Consumer(consumer_config(endpoints.kafka_bootstrap, group, **{
-        "session.timeout.ms": int(settings.kafka_session_timeout_s * 1000)}))
-    producer = Producer(producer_config(endpoints.kafka_bootstrap, 30))
+    client = httpx.Client(timeout=10.0)
+    handlers: list[Corrections] = [
+        InstanceCorrections(),
+        MismatchCorrections(engine, ReconnectPolicy(settings.session_auto_reconnect_workspaces), client)]
+    threads = []
+    for handler in handlers:
+        group = consumer_group("corrections", handler.topic, settings.namespace)
+        consumer = Consumer(consumer_config(endpoints.kafka_bootstrap, group, **{
+            "session.timeout.ms": int(settings.kafka_session_timeout_s * 1000)}))
+        producer = Producer(producer_config(endpoints.kafka_bootstrap, 30))  # for dead letters
+        applier = CorrectionApplier(consumer, producer, engine, settings.namespace, handler)
+        threads.append(threading.Thread(target=applier.run, args=(stop,), name=handler.topic))
     try:
-        return CorrectionApplier(consumer, producer, engine, settings.namespace).run(stop)
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return {handler.topic: handler.stats for handler in handlers}
     finally:
+        client.close()
         engine.dispose()

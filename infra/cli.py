@@ -149,11 +149,13 @@ def deliver(
 
 @app.command()
 def corrections(ctx: typer.Context) -> None:
-    """Apply session corrections (a session found on another gateway instance) to the database."""
+    """Apply session corrections to the database: sessions delivery workers found on another
+    gateway instance, and the session reconciler's mismatches (disconnect, reconnect, move)."""
     from herald.infra.bootstrap import run_corrections
 
     stats = run_corrections(_settings(ctx), stop_on_signals())
-    console.print(f"corrections stopped: {stats}")
+    for topic, counters in stats.items():
+        console.print(f"corrections from {topic} stopped: {counters}")
 
 
 @app.command()
@@ -170,15 +172,28 @@ def simulator(
         help="whatsapp: keep this instance's sessions here, so they survive a restart.")] = None,
     forget_sessions: Annotated[bool, typer.Option(
         help="whatsapp: start without the sessions in --sessions-file (a gateway that lost them).")] = False,
+    report_interval_s: Annotated[float, typer.Option(
+        help="whatsapp: report the sessions held to gateway.observations this often; 0: never.")] = 0.0,
+    advertised_url: Annotated[str, typer.Option(
+        help="whatsapp: the base URL sessions name this instance by; default http://HOST:PORT.")] = "",
 ) -> None:
     """Run a provider simulator on HOST:PORT."""
     import uvicorn
 
+    from herald.infra.services import resolve_endpoints
     from herald.infra.simulators.provider import create_simulator
+    from herald.infra.simulators.reports import ReportTarget
+    from herald.schemas.catalog import GATEWAY_OBSERVATIONS, qualified
 
-    store_path = store or _settings(ctx).home / "simulators" / f"{kind}.sqlite"
-    app_ = create_simulator(kind, store_path, name=name or f"{kind}-{port}",
-                            sessions_file=sessions_file, forget_sessions=forget_sessions)
+    settings = _settings(ctx)
+    store_path = store or settings.home / "simulators" / f"{kind}.sqlite"
+    report = None
+    if report_interval_s > 0:
+        report = ReportTarget(resolve_endpoints(settings, need_database=False).kafka_bootstrap,
+                              qualified(GATEWAY_OBSERVATIONS, settings.namespace),
+                              advertised_url or f"http://{host}:{port}", report_interval_s)
+    app_ = create_simulator(kind, store_path, name=name or f"{kind}-{port}", sessions_file=sessions_file,
+                            forget_sessions=forget_sessions, report=report)
     uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False)
 
 

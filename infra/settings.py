@@ -125,6 +125,16 @@ class Settings:
         "drop duplicates), one SLA apart; 0 only reports it."))
     missing_scan_interval_s: float = field(default=1.0, metadata=_doc(
         "How often each streams worker looks for deadlines passed in its partitions, in seconds."))
+    session_grace_s: float = field(default=30.0, metadata=_doc(
+        "Session reconciler: how long declared and reported session states may disagree before "
+        "it is a mismatch, and how long an instance may be silent before its sessions are "
+        "unobserved, in seconds. Span several gateway report intervals."))
+    session_resync_interval_s: float = field(default=5.0, metadata=_doc(
+        "Session reconciler: how often each worker recomputes every session it owns, besides on "
+        "every input, in seconds."))
+    session_auto_reconnect_workspaces: tuple[str, ...] = field(default=("*",), metadata=_doc(
+        "Workspaces whose sessions found missing on their gateway are asked to reconnect, "
+        "comma-separated; * for all, empty for none (they are only marked disconnected)."))
     log_level: str = field(default="INFO", metadata=_doc("Python logging level."))
 
     @classmethod

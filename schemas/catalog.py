@@ -109,6 +109,8 @@ def topic_catalog(namespace: str = "") -> tuple[TopicSpec, ...]:
         TopicSpec(dead_letter_topic(GATEWAY_OBSERVATIONS), 1, "delete", 30 * _DAY_MS,
                   "gateway instance", "any (undecodable input kept as it came)"),
         TopicSpec(SESSION_MISMATCHES, 6, "compact", -1, "session id", "herald.SessionMismatch"),
+        TopicSpec(dead_letter_topic(SESSION_MISMATCHES), 1, "delete", 30 * _DAY_MS,
+                  "session id", "any (undecodable input kept as it came)"),
         TopicSpec(SESSION_CHECKS, 6, "delete", _DAY_MS, "session id",
                   "any: the session id to re-evaluate, utf-8"),
         TopicSpec(SESSION_CORRECTIONS, 3, "delete", 7 * _DAY_MS, "session id",

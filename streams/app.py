@@ -1,4 +1,5 @@
-"""The Faust application: wires the pure router to Kafka topics."""
+"""The Faust applications: the router, the missing-notification detector and the session
+reconciler, each wiring its pure rules to Kafka topics."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import faust
 from herald.infra.settings import Settings
 from herald.schemas.catalog import (
     CHANNELS,
+    GATEWAY_OBSERVATIONS,
     MISSING_NOTIFICATIONS,
     REGISTRATION_EVENTS,
+    SESSION_MISMATCHES,
     dead_letter_topic,
     qualified,
 )
@@ -19,15 +22,14 @@ from herald.schemas.headers import from_kafka
 from herald.schemas.records import OutgoingRecord, SourceRecord
 from herald.streams.missing_agents import RAW_BYTES, Send, add_missing_detector
 from herald.streams.router import route
+from herald.streams.session_agents import add_session_reconciler
 
 log = logging.getLogger(__name__)
-
-
 
 # Each processor is a Faust app of its own (its own consumer group and process), so a slow
 # or restarting monitor never holds up the router, which is on every notification's path:
 # sharing one event loop, the detector raised the demo's e-ticket latency from 91 ms to 8.9 s.
-PROCESSORS = ("router", "missing")
+PROCESSORS = ("router", "missing", "sessions")
 
 
 def streams_app_id(settings: Settings, processor: str) -> str:
@@ -63,7 +65,7 @@ def create_app(settings: Settings, bootstrap: str, processor: str = "router") ->
     outputs = {
         name: app.topic(qualified(name, namespace), **RAW_BYTES)
         for name in [*(channel_topic(c) for c in CHANNELS), dead_letter_topic(REGISTRATION_EVENTS),
-                     MISSING_NOTIFICATIONS]
+                     MISSING_NOTIFICATIONS, SESSION_MISMATCHES, dead_letter_topic(GATEWAY_OBSERVATIONS)]
     }
 
     async def send(record: OutgoingRecord) -> None:
@@ -76,6 +78,8 @@ def create_app(settings: Settings, bootstrap: str, processor: str = "router") ->
 
     if processor == "missing":
         add_missing_detector(app, settings, send)
+    elif processor == "sessions":
+        add_session_reconciler(app, settings, bootstrap, send)
     else:
         _add_router(app, namespace, send)
     return app

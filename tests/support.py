@@ -50,11 +50,14 @@ def process_env(settings: Settings, network: SimulatorNetwork | None = None) -> 
 
 
 @contextmanager
-def simulator_network(log_dir: Path, gateway_instances: int = 2
-                      ) -> Iterator[tuple[SimulatorNetwork, ProcessGroup]]:
+def simulator_network(log_dir: Path, gateway_instances: int = 2, reporting_to: Settings | None = None,
+                      report_interval_s: float = 0.5) -> Iterator[tuple[SimulatorNetwork, ProcessGroup]]:
     """Gateway instances and an email provider, each a process on a free loopback port; the
-    group they run in, to kill and restart one."""
-    network = SimulatorNetwork.plan(log_dir / "simulators", gateway_instances)
-    with ProcessGroup(log_dir, dict(os.environ)) as group:
+    group they run in, to kill and restart one. With `reporting_to`, the gateway instances
+    report their sessions to that namespace's gateway.observations."""
+    interval = report_interval_s if reporting_to is not None else 0.0
+    network = SimulatorNetwork.plan(log_dir / "simulators", gateway_instances, interval)
+    env = process_env(reporting_to) if reporting_to is not None else dict(os.environ)
+    with ProcessGroup(log_dir, env) as group:
         network.start(group)
         yield network, group

@@ -24,11 +24,13 @@ class SimulatorNetwork:
     run_dir: Path
     whatsapp: tuple[str, ...]  # gateway instance base URLs, in order: wa-1, wa-2, ...
     email: str
+    report_interval_s: float = 0.0  # gateway instances report their sessions this often; 0: never
 
     @classmethod
-    def plan(cls, run_dir: Path, gateway_instances: int = 2) -> SimulatorNetwork:
+    def plan(cls, run_dir: Path, gateway_instances: int = 2,
+             report_interval_s: float = 0.0) -> SimulatorNetwork:
         return cls(run_dir, tuple(f"http://127.0.0.1:{free_port()}" for _ in range(gateway_instances)),
-                   f"http://127.0.0.1:{free_port()}")
+                   f"http://127.0.0.1:{free_port()}", report_interval_s)
 
     def urls(self) -> dict[str, str]:
         """Process name -> URL of every simulator."""
@@ -46,6 +48,8 @@ class SimulatorNetwork:
                 "--name", name, "--store", str(self.run_dir / f"{kind}.sqlite")]
         if kind == "whatsapp":
             argv += ["--sessions-file", str(self.run_dir / f"{name}.sessions.json")]
+            if self.report_interval_s > 0:
+                argv += ["--report-interval-s", str(self.report_interval_s), "--advertised-url", url]
         if forget_sessions:
             argv.append("--forget-sessions")
         return argv
@@ -65,6 +69,11 @@ class SimulatorNetwork:
     def place_session(self, instance_url: str, session_id: str, status: str = "connected") -> None:
         httpx.put(f"{instance_url}/_sim/sessions/{session_id}", json={"status": status},
                   timeout=10).raise_for_status()
+
+    def session_status(self, instance_url: str, session_id: str) -> str | None:
+        """The session's status on that instance, None when it does not hold it."""
+        answer = httpx.get(f"{instance_url}/sessions/{session_id}", timeout=10)
+        return None if answer.status_code == 404 else str(answer.raise_for_status().json()["status"])
 
     def remove_session(self, instance_url: str, session_id: str) -> None:
         httpx.delete(f"{instance_url}/_sim/sessions/{session_id}", timeout=10).raise_for_status()

@@ -5,7 +5,9 @@ and honours Idempotency-Key there: a repeated key with the same body returns the
 answer and records nothing new; with another body it is 409.
 
 A gateway instance holds sessions (`/_sim/sessions`), which can be placed, moved and
-removed; it sends only from a session it holds connected, else 404. With a sessions file,
+removed; it sends only from a session it holds connected, else 404. A reconnect request
+puts a session back to qr_pending. Given a `ReportTarget`, it reports its sessions to
+`gateway.observations` periodically. With a sessions file,
 its sessions survive a restart (or `forget_sessions` drops them, as a gateway that lost its
 state would). Faults per instance through `POST /_sim/faults`: an error rate with a status,
 the next N requests failing, latency, and a rate of requests that hang past the client's
@@ -18,6 +20,8 @@ import asyncio
 import hashlib
 import json
 import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +30,7 @@ from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from herald.infra.simulators.reports import ReportTarget, report_sessions
 from herald.infra.simulators.store import MessageStore
 
 KINDS = ("whatsapp", "email")
@@ -66,15 +71,27 @@ class Instance:
             self.sessions_file.write_text(json.dumps(self.sessions))
 
 
-def create_simulator(kind: str, store_path: Path, *, name: str = "",
-                     sessions_file: Path | None = None, forget_sessions: bool = False) -> MessageFastPath:
+def create_simulator(kind: str, store_path: Path, *, name: str = "", sessions_file: Path | None = None,
+                     forget_sessions: bool = False, report: ReportTarget | None = None) -> MessageFastPath:
     if kind not in KINDS:
         raise ValueError(f"unknown simulator kind {kind!r}; known: {', '.join(KINDS)}")
+    if report is not None and kind != "whatsapp":
+        raise ValueError("only a whatsapp gateway instance reports sessions")
     instance = Instance(kind, name or kind, MessageStore(store_path), sessions_file)
     if sessions_file is not None and sessions_file.exists() and not forget_sessions:
         instance.sessions = json.loads(sessions_file.read_text())
     instance.save_sessions()  # a forgotten session stays forgotten across the next restart
-    app = FastAPI(title=f"Herald {kind} provider simulator ({instance.name})")
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        reporter = None
+        if report is not None:
+            reporter = asyncio.create_task(report_sessions(report, instance.name, lambda: instance.sessions))
+        yield
+        if reporter is not None:
+            reporter.cancel()
+
+    app = FastAPI(title=f"Herald {kind} provider simulator ({instance.name})", lifespan=lifespan)
     app.state.instance = instance
     _add_control_routes(app, instance)
     if kind == "whatsapp":
@@ -152,6 +169,13 @@ def _add_gateway_routes(app: FastAPI, instance: Instance) -> None:
         if status is None:
             return JSONResponse({"error": f"session {session_id} is not on {instance.name}"}, 404)
         return JSONResponse({"session_id": session_id, "status": status, "instance": instance.name})
+
+    @app.post("/sessions/{session_id}/reconnect")
+    async def reconnect(session_id: str) -> dict[str, str]:
+        """Start the session again here: it waits for its QR code to be scanned (seed 004)."""
+        instance.sessions[session_id] = "qr_pending"
+        instance.save_sessions()
+        return {"session_id": session_id, "status": "qr_pending", "instance": instance.name}
 
     @app.get("/sessions")
     async def list_sessions() -> list[dict[str, str]]:

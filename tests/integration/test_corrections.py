@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from herald.consumers.corrections import CorrectionApplier
+from herald.consumers.corrections import InstanceCorrections
 from herald.producers.models import MessagingSession, OutboxRecord
 from herald.producers.sessions import open_session
 
@@ -22,11 +22,13 @@ def test_a_newer_correction_is_applied_through_the_outbox_and_an_older_one_skipp
     with Session(engine) as session, session.begin():
         open_session(session, session_id="s-1", workspace_id="ws", status="connected",
                      gateway_instance="http://wa-1")
-    applier = CorrectionApplier(consumer=None, producer=None, engine=engine, namespace="")  # type: ignore[arg-type]
+    applier = InstanceCorrections()
     with Session(engine) as session, session.begin():
-        applier._apply(session, correction("http://wa-2", datetime.now(UTC) + timedelta(seconds=1)), "c-1")
+        later = datetime.now(UTC) + timedelta(seconds=1)
+        applier.apply(session, correction("http://wa-2", later), "s-1", "c-1")
     with Session(engine) as session, session.begin():
-        applier._apply(session, correction("http://wa-3", datetime.now(UTC) - timedelta(hours=1)), "c-2")
+        earlier = datetime.now(UTC) - timedelta(hours=1)
+        applier.apply(session, correction("http://wa-3", earlier), "s-1", "c-2")
     with Session(engine) as session:
         row = session.get(MessagingSession, "s-1")
         events = session.scalars(sa.select(OutboxRecord.event_type).order_by(OutboxRecord.id)).all()

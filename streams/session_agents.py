@@ -1,0 +1,202 @@
+"""The session reconciler in Faust: declared state in a changelogged table, observed state in memory.
+
+- `session-reconciler` owns the declared side: it reads `sessions.events` and its own checks
+  (`streams.sessions.checks`), both keyed by session id and co-partitioned, into a table whose
+  changelog Faust keeps, and decides (with `streams.sessions.reconcile`) what to emit.
+- The observed side is soft state: every worker follows every partition of
+  `gateway.observations` (an `ObservationFeed`, not a group member) and reads back a few grace
+  periods on start, so it is complete again after a restart without a changelog. Until it
+  has caught up with the topic's end, no verdict is reached: an empty view would call every
+  session not found.
+- On every observation batch and on a periodic resync tick, each worker recomputes the verdict
+  of every session it owns and asks a check for those whose verdict changed; the owner
+  recomputes again before emitting, so a worker that lost the partition meanwhile emits nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from typing import Any
+
+import faust
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from herald.infra.kafka_io import RDKAFKA_LOG
+from herald.infra.settings import Settings
+from herald.schemas.catalog import (
+    GATEWAY_OBSERVATIONS,
+    SESSION_CHECKS,
+    SESSION_EVENTS,
+    qualified,
+)
+from herald.schemas.codec import UndecodableRecord, decode_expecting
+from herald.schemas.records import SourceRecord, dead_letter
+from herald.streams.missing_agents import RAW_BYTES, RECHECK_AFTER_MS, Send
+from herald.streams.sessions import ObservedGateways, SessionEntry, declare, needs_reconcile, reconcile
+
+log = logging.getLogger(__name__)
+
+LOOKBACK_GRACE_PERIODS = 3  # how much of gateway.observations a starting worker reads back
+
+
+class SessionTable(Mapping[str, SessionEntry]):
+    """The Faust table (bytes -> JSON bytes) seen as session entries by session id."""
+
+    def __init__(self, table: faust.Table) -> None:
+        self._table = table
+
+    def __getitem__(self, key: str) -> SessionEntry:
+        raw = self._table.get(key.encode())
+        if raw is None:
+            raise KeyError(key)
+        return SessionEntry.from_json(orjson.loads(raw))
+
+    def __iter__(self) -> Iterator[str]:
+        return (key.decode() for key in list(self._table.keys()))
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def put(self, key: str, entry: SessionEntry | None) -> None:
+        """Inside an agent only, so the changelog follows; an unchanged entry writes nothing."""
+        stored = self._table.get(key.encode())
+        if entry is None:
+            if stored is not None:
+                self._table.pop(key.encode())
+            return
+        encoded = orjson.dumps(entry.as_json())
+        if encoded != stored:
+            self._table[key.encode()] = encoded
+
+
+class ObservationFeed:
+    """Every partition of gateway.observations, from a few grace periods back, into `gateways`."""
+
+    def __init__(self, bootstrap: str, topic: str, grace_ms: int, send: Send) -> None:
+        self.gateways = ObservedGateways()
+        self.ready = asyncio.Event()  # set once the view holds everything reported before start
+        self._bootstrap, self._topic, self._grace_ms, self._send = bootstrap, topic, grace_ms, send
+
+    async def run(self, on_batch: Callable[[], Awaitable[None]] | None = None) -> None:
+        consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False,
+                                    group_id=None)
+        await consumer.start()
+        try:
+            targets = await self._start_positions(consumer)
+            while True:
+                batches = await consumer.getmany(timeout_ms=500, max_records=1000)
+                for records in batches.values():
+                    for record in records:
+                        await self._apply(record)
+                if not self.ready.is_set() and await self._caught_up(consumer, targets):
+                    self.ready.set()
+                    log.info("session reconciler: gateway observations caught up")
+                self.gateways.forget_before(_now_ms() - LOOKBACK_GRACE_PERIODS * self._grace_ms)
+                if batches and self.ready.is_set() and on_batch is not None:
+                    await on_batch()
+        finally:
+            await consumer.stop()
+
+    async def _start_positions(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, int]:
+        partitions = await asyncio.to_thread(_partitions_of, self._bootstrap, self._topic)
+        consumer.assign(partitions)
+        since = _now_ms() - LOOKBACK_GRACE_PERIODS * self._grace_ms
+        found = await consumer.offsets_for_times(dict.fromkeys(partitions, since))
+        ends = await consumer.end_offsets(partitions)
+        for tp in partitions:
+            consumer.seek(tp, found[tp].offset if found.get(tp) is not None else ends[tp])
+        return ends
+
+    async def _caught_up(self, consumer: AIOKafkaConsumer, targets: dict[TopicPartition, int]) -> bool:
+        for tp, end in targets.items():
+            if await consumer.position(tp) < end:
+                return False
+        return True
+
+    async def _apply(self, record: object) -> None:
+        try:
+            observation = decode_expecting(record.value, "herald.GatewayObservation")  # type: ignore[attr-defined]
+        except UndecodableRecord as exc:
+            source = SourceRecord(GATEWAY_OBSERVATIONS, record.partition, record.offset,  # type: ignore[attr-defined]
+                                  record.key, record.value, {}, record.timestamp)  # type: ignore[attr-defined]
+            log.error("gateway observation %s[%d]@%d dead-lettered: %s", self._topic, source.partition,
+                      source.offset, exc)
+            await self._send(dead_letter(source, "UndecodableRecord", str(exc),
+                                         consumer_group="session-reconciler"))
+            return
+        self.gateways.apply(observation)
+
+
+def _partitions_of(bootstrap: str, topic: str) -> list[TopicPartition]:
+    """The topic's partitions as the broker has them now (an operator may have added some)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": RDKAFKA_LOG})
+    found = admin.list_topics(topic, timeout=30).topics.get(topic)
+    if found is None or found.error is not None or not found.partitions:
+        raise RuntimeError(f"topic {topic} is not on the broker: provision it with `herald up`")
+    return [TopicPartition(topic, p) for p in sorted(found.partitions)]
+
+
+def add_session_reconciler(app: faust.App, settings: Settings, bootstrap: str, send: Send) -> None:
+    """Wire the reconciler into `app`; `send` produces the records it derives."""
+    namespace, grace_ms = settings.namespace, int(settings.session_grace_s * 1000)
+    events_name = qualified(SESSION_EVENTS, namespace)
+    checks = app.topic(qualified(SESSION_CHECKS, namespace), **RAW_BYTES)
+    table = SessionTable(app.Table("session-entries", partitions=6, default=None,
+                                   key_type=bytes, value_type=bytes))
+    feed = ObservationFeed(bootstrap, qualified(GATEWAY_OBSERVATIONS, namespace), grace_ms, send)
+    asked: dict[str, int] = {}  # session id -> when a check was last asked
+
+    @app.agent(app.topic(events_name, checks.get_topic_name(), **RAW_BYTES), name="session-reconciler")
+    async def reconcile_sessions(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            session_id = event.key.decode()
+            entry = table.get(session_id)
+            if event.message.topic == events_name:
+                try:
+                    entry = declare(entry, _session_event(event.value), session_id)
+                except UndecodableRecord as exc:
+                    # Written only through Herald's outbox: skipped loudly, never blocking.
+                    log.error("session reconciler skips %s[%d]@%d: %s", event.message.topic,
+                              event.message.partition, event.message.offset, exc)
+                    continue
+            elif entry is None:
+                continue  # forgotten meanwhile
+            asked.pop(session_id, None)
+            if feed.ready.is_set():
+                entry, records = reconcile(entry, session_id, feed.gateways, _now_ms(), grace_ms)
+                for record in records:
+                    await send(record)
+            table.put(session_id, entry)
+
+    async def ask_changed() -> None:
+        """The full diff over this worker's sessions: a check for every verdict that changed."""
+        now_ms = _now_ms()
+        for session_id, entry in list(table.items()):
+            if asked.get(session_id, 0) + RECHECK_AFTER_MS > now_ms:
+                continue
+            if needs_reconcile(entry, feed.gateways, now_ms, grace_ms):
+                asked[session_id] = now_ms
+                await checks.send(key=session_id.encode(), value=session_id.encode())
+
+    @app.task
+    async def follow_observations() -> None:
+        await feed.run(ask_changed)
+
+    @app.timer(interval=settings.session_resync_interval_s)
+    async def resync() -> None:
+        if feed.ready.is_set():
+            await ask_changed()
+
+
+def _session_event(value: bytes | None) -> dict[str, Any] | None:
+    """The SessionEvent, or None for a tombstone (the session was deleted)."""
+    return None if value is None else decode_expecting(value, "herald.SessionEvent")
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
