@@ -27,7 +27,15 @@ from sqlalchemy.orm import Session
 
 from herald.infra.bootstrap import prepare
 from herald.infra.deadline import Deadline
-from herald.infra.demo_faults import DEMO_SESSION, FaultReport, demo_faults, finish_report, with_demo_retries
+from herald.infra.demo_faults import (
+    DEMO_SESSION,
+    GATEWAY_REPORT_INTERVAL_S,
+    IDLE_SESSION,
+    FaultReport,
+    demo_faults,
+    finish_report,
+    with_demo_retries,
+)
 from herald.infra.kafka_io import RDKAFKA_LOG
 from herald.infra.processes import HERALD_ARGV, ProcessGroup, ServiceError
 from herald.infra.services import Endpoints, start_services, stop_services
@@ -77,25 +85,28 @@ def start_pipeline(group: ProcessGroup, settings: Settings, bootstrap: str) -> N
     group.start("relay", [*HERALD_ARGV, "relay"])
     group.start("streams", [*HERALD_ARGV, "streams"])
     group.start("streams-missing", [*HERALD_ARGV, "streams", "--processor", "missing"])
+    group.start("streams-sessions", [*HERALD_ARGV, "streams", "--processor", "sessions"])
     group.start("corrections", [*HERALD_ARGV, "corrections"])
     for channel in CHANNELS:
         group.start(f"deliver-{channel}", [*HERALD_ARGV, "deliver", "--channel", channel])
     wait_for_groups(bootstrap, pipeline_groups(settings), Deadline(90), group)
 
 
-def open_demo_session(database_url: str, network: SimulatorNetwork, session_id: str = DEMO_SESSION) -> None:
-    """The default workspace's WhatsApp session: connected on the first gateway instance."""
-    network.place_session(network.whatsapp[0], session_id)
+def open_demo_sessions(database_url: str, network: SimulatorNetwork) -> None:
+    """The default workspace's WhatsApp sessions, connected on the first gateway instance: the
+    one e-tickets go out from, and an idle one."""
     engine = sa.create_engine(database_url)
     try:
-        with Session(engine) as session, session.begin():
-            if session.get(MessagingSession, session_id) is None:
-                open_session(session, session_id=session_id, workspace_id="default",
-                             phone="+6281100000000", status="connected",
-                             gateway_instance=network.whatsapp[0])
-            else:
-                update_session(session, session_id, status="connected",
-                               gateway_instance=network.whatsapp[0])
+        for session_id in (DEMO_SESSION, IDLE_SESSION):
+            network.place_session(network.whatsapp[0], session_id)
+            with Session(engine) as session, session.begin():
+                if session.get(MessagingSession, session_id) is None:
+                    open_session(session, session_id=session_id, workspace_id="default",
+                                 phone="+6281100000000", status="connected",
+                                 gateway_instance=network.whatsapp[0])
+                else:
+                    update_session(session, session_id, status="connected",
+                                   gateway_instance=network.whatsapp[0])
     finally:
         engine.dispose()
 
@@ -245,13 +256,13 @@ def run_pipeline(settings: Settings, endpoints: Endpoints, count: int, timeout_s
     run_id = uuid.uuid4().hex[:8]
     prefix = f"REG-{run_id}"
     run_dir = settings.home / "logs" / run_id
-    network = SimulatorNetwork.plan(run_dir / "simulators")
+    network = SimulatorNetwork.plan(run_dir / "simulators", report_interval_s=GATEWAY_REPORT_INTERVAL_S)
     started = time.monotonic()
     result = DemoResult(registrations=count, rate=rate, faults=faults)
     with ProcessGroup(run_dir, pipeline_env(settings, endpoints, network)) as group, \
             ThreadPoolExecutor(1) as fault_thread:
         network.start(group)
-        open_demo_session(endpoints.database_url, network)
+        open_demo_sessions(endpoints.database_url, network)
         start_pipeline(group, settings, endpoints.kafka_bootstrap)
         fault = fault_thread.submit(inject_fault, group, network) if inject_fault else None
         ids = write_registrations(endpoints.database_url, run_id, count, rate)

@@ -2,9 +2,11 @@
 
 Every provider answers 10 % of requests with 503 (retried through the retry tiers), and
 when a third of the WhatsApp e-tickets are out, the demo session reconnects on the second
-gateway instance and the first one is killed with SIGKILL (seed 002's instance crash). The
-demo's processes retry faster than the defaults (tiers from 0.5 s, delays of at most 5 s),
-so the run stays short.
+gateway instance and the first one is killed with SIGKILL (seed 002's instance crash). It
+comes back without its sessions (seed 004), losing a second, idle session: the session
+reconciler finds it missing, marks it disconnected and asks the gateway to reconnect it.
+The demo's processes retry faster than the defaults (tiers from 0.5 s, delays of at most
+5 s) and give sessions a 5 s grace period, so the run stays short.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -22,10 +25,14 @@ from herald.infra.processes import ProcessGroup
 from herald.infra.settings import Settings
 from herald.infra.simulators.network import SimulatorNetwork
 from herald.producers.models import MessagingSession
+from herald.schemas.headers import iso
 
 DEMO_SESSION = "demo-wa"
+IDLE_SESSION = "demo-wa-idle"  # lost by the restarted gateway
 TRANSIENT_FAILURE_RATE = 0.1
 DEMO_RETRIES = {"retry_tiers_s": (0.5, 2.0, 10.0), "backoff_base_s": 0.5, "backoff_cap_s": 5.0}
+DEMO_SESSION_CHECKS = {"session_grace_s": 5.0, "session_resync_interval_s": 1.0}
+GATEWAY_REPORT_INTERVAL_S = 1.0
 
 
 @dataclass
@@ -36,21 +43,37 @@ class FaultReport:
     moved_to_url: str = ""
     provider_failures: int = 0  # answered 503 or refused, then retried
     declared_instance: str | None = None  # the database's, after the run
+    restarted_at: str = "~"  # ISO 8601: when the crashed instance came back ("~" sorts last)
+    idle_session: dict[str, str] | None = None  # status and audit metadata, after the run
+
+    @property
+    def idle_session_recovered(self) -> bool:
+        """Disconnected and asked to reconnect by this run (an earlier run's metadata remains)."""
+        idle = self.idle_session or {}
+        return (idle.get("status") == "disconnected"
+                and idle.get("auto_disconnected_at", "") > self.restarted_at
+                and idle.get("auto_reconnect_at", "") >= idle["auto_disconnected_at"])
 
     def rows(self) -> list[tuple[str, str]]:
         corrected = ("yes" if self.declared_instance == self.moved_to_url
                      else f"no ({self.declared_instance})")
+        idle = self.idle_session or {}
+        recovered = (f"yes (reconnect asked at {idle['auto_reconnect_at']})" if self.idle_session_recovered
+                     else f"no ({idle})")
         return [("injected: transient provider failures", f"{self.transient_failure_rate:.0%} of requests"),
                 ("provider failures, retried through the retry tiers", str(self.provider_failures)),
                 ("injected: gateway instance crash (kill -9)", f"{self.crashed_instance}, with "
                                                                f"{DEMO_SESSION} moved to {self.moved_to}"),
-                ("database corrected to the new instance (via the outbox)", corrected)]
+                ("database corrected to the new instance (via the outbox)", corrected),
+                ("injected: crashed instance restarted without its sessions",
+                 f"{self.crashed_instance}, losing {IDLE_SESSION}"),
+                (f"{IDLE_SESSION} marked disconnected, reconnect requested", recovered)]
 
 
 def with_demo_retries(settings: Settings) -> Settings:
     overrides = {f"{channel}_{name}": value for channel in ("whatsapp", "email")
                  for name, value in DEMO_RETRIES.items()}
-    return dataclasses.replace(settings, **overrides)
+    return dataclasses.replace(settings, **overrides, **DEMO_SESSION_CHECKS)
 
 
 def demo_faults(count: int, report: FaultReport) -> Callable[[ProcessGroup, SimulatorNetwork], None]:
@@ -64,12 +87,16 @@ def demo_faults(count: int, report: FaultReport) -> Callable[[ProcessGroup, Simu
         network.place_session(network.whatsapp[1], DEMO_SESSION)  # the session reconnected there ...
         group.kill(f"simulator-{crashed}")  # ... and its first instance crashes
         report.crashed_instance, report.moved_to, report.moved_to_url = crashed, survivor, network.whatsapp[1]
+        network.restart(group, crashed, forget_sessions=True)
+        report.restarted_at = iso(datetime.now(UTC))
+        network.faults(network.whatsapp[0], error_rate=TRANSIENT_FAILURE_RATE, status=503)
     return inject
 
 
 def finish_report(report: FaultReport, network_stats: list[dict[str, int]], database_url: str,
                   wait_s: float = 30.0) -> None:
-    """Counts from the simulators; the session's instance once the correction arrived (bounded)."""
+    """Counts from the simulators; the sessions' declared states once the corrections arrived
+    (bounded)."""
     report.provider_failures = sum(int(stats["rejected"]) for stats in network_stats)
     engine = sa.create_engine(database_url)
     give_up = time.monotonic() + wait_s
@@ -78,7 +105,10 @@ def finish_report(report: FaultReport, network_stats: list[dict[str, int]], data
             with Session(engine) as session:
                 row = session.get(MessagingSession, DEMO_SESSION)
                 report.declared_instance = row.gateway_instance if row is not None else None
-            if report.declared_instance == report.moved_to_url or time.monotonic() > give_up:
+                idle = session.get(MessagingSession, IDLE_SESSION)
+                report.idle_session = {"status": idle.status, **idle.metadata_} if idle is not None else None
+            done = report.declared_instance == report.moved_to_url and report.idle_session_recovered
+            if done or time.monotonic() > give_up:
                 return
             time.sleep(0.2)
     finally:

@@ -46,7 +46,8 @@ def test_replication_factor_three_and_min_isr_two():
 
 def test_every_herald_process_is_a_service():
     commands = [" ".join(s["command"]) for s in HERALD_SERVICES.values()]
-    for expected in ("up", "relay", "ingest", "streams", "deliver --channel whatsapp",
+    for expected in ("up", "relay", "ingest", "streams", "streams --processor missing",
+                     "streams --processor sessions", "corrections", "deliver --channel whatsapp",
                      "deliver --channel email", "simulator --kind whatsapp", "simulator --kind email"):
         assert any(c == expected or c.startswith(expected + " ") for c in commands), expected
 
@@ -83,6 +84,15 @@ def test_simulator_urls_point_at_simulator_services():
     gateways = sorted(name for name in SERVICES if name.startswith("gateway-"))
     assert len(gateways) >= 2, "failover needs more than one gateway instance"
     assert instances == [f"http://{name}:{_port(SERVICES[name])}" for name in gateways]
+
+
+def test_gateway_instances_report_their_sessions_under_the_url_sessions_name():
+    instances = next(iter(HERALD_SERVICES.values()))["environment"]["HERALD_WHATSAPP_INSTANCES"].split(",")
+    for name in (n for n in SERVICES if n.startswith("gateway-")):
+        argv = SERVICES[name]["command"]
+        assert float(argv[argv.index("--report-interval-s") + 1]) > 0, name
+        assert argv[argv.index("--advertised-url") + 1] in instances, name
+        assert SERVICES[name]["depends_on"]["setup"]["condition"] == "service_completed_successfully"
 
 
 def test_gateway_instances_share_one_message_store():
