@@ -86,6 +86,7 @@ def start_pipeline(group: ProcessGroup, settings: Settings, bootstrap: str) -> N
     group.start("streams", [*HERALD_ARGV, "streams"])
     group.start("streams-missing", [*HERALD_ARGV, "streams", "--processor", "missing"])
     group.start("streams-sessions", [*HERALD_ARGV, "streams", "--processor", "sessions"])
+    group.start("streams-status", [*HERALD_ARGV, "streams", "--processor", "status"])
     group.start("corrections", [*HERALD_ARGV, "corrections"])
     for channel in CHANNELS:
         group.start(f"deliver-{channel}", [*HERALD_ARGV, "deliver", "--channel", channel])

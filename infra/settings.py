@@ -125,6 +125,9 @@ class Settings:
         "drop duplicates), one SLA apart; 0 only reports it."))
     missing_scan_interval_s: float = field(default=1.0, metadata=_doc(
         "How often each streams worker looks for deadlines passed in its partitions, in seconds."))
+    status_stats_flush_interval_s: float = field(default=1.0, metadata=_doc(
+        "Status stats: how often each worker sends the per-minute counts that changed, in seconds "
+        "(the delay before notifications.status.stats shows an outcome)."))
     session_grace_s: float = field(default=30.0, metadata=_doc(
         "Session reconciler: how long declared and reported session states may disagree before "
         "it is a mismatch, and how long an instance may be silent before its sessions are "

@@ -30,6 +30,11 @@ SESSION_MISMATCHES = "sessions.mismatches"
 # The session reconciler's re-evaluations, keyed by session id (co-partitioned with
 # sessions.events), asked for by the timer of whichever worker saw a verdict change.
 SESSION_CHECKS = "streams.sessions.checks"
+# Per-minute counts of outcomes by type, channel and status, for analysts (compacted).
+STATUS_STATS = "notifications.status.stats"
+# The status counter's partial counts per input partition, keyed by window and group, so
+# one agent per key sums them (each partial only grows: repeats and reorders are harmless).
+STATUS_PARTIALS = "streams.status.partials"
 
 _DAY_MS = 24 * 60 * 60 * 1000
 
@@ -69,6 +74,11 @@ def delivery_topics(channel: str) -> tuple[str, ...]:
     """The topics a channel's workers consume: the requests, then each retry tier."""
     topic = notification_topic(channel)
     return (topic, *(retry_topic(topic, tier) for tier in range(1, RETRY_TIERS + 1)))
+
+
+def stats_key(window_start_iso: str, notification_type: str, channel: str, status: str) -> str:
+    """The key of one per-minute count in notifications.status.stats."""
+    return f"{window_start_iso}|{notification_type}|{channel}|{status}"
 
 
 def missing_key(registration_id: str, notification_type: str) -> str:
@@ -113,6 +123,10 @@ def topic_catalog(namespace: str = "") -> tuple[TopicSpec, ...]:
                   "session id", "any (undecodable input kept as it came)"),
         TopicSpec(SESSION_CHECKS, 6, "delete", _DAY_MS, "session id",
                   "any: the session id to re-evaluate, utf-8"),
+        TopicSpec(STATUS_STATS, 6, "compact", -1, "window start|type|channel|status",
+                  "herald.NotificationStatusStats"),
+        TopicSpec(STATUS_PARTIALS, 6, "delete", _DAY_MS, "window start|type|channel|status",
+                  "any: JSON {partition, count}"),
         TopicSpec(SESSION_CORRECTIONS, 3, "delete", 7 * _DAY_MS, "session id",
                   "herald.SessionEvent"),
         TopicSpec(dead_letter_topic(SESSION_CORRECTIONS), 1, "delete", 30 * _DAY_MS,

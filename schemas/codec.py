@@ -30,6 +30,7 @@ SCHEMA_FILES: dict[str, tuple[int, str]] = {
     "herald.MissingNotification": (8, "missing_notification.avsc"),
     "herald.GatewayObservation": (9, "gateway_observation.avsc"),
     "herald.SessionMismatch": (10, "session_mismatch.avsc"),
+    "herald.NotificationStatusStats": (11, "notification_status_stats.avsc"),
 }
 
 # Ids of earlier versions, still read: id -> (schema name, version in avro/history/). Data

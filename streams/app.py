@@ -1,5 +1,5 @@
-"""The Faust applications: the router, the missing-notification detector and the session
-reconciler, each wiring its pure rules to Kafka topics."""
+"""The Faust applications: the router, the missing-notification detector, the session
+reconciler and the status stats, each wiring its pure rules to Kafka topics."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from herald.schemas.catalog import (
     MISSING_NOTIFICATIONS,
     REGISTRATION_EVENTS,
     SESSION_MISMATCHES,
+    STATUS_STATS,
     dead_letter_topic,
     qualified,
 )
@@ -23,13 +24,14 @@ from herald.schemas.records import OutgoingRecord, SourceRecord
 from herald.streams.missing_agents import RAW_BYTES, Send, add_missing_detector
 from herald.streams.router import route
 from herald.streams.session_agents import add_session_reconciler
+from herald.streams.status_agents import add_status_stats
 
 log = logging.getLogger(__name__)
 
 # Each processor is a Faust app of its own (its own consumer group and process), so a slow
 # or restarting monitor never holds up the router, which is on every notification's path:
 # sharing one event loop, the detector raised the demo's e-ticket latency from 91 ms to 8.9 s.
-PROCESSORS = ("router", "missing", "sessions")
+PROCESSORS = ("router", "missing", "sessions", "status")
 
 
 def streams_app_id(settings: Settings, processor: str) -> str:
@@ -65,7 +67,8 @@ def create_app(settings: Settings, bootstrap: str, processor: str = "router") ->
     outputs = {
         name: app.topic(qualified(name, namespace), **RAW_BYTES)
         for name in [*(channel_topic(c) for c in CHANNELS), dead_letter_topic(REGISTRATION_EVENTS),
-                     MISSING_NOTIFICATIONS, SESSION_MISMATCHES, dead_letter_topic(GATEWAY_OBSERVATIONS)]
+                     MISSING_NOTIFICATIONS, SESSION_MISMATCHES, STATUS_STATS,
+                     dead_letter_topic(GATEWAY_OBSERVATIONS)]
     }
 
     async def send(record: OutgoingRecord) -> None:
@@ -80,6 +83,8 @@ def create_app(settings: Settings, bootstrap: str, processor: str = "router") ->
         add_missing_detector(app, settings, send)
     elif processor == "sessions":
         add_session_reconciler(app, settings, bootstrap, send)
+    elif processor == "status":
+        add_status_stats(app, settings, send)
     else:
         _add_router(app, namespace, send)
     return app

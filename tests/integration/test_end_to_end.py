@@ -45,7 +45,8 @@ def test_kill_9_of_router_and_delivery_worker_mid_run(settings):
 
 
 def test_the_demos_faults_lose_and_double_nothing(settings):
-    """10 % transient failures at every provider and a gateway instance crash mid-run."""
+    """10 % transient failures at every provider and a gateway instance crash mid-run; the
+    instance comes back without its sessions and the session reconciler handles the lost one."""
     report = FaultReport()
     result = run_pipeline(with_demo_retries(settings), endpoints_of(settings), 300, timeout_s=240,
                           inject_fault=demo_faults(300, report), faults=report)
@@ -53,3 +54,4 @@ def test_the_demos_faults_lose_and_double_nothing(settings):
     assert (result.lost, result.duplicates) == (0, 0)
     assert report.provider_failures > 0, "the faults must have bitten to mean anything"
     assert report.crashed_instance == "wa-1" and report.declared_instance == report.moved_to_url
+    assert report.idle_session_recovered, f"the lost idle session: {report.idle_session}"

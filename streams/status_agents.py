@@ -1,0 +1,164 @@
+"""The status stream for analysts in Faust: per-minute counts into `notifications.status.stats`.
+
+- `status-counter` reads `notifications.status` and keeps, per input partition and bucket, a
+  `Partial` (count and last offset counted) in a changelogged table. A timer sends the
+  partials that changed (`streams.status.partials`, keyed by bucket), once a second by
+  default, not once per outcome; after a recovery it sends every partial again.
+- `status-totals` keeps each bucket's partial per input partition in a second table and
+  produces the bucket's sum whenever it grows.
+Buckets are forgotten two hours after their minute: an outcome older than that is not
+counted (and logged), since its bucket would start again from zero.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import faust
+import orjson
+
+from herald.infra.settings import Settings
+from herald.schemas.catalog import NOTIFICATION_STATUS, STATUS_PARTIALS, qualified
+from herald.schemas.codec import UndecodableRecord, decode_expecting
+from herald.streams.missing_agents import RAW_BYTES, Send
+from herald.streams.status_stats import (
+    Bucket,
+    Partial,
+    count_once,
+    merge_partial,
+    partial_record,
+    read_partial,
+    stats_record,
+)
+
+log = logging.getLogger(__name__)
+
+KEEP_BUCKETS_MS = 2 * 60 * 60 * 1000
+FORGET_EVERY_MS = 60_000  # how often an agent drops its partition's expired buckets
+
+
+class BucketIndex:
+    """Table keys by (partition, bucket), to flush the changed ones and drop the expired ones.
+    A key may only be deleted while processing an event of its own partition (Faust writes
+    the tombstone to the changelog partition of the event being processed)."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, tuple[int, int]] = {}  # table key -> (partition, window start)
+        self.dirty: set[str] = set()
+        self._forgotten_at: dict[int, int] = {}
+
+    def note(self, key: str, partition: int, window_start_ms: int, dirty: bool = False) -> None:
+        self.keys[key] = (partition, window_start_ms)
+        if dirty:
+            self.dirty.add(key)
+
+    def expired(self, partition: int, now_ms: int) -> list[str]:
+        """This partition's keys past keeping, at most once a minute per partition."""
+        if now_ms - self._forgotten_at.get(partition, 0) < FORGET_EVERY_MS:
+            return []
+        self._forgotten_at[partition] = now_ms
+        oldest = now_ms - KEEP_BUCKETS_MS
+        gone = [k for k, (p, start) in self.keys.items() if p == partition and start < oldest]
+        for key in gone:
+            del self.keys[key]
+            self.dirty.discard(key)
+        return gone
+
+
+def add_status_stats(app: faust.App, settings: Settings, send: Send) -> None:
+    """Wire the two stages into `app`; `send` produces the stats records."""
+    namespace = settings.namespace
+    partials = app.topic(qualified(STATUS_PARTIALS, namespace), **RAW_BYTES)
+    counts = app.Table("status-partials", partitions=6, default=None, key_type=bytes, value_type=bytes)
+    totals = app.Table("status-totals", partitions=6, default=None, key_type=bytes, value_type=bytes)
+    counted, summed = BucketIndex(), BucketIndex()
+
+    @app.agent(app.topic(qualified(NOTIFICATION_STATUS, namespace), **RAW_BYTES), name="status-counter")
+    async def count_outcomes(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            partition, now_ms = event.message.partition, _now_ms()
+            _forget(counts, counted, partition, now_ms)
+            bucket = _bucket_of(event, now_ms)
+            if bucket is None:
+                continue
+            key = f"{bucket.key}|{partition}"
+            stored = counts.get(key.encode())
+            partial = count_once(Partial(**_partial_fields(stored)) if stored else None, event.message.offset)
+            if partial is not None:
+                counts[key.encode()] = orjson.dumps({"bucket": bucket.as_json(), "partition": partition,
+                                                     "count": partial.count, "offset": partial.offset})
+                counted.note(key, partition, bucket.window_start_ms, dirty=True)
+
+    @counts.on_recover
+    async def resend_recovered() -> None:
+        for raw_key, raw in list(counts.items()):
+            data = orjson.loads(raw)
+            counted.note(raw_key.decode(), data["partition"], data["bucket"]["window_start_ms"], dirty=True)
+
+    @app.timer(interval=settings.status_stats_flush_interval_s)
+    async def flush_partials() -> None:
+        keys, counted.dirty = counted.dirty, set()
+        for key in keys:
+            stored = counts.get(key.encode())
+            if stored is not None:  # None: revoked or forgotten meanwhile
+                data = orjson.loads(stored)
+                record = partial_record(Bucket(**data["bucket"]), data["partition"],
+                                        Partial(**_partial_fields(stored)))
+                await partials.send(key=record.key, value=record.value)
+
+    @app.agent(partials, name="status-totals")
+    async def sum_partials(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            now_ms = _now_ms()
+            _forget(totals, summed, event.message.partition, now_ms)
+            try:
+                bucket, partition, count = read_partial(event.value)
+            except ValueError as exc:  # written only by the counter; skipped loudly
+                log.error("status totals skip %s@%d: %s", event.message.topic, event.message.offset, exc)
+                continue
+            stored = totals.get(bucket.key.encode())
+            known = {int(p): c for p, c in orjson.loads(stored)["counts"].items()} if stored else {}
+            merged = merge_partial(known, partition, count)
+            if merged is not None:
+                totals[bucket.key.encode()] = orjson.dumps({
+                    "partition": event.message.partition, "window_start_ms": bucket.window_start_ms,
+                    "counts": {str(p): c for p, c in merged.items()}})
+                summed.note(bucket.key, event.message.partition, bucket.window_start_ms)
+                await send(stats_record(bucket, merged, now_ms))
+
+    @totals.on_recover
+    async def index_totals() -> None:
+        for raw_key, raw in list(totals.items()):
+            data = orjson.loads(raw)
+            summed.note(raw_key.decode(), data["partition"], data["window_start_ms"])
+
+
+def _bucket_of(event: faust.EventT, now_ms: int) -> Bucket | None:
+    try:
+        outcome = decode_expecting(event.value, "herald.NotificationStatus")
+    except UndecodableRecord as exc:  # written by Herald's own workers: skipped, loudly
+        log.error("status counter skips %s[%d]@%d: %s", event.message.topic, event.message.partition,
+                  event.message.offset, exc)
+        return None
+    bucket = Bucket.of(outcome)
+    if bucket.window_start_ms < now_ms - KEEP_BUCKETS_MS:
+        log.warning("status counter: an outcome of %s is older than its kept buckets; not counted",
+                    outcome["occurred_at"])
+        return None
+    return bucket
+
+
+def _forget(table: faust.Table, index: BucketIndex, partition: int, now_ms: int) -> None:
+    for key in index.expired(partition, now_ms):
+        table.pop(key.encode(), None)
+
+
+def _partial_fields(stored: bytes) -> dict[str, Any]:
+    data = orjson.loads(stored)
+    return {"count": data["count"], "offset": data["offset"]}
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
