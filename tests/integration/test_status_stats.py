@@ -6,9 +6,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import subprocess
+import sys
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from confluent_kafka import Producer
 
@@ -22,6 +25,7 @@ from herald.streams.app import streams_app_id
 from herald.streams.status_stats import Bucket
 from tests.support import HERALD, process_env, read_topic, wait_until
 
+ROOT = Path(__file__).resolve().parents[2]
 TYPES = ("welcome", "upload_confirmation", "e_ticket")
 CHANNELS = ("whatsapp", "email")
 STATES = ("sent", "retry_scheduled", "dead_lettered")
@@ -79,3 +83,27 @@ def test_per_minute_counts_are_exact_across_a_kill_9_mid_stream(settings, log_di
     counts = latest_counts(settings)
     assert counts == dict(expected), "each bucket's count exact: nothing doubled, nothing lost"
     assert len({key.split("|")[0] for key in counts}) >= 3, "three minutes of outcomes, one count each"
+
+
+def test_the_readme_example_consumer_prints_the_counts(settings, log_dir):
+    """The analysts' example in README, run as written, against this test's counts."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## For analysts"):]
+    example = section[section.index("```python\n") + len("```python\n"):section.index("```\n\n`tests/")]
+    settings = dataclasses.replace(settings, status_stats_flush_interval_s=0.3)
+    records = outcomes(300, datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=4))
+    producer = Producer(producer_config(settings.kafka_bootstrap, 30))
+    with ProcessGroup(log_dir, process_env(settings)) as group:
+        start_counter(group, settings)
+        produce(producer, qualified(NOTIFICATION_STATUS, settings.namespace), records)
+        wait_until(lambda: sum(latest_counts(settings).values()) >= len(records), 60, "every outcome counted")
+    env = {**os.environ, "KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+           "STATS_TOPIC": qualified(STATUS_STATS, settings.namespace)}
+    printed = subprocess.run([sys.executable, "-c", example], cwd=ROOT, env=env, capture_output=True,
+                             text=True, timeout=120, check=True).stdout
+    rows = Counter()
+    for line in printed.splitlines():
+        start, notification_type, channel, status, count = line.split()
+        rows[f"{datetime.fromisoformat(start).isoformat(timespec='milliseconds')}|{notification_type}|"
+             f"{channel}|{status}"] = int(count)
+    assert rows == Counter(Bucket.of(r).key for r in records)

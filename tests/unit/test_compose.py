@@ -47,7 +47,8 @@ def test_replication_factor_three_and_min_isr_two():
 def test_every_herald_process_is_a_service():
     commands = [" ".join(s["command"]) for s in HERALD_SERVICES.values()]
     for expected in ("up", "relay", "ingest", "streams", "streams --processor missing",
-                     "streams --processor sessions", "streams --processor status", "corrections", "deliver --channel whatsapp",
+                     "streams --processor sessions", "streams --processor status", "corrections",
+                     "deliver --channel whatsapp",
                      "deliver --channel email", "simulator --kind whatsapp", "simulator --kind email"):
         assert any(c == expected or c.startswith(expected + " ") for c in commands), expected
 
