@@ -285,6 +285,23 @@ def bench_deliver(
                                           campaign, rate, seconds, latency_ms, scale_records))
 
 
+@bench.command("streams")
+def bench_streams(
+    ctx: typer.Context,
+    events: Annotated[int, typer.Option(help="Registration events in the processors' backlog.")] = 20_000,
+    alert_events: Annotated[int, typer.Option(help="Verified payments in the alert run (half delivered).")
+                            ] = 1_000,
+    rate: Annotated[float, typer.Option(help="Verified payments per second in the alert run.")] = 200.0,
+    sla_s: Annotated[float, typer.Option(help="The e-ticket SLA in the alert run, in seconds.")] = 5.0,
+) -> None:
+    """Router and detector events/s against the raw consume rate; deadline -> alert delay."""
+    from herald.infra.bench_streams import print_bench_streams, run_bench_streams
+
+    settings, endpoints = _prepared(ctx)
+    print_bench_streams(run_bench_streams(settings, endpoints.kafka_bootstrap, events, alert_events, rate,
+                                          sla_s))
+
+
 def main() -> None:
     try:
         app()

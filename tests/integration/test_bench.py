@@ -53,3 +53,20 @@ def test_bench_deliver_reports_its_figures_and_baseline(settings):
 def bench_topics(settings) -> set[str]:
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
     return {t for t in admin.list_topics(timeout=10).topics if t.startswith("bench")}
+
+
+def test_bench_streams_reports_its_figures_and_baseline(settings):
+    before = bench_topics(settings)
+    argv = [*HERALD, "bench", "streams", "--events", "2000", "--alert-events", "60", "--rate", "60",
+            "--sla-s", "3"]
+    result = subprocess.run(argv, env=child_environ(settings, os.environ), capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    for key in ("events_per_s", "raw_consume_eps", "decoding_consume_eps", "router_eps", "missing_eps",
+                "alert_delay_p50_s", "alert_delay_p99_s"):
+        assert figures[key] > 0, key
+    assert figures["events_per_s"] == min(figures["router_eps"], figures["missing_eps"])
+    assert (figures["alerts_expected"], figures["alerts_missed"], figures["false_alerts"]) == (30, 0, 0)
+    assert figures["alert_delay_min_s"] >= 0, "an alert arrived before its deadline"
+    assert bench_topics(settings) == before, "the bench left topics behind"

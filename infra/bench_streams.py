@@ -1,0 +1,298 @@
+"""`herald bench streams`: the Faust processors' throughput, and how late a missing e-ticket alerts.
+
+Phases, in a namespace of the bench's own (its topics are deleted when it ends):
+
+1. Baseline: a plain consumer (confluent-kafka, no decoding) reads a backlog of registration
+   events from `registrations.events`: the raw consume rate of that topic in this run.
+2. Throughput: the router and the missing-notification detector, one Faust worker each and
+   running side by side, work through the same backlog; each one's rate comes from its
+   group's committed offsets, polled (from its first commit to its last).
+3. Alert delay: verified payments at a steady rate, with an e-ticket SLA of a few seconds;
+   every other one gets both e-tickets `sent` one second later. The delay is from a missing
+   e-ticket's deadline to its alert arriving at a consumer of `notifications.missing`. An
+   alert for a delivered e-ticket, or a second alert for one key, is a false alert.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+from rich.console import Console
+from rich.table import Table
+
+from herald.infra.bench_relay import percentile
+from herald.infra.deadline import Deadline
+from herald.infra.demo import wait_for_groups
+from herald.infra.kafka_io import RDKAFKA_LOG, producer_config
+from herald.infra.processes import HERALD_ARGV, ProcessGroup
+from herald.infra.provisioning import delete_namespace_topics, provision_topics
+from herald.infra.settings import Settings, child_environ
+from herald.schemas.catalog import (
+    MISSING_NOTIFICATIONS,
+    NOTIFICATION_STATUS,
+    REGISTRATION_EVENTS,
+    qualified,
+    topic_catalog,
+)
+from herald.schemas.codec import decode_expecting, encode
+from herald.schemas.ids import notification_id
+from herald.streams.app import streams_app_id
+
+MEASURED = ("router", "missing")
+DELIVERED_AFTER_S = 1.0  # every other payment's e-tickets are sent this long after it
+
+
+@dataclass(frozen=True)
+class StreamsBench:
+    settings: Settings  # namespaced, with the bench's SLA
+    bootstrap: str
+    group: ProcessGroup
+
+    def topic(self, name: str) -> str:
+        return qualified(name, self.settings.namespace)
+
+
+def registration_event(registration_id: str, status: str, occurred_at: datetime | None = None) -> bytes:
+    return encode("herald.RegistrationEvent", {
+        "event_id": str(uuid.uuid4()), "registration_id": registration_id, "status": status,
+        "participant_name": "Bench", "phone": "+628110000", "email": "bench@example.test",
+        "occurred_at": occurred_at or datetime.now(UTC), "workspace_id": "default"})
+
+
+def sent_status(registration_id: str, channel: str) -> tuple[bytes, bytes]:
+    now = datetime.now(UTC)
+    nid = notification_id(registration_id, "e_ticket", channel)
+    return nid.encode(), encode("herald.NotificationStatus", {
+        "notification_id": nid, "registration_id": registration_id, "notification_type": "e_ticket",
+        "channel": channel, "status": "sent", "attempts": 1, "provider_message_id": "bench",
+        "error": None, "error_class": None, "due_at": None, "gateway_instance": None,
+        "source_occurred_at": now, "occurred_at": now})
+
+
+def preload(bench: StreamsBench, count: int) -> None:
+    """`count` registrations created (welcome due in an hour: none alerts during the bench)."""
+    producer = Producer(producer_config(bench.bootstrap, 60))
+    topic = bench.topic(REGISTRATION_EVENTS)
+    for n in range(count):
+        producer.produce(topic, registration_event(f"BENCH-{n}", "created"), f"BENCH-{n}".encode())
+        producer.poll(0)
+    if producer.flush(60):
+        raise RuntimeError("the backlog was not acknowledged in time")
+
+
+def consume_eps(bench: StreamsBench, count: int, decode: bool = False) -> float:
+    """A plain consumer from the start of the backlog to its end. Raw, the topic's baseline;
+    decoding each record as the processors do (Python, fastavro), the part of their cost no
+    stream processor in Python avoids."""
+    topic = bench.topic(REGISTRATION_EVENTS)
+    consumer = Consumer({"bootstrap.servers": bench.bootstrap, "group.id": "bench-raw", "logger": RDKAFKA_LOG,
+                         "enable.auto.commit": False})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        # Connected already (the metadata request above), so the clock covers fetching only.
+        seen, started = 0, time.perf_counter()
+        while seen < count:
+            for message in consumer.consume(10_000, 1.0):
+                if message.error() is None:
+                    if decode:
+                        decode_expecting(message.value(), "herald.RegistrationEvent")
+                    seen += 1
+        return count / (time.perf_counter() - started)
+    finally:
+        consumer.close()
+
+
+def committed(admin: AdminClient, group_id: str, topic: str) -> int:
+    request = ConsumerGroupTopicPartitions(group_id)
+    result = admin.list_consumer_group_offsets([request])[group_id].result()
+    return sum(max(tp.offset, 0) for tp in result.topic_partitions or [] if tp.topic == topic)
+
+
+def processing_rates(bench: StreamsBench, count: int, timeout_s: float = 600) -> dict[str, float]:
+    """Each measured processor's events/s over the backlog, from its committed offsets."""
+    admin = AdminClient({"bootstrap.servers": bench.bootstrap, "logger": RDKAFKA_LOG})
+    topic = bench.topic(REGISTRATION_EVENTS)
+    groups = {name: streams_app_id(bench.settings, name) for name in MEASURED}
+    first: dict[str, tuple[float, int]] = {}
+    rates: dict[str, float] = {}
+    deadline = Deadline(timeout_s)
+    while len(rates) < len(groups):
+        bench.group.check_alive()
+        if deadline.expired():
+            raise RuntimeError(f"the backlog was not processed in time: {rates}")
+        for name, group_id in groups.items():
+            done, now = committed(admin, group_id, topic), time.perf_counter()
+            if done > 0 and name not in first:
+                first[name] = (now, done)
+            if done >= count and name not in rates:
+                started, already = first[name]
+                rates[name] = (count - already) / max(now - started, 1e-3)
+        time.sleep(0.1)
+    return rates
+
+
+def start_processors(bench: StreamsBench) -> None:
+    for name in MEASURED:
+        bench.group.start(f"streams-{name}", [*HERALD_ARGV, "streams", "--processor", name])
+    wait_for_groups(bench.bootstrap, [streams_app_id(bench.settings, n) for n in MEASURED], Deadline(120),
+                    bench.group)
+
+
+class AlertWatch:
+    """A consumer of notifications.missing on a thread: when each key's alerts arrived."""
+
+    def __init__(self, bench: StreamsBench) -> None:
+        self.arrivals: dict[str, list[float]] = defaultdict(list)
+        self._stop = threading.Event()
+        self._topic = bench.topic(MISSING_NOTIFICATIONS)
+        self._consumer = Consumer({"bootstrap.servers": bench.bootstrap, "group.id": "bench-alerts",
+                                   "logger": RDKAFKA_LOG, "enable.auto.commit": False})
+        partitions = self._consumer.list_topics(self._topic, timeout=10).topics[self._topic].partitions
+        self._consumer.assign([TopicPartition(self._topic, p, 0) for p in partitions])
+        self._thread = threading.Thread(target=self._run, name="alert-watch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for message in self._consumer.consume(500, 0.1):
+                if message.error() is None and message.value() is not None:
+                    self.arrivals[message.key().decode()].append(time.time())
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._consumer.close()
+
+
+def alert_phase(bench: StreamsBench, events: int, rate: float) -> dict[str, Any]:
+    """Paced payments, half delivered in time; alert delays beyond each deadline, false alerts."""
+    sla_s = bench.settings.missing_sla_e_ticket_s
+    watch = AlertWatch(bench)
+    producer = Producer(producer_config(bench.bootstrap, 60))
+    deadlines: dict[str, float] = {}
+    pending: list[tuple[float, str]] = []  # (when, registration) whose e-tickets are to be sent
+    started = time.time()
+    for n in range(events):
+        _send_due_statuses(bench, producer, pending, time.time())
+        registration = f"ALERT-{n}"
+        time.sleep(max(0.0, started + n / rate - time.time()))
+        occurred = datetime.now(UTC)
+        deadlines[f"{registration}|e_ticket"] = occurred.timestamp() + sla_s
+        value = registration_event(registration, "payment_verified", occurred)
+        producer.produce(bench.topic(REGISTRATION_EVENTS), value, registration.encode())
+        producer.poll(0)
+        if n % 2 == 0:
+            pending.append((time.time() + DELIVERED_AFTER_S, registration))
+    while pending:
+        _send_due_statuses(bench, producer, pending, time.time())
+        time.sleep(0.05)
+    producer.flush(30)
+    expected = {k for i, k in enumerate(deadlines) if i % 2 == 1}
+    _wait_for_alerts(bench, watch, expected, max(deadlines.values()) + 30)
+    watch.stop()
+    return score_alerts(deadlines, expected, watch.arrivals)
+
+
+def _send_due_statuses(bench: StreamsBench, producer: Producer, pending: list[tuple[float, str]],
+                       now: float) -> None:
+    while pending and pending[0][0] <= now:
+        _when, registration = pending.pop(0)
+        for channel in ("whatsapp", "email"):
+            key, value = sent_status(registration, channel)
+            producer.produce(bench.topic(NOTIFICATION_STATUS), value, key)
+        producer.poll(0)
+
+
+def _wait_for_alerts(bench: StreamsBench, watch: AlertWatch, expected: set[str], give_up_at: float) -> None:
+    """Until every expected alert arrived and 3 s more passed (for any false or repeated one)."""
+    while time.time() < give_up_at:
+        bench.group.check_alive()
+        if expected <= set(watch.arrivals):
+            time.sleep(3.0)
+            return
+        time.sleep(0.2)
+
+
+def score_alerts(deadlines: dict[str, float], expected: set[str],
+                 arrivals: dict[str, list[float]]) -> dict[str, Any]:
+    delays = [arrivals[key][0] - deadlines[key] for key in expected if key in arrivals]
+    false_alerts = sum(len(times) for key, times in arrivals.items() if key not in expected)
+    repeated = sum(len(times) - 1 for key, times in arrivals.items() if key in expected)
+    return {"alerts_expected": len(expected), "alerts_missed": len(expected - set(arrivals)),
+            "false_alerts": false_alerts + repeated,
+            "alert_delay_p50_s": percentile(delays, 50) if delays else -1.0,
+            "alert_delay_p99_s": percentile(delays, 99) if delays else -1.0,
+            "alert_delay_min_s": min(delays) if delays else -1.0}
+
+
+@contextmanager
+def bench_processes(settings: Settings, bootstrap: str, sla_s: float) -> Iterator[StreamsBench]:
+    namespace = f"bench-streams-{uuid.uuid4().hex[:8]}"
+    configured = dataclasses.replace(settings, namespace=namespace, kafka_bootstrap=bootstrap,
+                                     missing_sla_e_ticket_s=sla_s, missing_sla_welcome_s=3600.0)
+    provision_topics(bootstrap, topic_catalog(namespace), settings.replication_factor)
+    run_dir = settings.home / "logs" / namespace
+    try:
+        with ProcessGroup(run_dir, child_environ(configured, os.environ)) as group:
+            yield StreamsBench(configured, bootstrap, group)
+    finally:
+        delete_namespace_topics(bootstrap, f"{namespace}.")
+        for name in MEASURED:  # the Faust workers' data directories
+            data_dir = settings.home / "streams-data" / streams_app_id(configured, name)
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def run_bench_streams(settings: Settings, bootstrap: str, events: int, alert_events: int, rate: float,
+                      sla_s: float) -> dict[str, Any]:
+    with bench_processes(settings, bootstrap, sla_s) as bench:
+        preload(bench, events)
+        results: dict[str, Any] = {"events": events, "workers_per_processor": 1,
+                                   "raw_consume_eps": consume_eps(bench, events),
+                                   "decoding_consume_eps": consume_eps(bench, events, decode=True)}
+        start_processors(bench)
+        rates = processing_rates(bench, events)
+        results.update({f"{name}_eps": eps for name, eps in rates.items()})
+        results["events_per_s"] = min(rates.values())  # an event is through once both have it
+        results.update({"sla_s": sla_s, "alert_rate": rate,
+                        "scan_interval_s": bench.settings.missing_scan_interval_s})
+        results.update(alert_phase(bench, alert_events, rate))
+    return results
+
+
+def print_bench_streams(results: dict[str, Any]) -> None:
+    raw = float(results["raw_consume_eps"])
+    title = f"herald bench streams ({results['events']:,} events, one Faust worker per processor)"
+    table = Table("measure", "value", "÷ raw consume rate", title=title)
+    table.add_row("raw consume rate of registrations.events (no decoding)", f"{raw:,.0f} events/s", "1.00")
+    decoding = float(results["decoding_consume_eps"])
+    table.add_row("  the same, decoding each record (Python, fastavro)", f"{decoding:,.0f} events/s",
+                  f"{decoding / raw:.3f}")
+    for name in MEASURED:
+        eps = float(results[f"{name}_eps"])
+        table.add_row(f"{name}, side by side with the other", f"{eps:,.0f} events/s", f"{eps / raw:.4f}")
+    table.add_row("through both (the slower)", f"{results['events_per_s']:,.0f} events/s",
+                  f"{results['events_per_s'] / raw:.4f}")
+    table.add_row(f"missing e-ticket: deadline -> alert, p50 ({results['alerts_expected']} alerts)",
+                  f"{results['alert_delay_p50_s']:.2f} s", "")
+    table.add_row("missing e-ticket: deadline -> alert, p99 (goal ≤ 2 s)",
+                  f"{results['alert_delay_p99_s']:.2f} s", "")
+    table.add_row("alerts missed / false (delivered in time, or repeated)",
+                  f"{results['alerts_missed']} / {results['false_alerts']}", "")
+    Console(width=120).print(table)
+    rounded = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in results.items()}
+    print(json.dumps(rounded), flush=True)
