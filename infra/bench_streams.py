@@ -35,6 +35,7 @@ from rich.console import Console
 from rich.table import Table
 
 from herald.infra.bench_relay import percentile
+from herald.infra.cpu_usage import cpu_by_part, spent_since
 from herald.infra.deadline import Deadline
 from herald.infra.demo import wait_for_groups
 from herald.infra.kafka_io import RDKAFKA_LOG, producer_config
@@ -64,6 +65,10 @@ class StreamsBench:
 
     def topic(self, name: str) -> str:
         return qualified(name, self.settings.namespace)
+
+    def cpu_by_part(self) -> dict[str, float]:
+        """CPU seconds so far: each processor's process by its name, the rest by kind."""
+        return cpu_by_part({p.pid: name.removeprefix("streams-") for name, p in self.group.processes.items()})
 
 
 def registration_event(registration_id: str, status: str, occurred_at: datetime | None = None) -> bytes:
@@ -123,27 +128,54 @@ def committed(admin: AdminClient, group_id: str, topic: str) -> int:
     return sum(max(tp.offset, 0) for tp in result.topic_partitions or [] if tp.topic == topic)
 
 
-def processing_rates(bench: StreamsBench, count: int, timeout_s: float = 600) -> dict[str, float]:
+class BacklogTracker:
+    """Each processor's progress through the backlog: its rate from its first commit to its
+    last, and each process's CPU per event from when both were at work."""
+
+    def __init__(self, bench: StreamsBench, count: int) -> None:
+        self._bench, self._count = bench, count
+        self._first: dict[str, tuple[float, int]] = {}  # name -> (when, committed) at its first commit
+        self.rates: dict[str, float] = {}
+        self._cpu_from: tuple[dict[str, float], dict[str, int]] | None = None
+
+    @property
+    def done(self) -> bool:
+        return len(self.rates) == len(MEASURED)
+
+    def observe(self, progress: dict[str, int], now: float) -> None:
+        for name, done in progress.items():
+            if done > 0 and name not in self._first:
+                self._first[name] = (now, done)
+            if done >= self._count and name not in self.rates:
+                started, already = self._first[name]
+                self.rates[name] = (self._count - already) / max(now - started, 1e-3)
+        if self._cpu_from is None and len(self._first) == len(MEASURED):
+            self._cpu_from = (self._bench.cpu_by_part(), progress)
+
+    def results(self) -> dict[str, Any]:
+        results: dict[str, Any] = {f"{name}_eps": eps for name, eps in self.rates.items()}
+        if self._cpu_from is not None:
+            before, progress = self._cpu_from
+            spent = spent_since(before, self._bench.cpu_by_part())
+            results["cpu_ms_per_event"] = {
+                name: round(spent.get(name, 0.0) * 1000 / max(self._count - progress[name], 1), 3)
+                for name in MEASURED}
+        return results
+
+
+def processing_rates(bench: StreamsBench, count: int, timeout_s: float = 600) -> dict[str, Any]:
     """Each measured processor's events/s over the backlog, from its committed offsets."""
     admin = AdminClient({"bootstrap.servers": bench.bootstrap, "logger": RDKAFKA_LOG})
     topic = bench.topic(REGISTRATION_EVENTS)
     groups = {name: streams_app_id(bench.settings, name) for name in MEASURED}
-    first: dict[str, tuple[float, int]] = {}
-    rates: dict[str, float] = {}
-    deadline = Deadline(timeout_s)
-    while len(rates) < len(groups):
+    tracker, deadline = BacklogTracker(bench, count), Deadline(timeout_s)
+    while not tracker.done:
         bench.group.check_alive()
         if deadline.expired():
-            raise RuntimeError(f"the backlog was not processed in time: {rates}")
-        for name, group_id in groups.items():
-            done, now = committed(admin, group_id, topic), time.perf_counter()
-            if done > 0 and name not in first:
-                first[name] = (now, done)
-            if done >= count and name not in rates:
-                started, already = first[name]
-                rates[name] = (count - already) / max(now - started, 1e-3)
+            raise RuntimeError(f"the backlog was not processed in time: {tracker.rates}")
+        tracker.observe({name: committed(admin, g, topic) for name, g in groups.items()}, time.perf_counter())
         time.sleep(0.1)
-    return rates
+    return tracker.results()
 
 
 def start_processors(bench: StreamsBench) -> None:
@@ -265,9 +297,9 @@ def run_bench_streams(settings: Settings, bootstrap: str, events: int, alert_eve
                                    "raw_consume_eps": consume_eps(bench, events),
                                    "decoding_consume_eps": consume_eps(bench, events, decode=True)}
         start_processors(bench)
-        rates = processing_rates(bench, events)
-        results.update({f"{name}_eps": eps for name, eps in rates.items()})
-        results["events_per_s"] = min(rates.values())  # an event is through once both have it
+        results.update(processing_rates(bench, events))
+        # An event is through the stage once both processors have it: the slower one's rate.
+        results["events_per_s"] = min(results[f"{name}_eps"] for name in MEASURED)
         results.update({"sla_s": sla_s, "alert_rate": rate,
                         "scan_interval_s": bench.settings.missing_scan_interval_s})
         results.update(alert_phase(bench, alert_events, rate))
@@ -285,6 +317,9 @@ def print_bench_streams(results: dict[str, Any]) -> None:
     for name in MEASURED:
         eps = float(results[f"{name}_eps"])
         table.add_row(f"{name}, side by side with the other", f"{eps:,.0f} events/s", f"{eps / raw:.4f}")
+    if "cpu_ms_per_event" in results:
+        table.add_row("  CPU per event (ms): " + ", ".join(f"{n} {ms:.2f}" for n, ms in
+                                                            results["cpu_ms_per_event"].items()), "", "")
     table.add_row("through both (the slower)", f"{results['events_per_s']:,.0f} events/s",
                   f"{results['events_per_s'] / raw:.4f}")
     table.add_row(f"missing e-ticket: deadline -> alert, p50 ({results['alerts_expected']} alerts)",

@@ -105,8 +105,12 @@ def topic_catalog(namespace: str = "") -> tuple[TopicSpec, ...]:
                   "registration id", "any (undecodable input kept as it came)"),
         # Compacted: each record carries the whole session, so the latest per key is the state.
         TopicSpec(SESSION_EVENTS, 6, "compact", -1, "session id", "herald.SessionEvent"),
+        TopicSpec(dead_letter_topic(SESSION_EVENTS), 1, "delete", 30 * _DAY_MS, "session id",
+                  "any (undecodable input kept as it came)"),
         TopicSpec(NOTIFICATION_STATUS, 6, "compact", -1, "notification id",
                   "herald.NotificationStatus"),
+        TopicSpec(dead_letter_topic(NOTIFICATION_STATUS), 1, "delete", 30 * _DAY_MS, "notification id",
+                  "any (undecodable input kept as it came)"),
         TopicSpec(MISSING_NOTIFICATIONS, 6, "compact", -1, "registration id|notification type",
                   "herald.MissingNotification"),
         TopicSpec(MISSING_DELIVERIES, 6, "delete", _DAY_MS, "registration id",

@@ -12,7 +12,9 @@ from herald.schemas.catalog import (
     CHANNELS,
     GATEWAY_OBSERVATIONS,
     MISSING_NOTIFICATIONS,
+    NOTIFICATION_STATUS,
     REGISTRATION_EVENTS,
+    SESSION_EVENTS,
     SESSION_MISMATCHES,
     STATUS_STATS,
     dead_letter_topic,
@@ -21,7 +23,8 @@ from herald.schemas.catalog import (
 from herald.schemas.catalog import notification_topic as channel_topic
 from herald.schemas.headers import from_kafka
 from herald.schemas.records import OutgoingRecord, SourceRecord
-from herald.streams.missing_agents import RAW_BYTES, Send, add_missing_detector
+from herald.streams.faust_io import RAW_BYTES, Send, header_pairs
+from herald.streams.missing_agents import add_missing_detector
 from herald.streams.router import route
 from herald.streams.session_agents import add_session_reconciler
 from herald.streams.status_agents import add_status_stats
@@ -68,7 +71,7 @@ def create_app(settings: Settings, bootstrap: str, processor: str = "router") ->
         name: app.topic(qualified(name, namespace), **RAW_BYTES)
         for name in [*(channel_topic(c) for c in CHANNELS), dead_letter_topic(REGISTRATION_EVENTS),
                      MISSING_NOTIFICATIONS, SESSION_MISMATCHES, STATUS_STATS,
-                     dead_letter_topic(GATEWAY_OBSERVATIONS)]
+                     *map(dead_letter_topic, (GATEWAY_OBSERVATIONS, NOTIFICATION_STATUS, SESSION_EVENTS))]
     }
 
     async def send(record: OutgoingRecord) -> None:
@@ -98,12 +101,6 @@ def _add_router(app: faust.App, namespace: str, send: Send) -> None:
         async for event in stream.events():
             message = event.message
             source = SourceRecord(REGISTRATION_EVENTS, message.partition, message.offset,
-                                  event.key, event.value, from_kafka(_header_pairs(event.headers)))
+                                  event.key, event.value, from_kafka(header_pairs(event.headers)))
             for record in route(source):
                 await send(record)
-
-
-def _header_pairs(headers: object) -> list[tuple[str, bytes]]:
-    if isinstance(headers, dict):
-        return list(headers.items())
-    return list(headers or [])  # type: ignore[call-overload]

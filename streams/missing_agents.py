@@ -16,7 +16,7 @@ from __future__ import annotations
 import heapq
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import faust
@@ -33,15 +33,12 @@ from herald.schemas.catalog import (
 )
 from herald.schemas.codec import UndecodableRecord, decode_expecting
 from herald.schemas.records import OutgoingRecord
+from herald.streams.faust_io import RAW_BYTES, RECHECK_AFTER_MS, Send
 from herald.streams.missing import Expectation, Policy, check, delivered, due_ms, expect, needs_check
 from herald.streams.rules import ROUTING_RULES
 
 log = logging.getLogger(__name__)
 
-# Every Herald topic carries our own bytes (Confluent-framed Avro): Faust passes them through.
-RAW_BYTES = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
-RECHECK_AFTER_MS = 5000  # a check not yet handled is asked for again after this long
-Send = Callable[[OutgoingRecord], Awaitable[None]]
 
 
 def missing_policy(settings: Settings) -> Policy:
@@ -184,8 +181,8 @@ def _decoded(value: bytes | None, schema_name: str, event: faust.EventT) -> dict
     try:
         return decode_expecting(value, schema_name)
     except UndecodableRecord as exc:
-        # The router dead-letters undecodable registration events; statuses are written by
-        # Herald's own workers. Either way the detector skips the record, loudly.
+        # The router dead-letters undecodable registration events, the status counter
+        # undecodable statuses (see streams.faust_io): the detector skips them, loudly.
         log.error("missing detector skips %s[%d]@%d: %s", event.message.topic,
                   event.message.partition, event.message.offset, exc)
         return None

@@ -19,7 +19,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from typing import Any
 
 import faust
 import orjson
@@ -36,7 +35,7 @@ from herald.schemas.catalog import (
 )
 from herald.schemas.codec import UndecodableRecord, decode_expecting
 from herald.schemas.records import SourceRecord, dead_letter
-from herald.streams.missing_agents import RAW_BYTES, RECHECK_AFTER_MS, Send
+from herald.streams.faust_io import RAW_BYTES, RECHECK_AFTER_MS, Send, decoded_or_dead_letter
 from herald.streams.sessions import ObservedGateways, SessionEntry, declare, needs_reconcile, reconcile
 
 log = logging.getLogger(__name__)
@@ -157,13 +156,13 @@ def add_session_reconciler(app: faust.App, settings: Settings, bootstrap: str, s
             session_id = event.key.decode()
             entry = table.get(session_id)
             if event.message.topic == events_name:
-                try:
-                    entry = declare(entry, _session_event(event.value), session_id)
-                except UndecodableRecord as exc:
-                    # Written only through Herald's outbox: skipped loudly, never blocking.
-                    log.error("session reconciler skips %s[%d]@%d: %s", event.message.topic,
-                              event.message.partition, event.message.offset, exc)
-                    continue
+                declared = None  # a tombstone: the session was deleted
+                if event.value is not None:
+                    declared = await decoded_or_dead_letter(
+                        event, SESSION_EVENTS, "herald.SessionEvent", send, "session-reconciler")
+                    if declared is None:
+                        continue
+                entry = declare(entry, declared, session_id)
             elif entry is None:
                 continue  # forgotten meanwhile
             asked.pop(session_id, None)
@@ -191,11 +190,6 @@ def add_session_reconciler(app: faust.App, settings: Settings, bootstrap: str, s
     async def resync() -> None:
         if feed.ready.is_set():
             await ask_changed()
-
-
-def _session_event(value: bytes | None) -> dict[str, Any] | None:
-    """The SessionEvent, or None for a tombstone (the session was deleted)."""
-    return None if value is None else decode_expecting(value, "herald.SessionEvent")
 
 
 def _now_ms() -> int:

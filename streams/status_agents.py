@@ -21,8 +21,7 @@ import orjson
 
 from herald.infra.settings import Settings
 from herald.schemas.catalog import NOTIFICATION_STATUS, STATUS_PARTIALS, qualified
-from herald.schemas.codec import UndecodableRecord, decode_expecting
-from herald.streams.missing_agents import RAW_BYTES, Send
+from herald.streams.faust_io import RAW_BYTES, Send, decoded_or_dead_letter
 from herald.streams.status_stats import (
     Bucket,
     Partial,
@@ -80,7 +79,9 @@ def add_status_stats(app: faust.App, settings: Settings, send: Send) -> None:
         async for event in stream.events():
             partition, now_ms = event.message.partition, _now_ms()
             _forget(counts, counted, partition, now_ms)
-            bucket = _bucket_of(event, now_ms)
+            outcome = await decoded_or_dead_letter(event, NOTIFICATION_STATUS, "herald.NotificationStatus",
+                                                   send, "status-counter")
+            bucket = None if outcome is None else _bucket_of(outcome, now_ms)
             if bucket is None:
                 continue
             key = f"{bucket.key}|{partition}"
@@ -135,13 +136,7 @@ def add_status_stats(app: faust.App, settings: Settings, send: Send) -> None:
             summed.note(raw_key.decode(), data["partition"], data["window_start_ms"])
 
 
-def _bucket_of(event: faust.EventT, now_ms: int) -> Bucket | None:
-    try:
-        outcome = decode_expecting(event.value, "herald.NotificationStatus")
-    except UndecodableRecord as exc:  # written by Herald's own workers: skipped, loudly
-        log.error("status counter skips %s[%d]@%d: %s", event.message.topic, event.message.partition,
-                  event.message.offset, exc)
-        return None
+def _bucket_of(outcome: dict[str, Any], now_ms: int) -> Bucket | None:
     bucket = Bucket.of(outcome)
     if bucket.window_start_ms < now_ms - KEEP_BUCKETS_MS:
         log.warning("status counter: an outcome of %s is older than its kept buckets; not counted",

@@ -1,7 +1,8 @@
 """The missing-notification detector as its own Faust process: one alert per e-ticket still
 missing at its SLA deadline, none for one delivered in time (also when the delivery is read
 before the payment it answers), nothing repeated or forgotten across a kill -9, and a
-tombstone when a missing one is delivered late."""
+tombstone when a missing one is delivered late; auto-resends reuse the notification id and
+stop at their bound."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from herald.infra.demo import wait_for_groups
 from herald.infra.kafka_io import producer_config
 from herald.infra.processes import ProcessGroup
 from herald.schemas.catalog import MISSING_NOTIFICATIONS, NOTIFICATION_STATUS, REGISTRATION_EVENTS, qualified
+from herald.schemas.catalog import notification_topic as channel_topic
 from herald.schemas.codec import decode, encode
 from herald.schemas.ids import notification_id
 from herald.streams.app import streams_app_id
@@ -131,3 +133,27 @@ def produce_registration(producer: Producer, namespace: str, registration_id: st
               "occurred_at": datetime.now(UTC)}
     producer.produce(qualified(REGISTRATION_EVENTS, namespace), encode("herald.RegistrationEvent", record),
                      registration_id.encode())
+
+
+def test_auto_resend_requests_the_missing_channel_again_with_the_same_id_and_stops_at_the_bound(
+        settings, log_dir):
+    sla_s = 3.0
+    settings = dataclasses.replace(settings, missing_sla_e_ticket_s=sla_s, missing_sla_welcome_s=3600.0,
+                                   missing_scan_interval_s=0.5, missing_auto_resends=2)
+    ns = settings.namespace
+    producer = Producer(producer_config(settings.kafka_bootstrap, 30))
+    with ProcessGroup(log_dir, process_env(settings)) as group:
+        start_detector(group, settings, "streams")
+        produce_registration(producer, ns, "REG-R", "payment_verified")
+        key, value = status("REG-R", "whatsapp")  # WhatsApp delivered in time; email never
+        producer.produce(qualified(NOTIFICATION_STATUS, ns), value, key)
+        assert producer.flush(30) == 0
+        email = qualified(channel_topic("email"), ns)
+        resends = read_topic(settings.kafka_bootstrap, email, at_least=2, timeout_s=60, idle_s=3 * sla_s)
+        group.check_alive()
+    assert [decode(m.value()).record["notification_id"] for m in resends] == [
+        notification_id("REG-R", "e_ticket", "email")] * 2, "two resends, the same id, then no more"
+    assert read_topic(settings.kafka_bootstrap, qualified(channel_topic("whatsapp"), ns), idle_s=0.5) == []
+    alerts = [decode(m.value()).record for m in
+              read_topic(settings.kafka_bootstrap, qualified(MISSING_NOTIFICATIONS, ns), idle_s=0.5)]
+    assert [(a["missing_channels"], a["resend_attempts"]) for a in alerts] == [(["email"], 1), (["email"], 2)]

@@ -6,7 +6,8 @@ corrections` applies its verdicts through the outbox.
   the workspace has auto-reconnect on, a reconnect is requested and recorded.
 - Seed 002: an instance crashes and a session reappears on another; its instance is
   corrected. One that reappears nowhere is unobserved (nothing changed), a kill -9 of the
-  reconciler neither repeats nor forgets a verdict, and a drift is reported only.
+  reconciler neither repeats nor forgets a verdict, a drift is reported only, and a garbled
+  session event goes to the DLQ without holding anything up.
 """
 
 from __future__ import annotations
@@ -18,15 +19,17 @@ import time
 from collections import Counter
 
 import sqlalchemy as sa
+from confluent_kafka import Producer
 from sqlalchemy.orm import Session
 
 from herald.infra.deadline import Deadline
 from herald.infra.demo import wait_for_groups
+from herald.infra.kafka_io import producer_config
 from herald.infra.processes import ProcessGroup
 from herald.infra.settings import Settings
 from herald.producers.models import MessagingSession
 from herald.producers.sessions import open_session
-from herald.schemas.catalog import SESSION_MISMATCHES, qualified
+from herald.schemas.catalog import SESSION_EVENTS, SESSION_MISMATCHES, dead_letter_topic, qualified
 from herald.schemas.codec import decode
 from herald.streams.app import streams_app_id
 from tests.support import HERALD, process_env, read_topic, simulator_network, wait_until
@@ -128,6 +131,9 @@ def test_seed_002_a_crashed_instance_s_sessions_are_followed_and_verdicts_surviv
                          "steady": ("ws", "connected", wa2), "drifted": ("ws", "disconnected", wa2)})
         start_pipeline(group, settings)
 
+        poison = Producer(producer_config(settings.kafka_bootstrap, 30))
+        poison.produce(qualified(SESSION_EVENTS, settings.namespace), b"not a session", b"garbled")
+        assert poison.flush(30) == 0
         network.place_session(wa2, "moves")  # the session reconnects on wa-2 ...
         group.kill("simulator-wa-1")  # ... and wa-1 crashes, and stays down
 
@@ -154,3 +160,7 @@ def test_seed_002_a_crashed_instance_s_sessions_are_followed_and_verdicts_surviv
         ("stranded", "unobserved"): 1,  # once, across the kill -9
         ("drifted", "status_drift"): 1,  # reported only
     }
+    dead_letters = qualified(dead_letter_topic(SESSION_EVENTS), settings.namespace)
+    dead = [(m.key(), dict(m.headers())["consumer-group"])
+            for m in read_topic(settings.kafka_bootstrap, dead_letters)]
+    assert dead == [(b"garbled", b"session-reconciler")]

@@ -1,5 +1,6 @@
 """The status stream for analysts: per-minute counts by type, channel and status, exact across a
-kill -9 of the Faust worker mid-stream (nothing counted twice, nothing forgotten)."""
+kill -9 of the Faust worker mid-stream (nothing counted twice, nothing forgotten), with a
+poison record dead-lettered on the way."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from herald.infra.deadline import Deadline
 from herald.infra.demo import wait_for_groups
 from herald.infra.kafka_io import producer_config
 from herald.infra.processes import ProcessGroup
-from herald.schemas.catalog import NOTIFICATION_STATUS, STATUS_STATS, qualified
+from herald.schemas.catalog import NOTIFICATION_STATUS, STATUS_STATS, dead_letter_topic, qualified
 from herald.schemas.codec import decode, encode
 from herald.streams.app import streams_app_id
 from herald.streams.status_stats import Bucket
@@ -71,6 +72,7 @@ def test_per_minute_counts_are_exact_across_a_kill_9_mid_stream(settings, log_di
     expected = Counter(Bucket.of(r).key for r in records)
     with ProcessGroup(log_dir, process_env(settings)) as group:
         start_counter(group, settings)
+        producer.produce(topic, b"\x00\x00\x00\x00\x05not avro", b"poison")  # among the outcomes
         produce(producer, topic, records[:4000])
         wait_until(lambda: sum(latest_counts(settings).values()) >= 500, 60, "counts under way")
         victim = group.processes["status"]
@@ -83,6 +85,10 @@ def test_per_minute_counts_are_exact_across_a_kill_9_mid_stream(settings, log_di
     counts = latest_counts(settings)
     assert counts == dict(expected), "each bucket's count exact: nothing doubled, nothing lost"
     assert len({key.split("|")[0] for key in counts}) >= 3, "three minutes of outcomes, one count each"
+    dead_letters = qualified(dead_letter_topic(NOTIFICATION_STATUS), settings.namespace)
+    dead = [(m.key(), dict(m.headers())["error-class"])
+            for m in read_topic(settings.kafka_bootstrap, dead_letters)]
+    assert dead == [(b"poison", b"UndecodableRecord")]
 
 
 def test_the_readme_example_consumer_prints_the_counts(settings, log_dir):
