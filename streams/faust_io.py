@@ -11,10 +11,11 @@ dead letter.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from typing import Any, Protocol, TypeVar
 
 import faust
+import orjson
 
 from herald.schemas.codec import UndecodableRecord, decode_expecting
 from herald.schemas.headers import from_kafka
@@ -26,6 +27,52 @@ log = logging.getLogger(__name__)
 RAW_BYTES = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
 RECHECK_AFTER_MS = 5000  # a check asked of a key's owner and not yet handled is asked again
 Send = Callable[[OutgoingRecord], Awaitable[None]]
+
+
+class JsonState(Protocol):
+    def as_json(self) -> dict[str, Any]: ...
+
+
+State = TypeVar("State", bound=JsonState)
+
+
+class JsonTable(Mapping[str, State]):
+    """A Faust table of bytes -> JSON bytes, seen as one kind of state by str key.
+
+    Faust derives the changelog's serializers from the table's key and value types ("raw"
+    for bytes), not from a schema, when it reads the changelog back on recovery.
+    """
+
+    def __init__(self, table: faust.Table, from_json: Callable[[Mapping[str, Any]], State]) -> None:
+        self._table = table
+        self._from_json = from_json
+
+    def __getitem__(self, key: str) -> State:
+        raw = self._table.get(key.encode())
+        if raw is None:
+            raise KeyError(key)
+        return self._from_json(orjson.loads(raw))
+
+    def __iter__(self) -> Iterator[str]:
+        return (key.decode() for key in list(self._table.keys()))
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def put(self, key: str, state: State | None) -> bool:
+        """Store (or, for None, forget) one entry: inside an agent only, so the changelog follows.
+        An unchanged entry (a replay, a check that found it handled) writes nothing; returns
+        whether a state was written."""
+        stored = self._table.get(key.encode())
+        if state is None:
+            if stored is not None:
+                self._table.pop(key.encode())
+            return False
+        encoded = orjson.dumps(state.as_json())
+        if encoded == stored:
+            return False
+        self._table[key.encode()] = encoded
+        return True
 
 
 def header_pairs(headers: object) -> list[tuple[str, bytes]]:
@@ -40,11 +87,17 @@ async def decoded_or_dead_letter(event: faust.EventT, catalog_topic: str, schema
     try:
         return decode_expecting(event.value, schema_name)
     except UndecodableRecord as exc:
-        message = event.message
-        log.error("%s dead-letters %s[%d]@%d: %s", stage, message.topic, message.partition,
-                  message.offset, exc)
-        timestamp_ms = int(message.timestamp * 1000) if message.timestamp else None
-        source = SourceRecord(catalog_topic, message.partition, message.offset, event.key, event.value,
-                              from_kafka(header_pairs(event.headers)), timestamp_ms)
-        await send(dead_letter(source, "UndecodableRecord", str(exc), consumer_group=stage))
+        await send_dead_letter(event, catalog_topic, str(exc), send, stage)
         return None
+
+
+async def send_dead_letter(event: faust.EventT, catalog_topic: str, reason: str, send: Send,
+                           stage: str) -> None:
+    """The event as it came, to its topic's DLQ, as an UndecodableRecord with `reason`."""
+    message = event.message
+    log.error("%s dead-letters %s[%d]@%d: %s", stage, message.topic, message.partition,
+              message.offset, reason)
+    timestamp_ms = int(message.timestamp * 1000) if message.timestamp else None
+    source = SourceRecord(catalog_topic, message.partition, message.offset, event.key, event.value,
+                          from_kafka(header_pairs(event.headers)), timestamp_ms)
+    await send(dead_letter(source, "UndecodableRecord", reason, consumer_group=stage))

@@ -16,11 +16,10 @@ from __future__ import annotations
 import heapq
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import faust
-import orjson
 
 from herald.infra.settings import Settings
 from herald.schemas.catalog import (
@@ -33,7 +32,7 @@ from herald.schemas.catalog import (
 )
 from herald.schemas.codec import UndecodableRecord, decode_expecting
 from herald.schemas.records import OutgoingRecord
-from herald.streams.faust_io import RAW_BYTES, RECHECK_AFTER_MS, Send
+from herald.streams.faust_io import RAW_BYTES, RECHECK_AFTER_MS, JsonTable, Send
 from herald.streams.missing import Expectation, Policy, check, delivered, due_ms, expect, needs_check
 from herald.streams.rules import ROUTING_RULES
 
@@ -78,37 +77,18 @@ class DeadlineIndex:
             self.note(key, state)
 
 
-class ExpectationTable(Mapping[str, Expectation]):
-    """The Faust table (bytes -> JSON bytes) seen as expectations by key, with its deadlines."""
+class ExpectationTable(JsonTable[Expectation]):
+    """The detector's table, with the index of its deadlines."""
 
     def __init__(self, table: faust.Table) -> None:
-        self._table = table
+        super().__init__(table, Expectation.from_json)
         self.deadlines = DeadlineIndex()
 
-    def __getitem__(self, key: str) -> Expectation:
-        raw = self._table.get(key.encode())
-        if raw is None:
-            raise KeyError(key)
-        return Expectation.from_json(orjson.loads(raw))
-
-    def __iter__(self) -> Iterator[str]:
-        return (key.decode() for key in list(self._table.keys()))
-
-    def __len__(self) -> int:
-        return len(self._table)
-
-    def put(self, key: str, state: Expectation | None) -> None:
-        """Store (or, for None, forget) one entry: inside an agent, so the changelog follows.
-        An unchanged entry (a replay, a check that found it handled) writes nothing."""
-        stored = self._table.get(key.encode())
-        if state is None:
-            if stored is not None:
-                self._table.pop(key.encode())
-            return
-        encoded = orjson.dumps(state.as_json())
-        if encoded != stored:
-            self._table[key.encode()] = encoded
+    def put(self, key: str, state: Expectation | None) -> bool:
+        written = super().put(key, state)
+        if written and state is not None:
             self.deadlines.note(key, state)
+        return written
 
 
 def add_missing_detector(app: faust.App, settings: Settings, send: Send) -> None:
@@ -118,8 +98,6 @@ def add_missing_detector(app: faust.App, settings: Settings, send: Send) -> None
     deliveries_name = qualified(MISSING_DELIVERIES, namespace)
     checks = app.topic(qualified(MISSING_CHECKS, namespace), **RAW_BYTES)
     deliveries = app.topic(deliveries_name, **RAW_BYTES)
-    # bytes in and out: Faust derives the changelog's serializers from these types ("raw"),
-    # not from a schema, when it reads the changelog back on recovery.
     faust_table = app.Table("missing-expectations", partitions=6, default=None,
                             key_type=bytes, value_type=bytes)
     table = ExpectationTable(faust_table)

@@ -18,11 +18,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable
 
 import faust
-import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from herald.infra.kafka_io import RDKAFKA_LOG
@@ -34,43 +33,21 @@ from herald.schemas.catalog import (
     qualified,
 )
 from herald.schemas.codec import UndecodableRecord, decode_expecting
+from herald.schemas.headers import from_kafka
 from herald.schemas.records import SourceRecord, dead_letter
-from herald.streams.faust_io import RAW_BYTES, RECHECK_AFTER_MS, Send, decoded_or_dead_letter
+from herald.streams.faust_io import (
+    RAW_BYTES,
+    RECHECK_AFTER_MS,
+    JsonTable,
+    Send,
+    decoded_or_dead_letter,
+    send_dead_letter,
+)
 from herald.streams.sessions import ObservedGateways, SessionEntry, declare, needs_reconcile, reconcile
 
 log = logging.getLogger(__name__)
 
 LOOKBACK_GRACE_PERIODS = 3  # how much of gateway.observations a starting worker reads back
-
-
-class SessionTable(Mapping[str, SessionEntry]):
-    """The Faust table (bytes -> JSON bytes) seen as session entries by session id."""
-
-    def __init__(self, table: faust.Table) -> None:
-        self._table = table
-
-    def __getitem__(self, key: str) -> SessionEntry:
-        raw = self._table.get(key.encode())
-        if raw is None:
-            raise KeyError(key)
-        return SessionEntry.from_json(orjson.loads(raw))
-
-    def __iter__(self) -> Iterator[str]:
-        return (key.decode() for key in list(self._table.keys()))
-
-    def __len__(self) -> int:
-        return len(self._table)
-
-    def put(self, key: str, entry: SessionEntry | None) -> None:
-        """Inside an agent only, so the changelog follows; an unchanged entry writes nothing."""
-        stored = self._table.get(key.encode())
-        if entry is None:
-            if stored is not None:
-                self._table.pop(key.encode())
-            return
-        encoded = orjson.dumps(entry.as_json())
-        if encoded != stored:
-            self._table[key.encode()] = encoded
 
 
 class ObservationFeed:
@@ -117,12 +94,12 @@ class ObservationFeed:
                 return False
         return True
 
-    async def _apply(self, record: object) -> None:
+    async def _apply(self, record: ConsumerRecord[bytes, bytes]) -> None:
         try:
-            observation = decode_expecting(record.value, "herald.GatewayObservation")  # type: ignore[attr-defined]
+            observation = decode_expecting(record.value, "herald.GatewayObservation")
         except UndecodableRecord as exc:
-            source = SourceRecord(GATEWAY_OBSERVATIONS, record.partition, record.offset,  # type: ignore[attr-defined]
-                                  record.key, record.value, {}, record.timestamp)  # type: ignore[attr-defined]
+            source = SourceRecord(GATEWAY_OBSERVATIONS, record.partition, record.offset, record.key,
+                                  record.value, from_kafka(list(record.headers or [])), record.timestamp)
             log.error("gateway observation %s[%d]@%d dead-lettered: %s", self._topic, source.partition,
                       source.offset, exc)
             await self._send(dead_letter(source, "UndecodableRecord", str(exc),
@@ -145,14 +122,18 @@ def add_session_reconciler(app: faust.App, settings: Settings, bootstrap: str, s
     namespace, grace_ms = settings.namespace, int(settings.session_grace_s * 1000)
     events_name = qualified(SESSION_EVENTS, namespace)
     checks = app.topic(qualified(SESSION_CHECKS, namespace), **RAW_BYTES)
-    table = SessionTable(app.Table("session-entries", partitions=6, default=None,
-                                   key_type=bytes, value_type=bytes))
+    faust_table = app.Table("session-entries", partitions=6, default=None, key_type=bytes, value_type=bytes)
+    table = JsonTable(faust_table, SessionEntry.from_json)
     feed = ObservationFeed(bootstrap, qualified(GATEWAY_OBSERVATIONS, namespace), grace_ms, send)
     asked: dict[str, int] = {}  # session id -> when a check was last asked
 
     @app.agent(app.topic(events_name, checks.get_topic_name(), **RAW_BYTES), name="session-reconciler")
     async def reconcile_sessions(stream: faust.StreamT) -> None:
         async for event in stream.events():
+            if event.key is None:  # only a foreign writer leaves out the session id
+                await send_dead_letter(event, SESSION_EVENTS, "record has no key (the session id)", send,
+                                       "session-reconciler")
+                continue
             session_id = event.key.decode()
             entry = table.get(session_id)
             if event.message.topic == events_name:

@@ -15,10 +15,7 @@ from tests.support import HERALD
 def test_bench_relay_reports_its_figures_and_baselines(settings):
     before = bench_topics(settings)
     argv = [*HERALD, "bench", "relay", "--events", "3000", "--keys", "300", "--seconds", "1"]
-    result = subprocess.run(argv, env=child_environ(settings, os.environ), capture_output=True, text=True,
-                            timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    figures = run_bench(settings, argv)
     for key in ("drain_eps_1", "drain_eps_3", "sustained_eps", "raw_producer_eps", "raw_claim_eps",
                 "p50_ms", "p99_ms", "p99_ms_with_warmup"):
         assert figures[key] > 0, key
@@ -31,10 +28,7 @@ def test_bench_deliver_reports_its_figures_and_baseline(settings):
     before = bench_topics(settings)
     argv = [*HERALD, "bench", "deliver", "--campaign", "300", "--rate", "100", "--seconds", "2",
             "--scale-records", "300"]
-    result = subprocess.run(argv, env=child_environ(settings, os.environ), capture_output=True, text=True,
-                            timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    figures = run_bench(settings, argv)
     for key in ("campaign_10k_s", "p50_ms", "p99_ms", "failover_s", "raw_provider_eps",
                 "campaign_cpu_ms_per_msg"):
         assert figures[key] > 0, key
@@ -50,6 +44,14 @@ def test_bench_deliver_reports_its_figures_and_baseline(settings):
     assert bench_topics(settings) == before, "the bench left topics behind"
 
 
+def run_bench(settings, argv: list[str]) -> dict:
+    """The bench's last line, its JSON figures, once it exited 0."""
+    result = subprocess.run(argv, env=child_environ(settings, os.environ), capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def bench_topics(settings) -> set[str]:
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
     return {t for t in admin.list_topics(timeout=10).topics if t.startswith("bench")}
@@ -59,10 +61,7 @@ def test_bench_streams_reports_its_figures_and_baseline(settings):
     before = bench_topics(settings)
     argv = [*HERALD, "bench", "streams", "--events", "2000", "--alert-events", "60", "--rate", "60",
             "--sla-s", "3"]
-    result = subprocess.run(argv, env=child_environ(settings, os.environ), capture_output=True, text=True,
-                            timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    figures = run_bench(settings, argv)
     for key in ("events_per_s", "raw_consume_eps", "decoding_consume_eps", "router_eps", "missing_eps",
                 "alert_delay_p50_s", "alert_delay_p99_s"):
         assert figures[key] > 0, key
