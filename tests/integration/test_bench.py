@@ -63,9 +63,10 @@ def test_bench_streams_reports_its_figures_and_baseline(settings):
             "--sla-s", "3"]
     figures = run_bench(settings, argv)
     for key in ("events_per_s", "raw_consume_eps", "decoding_consume_eps", "router_eps", "missing_eps",
-                "alert_delay_p50_s", "alert_delay_p99_s"):
+                "sessions_eps", "alert_delay_p50_s", "alert_delay_p99_s"):
         assert figures[key] > 0, key
-    assert figures["events_per_s"] == min(figures["router_eps"], figures["missing_eps"])
+    assert figures["events_per_s"] == min(figures[f"{p}_eps"] for p in ("router", "missing", "sessions"))
+    assert set(figures["cpu_ms_per_event"]) == {"router", "missing", "sessions"}
     assert (figures["alerts_expected"], figures["alerts_missed"], figures["false_alerts"]) == (30, 0, 0)
     assert figures["alert_delay_min_s"] >= 0, "an alert arrived before its deadline"
     assert bench_topics(settings) == before, "the bench left topics behind"
