@@ -35,7 +35,7 @@ from rich.table import Table
 from sqlalchemy.orm import Session
 
 from herald.infra.deadline import Deadline, wait_until
-from herald.infra.kafka_io import producer_config
+from herald.infra.kafka_io import RDKAFKA_LOG, producer_config
 from herald.infra.processes import HERALD_ARGV, ProcessGroup
 from herald.infra.provisioning import delete_namespace_topics
 from herald.infra.settings import Settings, child_environ
@@ -258,7 +258,7 @@ def first_occurrence_order(records: list[Published]) -> dict[str, list[str]]:
 
 def create_topic(bootstrap: str, name: str, log_append_time: bool) -> None:
     config = {"message.timestamp.type": "LogAppendTime"} if log_append_time else {}
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": RDKAFKA_LOG})
     admin.create_topics([NewTopic(name, 6, 1, config=config)])[name].result()
 
 

@@ -22,7 +22,7 @@ def provision_topics(
     bootstrap: str, specs: tuple[TopicSpec, ...], replication_factor: int = 1,
     timeout_s: float = 30.0,
 ) -> ProvisionReport:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": RDKAFKA_LOG})
     existing = set(admin.list_topics(timeout=timeout_s).topics)
     missing = [s for s in specs if s.name not in existing]
     if missing:
