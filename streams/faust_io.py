@@ -59,6 +59,10 @@ class JsonTable(Mapping[str, State]):
     def __len__(self) -> int:
         return len(self._table)
 
+    def on_recover(self, callback: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+        """Decorate `callback` to run once the table is read back from its changelog."""
+        return self._table.on_recover(callback)  # type: ignore[no-any-return]
+
     def put(self, key: str, state: State | None) -> bool:
         """Store (or, for None, forget) one entry: inside an agent only, so the changelog follows.
         An unchanged entry (a replay, a check that found it handled) writes nothing; returns

@@ -17,14 +17,14 @@ import time
 from typing import Any
 
 import faust
-import orjson
 
 from herald.infra.settings import Settings
 from herald.schemas.catalog import NOTIFICATION_STATUS, STATUS_PARTIALS, qualified
-from herald.streams.faust_io import RAW_BYTES, Send, decoded_or_dead_letter
+from herald.streams.faust_io import RAW_BYTES, JsonTable, Send, decoded_or_dead_letter
 from herald.streams.status_stats import (
     Bucket,
-    Partial,
+    BucketTotal,
+    PartitionCount,
     count_once,
     merge_partial,
     partial_record,
@@ -70,8 +70,10 @@ def add_status_stats(app: faust.App, settings: Settings, send: Send) -> None:
     """Wire the two stages into `app`; `send` produces the stats records."""
     namespace = settings.namespace
     partials = app.topic(qualified(STATUS_PARTIALS, namespace), **RAW_BYTES)
-    counts = app.Table("status-partials", partitions=6, default=None, key_type=bytes, value_type=bytes)
-    totals = app.Table("status-totals", partitions=6, default=None, key_type=bytes, value_type=bytes)
+    counts = JsonTable(app.Table("status-partials", partitions=6, default=None, key_type=bytes,
+                                 value_type=bytes), PartitionCount.from_json)
+    totals = JsonTable(app.Table("status-totals", partitions=6, default=None, key_type=bytes,
+                                 value_type=bytes), BucketTotal.from_json)
     counted, summed = BucketIndex(), BucketIndex()
 
     @app.agent(app.topic(qualified(NOTIFICATION_STATUS, namespace), **RAW_BYTES), name="status-counter")
@@ -85,55 +87,47 @@ def add_status_stats(app: faust.App, settings: Settings, send: Send) -> None:
             if bucket is None:
                 continue
             key = f"{bucket.key}|{partition}"
-            stored = counts.get(key.encode())
-            partial = count_once(Partial(**_partial_fields(stored)) if stored else None, event.message.offset)
+            known = counts.get(key)
+            partial = count_once(known.partial if known else None, event.message.offset)
             if partial is not None:
-                counts[key.encode()] = orjson.dumps({"bucket": bucket.as_json(), "partition": partition,
-                                                     "count": partial.count, "offset": partial.offset})
+                counts.put(key, PartitionCount(bucket, partition, partial))
                 counted.note(key, partition, bucket.window_start_ms, dirty=True)
 
     @counts.on_recover
     async def resend_recovered() -> None:
-        for raw_key, raw in list(counts.items()):
-            data = orjson.loads(raw)
-            counted.note(raw_key.decode(), data["partition"], data["bucket"]["window_start_ms"], dirty=True)
+        for key, entry in counts.items():
+            counted.note(key, entry.partition, entry.bucket.window_start_ms, dirty=True)
 
     @app.timer(interval=settings.status_stats_flush_interval_s)
     async def flush_partials() -> None:
         keys, counted.dirty = counted.dirty, set()
         for key in keys:
-            stored = counts.get(key.encode())
-            if stored is not None:  # None: revoked or forgotten meanwhile
-                data = orjson.loads(stored)
-                record = partial_record(Bucket(**data["bucket"]), data["partition"],
-                                        Partial(**_partial_fields(stored)))
+            entry = counts.get(key)
+            if entry is not None:  # None: revoked or forgotten meanwhile
+                record = partial_record(entry.bucket, entry.partition, entry.partial)
                 await partials.send(key=record.key, value=record.value)
 
     @app.agent(partials, name="status-totals")
     async def sum_partials(stream: faust.StreamT) -> None:
         async for event in stream.events():
-            now_ms = _now_ms()
-            _forget(totals, summed, event.message.partition, now_ms)
+            table_partition, now_ms = event.message.partition, _now_ms()
+            _forget(totals, summed, table_partition, now_ms)
             try:
                 bucket, partition, count = read_partial(event.value)
             except ValueError as exc:  # written only by the counter; skipped loudly
                 log.error("status totals skip %s@%d: %s", event.message.topic, event.message.offset, exc)
                 continue
-            stored = totals.get(bucket.key.encode())
-            known = {int(p): c for p, c in orjson.loads(stored)["counts"].items()} if stored else {}
-            merged = merge_partial(known, partition, count)
+            known = totals.get(bucket.key)
+            merged = merge_partial(known.counts if known else {}, partition, count)
             if merged is not None:
-                totals[bucket.key.encode()] = orjson.dumps({
-                    "partition": event.message.partition, "window_start_ms": bucket.window_start_ms,
-                    "counts": {str(p): c for p, c in merged.items()}})
-                summed.note(bucket.key, event.message.partition, bucket.window_start_ms)
+                totals.put(bucket.key, BucketTotal(bucket, table_partition, merged))
+                summed.note(bucket.key, table_partition, bucket.window_start_ms)
                 await send(stats_record(bucket, merged, now_ms))
 
     @totals.on_recover
     async def index_totals() -> None:
-        for raw_key, raw in list(totals.items()):
-            data = orjson.loads(raw)
-            summed.note(raw_key.decode(), data["partition"], data["window_start_ms"])
+        for key, entry in totals.items():
+            summed.note(key, entry.table_partition, entry.bucket.window_start_ms)
 
 
 def _bucket_of(outcome: dict[str, Any], now_ms: int) -> Bucket | None:
@@ -145,14 +139,9 @@ def _bucket_of(outcome: dict[str, Any], now_ms: int) -> Bucket | None:
     return bucket
 
 
-def _forget(table: faust.Table, index: BucketIndex, partition: int, now_ms: int) -> None:
+def _forget(table: JsonTable[Any], index: BucketIndex, partition: int, now_ms: int) -> None:
     for key in index.expired(partition, now_ms):
-        table.pop(key.encode(), None)
-
-
-def _partial_fields(stored: bytes) -> dict[str, Any]:
-    data = orjson.loads(stored)
-    return {"count": data["count"], "offset": data["offset"]}
+        table.put(key, None)
 
 
 def _now_ms() -> int:

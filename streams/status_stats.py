@@ -61,6 +61,41 @@ class Partial:
     offset: int
 
 
+@dataclass(frozen=True)
+class PartitionCount:
+    """The counter's table entry: one input partition's partial for one bucket."""
+
+    bucket: Bucket
+    partition: int
+    partial: Partial
+
+    def as_json(self) -> dict[str, Any]:
+        return {"bucket": self.bucket.as_json(), "partition": self.partition, "count": self.partial.count,
+                "offset": self.partial.offset}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PartitionCount:
+        return cls(Bucket(**data["bucket"]), data["partition"], Partial(data["count"], data["offset"]))
+
+
+@dataclass(frozen=True)
+class BucketTotal:
+    """The totals' table entry: each input partition's latest partial count for one bucket."""
+
+    bucket: Bucket
+    table_partition: int  # where the entry lives (the partials topic's partition)
+    counts: Mapping[int, int]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"bucket": self.bucket.as_json(), "table_partition": self.table_partition,
+                "counts": {str(p): c for p, c in self.counts.items()}}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> BucketTotal:
+        return cls(Bucket(**data["bucket"]), data["table_partition"],
+                   {int(p): c for p, c in data["counts"].items()})
+
+
 def count_once(partial: Partial | None, offset: int) -> Partial | None:
     """The partial with the outcome at `offset` counted; None when it was counted already."""
     if partial is not None and offset <= partial.offset:

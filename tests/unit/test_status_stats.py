@@ -3,6 +3,7 @@ merged so that repeats and reorders change nothing, and expired buckets dropped 
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 from herald.schemas.catalog import STATUS_STATS
@@ -11,7 +12,9 @@ from herald.streams.status_agents import FORGET_EVERY_MS, KEEP_BUCKETS_MS, Bucke
 from herald.streams.status_stats import (
     WINDOW_MS,
     Bucket,
+    BucketTotal,
     Partial,
+    PartitionCount,
     count_once,
     merge_partial,
     partial_record,
@@ -82,3 +85,11 @@ def test_a_malformed_partial_is_named():
         assert "malformed status partial" in str(exc)
     else:
         raise AssertionError("accepted a partial without its bucket")
+
+
+def test_table_entries_survive_their_json_round_trip():
+    bucket = Bucket.of(outcome("dead_lettered", "email"))
+    count = PartitionCount(bucket, 3, Partial(12, 4_000))
+    total = BucketTotal(bucket, 5, {0: 4, 3: 12})
+    assert PartitionCount.from_json(json.loads(json.dumps(count.as_json()))) == count
+    assert BucketTotal.from_json(json.loads(json.dumps(total.as_json()))) == total
