@@ -98,11 +98,10 @@ def add_missing_detector(app: faust.App, settings: Settings, send: Send) -> None
     deliveries_name = qualified(MISSING_DELIVERIES, namespace)
     checks = app.topic(qualified(MISSING_CHECKS, namespace), **RAW_BYTES)
     deliveries = app.topic(deliveries_name, **RAW_BYTES)
-    faust_table = app.Table("missing-expectations", partitions=6, default=None,
-                            key_type=bytes, value_type=bytes)
-    table = ExpectationTable(faust_table)
+    table = ExpectationTable(app.Table("missing-expectations", partitions=6, default=None,
+                                       key_type=bytes, value_type=bytes))
 
-    @faust_table.on_recover
+    @table.on_recover
     async def index_recovered() -> None:
         table.deadlines.rebuild(table)
 
