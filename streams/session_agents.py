@@ -8,9 +8,12 @@
   periods on start, so it is complete again after a restart without a changelog. Until it
   has caught up with the topic's end, no verdict is reached: an empty view would call every
   session not found.
-- On every observation batch and on a periodic resync tick, each worker recomputes the verdict
-  of every session it owns and asks a check for those whose verdict changed; the owner
-  recomputes again before emitting, so a worker that lost the partition meanwhile emits nothing.
+- Verdicts are recomputed from stored state, never from the edge that arrived: after a batch
+  of reports, for every session an instance's new or previous report named; on a periodic
+  resync tick, for every session the worker owns (silence and the grace periods change
+  verdicts with time alone). A verdict that changed becomes a check; the owner recomputes
+  again before emitting, so a worker that lost the partition meanwhile emits nothing. The
+  full diff costs about 7.5 µs per session (150 ms for 20,000, measured without Faust).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 import faust
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -58,7 +61,8 @@ class ObservationFeed:
         self.ready = asyncio.Event()  # set once the view holds everything reported before start
         self._bootstrap, self._topic, self._grace_ms, self._send = bootstrap, topic, grace_ms, send
 
-    async def run(self, on_batch: Callable[[], Awaitable[None]] | None = None) -> None:
+    async def run(self, on_batch: Callable[[set[str]], Awaitable[None]] | None = None) -> None:
+        """Follow the reports; after each batch, `on_batch` gets the sessions it may have changed."""
         consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False,
                                     group_id=None)
         await consumer.start()
@@ -66,15 +70,16 @@ class ObservationFeed:
             targets = await self._start_positions(consumer)
             while True:
                 batches = await consumer.getmany(timeout_ms=500, max_records=1000)
+                touched: set[str] = set()
                 for records in batches.values():
                     for record in records:
-                        await self._apply(record)
+                        touched |= await self._apply(record)
                 if not self.ready.is_set() and await self._caught_up(consumer, targets):
                     self.ready.set()
                     log.info("session reconciler: gateway observations caught up")
                 self.gateways.forget_before(_now_ms() - LOOKBACK_GRACE_PERIODS * self._grace_ms)
-                if batches and self.ready.is_set() and on_batch is not None:
-                    await on_batch()
+                if touched and self.ready.is_set() and on_batch is not None:
+                    await on_batch(touched)
         finally:
             await consumer.stop()
 
@@ -94,7 +99,8 @@ class ObservationFeed:
                 return False
         return True
 
-    async def _apply(self, record: ConsumerRecord[bytes, bytes]) -> None:
+    async def _apply(self, record: ConsumerRecord[bytes, bytes]) -> set[str]:
+        """One report into the view; the sessions it may have changed."""
         try:
             observation = decode_expecting(record.value, "herald.GatewayObservation")
         except UndecodableRecord as exc:
@@ -104,8 +110,8 @@ class ObservationFeed:
                       source.offset, exc)
             await self._send(dead_letter(source, "UndecodableRecord", str(exc),
                                          consumer_group="session-reconciler"))
-            return
-        self.gateways.apply(observation)
+            return set()
+        return self.gateways.apply(observation)
 
 
 def _partitions_of(bootstrap: str, topic: str) -> list[TopicPartition]:
@@ -153,24 +159,25 @@ def add_session_reconciler(app: faust.App, settings: Settings, bootstrap: str, s
                     await send(record)
             table.put(session_id, entry)
 
-    async def ask_changed() -> None:
-        """The full diff over this worker's sessions: a check for every verdict that changed."""
+    async def ask_changed(sessions: Iterable[str]) -> None:
+        """A check for each of these sessions this worker owns whose verdict changed."""
         now_ms = _now_ms()
-        for session_id, entry in list(table.items()):
-            if asked.get(session_id, 0) + RECHECK_AFTER_MS > now_ms:
-                continue
+        for session_id in list(sessions):
+            entry = table.get(session_id)
+            if entry is None or asked.get(session_id, 0) + RECHECK_AFTER_MS > now_ms:
+                continue  # not ours, or asked moments ago
             if needs_reconcile(entry, feed.gateways, now_ms, grace_ms):
                 asked[session_id] = now_ms
                 await checks.send(key=session_id.encode(), value=session_id.encode())
 
     @app.task
     async def follow_observations() -> None:
-        await feed.run(ask_changed)
+        await feed.run(ask_changed)  # the sessions a batch of reports named, now or before
 
     @app.timer(interval=settings.session_resync_interval_s)
     async def resync() -> None:
-        if feed.ready.is_set():
-            await ask_changed()
+        if feed.ready.is_set():  # the full diff: silence and grace periods change verdicts too
+            await ask_changed(table)
 
 
 def _now_ms() -> int:

@@ -164,3 +164,9 @@ def test_memory_is_bounded_by_what_is_still_reported():
     gateways.forget_before(ms(40))
     assert gateways.last_connected_ms("old") is None and gateways.last_connected_ms("new") == ms(50)
     assert set(gateways.reporting(ms(50), GRACE_MS)) == {WA2}
+
+
+def test_a_report_names_the_sessions_it_may_have_changed_those_it_holds_and_those_it_dropped():
+    gateways = ObservedGateways()
+    assert report(gateways, WA1, 10, a="connected", b="connected") == {"a", "b"}
+    assert report(gateways, WA1, 12, b="connected", c="qr_pending") == {"a", "b", "c"}
