@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Protocol
 
-from confluent_kafka import KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 log = logging.getLogger(__name__)
 
@@ -59,3 +60,33 @@ class PendingOffsets:
             return False
         self._next.clear()
         return True
+
+
+@dataclass(frozen=True)
+class PartitionEnd:
+    """Where a consumer stands in one partition; negative offsets are librdkafka's "unknown"."""
+
+    position: int  # past transaction markers too: librdkafka skips them
+    committed: int
+    low: int
+    high: int
+
+    def reached(self) -> bool:
+        # Before the first fetch the position is unknown; the group resumes from the
+        # committed offset, or from the low watermark (auto.offset.reset=earliest).
+        start = self.position if self.position >= 0 else self.committed
+        return (start if start >= 0 else self.low) >= self.high
+
+
+def caught_up(consumer: Consumer) -> bool:
+    """Every assigned partition read to its end: what a draining consumer waits for. Idle
+    polls are no evidence: while a new broker's group coordinator loads, a member holds an
+    assignment but fetches nothing for seconds."""
+    assignment = consumer.assignment()
+    if not assignment:
+        return False
+    positions = consumer.position(assignment)
+    committed = consumer.committed(assignment, timeout=10)
+    ends = [PartitionEnd(p.offset, c.offset, *consumer.get_watermark_offsets(p, timeout=10))
+            for p, c in zip(positions, committed, strict=True)]
+    return all(end.reached() for end in ends)

@@ -32,6 +32,7 @@ from typing import Any, Protocol, TypeVar
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
 from herald.consumers import event_loop
+from herald.consumers.commits import caught_up
 from herald.consumers.inflight import Entry, InFlight, Partition, Taken
 from herald.infra.deadline import Deadline
 from herald.infra.kafka_io import ConfirmedSend
@@ -340,29 +341,5 @@ class DeliveryWorker:
 
     def _caught_up(self) -> bool:
         """Kafka thread: every assigned partition read to its end (and, as nothing is in
-        flight, committed). Idle polls are no evidence: while a new broker's group
-        coordinator loads, a member holds an assignment but fetches nothing for seconds."""
-        assignment = self._consumer.assignment()
-        if not assignment:
-            return False
-        positions = self._consumer.position(assignment)
-        committed = self._consumer.committed(assignment, timeout=10)
-        ends = [PartitionEnd(p.offset, c.offset, *self._consumer.get_watermark_offsets(p, timeout=10))
-                for p, c in zip(positions, committed, strict=True)]
-        return all(end.reached() for end in ends)
-
-
-@dataclass(frozen=True)
-class PartitionEnd:
-    """Where a consumer stands in one partition; negative offsets are librdkafka's "unknown"."""
-
-    position: int  # past transaction markers too: librdkafka skips them
-    committed: int
-    low: int
-    high: int
-
-    def reached(self) -> bool:
-        # Before the first fetch the position is unknown; the group resumes from the
-        # committed offset, or from the low watermark (auto.offset.reset=earliest).
-        start = self.position if self.position >= 0 else self.committed
-        return (start if start >= 0 else self.low) >= self.high
+        flight, committed)."""
+        return caught_up(self._consumer)

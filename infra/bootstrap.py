@@ -199,3 +199,24 @@ def run_corrections(settings: Settings, stop: threading.Event) -> dict[str, Any]
     finally:
         client.close()
         engine.dispose()
+
+
+def database_engine(settings: Settings) -> sa.Engine:
+    """An engine for a short command that needs only the database (ops commands answer while
+    Kafka is down: a replay goes through the outbox)."""
+    return sa.create_engine(resolve_database_url(settings), pool_pre_ping=True)
+
+
+def run_dlq_index(settings: Settings, stop: threading.Event, drain: bool = False) -> Any:
+    """Index every dead-letter record into the database until stopped (or, with drain, caught up)."""
+    from herald.consumers.dead_letter_index import INDEX_STAGE, DeadLetterIndexer
+
+    endpoints = reachable_endpoints(settings)
+    engine = sa.create_engine(endpoints.database_url, pool_pre_ping=True)
+    consumer = Consumer(consumer_config(
+        endpoints.kafka_bootstrap, consumer_group(INDEX_STAGE, "dlq", settings.namespace),
+        **{"session.timeout.ms": int(settings.kafka_session_timeout_s * 1000)}))
+    try:
+        return DeadLetterIndexer(consumer, engine, settings.namespace).run(stop, drain)
+    finally:
+        engine.dispose()

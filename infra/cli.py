@@ -215,6 +215,10 @@ def demo(
         raise typer.Exit(1)
 
 
+from herald.infra.cli_dlq import dlq  # noqa: E402  (after `app`: its commands import from here)
+
+app.add_typer(dlq, name="dlq")
+
 outbox = typer.Typer(help="The transactional outbox: backlog and relay leases.")
 app.add_typer(outbox, name="outbox")
 

@@ -1,4 +1,5 @@
-"""Tables: the registration domain and the outbox its changes are written to."""
+"""Tables: the registration domain, the outbox its changes are written to, and the index of
+dead letters that ops search and replay (with its audit log)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 REGISTRATION_STATUSES = ("created", "payment_uploaded", "payment_verified")
@@ -89,3 +90,68 @@ class OutboxRecord(Base):
     headers: Mapped[dict[str, Any]] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(
         sa.DateTime(timezone=True), server_default=sa.text("clock_timestamp()"))
+
+
+DEAD_LETTER_STATES = ("open", "replayed", "discarded")
+
+
+class DeadLetterAction(Base):
+    """The audit log: one replay or discard, who ran it, what it selected and which rows it took.
+
+    A replay in batches adds each batch's rows here in that batch's transaction, so an
+    interrupted one (finished_at still null) says exactly what it did.
+    """
+
+    __tablename__ = "dead_letter_actions"
+
+    id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
+    action: Mapped[str] = mapped_column(sa.String(16))  # replay or discard
+    actor: Mapped[str] = mapped_column(sa.String(200))
+    target: Mapped[str | None] = mapped_column(sa.String(16))  # replay: original or retry
+    selection: Mapped[dict[str, Any]] = mapped_column(JSONB)  # ids or the filter, as asked
+    row_count: Mapped[int] = mapped_column(sa.Integer, server_default="0")
+    row_ids: Mapped[list[int]] = mapped_column(ARRAY(sa.BigInteger), server_default="{}")
+    started_at: Mapped[datetime] = mapped_column(
+        sa.DateTime(timezone=True), server_default=sa.text("clock_timestamp()"))
+    finished_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+
+
+class DeadLetter(Base):
+    """One record of a dead-letter topic, as the indexer read it: the failed-jobs row."""
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
+    dlq_topic: Mapped[str] = mapped_column(sa.String(200))  # catalog name, without namespace
+    dlq_partition: Mapped[int] = mapped_column(sa.Integer)
+    dlq_offset: Mapped[int] = mapped_column(sa.BigInteger)
+    original_topic: Mapped[str] = mapped_column(sa.String(200))
+    original_partition: Mapped[int | None] = mapped_column(sa.Integer)
+    original_offset: Mapped[int | None] = mapped_column(sa.BigInteger)
+    message_key: Mapped[bytes | None] = mapped_column(sa.LargeBinary)
+    key_text: Mapped[str | None] = mapped_column(sa.String(400))
+    payload: Mapped[bytes | None] = mapped_column(sa.LargeBinary)
+    headers: Mapped[dict[str, str]] = mapped_column(JSONB)
+    schema_name: Mapped[str | None] = mapped_column(sa.String(100))  # null: undecodable
+    payload_json: Mapped[dict[str, Any] | None] = mapped_column(JSONB)  # decoded, for search and views
+    event_type: Mapped[str | None] = mapped_column(sa.String(100))
+    error_class: Mapped[str] = mapped_column(sa.String(200))
+    error_message: Mapped[str] = mapped_column(sa.Text)
+    consumer_group: Mapped[str | None] = mapped_column(sa.String(300))
+    attempts: Mapped[int] = mapped_column(sa.Integer)
+    replay_count: Mapped[int] = mapped_column(sa.Integer)
+    trace_id: Mapped[str | None] = mapped_column(sa.String(32))
+    first_failed_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    last_failed_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    indexed_at: Mapped[datetime] = mapped_column(
+        sa.DateTime(timezone=True), server_default=sa.text("clock_timestamp()"))
+    state: Mapped[str] = mapped_column(sa.String(16), server_default="open")
+    resolved_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    resolved_by: Mapped[str | None] = mapped_column(sa.String(200))
+    resolved_action_id: Mapped[int | None] = mapped_column(sa.ForeignKey("dead_letter_actions.id"))
+    replayed_to: Mapped[str | None] = mapped_column(sa.String(200))
+
+    __table_args__ = (
+        sa.UniqueConstraint("dlq_topic", "dlq_partition", "dlq_offset", name="dead_letters_position"),
+        sa.CheckConstraint("state IN ('open', 'replayed', 'discarded')", name="dead_letters_state_valid"),
+    )

@@ -91,6 +91,11 @@ def dead_letter_topic(topic: str) -> str:
     return f"{topic}.dlq"
 
 
+def dead_letter_topics() -> tuple[str, ...]:
+    """Every dead-letter topic of the catalog (catalog names): what the DLQ index reads."""
+    return tuple(spec.name for spec in topic_catalog() if spec.name.endswith(".dlq"))
+
+
 def consumer_group(stage: str, topic: str, namespace: str = "") -> str:
     """One consumer group per (stage, topic): scaling a stage adds members to its group."""
     return qualified(f"herald.{stage}.{topic}", namespace)

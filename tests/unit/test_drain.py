@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from herald.consumers.worker import PartitionEnd
+from herald.consumers.commits import PartitionEnd
 
 UNKNOWN = -1001  # librdkafka's OFFSET_INVALID
 

@@ -1,0 +1,191 @@
+"""The DLQ index and replay: every dead letter indexed once, replay interrupted by kill -9 and
+re-run replays each row once, two replays at once take each row once, discard produces nothing.
+
+Counted on the topics the replays reach, through the real relay and broker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+from collections import Counter
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy as sa
+from confluent_kafka import Consumer, Producer
+from sqlalchemy.orm import Session
+
+from herald.consumers.dead_letter_index import DeadLetterIndexer
+from herald.consumers.dead_letter_ops import DeadLetterFilter, DeadLetterOpsError, discard, replay
+from herald.infra.bootstrap import run_dlq_index
+from herald.infra.kafka_io import consumer_config, producer_config
+from herald.producers.models import DeadLetter, DeadLetterAction, OutboxRecord
+from herald.schemas import headers as h
+from herald.schemas.catalog import REGISTRATION_EVENTS, notification_topic, qualified, retry_topic
+from herald.schemas.codec import encode
+from herald.schemas.records import Failure, SourceRecord, dead_letter, retry_record
+from tests.integration.delivery_support import request_record
+from tests.integration.relay_support import running_relay
+from tests.support import HERALD, process_env, read_topic, wait_until
+
+WHATSAPP = notification_topic("whatsapp")
+
+
+def failed_request(n: int, *, retried: bool = False) -> SourceRecord:
+    """A WhatsApp request as a worker read it; `retried`: read from retry tier 2 after 3 attempts."""
+    request = request_record(n, "whatsapp")
+    event_id = f"00000000-0000-4000-8000-{n:012d}"
+    headers = {**h.event_headers(event_id=event_id, event_type="notification.requested"),
+               "x-upstream": "kept"}
+    source = SourceRecord(WHATSAPP, n % 6, 100 + n, request["notification_id"].encode(),
+                          encode("herald.NotificationRequest", request), headers, 1_700_000_000_000)
+    if not retried:
+        return source
+    failure = Failure("ProviderUnavailable", "HTTP 503", 3, datetime.now(UTC))
+    tier = retry_record(source, retry_topic(WHATSAPP, 2), failure, datetime.now(UTC), 1.0)
+    return SourceRecord(tier.topic, 0, n, tier.key, tier.value, tier.headers)
+
+
+def put_dead_letters(settings, sources: list[SourceRecord], error_class: str = "ProviderRejected") -> None:
+    producer = Producer(producer_config(settings.kafka_bootstrap, 30))
+    for source in sources:
+        record = dead_letter(source, error_class, f"HTTP 400: bad recipient +62812{source.offset:07d}",
+                             consumer_group="g", attempts=3)
+        producer.produce(qualified(record.topic, settings.namespace), record.value, record.key,
+                         headers=record.headers)
+    assert producer.flush(30) == 0
+
+
+def index(settings) -> object:
+    return run_dlq_index(settings, threading.Event(), drain=True)
+
+
+def replayed_records(settings, topic: str, at_least: int):
+    return read_topic(settings.kafka_bootstrap, qualified(topic, settings.namespace), at_least=at_least)
+
+
+def test_every_dead_letter_is_indexed_once_with_why_it_failed(settings, engine):
+    put_dead_letters(settings, [failed_request(n) for n in range(20)])
+    put_dead_letters(settings, [failed_request(20, retried=True)], error_class="RetriesExhausted")
+    poison = SourceRecord(REGISTRATION_EVENTS, 2, 7, b"REG-9", b"\x00garbage", {"x": "y"}, 1)
+    put_dead_letters(settings, [poison], error_class="UndecodableRecord")
+    first = index(settings)
+    again = index(settings)
+    assert (first.indexed, first.already_indexed) == (22, 0)
+    assert (again.indexed, again.already_indexed) == (0, 0), "the group resumed from its commit"
+    with Session(engine) as session:
+        rows = {row.key_text: row for row in session.scalars(sa.select(DeadLetter))}
+    assert len(rows) == 22
+    exhausted = rows[request_record(20, "whatsapp")["notification_id"]]
+    assert exhausted.original_topic == WHATSAPP and exhausted.dlq_topic == f"{WHATSAPP}.dlq"
+    assert (exhausted.error_class, exhausted.attempts, exhausted.state) == ("RetriesExhausted", 3, "open")
+    assert exhausted.original_offset == 120 and exhausted.first_failed_at is not None
+    assert exhausted.schema_name == "herald.NotificationRequest"
+    assert exhausted.payload_json["recipient"] == "+628120000020"
+    assert exhausted.headers["x-upstream"] == "kept" and exhausted.trace_id
+    bad = rows["REG-9"]
+    assert (bad.original_topic, bad.schema_name, bad.payload_json) == (REGISTRATION_EVENTS, None, None)
+    assert bad.payload == b"\x00garbage" and bad.error_class == "UndecodableRecord"
+
+
+def test_reindexing_from_the_start_changes_nothing(settings, engine):
+    put_dead_letters(settings, [failed_request(n) for n in range(5)])
+    index(settings)
+    # As after a crash between the database commit and the offset commit: all read again.
+    consumer = Consumer(consumer_config(settings.kafka_bootstrap, f"{settings.namespace}.fresh-group"))
+    stats = DeadLetterIndexer(consumer, engine, settings.namespace).run(threading.Event(), drain=True)
+    assert (stats.indexed, stats.already_indexed) == (0, 5), "a crash before the commit indexes nothing twice"
+
+
+def test_replay_killed_halfway_and_rerun_replays_each_dead_letter_once(settings, engine):
+    put_dead_letters(settings, [failed_request(n, retried=n % 2 == 0) for n in range(300)])
+    index(settings)
+    with Session(engine) as session:
+        ids = sorted(session.scalars(sa.select(DeadLetter.id)))
+    env = process_env(settings)
+    blocker = engine.connect()  # holds the 151st row: the replay stops there, mid-run
+    blocker.execute(sa.text("SELECT 1 FROM dead_letters WHERE id = :id FOR UPDATE"), {"id": ids[150]})
+    first = subprocess.Popen([*HERALD, "dlq", "replay", "--all", "--batch-size", "25", "--actor", "first"],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: replayed_so_far(engine) == 150, 60, "six batches committed before the held row")
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(30)
+    finally:
+        blocker.rollback()
+        blocker.close()
+    second = subprocess.run([*HERALD, "dlq", "replay", "--all", "--actor", "second"], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0, second.stderr
+    with running_relay(settings):
+        wait_until(lambda: outbox_rows(engine) == 0, 60, "the relay to publish the replays")
+    records = replayed_records(settings, WHATSAPP, at_least=300)
+    counts = Counter(m.key() for m in records)
+    assert len(counts) == 300 and set(counts.values()) == {1}, "each dead letter replayed exactly once"
+    for message in records:
+        headers = {k: v.decode() for k, v in message.headers()}
+        assert headers[h.REPLAY_COUNT] == "1" and headers["x-upstream"] == "kept"
+        assert not {h.ATTEMPT, h.ERROR_CLASS, h.DUE_AT, h.ORIGINAL_TOPIC, h.FIRST_FAILED_AT} & set(headers)
+    with Session(engine) as session:
+        actions = session.scalars(sa.select(DeadLetterAction).order_by(DeadLetterAction.id)).all()
+        states = Counter(session.scalars(sa.select(DeadLetter.state)))
+    assert [(a.actor, a.row_count, a.finished_at is None) for a in actions] == [
+        ("first", 150, True), ("second", 150, False)], "the killed run's audit entry says what it did"
+    assert sorted(actions[0].row_ids + actions[1].row_ids) == ids
+    assert states == {"replayed": 300}
+
+
+def replayed_so_far(engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(sa.text(
+            "SELECT count(*) FROM dead_letters WHERE state = 'replayed'")).scalar_one()
+
+
+def outbox_rows(engine) -> int:
+    with Session(engine) as session:
+        return session.scalar(sa.select(sa.func.count()).select_from(OutboxRecord)) or 0
+
+
+def test_two_replays_at_once_take_each_dead_letter_once(settings, engine):
+    put_dead_letters(settings, [failed_request(n) for n in range(400)])
+    index(settings)
+    results = []
+    runners = [threading.Thread(target=lambda who=who: results.append(
+        replay(engine, DeadLetterFilter(topic="whatsapp"), actor=who, batch_size=10))) for who in ("a", "b")]
+    for runner in runners:
+        runner.start()
+    for runner in runners:
+        runner.join(120)
+    assert sum(r.done for r in results) == 400, [r.as_dict() for r in results]
+    with Session(engine) as session:
+        keys = Counter(session.scalars(sa.select(OutboxRecord.message_key)))
+    assert len(keys) == 400 and set(keys.values()) == {1}, "nothing replayed twice"
+
+
+def test_retry_target_discard_and_filters(settings, engine):
+    put_dead_letters(settings, [failed_request(n, retried=True) for n in range(6)])
+    keyless = SourceRecord(WHATSAPP, 0, 99, None, b"x", {}, 1)
+    put_dead_letters(settings, [keyless, SourceRecord(REGISTRATION_EVENTS, 0, 5, b"REG-1", b"y", {}, 1)],
+                     error_class="UndecodableRecord")
+    index(settings)
+    preview = replay(engine, DeadLetterFilter(error_class="UndecodableRecord"), actor="t", target="retry",
+                     dry_run=True)
+    assert (preview.matched, preview.done, preview.action_id) == (2, 0, None)
+    assert sum(preview.skipped.values()) == 2, preview.skipped
+    with pytest.raises(DeadLetterOpsError, match="unknown replay target"):
+        replay(engine, DeadLetterFilter(), actor="t", target="elsewhere")
+    first_two = DeadLetterFilter(text="+628120000001")
+    assert replay(engine, first_two, actor="t", target="retry").done == 1
+    rejected = DeadLetterFilter(topic="whatsapp", error_class="ProviderRejected")
+    assert discard(engine, rejected, actor="ops").done == 5
+    assert replay(engine, rejected, actor="t").done == 0, "a discarded row is not open"
+    with Session(engine) as session:
+        (retried,) = session.scalars(sa.select(OutboxRecord)).all()
+        states = Counter(session.scalars(sa.select(DeadLetter.state)))
+    assert retried.topic == retry_topic(WHATSAPP, 1)
+    assert retried.headers[h.ORIGINAL_TOPIC] == WHATSAPP, "a second failure goes to the same DLQ"
+    assert h.ATTEMPT not in retried.headers and h.FIRST_FAILED_AT not in retried.headers
+    assert h.parse_iso(retried.headers[h.DUE_AT]) <= datetime.now(UTC)
+    assert states == {"replayed": 1, "discarded": 5, "open": 2}
