@@ -5,6 +5,7 @@ Counted on the topics the replays reach, through the real relay and broker."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -26,9 +27,15 @@ from herald.schemas import headers as h
 from herald.schemas.catalog import REGISTRATION_EVENTS, notification_topic, qualified, retry_topic
 from herald.schemas.codec import encode
 from herald.schemas.records import Failure, SourceRecord, dead_letter, retry_record
-from tests.integration.delivery_support import request_record
+from tests.integration.delivery_support import (
+    delivering,
+    fast_settings,
+    latest_statuses,
+    produce_requests,
+    request_record,
+)
 from tests.integration.relay_support import running_relay
-from tests.support import HERALD, process_env, read_topic, wait_until
+from tests.support import HERALD, process_env, read_topic, simulator_network, wait_until
 
 WHATSAPP = notification_topic("whatsapp")
 
@@ -189,3 +196,30 @@ def test_retry_target_discard_and_filters(settings, engine):
     assert h.ATTEMPT not in retried.headers and h.FIRST_FAILED_AT not in retried.headers
     assert h.parse_iso(retried.headers[h.DUE_AT]) <= datetime.now(UTC)
     assert states == {"replayed": 1, "discarded": 5, "open": 2}
+
+
+def test_a_dead_lettered_notification_replayed_from_the_cli_is_delivered_once(settings, engine, log_dir):
+    with simulator_network(log_dir, gateway_instances=1) as (network, _group):
+        network.faults(network.email, fail_next=1, status=400)
+        produce_requests(settings, "email", range(5))
+        configured = fast_settings(settings, network)
+        with delivering(configured, "email"):
+            wait_until(lambda: network.accepted("email") >= 4, 60, "the other four")
+            index(settings)
+            with Session(engine) as session:
+                (dead,) = session.scalars(sa.select(DeadLetter)).all()
+            assert dead.error_class == "ProviderRejected" and dead.state == "open"
+            env = process_env(configured, network)
+            listed = subprocess.run([*HERALD, "dlq", "list", "--json", "--topic", "email"], env=env,
+                                    capture_output=True, text=True, timeout=60)
+            assert json.loads(listed.stdout)["key"] == dead.key_text, listed.stderr
+            assert "@example.test" not in listed.stdout.replace("•••@example.test", ""), "masked in lists"
+            replayed = subprocess.run([*HERALD, "dlq", "replay", str(dead.id), "--to", "retry"], env=env,
+                                      capture_output=True, text=True, timeout=60)
+            assert replayed.returncode == 0 and json.loads(replayed.stdout)["done"] == 1, replayed.stderr
+            with running_relay(settings):
+                wait_until(lambda: network.accepted("email") >= 5, 60, "the replayed notification")
+            latest = latest_statuses(settings, 7)
+        stats = network.stats("email")
+    assert (stats["accepted"], stats["duplicates"]) == (5, 0)
+    assert latest[dead.key_text]["status"] == "sent"
