@@ -220,3 +220,23 @@ def run_dlq_index(settings: Settings, stop: threading.Event, drain: bool = False
         return DeadLetterIndexer(consumer, engine, settings.namespace).run(stop, drain)
     finally:
         engine.dispose()
+
+
+def read_health(settings: Settings) -> Any:
+    """The health report: what is unreachable or not running is reported, never raised."""
+    from herald.infra.health import health_report
+
+    try:
+        bootstrap: str | None = resolve_endpoints(settings, need_database=False).kafka_bootstrap
+    except ServiceError:
+        bootstrap = None
+    try:
+        engine: sa.Engine | None = sa.create_engine(
+            resolve_database_url(settings), poolclass=sa.NullPool, connect_args={"connect_timeout": 5})
+    except ServiceError:
+        engine = None
+    try:
+        return health_report(settings, bootstrap, engine)
+    finally:
+        if engine is not None:
+            engine.dispose()

@@ -245,6 +245,28 @@ def outbox_status(
     Console().print(table)
 
 
+@app.command()
+def health(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts and probes.")] = False,
+) -> None:
+    """The System Health widget: broker, database, outbox, dead letters, missing notifications,
+    consumer lag. Exit status 1 when unhealthy, for cron and probes."""
+    from herald.infra.bootstrap import read_health
+
+    report = read_health(_settings(ctx))
+    if as_json:
+        print(json.dumps(report.as_dict()))
+    else:
+        colours = {"ok": "green", "warn": "yellow", "fail": "red"}
+        table = Table("check", "state", "detail", title=f"herald health: {report.state}")
+        for check in report.checks:
+            table.add_row(check.name, f"[{colours[check.state]}]{check.state}[/]", check.detail)
+        Console().print(table)
+    if not report.healthy:
+        raise typer.Exit(1)
+
+
 bench = typer.Typer(help="Benchmarks that measure their own baselines in the same run.")
 
 

@@ -138,6 +138,11 @@ class Settings:
     session_auto_reconnect_workspaces: tuple[str, ...] = field(default=("*",), metadata=_doc(
         "Workspaces whose sessions found missing on their gateway are asked to reconnect, "
         "comma-separated; * for all, empty for none (they are only marked disconnected)."))
+    health_outbox_max_age_s: float = field(default=60.0, metadata=_doc(
+        "`herald health` and /v1/health fail when the oldest outbox row waits longer, in seconds "
+        "(relays down or Kafka unreachable for that long)."))
+    health_max_consumer_lag: int = field(default=100000, metadata=_doc(
+        "`herald health` and /v1/health fail when a consumer group is this many records behind."))
     log_level: str = field(default="INFO", metadata=_doc("Python logging level."))
 
     @classmethod
