@@ -62,6 +62,7 @@ class MismatchCorrections:
     engine: sa.Engine
     policy: ReconnectPolicy
     client: httpx.Client
+    triggered_by: str = TRIGGERED_BY  # who the audit metadata names: the reconciler, or an operator
     stats: MismatchStats = field(default_factory=MismatchStats)
     _reconnects: list[tuple[str, str | None]] = field(default_factory=list)  # (session, instance)
 
@@ -85,14 +86,15 @@ class MismatchCorrections:
         elif kind == "not_found":
             update_session(session, row.session_id, status="disconnected", correlation_id=correlation_id,
                            metadata={"auto_disconnected_at": iso(datetime.now(UTC)),
-                                     "reason": mismatch["reason"], "disconnected_by": TRIGGERED_BY})
+                                     "reason": mismatch["reason"], "disconnected_by": self.triggered_by})
             self.stats.disconnected += 1
             log.info("session %s marked disconnected: %s", row.session_id, mismatch["reason"])
         elif kind == "instance_moved":
             update_session(session, row.session_id, gateway_instance=mismatch["observed_instance"],
                            correlation_id=correlation_id,
                            metadata={"previous_instance": row.gateway_instance or "",
-                                     "corrected_by": TRIGGERED_BY, "corrected_at": iso(datetime.now(UTC))})
+                                     "corrected_by": self.triggered_by,
+                                     "corrected_at": iso(datetime.now(UTC))})
             self.stats.moved += 1
         else:
             self.stats.reported_only += 1
@@ -127,7 +129,7 @@ class MismatchCorrections:
             return {"reconnect_failed_at": now, "reconnect_error": str(exc)[:300]}
         self.stats.reconnect_requested += 1
         log.info("session %s: reconnect requested from %s", session_id, instance)
-        return {"auto_reconnect_at": now, "reconnect_triggered_by": TRIGGERED_BY}
+        return {"auto_reconnect_at": now, "reconnect_triggered_by": self.triggered_by}
 
 
 def _epoch_ms(moment: datetime) -> int:

@@ -216,8 +216,11 @@ def demo(
 
 
 from herald.infra.cli_dlq import dlq  # noqa: E402  (after `app`: its commands import from here)
+from herald.infra.cli_repairs import resend_missing, sessions  # noqa: E402
 
 app.add_typer(dlq, name="dlq")
+app.add_typer(sessions, name="sessions")
+app.command("resend-missing")(resend_missing)
 
 outbox = typer.Typer(help="The transactional outbox: backlog and relay leases.")
 app.add_typer(outbox, name="outbox")

@@ -1,0 +1,77 @@
+"""`herald resend-missing` and `herald sessions sync`: the seeds' repair commands, each a thin
+shell over `herald.infra.repairs`."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import socket
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from herald.infra.masking import mask_text
+from herald.infra.settings import Settings
+
+sessions = typer.Typer(help="WhatsApp gateway sessions as the database declares them.", no_args_is_help=True)
+err = Console(stderr=True)
+DryRun = Annotated[bool, typer.Option(help="Say what would be done; change nothing.")]
+AsJson = Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")]
+
+
+def _print(report: object, title: str, as_json: bool) -> None:
+    from herald.infra.repairs import RepairReport
+
+    assert isinstance(report, RepairReport)
+    if as_json:
+        print(json.dumps(report.as_dict()))
+        return
+    table = Table("key", "kind", "detail", "action", title=f"{title}{' (dry run)' if report.dry_run else ''}")
+    for line in report.lines:
+        table.add_row(line.key, line.what, mask_text(line.detail), line.action)
+    Console().print(table)
+    err.print(f"{len(report.lines)} open")
+
+
+def _prepared(ctx: typer.Context) -> tuple[Settings, str, object]:
+    from herald.infra.bootstrap import database_engine, reachable_endpoints
+
+    settings: Settings = ctx.obj
+    endpoints = reachable_endpoints(settings)
+    return settings, endpoints.kafka_bootstrap, database_engine(settings)
+
+
+def resend_missing(
+    ctx: typer.Context,
+    notification_type: Annotated[list[str] | None, typer.Option(
+        "--type", help="Only this notification type (welcome, upload_confirmation, e_ticket); repeatable.")
+    ] = None,
+    dry_run: DryRun = False, as_json: AsJson = False,
+) -> None:
+    """Request every open missing notification again (same notification id) through the outbox."""
+    from herald.infra.repairs import resend_missing as run
+
+    settings, bootstrap, engine = _prepared(ctx)
+    report = run(settings, bootstrap, engine, tuple(notification_type or ()), dry_run)  # type: ignore[arg-type]
+    _print(report, "missing notifications", as_json)
+
+
+@sessions.command("sync")
+def sync(
+    ctx: typer.Context,
+    workspace: Annotated[str | None, typer.Option(help="Only this workspace's sessions.")] = None,
+    auto_reconnect: Annotated[bool, typer.Option(
+        help="Also ask each lost session's gateway to reconnect it.")] = False,
+    dry_run: DryRun = False, as_json: AsJson = False,
+) -> None:
+    """Apply the session reconciler's open verdicts now: lost sessions marked disconnected
+    (and reconnected, with --auto-reconnect), moved sessions given their new instance."""
+    from herald.infra.repairs import sync_sessions
+
+    settings, bootstrap, engine = _prepared(ctx)
+    actor = f"cli:{getpass.getuser()}@{socket.gethostname()}"
+    report = sync_sessions(settings, bootstrap, engine, workspace, auto_reconnect, dry_run,  # type: ignore[arg-type]
+                           actor)
+    _print(report, "session mismatches", as_json)

@@ -1,0 +1,121 @@
+"""The seeds' repair commands, done from Herald's derived state instead of a hand-run anti-join:
+
+- `resend_missing`: `notifications:resend-missing`. The open alerts of notifications.missing
+  name what is missing; each is requested again through the outbox from the registration as
+  the database has it now, with the same notification id, so a provider that already has it
+  drops the copy.
+- `sync_sessions`: `whatsapp:sync-sessions --auto-reconnect`. The open verdicts of
+  sessions.mismatches are applied now, by the same code as `herald corrections`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from herald.consumers.mismatches import MismatchCorrections, ReconnectPolicy
+from herald.infra.kafka_views import live_entries
+from herald.infra.settings import Settings
+from herald.producers.models import Registration
+from herald.producers.outbox import DomainEvent, emit
+from herald.producers.registrations import registration_event
+from herald.schemas.catalog import MISSING_NOTIFICATIONS, SESSION_MISMATCHES, notification_topic, qualified
+from herald.schemas.codec import UndecodableRecord, decode_expecting
+from herald.streams.rules import ROUTING_RULES, notification_requests
+
+
+@dataclass
+class Repair:
+    """One line of a repair command's report."""
+
+    key: str  # registration|type, or a session id
+    what: str  # the alert's or verdict's kind
+    detail: str
+    action: str  # what was done (or would be, in a dry run)
+
+
+@dataclass
+class RepairReport:
+    dry_run: bool
+    lines: list[Repair] = field(default_factory=list)
+
+    def count(self, action: str) -> int:
+        return sum(1 for line in self.lines if line.action == action)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"dry_run": self.dry_run, "lines": [dataclasses.asdict(line) for line in self.lines]}
+
+
+def _open_records(bootstrap: str, topic: str, schema_name: str) -> list[dict[str, Any]]:
+    records = []
+    for entry in live_entries(bootstrap, topic).values():
+        try:
+            records.append(decode_expecting(entry.value, schema_name))
+        except UndecodableRecord:
+            continue  # the topic's own DLQ owner reports it; a repair acts on what it can read
+    return records
+
+
+def resend_missing(settings: Settings, bootstrap: str, engine: sa.Engine, types: tuple[str, ...],
+                   dry_run: bool) -> RepairReport:
+    alerts = _open_records(bootstrap, qualified(MISSING_NOTIFICATIONS, settings.namespace),
+                           "herald.MissingNotification")
+    report = RepairReport(dry_run)
+    for alert in sorted(alerts, key=lambda a: (a["notification_type"], a["registration_id"])):
+        if types and alert["notification_type"] not in types:
+            continue
+        with Session(engine) as session, session.begin():
+            report.lines.append(_resend_one(session, alert, dry_run))
+    return report
+
+
+def _resend_one(session: Session, alert: dict[str, Any], dry_run: bool) -> Repair:
+    key = f"{alert['registration_id']}|{alert['notification_type']}"
+    channels = tuple(alert["missing_channels"])
+    missing = f"missing on {', '.join(channels)}"
+    registration = session.get(Registration, alert["registration_id"])
+    if registration is None:
+        return Repair(key, "missing", missing, "skipped: registration not in the database")
+    (status,) = [r.status for r in ROUTING_RULES if r.notification_type == alert["notification_type"]]
+    event = {**registration_event(registration, None).record, "status": status}
+    requests = [r for r in notification_requests(event)
+                if r["notification_type"] == alert["notification_type"] and r["channel"] in channels]
+    if not dry_run:
+        for request in requests:
+            emit(session, DomainEvent(notification_topic(request["channel"]), request["notification_id"],
+                                      "herald.NotificationRequest", "notification.resend_requested", request))
+    return Repair(key, "missing", missing, "would resend" if dry_run else "resent")
+
+
+def sync_sessions(settings: Settings, bootstrap: str, engine: sa.Engine, workspace: str | None,
+                  auto_reconnect: bool, dry_run: bool, actor: str) -> RepairReport:
+    verdicts = _open_records(bootstrap, qualified(SESSION_MISMATCHES, settings.namespace),
+                             "herald.SessionMismatch")
+    report = RepairReport(dry_run)
+    policy = ReconnectPolicy(("*",) if auto_reconnect else ())
+    with httpx.Client(timeout=10.0) as client:
+        corrections = MismatchCorrections(engine, policy, client, triggered_by=actor)
+        for verdict in sorted(verdicts, key=lambda v: v["session_id"]):
+            if workspace is not None and verdict["workspace_id"] != workspace:
+                continue
+            before = dataclasses.replace(corrections.stats)
+            if not dry_run:
+                with Session(engine) as session, session.begin():
+                    corrections.apply(session, verdict, verdict["session_id"], None)
+                corrections.after_commit()
+            report.lines.append(Repair(verdict["session_id"], verdict["kind"], verdict["reason"],
+                                       _sync_action(before, corrections.stats, dry_run)))
+    return report
+
+
+def _sync_action(before: Any, after: Any, dry_run: bool) -> str:
+    if dry_run:
+        return "would apply"
+    changed = [f"{name.replace('_', ' ')}" for name, value in dataclasses.asdict(after).items()
+               if value != getattr(before, name)]
+    return ", ".join(changed) or "nothing to do"
