@@ -117,19 +117,27 @@ class MismatchCorrections:
                 update_session(session, session_id, metadata=outcome)
 
     def _request_reconnect(self, session_id: str, instance: str | None) -> dict[str, str]:
-        now = iso(datetime.now(UTC))
-        try:
-            if instance is None:
-                raise ValueError("the session has no gateway instance")
-            self.client.post(instance.rstrip("/") + RECONNECT_PATH.format(session_id=session_id)
-                             ).raise_for_status()
-        except (httpx.HTTPError, ValueError) as exc:
+        outcome = request_reconnect(self.client, session_id, instance, self.triggered_by)
+        if "reconnect_failed_at" in outcome:
             self.stats.reconnect_failed += 1
-            log.warning("session %s: reconnect request to %s failed: %s", session_id, instance, exc)
-            return {"reconnect_failed_at": now, "reconnect_error": str(exc)[:300]}
-        self.stats.reconnect_requested += 1
-        log.info("session %s: reconnect requested from %s", session_id, instance)
-        return {"auto_reconnect_at": now, "reconnect_triggered_by": self.triggered_by}
+        else:
+            self.stats.reconnect_requested += 1
+        return outcome
+
+
+def request_reconnect(client: httpx.Client, session_id: str, instance: str | None,
+                      triggered_by: str) -> dict[str, str]:
+    """Ask the session's gateway instance to reconnect it; the metadata that records the outcome."""
+    now = iso(datetime.now(UTC))
+    try:
+        if instance is None:
+            raise ValueError("the session has no gateway instance")
+        client.post(instance.rstrip("/") + RECONNECT_PATH.format(session_id=session_id)).raise_for_status()
+    except (httpx.HTTPError, ValueError) as exc:
+        log.warning("session %s: reconnect request to %s failed: %s", session_id, instance, exc)
+        return {"reconnect_failed_at": now, "reconnect_error": str(exc)[:300]}
+    log.info("session %s: reconnect requested from %s", session_id, instance)
+    return {"auto_reconnect_at": now, "reconnect_triggered_by": triggered_by}
 
 
 def _epoch_ms(moment: datetime) -> int:

@@ -240,3 +240,24 @@ def read_health(settings: Settings) -> Any:
     finally:
         if engine is not None:
             engine.dispose()
+
+
+def ops_api_app(settings: Settings) -> Any:
+    """The ops API as an ASGI app. Kafka may be down: its parts then answer 503."""
+    from herald.infra.ops_api import Wiring, create_ops_api
+
+    try:
+        bootstrap: str | None = resolve_endpoints(settings, need_database=False).kafka_bootstrap
+    except ServiceError:
+        bootstrap = None
+    engine = sa.create_engine(resolve_database_url(settings), pool_pre_ping=True,
+                              connect_args={"connect_timeout": 5})
+    return create_ops_api(Wiring(settings, engine, bootstrap))
+
+
+def run_api(settings: Settings) -> None:
+    import uvicorn
+
+    check_database(resolve_database_url(settings))
+    uvicorn.run(ops_api_app(settings), host=settings.api_host, port=settings.api_port,
+                log_level="warning", access_log=False)

@@ -115,6 +115,23 @@ def ingest(ctx: typer.Context) -> None:
 
 
 @app.command()
+def api(
+    ctx: typer.Context,
+    openapi: Annotated[bool, typer.Option("--openapi", help="Print the OpenAPI document and exit.")] = False,
+) -> None:
+    """Serve the ops API and console on HERALD_API_HOST:HERALD_API_PORT (tokens: herald tokens)."""
+    if openapi:
+        from herald.infra.ops_api import Wiring, create_ops_api
+
+        document = create_ops_api(Wiring(_settings(ctx), None, None)).openapi()  # type: ignore[arg-type]
+        print(json.dumps(document, indent=2))
+        return
+    from herald.infra.bootstrap import run_api
+
+    run_api(_settings(ctx))
+
+
+@app.command()
 def streams(
     ctx: typer.Context,
     processor: Annotated[str, typer.Option(
@@ -216,10 +233,11 @@ def demo(
 
 
 from herald.infra.cli_dlq import dlq  # noqa: E402  (after `app`: its commands import from here)
-from herald.infra.cli_repairs import resend_missing, sessions  # noqa: E402
+from herald.infra.cli_repairs import resend_missing, sessions, tokens  # noqa: E402
 
 app.add_typer(dlq, name="dlq")
 app.add_typer(sessions, name="sessions")
+app.add_typer(tokens, name="tokens")
 app.command("resend-missing")(resend_missing)
 
 outbox = typer.Typer(help="The transactional outbox: backlog and relay leases.")

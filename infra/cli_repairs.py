@@ -75,3 +75,69 @@ def sync(
     report = sync_sessions(settings, bootstrap, engine, workspace, auto_reconnect, dry_run,  # type: ignore[arg-type]
                            actor)
     _print(report, "session mismatches", as_json)
+
+
+tokens = typer.Typer(help="Tokens of the ops API: viewer (read) or operator (replay, discard, "
+                          "resend, reconnect).", no_args_is_help=True)
+
+
+@tokens.command("create")
+def create_token(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Who or what holds it.")],
+                 role: Annotated[str, typer.Option(help="viewer or operator")] = "viewer") -> None:
+    """Create a token and print it: it is shown this once (only its hash is stored)."""
+    from sqlalchemy.orm import Session
+
+    from herald.infra.api_tokens import TokenError
+    from herald.infra.api_tokens import create_token as create
+    from herald.infra.bootstrap import database_engine
+
+    engine = database_engine(ctx.obj)
+    try:
+        with Session(engine) as session, session.begin():
+            token = create(session, name, role)
+    except TokenError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    finally:
+        engine.dispose()
+    print(token)
+    err.print(f"token {name!r} ({role}) created; keep it now, it is not shown again")
+
+
+@tokens.command("revoke")
+def revoke_token(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The token's name.")]) -> None:
+    """Revoke a token: it is refused from the next request on."""
+    from sqlalchemy.orm import Session
+
+    from herald.infra.api_tokens import TokenError
+    from herald.infra.api_tokens import revoke_token as revoke
+    from herald.infra.bootstrap import database_engine
+
+    engine = database_engine(ctx.obj)
+    try:
+        with Session(engine) as session, session.begin():
+            revoke(session, name)
+    except TokenError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    finally:
+        engine.dispose()
+    err.print(f"token {name!r} revoked")
+
+
+@tokens.command("list")
+def list_tokens(ctx: typer.Context) -> None:
+    """Every token: name, role, created, revoked (never the token itself)."""
+    from sqlalchemy.orm import Session
+
+    from herald.infra.api_tokens import list_tokens as listed
+    from herald.infra.bootstrap import database_engine
+
+    engine = database_engine(ctx.obj)
+    with Session(engine) as session:
+        table = Table("name", "role", "created", "revoked")
+        for row in listed(session):
+            table.add_row(row.name, row.role, row.created_at.isoformat(timespec="seconds"),
+                          "-" if row.revoked_at is None else row.revoked_at.isoformat(timespec="seconds"))
+    engine.dispose()
+    Console().print(table)

@@ -17,6 +17,13 @@ def _when(value: Any) -> str | None:
     return None if value is None else iso(value)
 
 
+def jsonable_record(record: dict[str, Any]) -> dict[str, Any]:
+    """A decoded Avro record as JSON (timestamps ISO 8601)."""
+    from herald.consumers.dead_letter_index import jsonable
+
+    return jsonable(record)  # type: ignore[no-any-return]
+
+
 def summary(row: DeadLetter) -> dict[str, Any]:
     """A list row: phone numbers and email addresses masked."""
     return {

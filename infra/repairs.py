@@ -119,3 +119,25 @@ def _sync_action(before: Any, after: Any, dry_run: bool) -> str:
     changed = [f"{name.replace('_', ' ')}" for name, value in dataclasses.asdict(after).items()
                if value != getattr(before, name)]
     return ", ".join(changed) or "nothing to do"
+
+
+class UnknownSession(LookupError):
+    pass
+
+
+def reconnect_session(engine: sa.Engine, session_id: str, actor: str) -> dict[str, str]:
+    """Ask a session's gateway instance to reconnect it now, and record who asked and how it went."""
+    from herald.consumers.mismatches import request_reconnect
+    from herald.producers.models import MessagingSession
+    from herald.producers.sessions import update_session
+
+    with Session(engine) as session:
+        row = session.get(MessagingSession, session_id)
+        if row is None:
+            raise UnknownSession(f"no session {session_id!r}")
+        instance = row.gateway_instance
+    with httpx.Client(timeout=10.0) as client:
+        outcome = request_reconnect(client, session_id, instance, actor)
+    with Session(engine) as session, session.begin():
+        update_session(session, session_id, metadata=outcome)
+    return outcome

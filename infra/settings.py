@@ -138,6 +138,9 @@ class Settings:
     session_auto_reconnect_workspaces: tuple[str, ...] = field(default=("*",), metadata=_doc(
         "Workspaces whose sessions found missing on their gateway are asked to reconnect, "
         "comma-separated; * for all, empty for none (they are only marked disconnected)."))
+    api_host: str = field(default="127.0.0.1", metadata=_doc(
+        "Address the ops API and console (`herald api`) listen on."))
+    api_port: int = field(default=8095, metadata=_doc("Port of the ops API and console."))
     health_outbox_max_age_s: float = field(default=60.0, metadata=_doc(
         "`herald health` and /v1/health fail when the oldest outbox row waits longer, in seconds "
         "(relays down or Kafka unreachable for that long)."))

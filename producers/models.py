@@ -155,3 +155,21 @@ class DeadLetter(Base):
         sa.UniqueConstraint("dlq_topic", "dlq_partition", "dlq_offset", name="dead_letters_position"),
         sa.CheckConstraint("state IN ('open', 'replayed', 'discarded')", name="dead_letters_state_valid"),
     )
+
+
+API_ROLES = ("viewer", "operator")
+
+
+class ApiToken(Base):
+    """A token of the ops API. Only its SHA-256 is stored: tokens are 256 random bits, so a
+    fast hash is enough, and a stolen table yields no token."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(sa.Integer, sa.Identity(), primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(100), unique=True)
+    role: Mapped[str] = mapped_column(sa.String(16))
+    token_sha256: Mapped[bytes] = mapped_column(sa.LargeBinary(32), unique=True)
+    created_at: Mapped[datetime] = mapped_column(
+        sa.DateTime(timezone=True), server_default=sa.text("clock_timestamp()"))
+    revoked_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))

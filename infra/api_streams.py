@@ -1,0 +1,78 @@
+"""Ops API routes over the streams' derived state: open missing notifications (and resending
+them), open session mismatches (and asking a gateway to reconnect a session)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Path
+from pydantic import BaseModel, Field
+
+from herald.infra.dead_letter_views import jsonable_record
+from herald.infra.kafka_views import KafkaUnavailable, live_entries
+from herald.infra.ops_api import ERRORS, OPERATOR_ERRORS, ApiError, Operator, Viewer, Wired, _error
+from herald.infra.repairs import UnknownSession, reconnect_session, resend_missing
+from herald.schemas.catalog import MISSING_NOTIFICATIONS, SESSION_MISMATCHES, qualified
+from herald.schemas.codec import UndecodableRecord, decode_expecting
+
+streams = APIRouter(prefix="/v1", responses=ERRORS)
+NotificationType = Literal["welcome", "upload_confirmation", "e_ticket"]
+
+
+class ResendRequest(BaseModel):
+    types: list[NotificationType] = Field(default_factory=list, max_length=3)
+    dry_run: bool = False
+
+
+def _open(wiring: Any, topic: str, schema_name: str) -> list[dict[str, Any]]:
+    if wiring.kafka_bootstrap is None:
+        raise KafkaUnavailable("Kafka is not configured and not running")
+    entries = live_entries(wiring.kafka_bootstrap, qualified(topic, wiring.settings.namespace))
+    records = []
+    for entry in entries.values():
+        try:
+            records.append(jsonable_record(decode_expecting(entry.value, schema_name)))
+        except UndecodableRecord:
+            continue
+    return records
+
+
+@streams.get("/missing", tags=["missing notifications"])
+def list_missing(_who: Viewer, wiring: Wired, notification_type: NotificationType | None = None
+                 ) -> dict[str, Any]:
+    """Open missing notifications: past their SLA, not delivered on every channel."""
+    alerts = [a for a in _open(wiring, MISSING_NOTIFICATIONS, "herald.MissingNotification")
+              if notification_type is None or a["notification_type"] == notification_type]
+    alerts.sort(key=lambda a: a["deadline"])
+    return {"total": len(alerts), "items": alerts}
+
+
+@streams.post("/missing/resend", tags=["missing notifications"], responses=OPERATOR_ERRORS)
+def resend(body: ResendRequest, _who: Operator, wiring: Wired) -> dict[str, Any]:
+    """Request open missing notifications again (same notification ids) through the outbox."""
+    if wiring.kafka_bootstrap is None:
+        raise KafkaUnavailable("Kafka is not configured and not running")
+    report = resend_missing(wiring.settings, wiring.kafka_bootstrap, wiring.engine, tuple(body.types),
+                            body.dry_run)
+    return report.as_dict()
+
+
+@streams.get("/sessions/mismatches", tags=["sessions"])
+def list_mismatches(_who: Viewer, wiring: Wired, workspace: str | None = None) -> dict[str, Any]:
+    """Open session mismatches: sessions the database and the gateways disagree about."""
+    verdicts = [v for v in _open(wiring, SESSION_MISMATCHES, "herald.SessionMismatch")
+                if workspace is None or v["workspace_id"] == workspace]
+    verdicts.sort(key=lambda v: v["session_id"])
+    return {"total": len(verdicts), "items": verdicts}
+
+
+@streams.post("/sessions/{session_id}/reconnect", tags=["sessions"],
+              responses={**OPERATOR_ERRORS, 404: {"model": ApiError}})
+def reconnect(session_id: Annotated[str, Path(min_length=1, max_length=128)], who: Operator,
+              wiring: Wired) -> dict[str, Any]:
+    """Ask the session's gateway instance to reconnect it; the outcome is recorded on the session."""
+    try:
+        outcome = reconnect_session(wiring.engine, session_id, who.actor)
+    except UnknownSession as exc:
+        raise _error(404, "not_found", str(exc)) from None
+    return {"session_id": session_id, "requested": "auto_reconnect_at" in outcome, **outcome}
