@@ -9,6 +9,7 @@ offset in one Kafka transaction.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,6 +18,8 @@ from typing import Any, Protocol
 from herald.consumers.outcomes import status_record
 from herald.consumers.providers import Outcome, ProviderResponse
 from herald.consumers.retry_policy import GiveUp, RetryPolicy, next_step
+from herald.infra.latency import LatencyHistogram
+from herald.infra.logs import bind
 from herald.schemas import headers as h
 from herald.schemas.catalog import notification_topic, retry_topic
 from herald.schemas.codec import UndecodableRecord, decode_expecting
@@ -40,6 +43,7 @@ class DeliveryCounts:
     dead_lettered: int = 0
     undecodable: int = 0
     by_error_class: dict[str, int] = field(default_factory=dict)
+    retries_by_tier: dict[int, int] = field(default_factory=dict)  # retry pressure
 
 
 def _utc_now() -> datetime:
@@ -57,6 +61,7 @@ class ChannelDelivery:
         self._provider = provider
         self._clock = clock
         self.counts = DeliveryCounts()
+        self.latency = LatencyHistogram()  # of provider calls, whatever their outcome
 
     def due_at(self, source: SourceRecord) -> datetime | None:
         """When the record may be attempted: a retry's due time; None means now."""
@@ -66,6 +71,9 @@ class ChannelDelivery:
         await self._provider.aclose()
 
     async def handle(self, source: SourceRecord) -> list[OutgoingRecord]:
+        # Every log line of this record, and its provider call, carry the record's trace.
+        bind(request_id=source.headers.get(h.CORRELATION_ID),
+             trace_id=h.trace_id_of(source.headers.get(h.TRACEPARENT)))
         try:
             request = decode_expecting(source.value, "herald.NotificationRequest")
         except UndecodableRecord as exc:
@@ -74,11 +82,16 @@ class ChannelDelivery:
                       source.topic, source.partition, source.offset, exc)
             return self._dead(source, None, Failure("UndecodableRecord", str(exc), 0, self._clock()))
         attempts = _attempts_before(source) + 1
+        started = time.perf_counter()
         response = await self._provider.send(request)
+        self.latency.observe(time.perf_counter() - started)
         now = self._clock()
         follow_ups = list(response.follow_ups)
         if response.outcome is Outcome.SENT:
             self.counts.sent += 1
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%s sent to %s (attempt %d)", request["notification_id"], response.instance,
+                          attempts)
             return [status_record(source, request, status="sent", attempts=attempts,
                                   message_id=response.message_id, instance=response.instance),
                     *follow_ups]
@@ -101,6 +114,7 @@ class ChannelDelivery:
                                failure.attempts, failure.at)
             return self._dead(source, request, given_up, response.instance)
         self.counts.retries_scheduled += 1
+        self.counts.retries_by_tier[step.tier] = self.counts.retries_by_tier.get(step.tier, 0) + 1
         tier_topic = retry_topic(notification_topic(self._channel), step.tier)
         return [retry_record(source, tier_topic, failure, step.due_at, step.delay_s),
                 status_record(source, request, status="retry_scheduled", attempts=failure.attempts,

@@ -22,6 +22,8 @@ import httpx
 import orjson
 
 from herald.consumers.http_transport import KeepAliveTransport
+from herald.infra.logs import TRACE_ID
+from herald.schemas.headers import TRACEPARENT, new_traceparent
 
 USER_AGENT = "herald-delivery"
 
@@ -34,9 +36,12 @@ class ProviderClient:
         self._extensions = {"timeout": httpx.Timeout(timeout_s).as_dict()}
 
     async def post_json(self, url: str, body: dict[str, Any], headers: dict[str, str]) -> httpx.Response:
+        """POST `body`; the current trace (see herald.infra.logs) goes along as `traceparent`."""
+        trace_id = TRACE_ID.get()
+        traced = {TRACEPARENT: new_traceparent(trace_id)} if trace_id else {}
         return await self._send(httpx.Request(
             "POST", url, content=orjson.dumps(body), extensions=self._extensions,
-            headers={**headers, "Content-Type": "application/json", "User-Agent": USER_AGENT}))
+            headers={**headers, **traced, "Content-Type": "application/json", "User-Agent": USER_AGENT}))
 
     async def get(self, url: str) -> httpx.Response:
         return await self._send(httpx.Request("GET", url, extensions=self._extensions,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import threading
 from typing import Any
 
@@ -92,6 +93,9 @@ def run_relay(settings: Settings, stop: threading.Event) -> RelayStats:
     relay = Relay(engine, lambda: Producer(producer_config(endpoints.kafka_bootstrap,
                                                            settings.relay_flush_timeout_s)),
                   relay_config(settings))
+    from herald.infra.metrics import RelayCollector, serve_metrics
+
+    serve_metrics(settings.metrics_port, settings.metrics_host, RelayCollector(relay))
     try:
         return relay.run(stop)
     finally:
@@ -155,7 +159,11 @@ def run_streams(settings: Settings, processor: str = "router") -> None:
 
     endpoints = reachable_endpoints(settings, need_database=False)
     app = create_app(settings, endpoints.kafka_bootstrap, processor)
-    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    # Faust (mode) clears the root logger's handlers: ours go back as they were (text or
+    # JSON, with request and trace ids), and its own dictConfig changes nothing.
+    app.conf.loghandlers = list(logging.root.handlers)
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True,
+                          logging_config={"version": 1, "incremental": True})
     worker.execute_from_commandline()
 
 
@@ -164,7 +172,12 @@ def run_delivery(settings: Settings, channel: str, stop: threading.Event, drain:
     """Workers of CHANNEL: its request topic (tier 0) and each retry tier, unless `tiers` picks."""
     endpoints = reachable_endpoints(settings, need_database=False)
     settle_garbage_collector()
-    return DeliveryProcess(settings, endpoints.kafka_bootstrap, channel, tiers).run(stop, drain)
+    from herald.infra.metrics import DeliveryCollector, serve_metrics
+
+    process = DeliveryProcess(settings, endpoints.kafka_bootstrap, channel, tiers)
+    serve_metrics(settings.metrics_port, settings.metrics_host,
+                  DeliveryCollector(channel, lambda: dict(process.handlers)))
+    return process.run(stop, drain)
 
 
 def run_corrections(settings: Settings, stop: threading.Event) -> dict[str, Any]:

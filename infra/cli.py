@@ -6,7 +6,6 @@ A thin shell: it reads settings from the environment once, here, and calls one f
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import sys
@@ -18,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from herald.infra.logs import configure_logging
 from herald.infra.processes import ServiceError
 from herald.infra.settings import Settings, SettingsError, documented_settings
 
@@ -40,10 +40,11 @@ def _load_settings(ctx: typer.Context) -> None:
     except SettingsError as exc:
         console.print(f"[red]settings error:[/red] {exc}")
         raise typer.Exit(2) from None
-    logging.basicConfig(level=ctx.obj.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("alembic", "httpx", "aiokafka", "faust", "mode"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    try:
+        configure_logging(ctx.obj.log_level, ctx.obj.log_format)
+    except ValueError as exc:
+        console.print(f"[red]settings error:[/red] HERALD_LOG_FORMAT / HERALD_LOG_LEVEL: {exc}")
+        raise typer.Exit(2) from None
 
 
 def stop_on_signals() -> threading.Event:

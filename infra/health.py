@@ -20,7 +20,8 @@ from sqlalchemy.orm import Session
 from herald.infra.kafka_views import KafkaUnavailable, consumer_lag, live_entries
 from herald.infra.settings import Settings
 from herald.producers.outbox import outbox_backlog
-from herald.schemas.catalog import MISSING_NOTIFICATIONS, qualified
+from herald.schemas.catalog import MISSING_NOTIFICATIONS, SESSION_MISMATCHES, qualified
+from herald.schemas.codec import UndecodableRecord, decode_expecting
 
 STATES = ("ok", "warn", "fail")
 
@@ -99,6 +100,9 @@ def _kafka_part(report: HealthReport, settings: Settings, bootstrap: str | None)
         entries = live_entries(bootstrap, qualified(MISSING_NOTIFICATIONS, settings.namespace))
         by_type = Counter(key.decode("utf-8", "replace").rsplit("|", 1)[-1] for key in entries)
         report.figures["missing_open"] = {"total": len(entries), "by_type": dict(by_type)}
+        verdicts = live_entries(bootstrap, qualified(SESSION_MISMATCHES, settings.namespace))
+        kinds = Counter(_kind(entry.value) for entry in verdicts.values())
+        report.figures["mismatches_open"] = {"total": len(verdicts), "by_kind": dict(kinds)}
         return Check("kafka", "ok", "reachable")
 
     def lag() -> Check:
@@ -113,4 +117,27 @@ def _kafka_part(report: HealthReport, settings: Settings, bootstrap: str | None)
     if "missing_open" in report.figures:
         total = report.figures["missing_open"]["total"]
         report.checks.append(Check("missing notifications", "warn" if total else "ok", f"{total} open"))
+        mismatched = report.figures["mismatches_open"]["total"]
+        report.checks.append(Check("session mismatches", "warn" if mismatched else "ok",
+                                   f"{mismatched} open"))
         _guarded(report, "consumer lag", lag)
+
+
+def _kind(value: bytes) -> str:
+    try:
+        return str(decode_expecting(value, "herald.SessionMismatch")["kind"])
+    except UndecodableRecord:
+        return "undecodable"
+
+
+def pipeline_figures(report: HealthReport) -> dict[str, Any]:
+    """The report's figures as the metrics endpoint exports them."""
+    figures = report.figures
+    result: dict[str, Any] = {"up": {"database": "outbox" in figures, "kafka": "missing_open" in figures}}
+    for key in ("outbox", "dlq_open", "consumer_lag"):
+        if key in figures:
+            result[key] = figures[key]
+    if "missing_open" in figures:
+        result["missing_by_type"] = figures["missing_open"]["by_type"]
+        result["mismatches_by_kind"] = figures["mismatches_open"]["by_kind"]
+    return result

@@ -15,16 +15,18 @@ from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from herald.consumers import dead_letter_ops as ops
 from herald.infra.api_tokens import Caller, caller_of
 from herald.infra.dead_letter_views import audit_entries, detail, summary
-from herald.infra.health import health_report
+from herald.infra.health import health_report, pipeline_figures
 from herald.infra.kafka_views import KafkaUnavailable
 from herald.infra.masking import mask_value
+from herald.infra.metrics import PipelineCollector, registry_of
 from herald.infra.settings import Settings
 from herald.producers.models import DeadLetter
 
@@ -147,6 +149,15 @@ async def _kafka_down(_request: Request, exc: KafkaUnavailable) -> JSONResponse:
 def up() -> dict[str, str]:
     """Liveness: answers without touching any dependency."""
     return {"status": "up"}
+
+
+@probes.get("/metrics", response_class=PlainTextResponse)
+def metrics(wiring: Wired) -> PlainTextResponse:
+    """Prometheus metrics of the whole pipeline, read at scrape time (no token: scrapers are
+    kept off by the network, as Prometheus' own exporters are)."""
+    registry = registry_of(PipelineCollector(lambda: pipeline_figures(
+        health_report(wiring.settings, wiring.kafka_bootstrap, wiring.engine))))
+    return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
 @probes.get("/v1/health", tags=["health"], responses={**ERRORS, 503: {"description": "Unhealthy"}})

@@ -141,12 +141,19 @@ class Settings:
     api_host: str = field(default="127.0.0.1", metadata=_doc(
         "Address the ops API and console (`herald api`) listen on."))
     api_port: int = field(default=8095, metadata=_doc("Port of the ops API and console."))
+    metrics_port: int = field(default=0, metadata=_doc(
+        "Port a relay or delivery process serves its Prometheus metrics on (/metrics); 0: none. "
+        "Give each process on a host its own. The ops API serves the pipeline's at its /metrics."))
+    metrics_host: str = field(default="127.0.0.1", metadata=_doc(
+        "Address a process's metrics server listens on."))
     health_outbox_max_age_s: float = field(default=60.0, metadata=_doc(
         "`herald health` and /v1/health fail when the oldest outbox row waits longer, in seconds "
         "(relays down or Kafka unreachable for that long)."))
     health_max_consumer_lag: int = field(default=100000, metadata=_doc(
         "`herald health` and /v1/health fail when a consumer group is this many records behind."))
     log_level: str = field(default="INFO", metadata=_doc("Python logging level."))
+    log_format: str = field(default="text", metadata=_doc(
+        "text, or json: one JSON object per line with request_id and trace_id."))
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:

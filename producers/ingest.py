@@ -26,11 +26,12 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from herald.infra.logs import bind
 from herald.producers.ingest_events import InvalidEvent, parse_event
 from herald.producers.models import IngestRequest
 from herald.producers.outbox import DomainEvent, emit
 from herald.producers.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureRejected, verify
-from herald.schemas.headers import trace_id_of
+from herald.schemas.headers import TRACEPARENT, new_traceparent, trace_id_of
 
 log = logging.getLogger(__name__)
 
@@ -71,15 +72,22 @@ def create_ingest_app(engine: sa.Engine, config: IngestConfig) -> FastAPI:
     @app.post("/v1/events", status_code=202)
     async def post_event(request: Request) -> JSONResponse:
         request_id = _request_id(request.headers.get(REQUEST_ID_HEADER))
+        # The caller's trace when it sent one, else a new one: its id is in every log line
+        # of this event's notifications, and the answer names it.
+        given = request.headers.get(TRACEPARENT)
+        traceparent = given if trace_id_of(given) else new_traceparent()
+        bind(request_id=request_id, trace_id=trace_id_of(traceparent))
         try:
             body = await _read_body(request, config.max_body_bytes)
             _check_signature(request, body, config)
-            event = _parse(body, request_id, request.headers.get("traceparent"))
+            event = _parse(body, request_id, traceparent)
             key = request.headers.get(IDEMPOTENCY_HEADER)
             status, answer, replayed = await run_in_threadpool(_commit, engine, event, body, key, request_id)
         except Rejected as exc:
             return _error(exc, request_id)
-        headers = {REQUEST_ID_HEADER: request_id}
+        headers = {REQUEST_ID_HEADER: request_id, TRACEPARENT: traceparent}
+        log.info("accepted %s for %s%s", event.event_type, event.key,
+                 " (the first answer, replayed)" if replayed else "")
         if replayed:
             headers["Idempotent-Replayed"] = "true"
         return JSONResponse(answer, status_code=status, headers=headers)

@@ -36,8 +36,10 @@ from confluent_kafka import KafkaException, Producer
 
 from herald.infra.deadline import Deadline
 from herald.infra.kafka_io import ConfirmedSend, PublishFailed
+from herald.infra.latency import LatencyHistogram
 from herald.producers.leases import ShardLeases
 from herald.schemas.catalog import qualified
+from herald.schemas.headers import PRODUCED_AT, parse_iso
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +192,9 @@ class Relay:
         self._producer = make_producer()
         self._config = config or RelayConfig()
         self.stats = RelayStats()
+        # Per batch, the age of its oldest row when the broker acknowledged it: the worst
+        # commit->ack latency in the batch (produced-at is stamped as the writer adds the row).
+        self.ack_latency = LatencyHistogram()
 
     def run(self, stop: threading.Event) -> RelayStats:
         """Publish until `stop` is set; back off while Kafka or the database is unavailable."""
@@ -259,6 +264,7 @@ class Relay:
         deadline = Deadline(self._config.flush_timeout_s, stop=stop, grace_s=self._config.shutdown_timeout_s)
         pending: Future[sa.CursorResult[Any]] | None = self._claimer.submit(conn.execute, CLAIM, params)
         claims = 0
+        oldest: float | None = None
         try:
             while pending is not None:
                 rows = pending.result().all()
@@ -267,6 +273,8 @@ class Relay:
                 if self._claim_more(len(rows), claims, stop):
                     pending = self._claimer.submit(conn.execute, CLAIM, params)  # runs meanwhile
                 rows.sort(key=itemgetter(0))  # by id: RETURNING has no order of its own
+                if oldest is None and rows:
+                    oldest = _produced_at(rows[0][4])
                 send.produce(self._records(rows))
             if send.produced:
                 send.confirm(deadline)
@@ -280,6 +288,8 @@ class Relay:
             self._settle(pending)
             raise
         conn.commit()
+        if oldest is not None:
+            self.ack_latency.observe(max(0.0, time.time() - oldest))
         self.stats.published += send.produced
         self.stats.batches += 1 if send.produced else 0
         return send.produced
@@ -314,3 +324,9 @@ class Relay:
         except sa.exc.DBAPIError:
             leases.forget()  # the connection is gone, and the server dropped its locks with it
         self.stats.owned_shards = 0
+
+
+def _produced_at(headers_json: str) -> float | None:
+    """A row's produced-at header as epoch seconds; None when absent or unreadable."""
+    moment = parse_iso(orjson.loads(headers_json).get(PRODUCED_AT))
+    return None if moment is None else moment.timestamp()

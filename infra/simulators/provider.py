@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -32,7 +33,9 @@ from pydantic import BaseModel, Field
 
 from herald.infra.simulators.reports import ReportTarget, report_sessions
 from herald.infra.simulators.store import MessageStore
+from herald.schemas.headers import trace_id_of
 
+log = logging.getLogger(__name__)
 KINDS = ("whatsapp", "email")
 _MESSAGE_FIELDS = ("to", "template", "registration_id", "notification_id")
 
@@ -124,6 +127,10 @@ class MessageFastPath:
         body = await _read_body(receive)
         key = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"idempotency-key"), None)
         status, answer = await _send(self.instance, body, key, session_id=session_id or None)
+        if log.isEnabledFor(logging.DEBUG):  # the trace the caller sent, so its id finds this line
+            traceparent = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"traceparent"),
+                               None)
+            log.debug("message %s answered %d", key, status, extra={"trace_id": trace_id_of(traceparent)})
         payload = json.dumps(answer).encode()
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"),

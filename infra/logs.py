@@ -1,0 +1,69 @@
+"""Logging for every Herald process: text or JSON lines, each carrying the request id and the
+trace id of the work it is about, with phone numbers and email addresses masked.
+
+The ids live in context variables: the ingest API binds them per request, a delivery worker
+per record (from the record's correlation-id and W3C traceparent headers), and the provider
+client forwards the trace as a `traceparent` header. So one trace id finds every log line of
+one notification, from its ingest request to its provider call.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import Any
+
+from herald.infra.masking import mask_text
+
+REQUEST_ID: ContextVar[str | None] = ContextVar("herald_request_id", default=None)
+TRACE_ID: ContextVar[str | None] = ContextVar("herald_trace_id", default=None)
+LOG_FORMATS = ("text", "json")
+QUIET_LIBRARIES = ("alembic", "httpx", "aiokafka", "faust", "mode", "uvicorn.access")
+
+
+def bind(*, request_id: str | None, trace_id: str | None) -> None:
+    """The ids of the work this task does from now on (each asyncio task has its own)."""
+    REQUEST_ID.set(request_id)
+    TRACE_ID.set(trace_id)
+
+
+class ContextFilter(logging.Filter):
+    """Adds request_id and trace_id to every record and masks its message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = getattr(record, "request_id", None) or REQUEST_ID.get()
+        record.trace_id = getattr(record, "trace_id", None) or TRACE_ID.get()
+        record.msg, record.args = mask_text(record.getMessage()), None
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname, "logger": record.name, "message": record.getMessage(),
+            "request_id": getattr(record, "request_id", None), "trace_id": getattr(record, "trace_id", None),
+            "process": record.process,
+        }
+        if record.exc_info:
+            line["exception"] = mask_text(self.formatException(record.exc_info))
+        return json.dumps(line, ensure_ascii=False)
+
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s %(trace_id)s]: %(message)s"
+
+
+def configure_logging(level: str, log_format: str) -> None:
+    """The root logger of this process: one handler on stderr, in `log_format`."""
+    if log_format not in LOG_FORMATS:
+        raise ValueError(f"unknown log format {log_format!r}; known: {', '.join(LOG_FORMATS)}")
+    handler = logging.StreamHandler()
+    handler.addFilter(ContextFilter())
+    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in QUIET_LIBRARIES:
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
