@@ -117,3 +117,33 @@ def test_the_openapi_document_is_printed_without_any_service(tmp_path):
     assert document["info"]["title"] == "Herald ops API"
     assert {"/up", "/v1/health", "/v1/dlq", "/v1/dlq/replay", "/v1/sessions/{session_id}/reconnect"} <= set(
         document["paths"])
+
+
+def test_metrics_show_the_pipeline_without_a_token(api):
+    client, _tokens, _first = api
+    text = client.get("/metrics").text
+    assert 'herald_up{part="database"} 1.0' in text and 'herald_up{part="kafka"} 1.0' in text
+    assert 'herald_dlq_open{topic="notifications.whatsapp"} 3.0' in text
+    assert "herald_outbox_rows " in text and "herald_outbox_oldest_age_seconds " in text
+    assert "herald_consumer_lag{group=" in text
+
+
+def test_a_relay_serves_its_own_metrics(settings, engine, log_dir):
+    from herald.infra.processes import ProcessGroup
+    from tests.integration.relay_support import write_lifecycles
+
+    port = free_port()
+    written = write_lifecycles(engine, 50)
+    with ProcessGroup(log_dir, process_env(dataclasses.replace(settings, metrics_port=port))) as group:
+        group.start("relay", [*HERALD, "relay"])
+
+        def scraped() -> str:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+            except httpx.TransportError:
+                return ""
+
+        wait_until(lambda: f"herald_relay_published_total {float(written)}" in scraped(), 60,
+                   "the relay's published counter")
+        text = scraped()
+    assert "herald_relay_commit_to_ack_seconds_count" in text and "herald_relay_owned_shards 32.0" in text
