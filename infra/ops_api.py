@@ -11,11 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from importlib import resources
 from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
@@ -149,6 +150,19 @@ async def _kafka_down(_request: Request, exc: KafkaUnavailable) -> JSONResponse:
 def up() -> dict[str, str]:
     """Liveness: answers without touching any dependency."""
     return {"status": "up"}
+
+
+@probes.get("/", include_in_schema=False, response_class=HTMLResponse)
+def console() -> HTMLResponse:
+    """The web console: one page; it asks for a token and calls the routes below."""
+    page = resources.files("herald.infra").joinpath("console/index.html").read_text(encoding="utf-8")
+    return HTMLResponse(page, headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY"})
+
+
+@probes.get("/v1/me", tags=["health"], responses=ERRORS)
+def me(who: Viewer) -> dict[str, str]:
+    """The caller's token name and role."""
+    return {"name": who.name, "role": who.role}
 
 
 @probes.get("/metrics", response_class=PlainTextResponse)
