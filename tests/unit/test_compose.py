@@ -49,7 +49,8 @@ def test_every_herald_process_is_a_service():
     for expected in ("up", "relay", "ingest", "streams", "streams --processor missing",
                      "streams --processor sessions", "streams --processor status", "corrections",
                      "deliver --channel whatsapp",
-                     "deliver --channel email", "simulator --kind whatsapp", "simulator --kind email"):
+                     "deliver --channel email", "simulator --kind whatsapp", "simulator --kind email",
+                     "dlq index", "api"):
         assert any(c == expected or c.startswith(expected + " ") for c in commands), expected
 
 
