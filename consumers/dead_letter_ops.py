@@ -50,6 +50,15 @@ class DeadLetterFilter:
         if self.state is not None and self.state not in DEAD_LETTER_STATES:
             raise DeadLetterOpsError(
                 f"unknown state {self.state!r}; known: {', '.join(DEAD_LETTER_STATES)}")
+        for name in ("topic", "error_class", "key", "text"):
+            value = getattr(self, name)
+            if value is not None and not _storable(value):
+                raise DeadLetterOpsError(f"{name} has characters no text column can hold (NUL, or a "
+                                         "lone surrogate); nothing can match it")
+        if any(not 1 <= i < 2**63 for i in self.ids):
+            raise DeadLetterOpsError("dead letter ids are from 1 to 2^63 - 1")
+        if self.since is not None:  # any offset Python takes; PostgreSQL takes fewer
+            object.__setattr__(self, "since", self.since.astimezone(UTC))
 
     def conditions(self) -> list[sa.ColumnElement[bool]]:
         found: list[sa.ColumnElement[bool]] = []
@@ -80,6 +89,16 @@ class DeadLetterFilter:
         if self.ids:
             given["ids"] = list(self.ids)
         return given
+
+
+def _storable(text: str) -> bool:
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def topic_of(name: str) -> str:

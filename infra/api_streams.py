@@ -68,7 +68,8 @@ def list_mismatches(_who: Viewer, wiring: Wired, workspace: str | None = None) -
 
 @streams.post("/sessions/{session_id}/reconnect", tags=["sessions"],
               responses={**OPERATOR_ERRORS, 404: {"model": ApiError}})
-def reconnect(session_id: Annotated[str, Path(min_length=1, max_length=128)], who: Operator,
+def reconnect(session_id: Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[^\x00]+$")],
+              who: Operator,
               wiring: Wired) -> dict[str, Any]:
     """Ask the session's gateway instance to reconnect it; the outcome is recorded on the session."""
     try:

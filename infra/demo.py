@@ -65,6 +65,7 @@ class DemoResult:
     elapsed_s: float = 0.0
     rate: float = 0.0  # registrations per second the writers were paced to; 0: unpaced
     faults: FaultReport | None = None
+    health: str = ""  # `herald health` at the end: its state and what it counted
 
     def summary_json(self) -> str:
         return json.dumps({"registrations": self.registrations, "delivered": self.delivered,
@@ -88,6 +89,7 @@ def start_pipeline(group: ProcessGroup, settings: Settings, bootstrap: str) -> N
     group.start("streams-sessions", [*HERALD_ARGV, "streams", "--processor", "sessions"])
     group.start("streams-status", [*HERALD_ARGV, "streams", "--processor", "status"])
     group.start("corrections", [*HERALD_ARGV, "corrections"])
+    group.start("dlq-index", [*HERALD_ARGV, "dlq", "index"])
     for channel in CHANNELS:
         group.start(f"deliver-{channel}", [*HERALD_ARGV, "deliver", "--channel", channel])
     wait_for_groups(bootstrap, pipeline_groups(settings), Deadline(90), group)
@@ -277,6 +279,7 @@ def run_pipeline(settings: Settings, endpoints: Endpoints, count: int, timeout_s
         count_result(result, ids, network, verified_at)
         if faults is not None:
             finish_report(faults, [network.stats(c) for c in CHANNELS], endpoints.database_url)
+        result.health = health_line(settings, endpoints)
     result.elapsed_s = time.monotonic() - started
     return result
 
@@ -295,6 +298,20 @@ def run_demo(settings: Settings, count: int, timeout_s: float, rate: float = 0.0
         stop_services(settings, only=started)
 
 
+def health_line(settings: Settings, endpoints: Endpoints) -> str:
+    """What `herald health` says once the run is over (dead letters as the indexer saw them)."""
+    from herald.infra.health import health_report
+
+    engine = sa.create_engine(endpoints.database_url, poolclass=sa.pool.NullPool)
+    try:
+        report = health_report(settings, endpoints.kafka_bootstrap, engine)
+    finally:
+        engine.dispose()
+    dead = sum(report.figures.get("dlq_open", {}).values())
+    outbox = report.figures.get("outbox", {}).get("rows", "?")
+    return f"{report.state}: {dead} dead letters open, outbox {outbox} rows"
+
+
 def print_report(result: DemoResult) -> None:
     console = Console()
     table = Table("measure", "value", title="Herald demo: counted at the provider simulators")
@@ -311,6 +328,7 @@ def print_report(result: DemoResult) -> None:
         table.add_row(measure, value)
     table.add_row("latency verify-commit -> provider, p50", f"{result.p50_ms:.0f} ms")
     table.add_row("latency verify-commit -> provider, p99", f"{result.p99_ms:.0f} ms")
+    table.add_row("herald health at the end", result.health)
     table.add_row("wall time", f"{result.elapsed_s:.1f} s")
     console.print(table)
     print(result.summary_json(), flush=True)

@@ -20,8 +20,6 @@ from herald.schemas.codec import decode, encode
 from herald.schemas.ids import notification_id
 from tests.support import HERALD, process_env
 
-NOW = datetime.now(UTC)
-
 
 def publish(settings, topic: str, records: list[tuple[str, str | None, dict | None]]) -> None:
     """(key, schema, record) onto a compacted topic; a None record is a tombstone."""
@@ -33,10 +31,11 @@ def publish(settings, topic: str, records: list[tuple[str, str | None, dict | No
 
 
 def alert(registration_id: str, notification_type: str, missing: list[str]) -> dict:
+    now = datetime.now(UTC)
     return {"registration_id": registration_id, "notification_type": notification_type,
-            "workspace_id": "default", "expected_since": NOW - timedelta(minutes=10),
-            "deadline": NOW - timedelta(minutes=5), "missing_channels": missing,
-            "delivered_channels": [], "detected_at": NOW, "resend_attempts": 0}
+            "workspace_id": "default", "expected_since": now - timedelta(minutes=10),
+            "deadline": now - timedelta(minutes=5), "missing_channels": missing,
+            "delivered_channels": [], "detected_at": now, "resend_attempts": 0}
 
 
 def herald(settings, *args: str) -> subprocess.CompletedProcess[str]:
@@ -81,11 +80,12 @@ def test_resend_missing_requests_each_open_alert_again_with_the_same_notificatio
 
 
 def verdict(session_id: str, workspace: str, kind: str, observed: str | None = None) -> dict:
+    now = datetime.now(UTC)  # when the test runs, not when it was collected
     return {"event_id": f"v-{session_id}", "session_id": session_id, "workspace_id": workspace, "kind": kind,
             "declared_status": "connected", "declared_instance": "http://127.0.0.1:9/",
-            "declared_at": NOW - timedelta(minutes=1), "observed_instance": observed,
+            "declared_at": now - timedelta(minutes=1), "observed_instance": observed,
             "observed_status": None if observed is None else "connected", "last_seen_connected_at": None,
-            "detected_at": NOW, "reason": f"{kind} on test"}
+            "detected_at": now, "reason": f"{kind} on test"}
 
 
 def test_sessions_sync_applies_open_verdicts_of_one_workspace_and_asks_for_reconnects(settings, engine):

@@ -80,3 +80,16 @@ def test_phone_numbers_and_emails_are_masked_and_nothing_else(text, masked):
 def test_masking_reaches_into_payloads():
     assert mask_value({"recipient": "a@b.id", "n": 3, "list": ["+6281200000001"]}) == {
         "recipient": "a•••@b.id", "n": 3, "list": ["+••••••••••001"]}
+
+
+@pytest.mark.parametrize("bad", [{"key": "a\x00b"}, {"text": "\udab9"}, {"ids": (2**63,)}, {"ids": (0,)}])
+def test_a_filter_no_row_could_match_is_refused_before_the_database(bad):
+    with pytest.raises(DeadLetterOpsError):
+        DeadLetterFilter(**bad)
+
+
+def test_since_is_taken_in_any_offset_and_kept_in_utc():
+    from datetime import timedelta, timezone
+
+    far = datetime(270, 12, 30, 2, 16, tzinfo=timezone(-timedelta(hours=21, minutes=20)))
+    assert DeadLetterFilter(since=far).since == far.astimezone(UTC)
