@@ -59,7 +59,11 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         except TimeoutError:
             connection.close()
             raise httpx.ReadTimeout("no response in time", request=request) from None
-        except (OSError, h11.ProtocolError, asyncio.IncompleteReadError) as exc:
+        except (OSError, h11.ProtocolError, asyncio.IncompleteReadError, RuntimeError) as exc:
+            # RuntimeError: uvloop's "unable to perform operation on <TCPTransport closed=True>;
+            # the handler is closed", writing to a connection its peer (a crashed gateway)
+            # closed just now. A transport error like the others, so it is retried (once at
+            # once when the connection was an idle one), never a worker's internal error.
             connection.close()
             raise httpx.RemoteProtocolError(f"{type(exc).__name__}: {exc}", request=request) from None
         except BaseException:

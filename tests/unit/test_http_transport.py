@@ -120,3 +120,23 @@ def test_https_is_refused_clearly():
             await client.get("https://example.test/")
     with pytest.raises(httpx.UnsupportedProtocol, match="plain http"):
         asyncio.run(go())
+
+
+def test_writing_to_a_connection_closed_under_it_is_a_transport_error_and_retried_on_a_new_one():
+    """uvloop raises RuntimeError ("the handler is closed") where asyncio raises OSError."""
+    server = Server()
+
+    async def calls(client, url):
+        transport = client._transport
+        first = await client.get(url)
+        (idle,) = next(iter(transport._idle.values()))
+
+        def closed_under_us(_data):
+            raise RuntimeError("unable to perform operation on <TCPTransport closed=True>; "
+                               "the handler is closed")
+        idle.writer.write = closed_under_us
+        return first, await client.get(url)
+
+    first, second = exchange(server, calls)
+    assert (first.status_code, second.status_code) == (201, 201)
+    assert server.connections == 2
