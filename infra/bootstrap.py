@@ -235,14 +235,20 @@ def run_dlq_index(settings: Settings, stop: threading.Event, drain: bool = False
         engine.dispose()
 
 
+def kafka_if_known(settings: Settings) -> str | None:
+    """The configured or embedded broker's address; None when neither is there (the ops
+    commands and API then report Kafka as unreachable instead of failing)."""
+    try:
+        return resolve_endpoints(settings, need_database=False).kafka_bootstrap
+    except ServiceError:
+        return None
+
+
 def read_health(settings: Settings) -> Any:
     """The health report: what is unreachable or not running is reported, never raised."""
     from herald.infra.health import health_report
 
-    try:
-        bootstrap: str | None = resolve_endpoints(settings, need_database=False).kafka_bootstrap
-    except ServiceError:
-        bootstrap = None
+    bootstrap = kafka_if_known(settings)
     try:
         engine: sa.Engine | None = sa.create_engine(
             resolve_database_url(settings), poolclass=sa.NullPool, connect_args={"connect_timeout": 5})
@@ -259,10 +265,7 @@ def ops_api_app(settings: Settings) -> Any:
     """The ops API as an ASGI app. Kafka may be down: its parts then answer 503."""
     from herald.infra.ops_api import Wiring, create_ops_api
 
-    try:
-        bootstrap: str | None = resolve_endpoints(settings, need_database=False).kafka_bootstrap
-    except ServiceError:
-        bootstrap = None
+    bootstrap = kafka_if_known(settings)
     engine = sa.create_engine(resolve_database_url(settings), pool_pre_ping=True,
                               connect_args={"connect_timeout": 5})
     return create_ops_api(Wiring(settings, engine, bootstrap))

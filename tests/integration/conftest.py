@@ -11,7 +11,7 @@ import dataclasses
 import os
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
@@ -57,19 +57,28 @@ def topics(endpoints: Endpoints, namespace: str) -> Iterator[None]:
     delete_namespace_topics(endpoints.kafka_bootstrap, f"{namespace}.")
 
 
+@contextmanager
+def scratch_database(server_url: str, name: str) -> Iterator[str]:
+    """A database named `name` on the server, migrated to the newest schema, dropped afterwards."""
+    server = sa.make_url(server_url)
+    admin = sa.create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = server.set(database=name).render_as_string(hide_password=False)
+    try:
+        migrate(url)
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 @pytest.fixture
 def database_url(endpoints: Endpoints, namespace: str) -> Iterator[str]:
     """A database of this test's own, migrated to the newest schema, dropped afterwards."""
-    server = sa.make_url(endpoints.database_url)
-    admin = sa.create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{namespace}"'))
-    url = server.set(database=namespace).render_as_string(hide_password=False)
-    migrate(url)
-    yield url
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE "{namespace}" WITH (FORCE)'))
-    admin.dispose()
+    with scratch_database(endpoints.database_url, namespace) as url:
+        yield url
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import uuid
+from contextlib import ExitStack
 
 import httpx
 import pytest
@@ -20,8 +21,8 @@ from herald.infra.api_tokens import create_token
 from herald.infra.ops_api import Wiring, create_ops_api
 from herald.infra.processes import free_port
 from herald.infra.provisioning import delete_namespace_topics, provision_topics
-from herald.producers.migrations import migrate
 from herald.schemas.catalog import topic_catalog
+from tests.integration.conftest import scratch_database
 from tests.support import HERALD, process_env, wait_until
 
 DOCUMENT = create_ops_api(Wiring(None, None, None)).openapi()  # type: ignore[arg-type]
@@ -31,32 +32,23 @@ schema = schemathesis.openapi.from_dict(DOCUMENT)
 @pytest.fixture(scope="module")
 def served(base_settings, endpoints):
     namespace = f"f{uuid.uuid4().hex[:10]}"
-    server_url = sa.make_url(endpoints.database_url)
-    admin = sa.create_engine(server_url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{namespace}"'))
-    url = server_url.set(database=namespace).render_as_string(hide_password=False)
-    migrate(url)
-    provision_topics(endpoints.kafka_bootstrap, topic_catalog(namespace))
-    engine = sa.create_engine(url)
-    with Session(engine) as session, session.begin():
-        token = create_token(session, "fuzzer", "operator")
-    engine.dispose()
-    api_settings = dataclasses.replace(base_settings, kafka_bootstrap=endpoints.kafka_bootstrap,
-                                       database_url=url, namespace=namespace, api_port=free_port())
-    server = subprocess.Popen([*HERALD, "api"], env=process_env(api_settings), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{api_settings.api_port}"
-    try:
+    with ExitStack() as stack:
+        url = stack.enter_context(scratch_database(endpoints.database_url, namespace))
+        provision_topics(endpoints.kafka_bootstrap, topic_catalog(namespace))
+        stack.callback(delete_namespace_topics, endpoints.kafka_bootstrap, f"{namespace}.")
+        engine = sa.create_engine(url)
+        with Session(engine) as session, session.begin():
+            token = create_token(session, "fuzzer", "operator")
+        engine.dispose()
+        api_settings = dataclasses.replace(base_settings, kafka_bootstrap=endpoints.kafka_bootstrap,
+                                           database_url=url, namespace=namespace, api_port=free_port())
+        server = subprocess.Popen([*HERALD, "api"], env=process_env(api_settings),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stack.callback(server.wait, 30)
+        stack.callback(server.terminate)
+        base = f"http://127.0.0.1:{api_settings.api_port}"
         wait_until(lambda: _answers(f"{base}/up"), 60, "herald api to listen")
         yield base, token
-    finally:
-        server.terminate()
-        server.wait(30)
-        delete_namespace_topics(endpoints.kafka_bootstrap, f"{namespace}.")
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE "{namespace}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def _answers(url: str) -> bool:
