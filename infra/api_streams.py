@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from herald.infra.dead_letter_views import jsonable_record
 from herald.infra.kafka_views import KafkaUnavailable, live_entries
-from herald.infra.ops_api import ERRORS, OPERATOR_ERRORS, ApiError, Operator, Viewer, Wired, _error
+from herald.infra.ops_api import ERRORS, OPERATOR_ERRORS, ApiError, Operator, Viewer, Wired, api_error
 from herald.infra.repairs import UnknownSession, reconnect_session, resend_missing
 from herald.schemas.catalog import MISSING_NOTIFICATIONS, SESSION_MISMATCHES, qualified
 from herald.schemas.codec import UndecodableRecord, decode_expecting
@@ -75,5 +75,5 @@ def reconnect(session_id: Annotated[str, Path(min_length=1, max_length=128, patt
     try:
         outcome = reconnect_session(wiring.engine, session_id, who.actor)
     except UnknownSession as exc:
-        raise _error(404, "not_found", str(exc)) from None
+        raise api_error(404, "not_found", str(exc)) from None
     return {"session_id": session_id, "requested": "auto_reconnect_at" in outcome, **outcome}

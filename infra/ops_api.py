@@ -31,16 +31,20 @@ from herald.infra.metrics import PipelineCollector, registry_of
 from herald.infra.settings import Settings
 from herald.producers.models import DeadLetter
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "No token, or an unknown or revoked one"},
-    403: {"description": "The token's role may not do this"},
-}
-OPERATOR_ERRORS = {**ERRORS, 400: {"description": "The request cannot be carried out as asked"}}
-
 
 class ApiError(BaseModel):
+    """Every error's body: a stable code, and what is wrong in words."""
+
     error: str
     detail: str
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ApiError, "description": "No token, or an unknown or revoked one"},
+    403: {"model": ApiError, "description": "The token's role may not do this"},
+}
+OPERATOR_ERRORS = {**ERRORS, 400: {"model": ApiError,
+                                   "description": "The request cannot be carried out as asked"}}
 
 
 class DeadLetterSelection(BaseModel):
@@ -71,7 +75,8 @@ class ReplayOne(BaseModel):
     to: Literal["original", "retry"] = "original"
 
 
-def _error(status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> HTTPException:
+def api_error(status: int, error: str, detail: str,
+              headers: dict[str, str] | None = None) -> HTTPException:
     return HTTPException(status, {"error": error, "detail": detail}, headers)
 
 
@@ -97,14 +102,15 @@ def _caller(request: Request, db: Annotated[Session, Depends(_session)]) -> Call
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     found = caller_of(db, token.strip()) if scheme.lower() == "bearer" and token.strip() else None
     if found is None:
-        raise _error(401, "unauthorized", "send Authorization: Bearer <token> with a valid, "
+        raise api_error(401, "unauthorized", "send Authorization: Bearer <token> with a valid, "
                      "unrevoked token (herald tokens create)", {"WWW-Authenticate": "Bearer"})
     return found
 
 
 def _operator(who: Annotated[Caller, Depends(_caller)]) -> Caller:
     if not who.is_operator:
-        raise _error(403, "forbidden", f"token {who.name!r} is a viewer; this needs an operator token")
+        raise api_error(403, "forbidden",
+                        f"token {who.name!r} is a viewer; this needs an operator token")
     return who
 
 
@@ -204,7 +210,7 @@ def show_dlq(dead_letter_id: RowId, who: Viewer, db: Db) -> dict[str, Any]:
     """One dead letter whole: headers, decoded payload; masked unless the caller is an operator."""
     row = db.get(DeadLetter, dead_letter_id)
     if row is None:
-        raise _error(404, "not_found", f"no dead letter {dead_letter_id}")
+        raise api_error(404, "not_found", f"no dead letter {dead_letter_id}")
     shown = detail(row)
     return shown if who.is_operator else mask_value(shown)  # type: ignore[no-any-return]
 
