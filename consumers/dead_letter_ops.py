@@ -135,13 +135,17 @@ def open_counts_by_topic(session: Session) -> dict[str, int]:
 
 def replay_topic(original_topic: str, target: str) -> str:
     """Where a replay goes: the topic it first failed on, or that topic's first retry tier."""
-    if target not in REPLAY_TARGETS:
-        raise DeadLetterOpsError(f"unknown replay target {target!r}; known: {', '.join(REPLAY_TARGETS)}")
+    check_target(target)
     if target == "original":
         return original_topic
     if original_topic not in {notification_topic(c) for c in CHANNELS}:
         raise DeadLetterOpsError(f"{original_topic} has no retry tiers; replay it to the original topic")
     return retry_topic(original_topic, 1)
+
+
+def check_target(target: str) -> None:
+    if target not in REPLAY_TARGETS:
+        raise DeadLetterOpsError(f"unknown replay target {target!r}; known: {', '.join(REPLAY_TARGETS)}")
 
 
 def replay_headers(headers: Mapping[str, str], target: str, now: datetime) -> dict[str, str]:
@@ -208,7 +212,7 @@ def _act(engine: sa.Engine, action: str, selection: DeadLetterFilter, actor: str
         raise DeadLetterOpsError(f"only open dead letters can be {action}ed; the filter asks for "
                                  f"{selection.state}")
     if target is not None:
-        replay_topic(notification_topic(CHANNELS[0]), target)  # an unknown target fails before any work
+        check_target(target)  # before any work
     run = _ActionRun(engine, DeadLetterFilter(**{**asdict(selection), "state": "open"}), actor, target)
     if dry_run:
         return run.preview(action)
