@@ -39,8 +39,17 @@ def prepare(settings: Settings) -> Endpoints:
     endpoints, _started = start_services(settings)
     migrate(endpoints.database_url)
     provision_topics(endpoints.kafka_bootstrap, topic_catalog(settings.namespace),
-                     settings.replication_factor)
+                     replication_factor(settings))
     return endpoints
+
+
+def replication_factor(settings: Settings) -> int:
+    """The catalog's replicas: the setting on a configured Kafka, the embedded cluster's own
+    (1 or 3) otherwise, so one catalog provisions one broker or three."""
+    if settings.kafka_bootstrap is not None:
+        return settings.replication_factor
+    state = embedded_kafka(settings).state()
+    return state.replication_factor if state is not None else settings.replication_factor
 
 
 def describe(settings: Settings) -> list[tuple[str, str, str]]:

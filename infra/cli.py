@@ -56,11 +56,19 @@ def stop_on_signals() -> threading.Event:
 
 
 @app.command()
-def up(ctx: typer.Context) -> None:
+def up(
+    ctx: typer.Context,
+    brokers: Annotated[int | None, typer.Option(
+        min=1, max=5, help="Embedded Kafka brokers: 3 makes a cluster with replication factor 3 and "
+                           "min ISR 2 (default HERALD_KAFKA_BROKERS, 1).")] = None,
+) -> None:
     """Start the embedded Kafka and PostgreSQL (unless HERALD_* points elsewhere), migrate, provision."""
+    import dataclasses
+
     from herald.infra.bootstrap import prepare
 
-    endpoints = prepare(_settings(ctx))
+    settings = _settings(ctx)
+    endpoints = prepare(settings if brokers is None else dataclasses.replace(settings, kafka_brokers=brokers))
     console.print(f"kafka    {endpoints.kafka_bootstrap}\npostgres {endpoints.database_url}")
 
 

@@ -28,7 +28,7 @@ class Started:
 
 def embedded_kafka(settings: Settings) -> EmbeddedKafka:
     return EmbeddedKafka(settings.home, settings.kafka_version, settings.kafka_heap_mb,
-                         m2=settings.maven_repo)
+                         m2=settings.maven_repo, nodes=settings.kafka_brokers)
 
 
 def embedded_postgres(settings: Settings) -> EmbeddedPostgres:

@@ -38,9 +38,13 @@ class Settings:
     kafka_version: str = field(default="4.3.1", metadata=_doc(
         "Apache Kafka release the embedded broker runs, fetched from Maven Central."))
     kafka_heap_mb: int = field(default=512, metadata=_doc(
-        "Maximum JVM heap of the embedded broker, in MiB."))
+        "Maximum JVM heap of each embedded broker, in MiB."))
+    kafka_brokers: int = field(default=1, metadata=_doc(
+        "Brokers `herald up` starts when it starts the embedded Kafka: 1, or 3 for a cluster "
+        "(each broker and controller) whose topics get replication factor 3, min ISR 2."))
     replication_factor: int = field(default=1, metadata=_doc(
-        "Replicas of every topic Herald creates (3 on the three-broker compose cluster)."))
+        "Replicas of every topic Herald creates on a configured Kafka (3 on the three-broker "
+        "compose cluster); on the embedded one it follows its brokers (1, or 3)."))
     namespace: str = field(default="", metadata=_doc(
         "Prefix for every topic and consumer group, to run pipelines apart on one cluster."))
     whatsapp_instances: tuple[str, ...] = field(default=("http://127.0.0.1:18081",), metadata=_doc(

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from confluent_kafka.admin import AdminClient
 
 from herald.infra import kafka_local
+from herald.infra.kafka_io import RDKAFKA_LOG
 from herald.infra.processes import free_port
 from herald.infra.provisioning import delete_namespace_topics, provision_topics
 from herald.schemas.catalog import topic_catalog
@@ -40,6 +41,32 @@ def test_up_status_down_on_a_private_home(base_settings, tmp_path):
     after = herald("status", env=env).stdout
     assert after.count("stopped") == 2, after
     assert not list((tmp_path / "home" / "kafka").glob("data/*"))
+
+
+def test_up_with_three_brokers_provisions_the_catalog_with_three_replicas(base_settings, tmp_path):
+    env = {"HERALD_HOME": str(tmp_path / "home"), "HERALD_MAVEN_REPO": str(base_settings.home / "m2"),
+           "HERALD_KAFKA_HEAP_MB": "384", "HERALD_DATABASE_URL": "postgresql+psycopg2://unused/none"}
+    try:
+        up = herald("up", "--brokers", "3", env={**env, "HERALD_DATABASE_URL": _scratch_url(base_settings)})
+        assert up.returncode == 0, up.stderr
+        bootstrap = up.stderr.split("kafka", 1)[1].split()[0]
+        assert len(bootstrap.split(",")) == 3, up.stderr
+        admin = AdminClient({"bootstrap.servers": bootstrap, "logger": RDKAFKA_LOG})
+        topics = admin.list_topics(timeout=10).topics
+        assert {len(p.replicas) for t in topics.values() for p in t.partitions.values()} == {3}
+        one = herald("up", "--brokers", "1", env=env)
+        assert one.returncode == 1 and "of 3 broker(s) is running" in one.stderr, one.stderr
+    finally:
+        down = herald("down", "--purge", env=env)
+    assert down.returncode == 0 and "kafka" in down.stderr, down.stderr
+    assert not list((tmp_path / "home" / "kafka").glob("node-*/data/*"))
+
+
+def _scratch_url(base_settings) -> str:
+    """The session's database server (a test of `up` needs one, not a second embedded one)."""
+    from herald.infra.services import resolve_database_url
+
+    return resolve_database_url(base_settings)
 
 
 def test_long_running_process_fails_fast_naming_the_missing_service(tmp_path):
