@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import threading
@@ -167,7 +168,9 @@ def run_streams(settings: Settings, processor: str = "router") -> None:
     from herald.streams.app import create_app
 
     endpoints = reachable_endpoints(settings, need_database=False)
-    app = create_app(settings, endpoints.kafka_bootstrap, processor)
+    # Its changelog and repartition topics get the replicas the catalog's topics get.
+    replicated = dataclasses.replace(settings, replication_factor=replication_factor(settings))
+    app = create_app(replicated, endpoints.kafka_bootstrap, processor)
     # Faust (mode) clears the root logger's handlers: ours go back as they were (text or
     # JSON, with request and trace ids), and its own dictConfig changes nothing.
     app.conf.loghandlers = list(logging.root.handlers)
