@@ -165,12 +165,13 @@ def run_ingest(settings: Settings) -> None:
 def run_streams(settings: Settings, processor: str = "router") -> None:
     import faust
 
-    from herald.streams.app import create_app
+    from herald.streams.app import changelog_topics, create_app
 
     endpoints = reachable_endpoints(settings, need_database=False)
     # Its changelog and repartition topics get the replicas the catalog's topics get.
     replicated = dataclasses.replace(settings, replication_factor=replication_factor(settings))
     app = create_app(replicated, endpoints.kafka_bootstrap, processor)
+    provision_topics(endpoints.kafka_bootstrap, changelog_topics(app), replicated.replication_factor)
     # Faust (mode) clears the root logger's handlers: ours go back as they were (text or
     # JSON, with request and trace ids), and its own dictConfig changes nothing.
     app.conf.loghandlers = list(logging.root.handlers)

@@ -17,6 +17,7 @@ from herald.schemas.catalog import (
     SESSION_EVENTS,
     SESSION_MISMATCHES,
     STATUS_STATS,
+    TopicSpec,
     dead_letter_topic,
     qualified,
 )
@@ -43,6 +44,18 @@ def streams_app_id(settings: Settings, processor: str) -> str:
         raise ValueError(f"unknown stream processor {processor!r}; known: {', '.join(PROCESSORS)}")
     base = settings.streams_app_id if processor == "router" else f"{settings.streams_app_id}-{processor}"
     return qualified(base, settings.namespace)
+
+
+def changelog_topics(app: faust.App) -> tuple[TopicSpec, ...]:
+    """The changelog topic of each of the app's tables, as the catalog describes topics.
+
+    Created before the worker starts: a worker that creates one itself may look at its
+    partitions before the new topic's metadata has reached it, find none, and crash the
+    table's agent for good (faust's PartitionsMismatch, seen once in a fresh-clone run).
+    """
+    return tuple(TopicSpec(table.changelog_topic.get_topic_name(), table.partitions or 1, "compact", -1,
+                           "the table's key", "the table's value (JSON)")
+                 for table in app.tables.values())
 
 
 def create_app(settings: Settings, bootstrap: str, processor: str = "router") -> faust.App:

@@ -1,5 +1,7 @@
 from datetime import UTC, datetime
 
+import pytest
+
 from herald.schemas import headers as h
 from herald.schemas.catalog import CHANNELS
 from herald.schemas.codec import decode, encode, parsed_schema
@@ -105,3 +107,17 @@ def test_a_bug_dead_letters_the_record_instead_of_crash_looping(monkeypatch, cap
     assert out[0].headers[h.ERROR_CLASS] == "ZeroDivisionError"
     assert "rule table bug" in out[0].headers[h.ERROR_MESSAGE]
     assert "router failed" in caplog.text
+
+
+@pytest.mark.parametrize(("processor", "tables"), [
+    ("router", set()), ("missing", {"missing-expectations"}), ("sessions", {"session-entries"}),
+    ("status", {"status-partials", "status-totals"})])
+def test_each_processors_changelog_topics_are_known_before_its_worker_starts(processor, tables):
+    from herald.infra.settings import Settings
+    from herald.streams.app import changelog_topics, create_app
+
+    app = create_app(Settings.from_environ({"HERALD_NAMESPACE": "n1"}), "127.0.0.1:1", processor)
+    specs = changelog_topics(app)
+    prefix = "n1.herald-streams" + ("" if processor == "router" else f"-{processor}")
+    assert {s.name for s in specs} == {f"{prefix}-{t}-changelog" for t in tables}
+    assert all((s.partitions, s.cleanup_policy) == (6, "compact") for s in specs)
