@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 
 from herald.consumers import event_loop
 from herald.consumers.http_clients import delivery_client
-from herald.infra.bench_relay import bench_database, percentile
+from herald.infra.bench_relay import percentile
 from herald.infra.cpu_usage import cpu_by_part, spent_since
 from herald.infra.deadline import Deadline, wait_until
 from herald.infra.demo import wait_for_groups
@@ -45,6 +45,7 @@ from herald.infra.processes import HERALD_ARGV, ProcessGroup
 from herald.infra.provisioning import delete_namespace_topics, provision_topics
 from herald.infra.settings import Settings, child_environ
 from herald.infra.simulators.network import SimulatorNetwork
+from herald.producers.migrations import scratch_database
 from herald.producers.outbox import DomainEvent, emit
 from herald.producers.sessions import open_session
 from herald.schemas.catalog import (
@@ -351,7 +352,7 @@ def count_lost_and_doubled(bench: Bench) -> dict[str, int]:
 def bench_stack(settings: Settings, bootstrap: str, server_url: str, latency_ms: float) -> Iterator[Bench]:
     run_id = f"benchd{uuid.uuid4().hex[:6]}"
     provision_topics(bootstrap, topic_catalog(run_id))
-    with bench_database(server_url, run_id) as url, _topics_deleted(bootstrap, run_id):
+    with scratch_database(server_url, run_id) as url, _topics_deleted(bootstrap, run_id):
         configured = dataclasses.replace(settings, kafka_bootstrap=bootstrap, database_url=url,
                                          namespace=run_id)
         network = SimulatorNetwork.plan(settings.home / "logs" / run_id / "simulators")

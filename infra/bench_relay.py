@@ -40,7 +40,7 @@ from herald.infra.processes import HERALD_ARGV, ProcessGroup
 from herald.infra.provisioning import delete_namespace_topics
 from herald.infra.settings import Settings, child_environ
 from herald.producers.leases import lease_holders
-from herald.producers.migrations import migrate
+from herald.producers.migrations import scratch_database
 from herald.producers.outbox import DomainEvent, emit, outbox_backlog, shard_of
 from herald.producers.relay import CLAIM, prepare_claim_session
 from herald.schemas.catalog import qualified
@@ -274,22 +274,6 @@ def order_kept(events: list[BenchEvent], seen: dict[str, list[str]]) -> bool:
 
 
 
-@contextmanager
-def bench_database(server_url: str, name: str) -> Iterator[str]:
-    server = sa.make_url(server_url)
-    admin = sa.create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = server.set(database=name).render_as_string(hide_password=False)
-    try:
-        migrate(url)
-        yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 def run_bench_relay(settings: Settings, bootstrap: str, server_url: str, events_count: int,
                     keys: int, seconds: float) -> dict[str, float | bool]:
     namespace = f"bench{uuid.uuid4().hex[:8]}"
@@ -310,7 +294,7 @@ def _bench_relay(settings: Settings, bootstrap: str, server_url: str, namespace:
     gc.freeze()
     results: dict[str, float | bool] = {"events": events_count}
     results["raw_producer_eps"] = raw_producer_eps(bootstrap, qualified("bench.raw", namespace), events)
-    with bench_database(server_url, namespace) as url:
+    with scratch_database(server_url, namespace) as url:
         bench = dataclasses.replace(settings, kafka_bootstrap=bootstrap, database_url=url,
                                     namespace=namespace)
         results["raw_claim_eps"] = raw_claim_eps(url, events, bench.relay_batch_size)

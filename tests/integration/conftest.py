@@ -11,7 +11,7 @@ import dataclasses
 import os
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,7 @@ from herald.infra.kafka_local import EmbeddedKafka
 from herald.infra.provisioning import delete_namespace_topics, provision_topics
 from herald.infra.services import Endpoints, start_services, stop_services
 from herald.infra.settings import Settings
-from herald.producers.migrations import migrate
+from herald.producers.migrations import scratch_database
 from herald.schemas.catalog import topic_catalog
 from tests.containers import docker_engine_answers, kafka_container, postgres_container
 
@@ -55,23 +55,6 @@ def topics(endpoints: Endpoints, namespace: str) -> Iterator[None]:
     provision_topics(endpoints.kafka_bootstrap, topic_catalog(namespace))
     yield
     delete_namespace_topics(endpoints.kafka_bootstrap, f"{namespace}.")
-
-
-@contextmanager
-def scratch_database(server_url: str, name: str) -> Iterator[str]:
-    """A database named `name` on the server, migrated to the newest schema, dropped afterwards."""
-    server = sa.make_url(server_url)
-    admin = sa.create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = server.set(database=name).render_as_string(hide_password=False)
-    try:
-        migrate(url)
-        yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.fixture
