@@ -127,10 +127,12 @@ def _ms(moment: datetime) -> float:
 
 def test_kill_9_of_one_of_two_workers_loses_and_doubles_nothing(settings, sims, log_dir):
     network, group = sims
-    network.faults(network.email, latency_ms=15)
+    network.faults(network.email, latency_ms=30)
     produce_requests(settings, "email", range(600))
-    env = process_env(fast_settings(settings, network), network)
-    group.env = env
+    # 4 in flight at 30 ms: about 130/s per worker, so the kill lands with most of the work left
+    # (at the default concurrency both workers finished all 600 before the kill once).
+    configured = dataclasses.replace(fast_settings(settings, network), delivery_concurrency=4)
+    group.env = process_env(configured, network)
     victim = group.start("deliver-1", [*HERALD, "deliver", "--channel", "email", "--tier", "0"])
     group.start("deliver-2", [*HERALD, "deliver", "--channel", "email", "--tier", "0"])
     wait_until(lambda: accepted(network, "email") >= 100, 90, "deliveries to be under way")
