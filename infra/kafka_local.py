@@ -159,7 +159,7 @@ class EmbeddedKafka:
                 "-XX:+UseG1GC", "-Djava.awt.headless=true",
                 f"-Dlog4j2.configurationFile={self._log_config()}",
                 "-cp", classpath, MAIN_CLASS, str(config)]
-        return spawn_detached(argv, self.node_dir(node_id) / "broker.log").pid
+        return spawn_detached(argv, self.node_dir(node_id) / "broker.log")
 
     def stop(self, timeout_s: float = 30.0) -> bool:
         """Stop every node cleanly (SIGTERM, then SIGKILL after the timeout)."""

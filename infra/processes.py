@@ -54,15 +54,17 @@ def pid_alive(pid: int | None) -> bool:
     return True
 
 
-# Servers that outlive the call that started them (`herald up`). Their handles are kept so
-# they are never garbage-collected while running (Popen warns, and would not reap them).
-_DETACHED: list[subprocess.Popen[bytes]] = []
+def spawn_detached(argv: Sequence[str], log_path: Path) -> int:
+    """Start a server that outlives the call that started it (`herald up`); its pid.
 
-
-def spawn_detached(argv: Sequence[str], log_path: Path) -> subprocess.Popen[bytes]:
-    process = spawn(argv, log_path)
-    _DETACHED.append(process)
-    return process
+    Spawned without a Popen handle: a handle dropped while its server runs warns at exit,
+    and `pid_alive` reaps the child itself, which a handle would never learn.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+               (os.POSIX_SPAWN_OPEN, 1, str(log_path), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644),
+               (os.POSIX_SPAWN_DUP2, 1, 2)]
+    return os.posix_spawnp(argv[0], list(argv), dict(os.environ), file_actions=actions, setsid=True)
 
 
 def spawn(
