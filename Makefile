@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint unit integration up down clean
+.PHONY: install demo test chaos lint unit integration up down clean
 
 install: $(STAMP)
 
@@ -20,6 +20,9 @@ demo: install
 
 test: install lint
 	$(BIN)/pytest
+
+chaos: install
+	$(BIN)/herald chaos
 
 lint: install
 	$(BIN)/ruff check .

@@ -241,6 +241,32 @@ def demo(
         raise typer.Exit(1)
 
 
+@app.command()
+def chaos(
+    ctx: typer.Context,
+    scenario: Annotated[list[str] | None, typer.Option(
+        help="Run only these (repeatable); all of them by default, in order.")] = None,
+    rate: Annotated[float, typer.Option(help="Registrations per second, all through each run.")] = 20.0,
+    outage_s: Annotated[float, typer.Option(help="How long the broker and the provider stay down.")] = 60.0,
+    warmup_s: Annotated[float, typer.Option(help="Load before each fault.")] = 10.0,
+    cooldown_s: Annotated[float, typer.Option(help="Load after each fault cleared.")] = 15.0,
+) -> None:
+    """Kill and stop parts of the pipeline under load; count lost and doubled at the providers."""
+    from herald.infra.chaos import ChaosPlan
+    from herald.infra.chaos_faults import SCENARIOS
+    from herald.infra.chaos_suite import failed, print_table, run_chaos
+
+    names = scenario or list(SCENARIOS)
+    unknown = sorted(set(names) - set(SCENARIOS))
+    if unknown:
+        raise typer.BadParameter(f"unknown scenario(s) {unknown}; known: {', '.join(SCENARIOS)}")
+    plan = ChaosPlan(rate=rate, warmup_s=warmup_s, outage_s=outage_s, cooldown_s=cooldown_s)
+    outcomes = run_chaos(_settings(ctx), names, plan, lambda outcome: print(outcome.json_line(), flush=True))
+    print_table(outcomes, plan)
+    if failed(outcomes):
+        raise typer.Exit(1)
+
+
 from herald.infra.cli_dlq import dlq  # noqa: E402  (after `app`: its commands import from here)
 from herald.infra.cli_repairs import resend_missing, sessions, tokens  # noqa: E402
 

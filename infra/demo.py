@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.orm import Session
 
-from herald.infra.bootstrap import prepare
+from herald.infra.bootstrap import prepare, replication_factor
 from herald.infra.deadline import Deadline
 from herald.infra.demo_faults import (
     DEMO_SESSION,
@@ -74,9 +74,14 @@ class DemoResult:
 
 
 def pipeline_env(settings: Settings, endpoints: Endpoints, network: SimulatorNetwork) -> dict[str, str]:
-    """The environment of every child: our settings, resolved endpoints, simulator URLs."""
+    """The environment of every child: our settings, resolved endpoints, simulator URLs.
+
+    The replication factor is resolved here too: a child given the bootstrap address no longer
+    looks at the embedded cluster, and would create Faust's topics with one replica on three.
+    """
     return child_environ(settings, os.environ, kafka_bootstrap=endpoints.kafka_bootstrap,
                          database_url=endpoints.database_url,
+                         replication_factor=replication_factor(settings),
                          whatsapp_instances=network.whatsapp, email_url=network.email)
 
 

@@ -1,0 +1,100 @@
+"""`herald chaos`: the scenarios in order, one JSON line each, then a table with the verdicts.
+
+Most run on the embedded default (or the configured services); the broker-of-three one
+starts a cluster of three brokers of its own beside it (same jars, same database) and
+stops it afterwards. A scenario that must stop a service is skipped, saying why, when that
+service is configured rather than embedded: Herald does not stop what it did not start.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+from rich.console import Console
+from rich.table import Table
+
+from herald.infra.bootstrap import prepare
+from herald.infra.chaos import CHAOS_RETRIES, ChaosPlan, Outcome, run_scenario
+from herald.infra.chaos_faults import SCENARIOS, Scenario
+from herald.infra.demo_faults import DEMO_SESSION_CHECKS
+from herald.infra.services import Endpoints, start_services, stop_services
+from herald.infra.settings import Settings
+
+CLUSTER_HOME = "chaos-cluster"  # under HERALD_HOME: the three brokers' own directory
+
+
+def chaos_settings(settings: Settings) -> Settings:
+    """Fast retries that outlast the outages, and the demo's quick session checks."""
+    retries = {f"{channel}_{name}": value for channel in ("whatsapp", "email")
+               for name, value in CHAOS_RETRIES.items()}
+    return dataclasses.replace(settings, **retries, **DEMO_SESSION_CHECKS)
+
+
+def skip_reason(scenario: Scenario, settings: Settings) -> str:
+    if scenario.stops == "kafka" and settings.kafka_bootstrap is not None:
+        return "needs the embedded Kafka (HERALD_KAFKA_BOOTSTRAP points elsewhere)"
+    if scenario.stops == "postgres" and settings.database_url is not None:
+        return "needs the embedded PostgreSQL (HERALD_DATABASE_URL points elsewhere)"
+    return ""
+
+
+def run_chaos(settings: Settings, names: list[str], plan: ChaosPlan,
+              report: Callable[[Outcome], None]) -> list[Outcome]:
+    """Each named scenario in turn; `report` hears of each outcome as soon as it is counted."""
+    settings = chaos_settings(settings)
+    outcomes = []
+    endpoints, started = start_services(settings)
+    try:
+        prepare(settings)
+        for name in names:
+            scenario = SCENARIOS[name]
+            reason = skip_reason(scenario, settings)
+            if reason:
+                outcome = Outcome(name, 0, 0, 0, 0, None, {"skipped": reason})
+            elif scenario.needs_cluster:
+                outcome = _on_cluster(scenario, settings, endpoints, plan)
+            else:
+                outcome = _run(scenario, settings, endpoints, plan)
+            report(outcome)
+            outcomes.append(outcome)
+    finally:
+        stop_services(settings, only=started)
+    return outcomes
+
+
+def _run(scenario: Scenario, settings: Settings, endpoints: Endpoints, plan: ChaosPlan) -> Outcome:
+    fault_s = plan.outage_s if scenario.long_fault else 0.0
+    return run_scenario(scenario.name, scenario.inject, settings, endpoints, plan, fault_s)
+
+
+def _on_cluster(scenario: Scenario, settings: Settings, endpoints: Endpoints, plan: ChaosPlan) -> Outcome:
+    """Three brokers of the scenario's own (the jars from the same Maven cache), the same database."""
+    cluster = dataclasses.replace(settings, home=settings.home / CLUSTER_HOME, kafka_brokers=3,
+                                  maven_repo=settings.maven_repo or settings.home / "m2",
+                                  database_url=endpoints.database_url)
+    cluster_endpoints, started = start_services(cluster)
+    try:
+        prepare(cluster)
+        return _run(scenario, cluster, cluster_endpoints, plan)
+    finally:
+        stop_services(cluster, only=started)
+
+
+def print_table(outcomes: list[Outcome], plan: ChaosPlan) -> None:
+    table = Table("scenario", "fault", "written", "delivered", "lost", "duplicated", "recovery", "verdict",
+                  title=f"Herald chaos: counted at the provider simulators ({plan.rate:g} registrations/s, "
+                        f"outages of {plan.outage_s:g} s)")
+    for outcome in outcomes:
+        skipped = outcome.extra.get("skipped")
+        missed = outcome.shortfalls()
+        verdict = f"skipped: {skipped}" if skipped else ("goal met" if not missed else "; ".join(missed))
+        recovery = "-" if outcome.recovery_s is None else f"{outcome.recovery_s:.1f} s"
+        table.add_row(outcome.scenario, SCENARIOS[outcome.scenario].fault, str(outcome.written),
+                      str(outcome.delivered), str(outcome.lost), str(outcome.duplicated), recovery, verdict)
+    Console().print(table)
+
+
+def failed(outcomes: list[Outcome]) -> bool:
+    """Anything lost or doubled, or a run cut short: what `herald chaos` exits 1 for."""
+    return any(o.lost or o.duplicated or o.error for o in outcomes)
