@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from herald.consumers import event_loop
 from herald.consumers.commits import caught_up
@@ -89,7 +89,8 @@ class DeliveryWorker:
         self._due: dict[Partition, float] = {}  # paused until this time.time()
         self._kafka = ThreadPoolExecutor(1, thread_name_prefix="kafka")
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._producer: Producer | None = None
+        self._producer: Producer | None = None  # created, and its transactions initialised, lazily
+        self._producer_ready = False
         self._backoff_until = 0.0
         # Fetch once a quarter of the slots is free, not after every finished request: each
         # fetch is a hop to the Kafka thread, which cost more than the request's own work.
@@ -101,7 +102,6 @@ class DeliveryWorker:
 
     def run(self, stop: threading.Event, drain: bool = False) -> WorkerStats:
         """Deliver until `stop` is set; with `drain`, also stop once nothing is left to read."""
-        self._producer = self._transactional_producer()
         self._consumer.subscribe([qualified(self._config.topic, self._config.namespace)],
                                  on_revoke=self._on_revoke, on_lost=self._on_lost)
         try:
@@ -259,12 +259,14 @@ class DeliveryWorker:
             self._consumer.resume([TopicPartition(t, p) for t, p in ready])
 
     def _commit_finished(self, partitions: list[Partition] | None = None) -> None:
-        if time.monotonic() < self._backoff_until:
+        if time.monotonic() < self._backoff_until or not self._transactions_ready():
             return
         taken = self._inflight.take_finished(partitions)
-        for _attempt in range(2):
+        for attempt in range(2):
             if not taken:
                 return
+            if attempt and not self._transactions_ready():
+                break
             try:
                 self._transact(taken)
                 return
@@ -277,6 +279,25 @@ class DeliveryWorker:
         self._backoff_until = time.monotonic() + 1.0
         if partitions is None:
             self._rewind(taken.first)  # delivered again; the provider drops the repeats
+
+    def _transactions_ready(self) -> bool:
+        """A producer whose transactions are initialised; False (try again in a second) while
+        the broker cannot answer, so a broker outage pauses commits instead of killing the worker."""
+        if self._producer_ready:
+            return True
+        if self._producer is None:
+            # Unique per process: a dead worker's open transaction is aborted by its timeout.
+            self._producer = self._new_producer(f"{self._config.consumer_group}.{uuid.uuid4().hex[:12]}")
+        try:
+            self._producer.init_transactions(self._config.transaction_timeout_s)
+        except KafkaException as exc:  # a timeout may be resumed by calling again; anything else: anew
+            if exc.args[0].code() != KafkaError._TIMED_OUT:
+                self._producer = None
+            log.warning("transactions not ready, committing later (%s)", exc.args[0].str())
+            self._backoff_until = time.monotonic() + 1.0
+            return False
+        self._producer_ready = True
+        return True
 
     def _transact(self, taken: Taken) -> None:
         producer = self._producer
@@ -293,17 +314,17 @@ class DeliveryWorker:
         self.stats.committed += taken.input_count
 
     def _abort(self, exc: KafkaException, taken: Taken) -> None:
-        """Abort the failed transaction, or replace the producer when it cannot abort."""
+        """Abort the failed transaction, or drop the producer (a new one next time) when it cannot."""
         self.stats.failed_transactions += 1
         error = exc.args[0]
         log.warning("transaction of %d input(s) failed (%s)", taken.input_count, error.str())
-        if error.fatal():
-            self._producer = self._transactional_producer()
-            return
-        try:
-            self._producer.abort_transaction(self._config.transaction_timeout_s)  # type: ignore[union-attr]
-        except KafkaException:
-            self._producer = self._transactional_producer()
+        if not error.fatal():
+            try:
+                self._producer.abort_transaction(self._config.transaction_timeout_s)  # type: ignore[union-attr]
+                return
+            except KafkaException:
+                pass
+        self._producer, self._producer_ready = None, False
 
     def _rewind(self, first: dict[Partition, int]) -> None:
         self._void(self._inflight.drop(first))
@@ -332,12 +353,6 @@ class DeliveryWorker:
         self._void(self._inflight.drop(revoked))
         if any(self._due.pop(p, None) is not None for p in revoked):
             self._consumer.resume(partitions)  # a pause would outlive the assignment
-
-    def _transactional_producer(self) -> Producer:
-        # Unique per process: a dead worker's open transaction is aborted by its timeout.
-        producer = self._new_producer(f"{self._config.consumer_group}.{uuid.uuid4().hex[:12]}")
-        producer.init_transactions(self._config.transaction_timeout_s)
-        return producer
 
     def _caught_up(self) -> bool:
         """Kafka thread: every assigned partition read to its end (and, as nothing is in

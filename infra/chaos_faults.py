@@ -23,7 +23,7 @@ from herald.infra.demo_faults import DEMO_SESSION
 from herald.infra.kafka_io import producer_config
 from herald.infra.processes import HERALD_ARGV
 from herald.infra.services import embedded_kafka, embedded_postgres
-from herald.producers.models import DeadLetter
+from herald.producers.models import DeadLetter, MessagingSession
 from herald.schemas.catalog import REGISTRATION_EVENTS, consumer_group, notification_topic, qualified
 
 POISON_PER_TOPIC = 100
@@ -113,6 +113,24 @@ def gateway_crash(run: ChaosRun) -> None:
     run.group.kill("simulator-wa-1")
     run.cleared()  # no one intervenes: the corrections must move the session by themselves
     run.network.restart(run.group, "wa-1", forget_sessions=True)
+    run.extra["session_corrected_s"] = _seconds_until_declared_on(run, run.network.whatsapp[1])
+
+
+def _seconds_until_declared_on(run: ChaosRun, instance: str) -> float | None:
+    """How long after the crash the database named the session's new instance (None: not in 60 s)."""
+    crashed_at_s = (run.cleared_at_ms or 0) / 1000
+    engine = sa.create_engine(run.endpoints.database_url, poolclass=sa.pool.NullPool)
+    query = sa.select(MessagingSession.gateway_instance).where(MessagingSession.session_id == DEMO_SESSION)
+    try:
+        deadline = Deadline(60)
+        while not deadline.expired():
+            with engine.connect() as connection:
+                if connection.execute(query).scalar_one_or_none() == instance:
+                    return round(time.time() - crashed_at_s, 1)
+            time.sleep(0.2)
+        return None
+    finally:
+        engine.dispose()
 
 
 def poison_burst(run: ChaosRun) -> None:

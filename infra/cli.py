@@ -384,6 +384,20 @@ def bench_streams(
                                           sla_s))
 
 
+@bench.command("baselines")
+def bench_baselines(
+    ctx: typer.Context,
+    records: Annotated[int, typer.Option(help="Records Kafka's ProducerPerformance sends.")] = 500_000,
+    seconds: Annotated[float, typer.Option(help="How long pgbench inserts outbox rows.")] = 10.0,
+) -> None:
+    """The limits: Kafka's ProducerPerformance on the same broker, pgbench on the same database."""
+    from herald.infra.bench_baselines import print_baselines, run_baselines
+
+    settings, endpoints = _prepared(ctx)
+    print_baselines(run_baselines(settings, endpoints.kafka_bootstrap, endpoints.database_url, records,
+                                  seconds))
+
+
 def main() -> None:
     try:
         app()

@@ -19,6 +19,11 @@ class PublishFailed(RuntimeError):
     """The broker did not acknowledge every record before the deadline; nothing is assumed sent."""
 
 
+# librdkafka backs off reconnecting up to 10 s by default: a broker back after an outage
+# would wait that long for its clients.
+RECONNECT = {"reconnect.backoff.max.ms": 1000}
+
+
 def producer_config(bootstrap: str, ack_timeout_s: float, **overrides: Any) -> dict[str, Any]:
     """Defaults, then the caller's overrides: an idempotent producer that waits for all replicas."""
     config: dict[str, Any] = {
@@ -35,6 +40,7 @@ def producer_config(bootstrap: str, ack_timeout_s: float, **overrides: Any) -> d
         # A record not acknowledged within the caller's deadline fails instead of lingering
         # in the queue, so the caller's own retry (from its source of truth) takes over.
         "message.timeout.ms": int(ack_timeout_s * 1000),
+        **RECONNECT,
     }
     config.update(overrides)
     return config
@@ -49,6 +55,7 @@ def consumer_config(bootstrap: str, group_id: str, **overrides: Any) -> dict[str
         "auto.offset.reset": "earliest",
         "partition.assignment.strategy": "cooperative-sticky",
         "isolation.level": "read_committed",
+        **RECONNECT,
     }
     config.update(overrides)
     return config

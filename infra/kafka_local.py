@@ -93,6 +93,10 @@ def node_config(node_id: int, ports: list[NodePorts], data_dir: Path) -> dict[st
         # until aborted; the broker looks for timed-out ones every 10 s by default.
         "transaction.abort.timed.out.transaction.cleanup.interval.ms": "1000",
         "group.initial.rebalance.delay.ms": "0",
+        # A broker killed without a goodbye is fenced (its partitions led elsewhere) after this
+        # silence; Kafka's 9 s default alone would spend most of a 10 s recovery goal.
+        "broker.session.timeout.ms": "3000",
+        "broker.heartbeat.interval.ms": "500",
         "auto.create.topics.enable": "false",  # topics come from the catalog only
         "num.network.threads": "2",
         "num.io.threads": "4",

@@ -16,6 +16,8 @@ from typing import Any, Protocol, TypeVar
 
 import faust
 import orjson
+from aiokafka.errors import KafkaError as AioKafkaError
+from faust.exceptions import NotReady, ProducerSendError
 
 from herald.schemas.codec import UndecodableRecord, decode_expecting
 from herald.schemas.headers import from_kafka
@@ -27,6 +29,9 @@ log = logging.getLogger(__name__)
 RAW_BYTES = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
 RECHECK_AFTER_MS = 5000  # a check asked of a key's owner and not yet handled is asked again
 Send = Callable[[OutgoingRecord], Awaitable[None]]
+# What a timer's send raises while the broker is away or the producer restarts after it: the
+# tick gives up (its work kept for the next one) instead of crashing the worker for good.
+SEND_FAILURES = (NotReady, ProducerSendError, AioKafkaError, TimeoutError)
 
 
 class JsonState(Protocol):

@@ -32,7 +32,7 @@ from herald.schemas.catalog import (
 )
 from herald.schemas.codec import UndecodableRecord, decode_expecting
 from herald.schemas.records import OutgoingRecord
-from herald.streams.faust_io import RAW_BYTES, RECHECK_AFTER_MS, JsonTable, Send
+from herald.streams.faust_io import RAW_BYTES, RECHECK_AFTER_MS, SEND_FAILURES, JsonTable, Send
 from herald.streams.missing import Expectation, Policy, check, delivered, due_ms, expect, needs_check
 from herald.streams.rules import ROUTING_RULES
 
@@ -124,10 +124,17 @@ def add_missing_detector(app: faust.App, settings: Settings, send: Send) -> None
     @app.timer(interval=settings.missing_scan_interval_s)
     async def scan_deadlines() -> None:
         now_ms = int(time.time() * 1000)
-        for key in table.deadlines.pop_due(now_ms):
+        due = table.deadlines.pop_due(now_ms)
+        for n, key in enumerate(due):
             state = table.get(key)
             if state is not None and needs_check(state, now_ms):
-                await checks.send(key=state.registration_id.encode(), value=key.encode())
+                try:
+                    await checks.send(key=state.registration_id.encode(), value=key.encode())
+                except SEND_FAILURES as exc:
+                    log.warning("deadline checks wait for the broker (%s: %s)", type(exc).__name__, exc)
+                    for unsent in due[n:]:
+                        table.deadlines.at(now_ms + RECHECK_AFTER_MS, unsent)
+                    return
                 table.deadlines.at(now_ms + RECHECK_AFTER_MS, key)  # unanswered: asked again
 
 

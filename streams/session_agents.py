@@ -41,6 +41,7 @@ from herald.schemas.records import SourceRecord, dead_letter
 from herald.streams.faust_io import (
     RAW_BYTES,
     RECHECK_AFTER_MS,
+    SEND_FAILURES,
     JsonTable,
     Send,
     decoded_or_dead_letter,
@@ -177,7 +178,10 @@ def add_session_reconciler(app: faust.App, settings: Settings, bootstrap: str, s
     @app.timer(interval=settings.session_resync_interval_s)
     async def resync() -> None:
         if feed.ready.is_set():  # the full diff: silence and grace periods change verdicts too
-            await ask_changed(table)
+            try:
+                await ask_changed(table)
+            except SEND_FAILURES as exc:  # level-based: the next tick asks everything again
+                log.warning("session resync waits for the broker (%s: %s)", type(exc).__name__, exc)
 
 
 def _now_ms() -> int:

@@ -20,7 +20,7 @@ import faust
 
 from herald.infra.settings import Settings
 from herald.schemas.catalog import NOTIFICATION_STATUS, STATUS_PARTIALS, qualified
-from herald.streams.faust_io import RAW_BYTES, JsonTable, Send, decoded_or_dead_letter
+from herald.streams.faust_io import RAW_BYTES, SEND_FAILURES, JsonTable, Send, decoded_or_dead_letter
 from herald.streams.status_stats import (
     Bucket,
     BucketTotal,
@@ -100,12 +100,17 @@ def add_status_stats(app: faust.App, settings: Settings, send: Send) -> None:
 
     @app.timer(interval=settings.status_stats_flush_interval_s)
     async def flush_partials() -> None:
-        keys, counted.dirty = counted.dirty, set()
-        for key in keys:
+        keys, counted.dirty = list(counted.dirty), set()
+        for n, key in enumerate(keys):
             entry = counts.get(key)
             if entry is not None:  # None: revoked or forgotten meanwhile
                 record = partial_record(entry.bucket, entry.partition, entry.partial)
-                await partials.send(key=record.key, value=record.value)
+                try:
+                    await partials.send(key=record.key, value=record.value)
+                except SEND_FAILURES as exc:
+                    log.warning("status partials wait for the broker (%s: %s)", type(exc).__name__, exc)
+                    counted.dirty.update(keys[n:])
+                    return
 
     @app.agent(partials, name="status-totals")
     async def sum_partials(stream: faust.StreamT) -> None:

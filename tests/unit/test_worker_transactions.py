@@ -17,10 +17,14 @@ REFUSED = KafkaError(KafkaError.ILLEGAL_GENERATION, "generation moved on", txn_r
 @dataclass
 class FakeProducer:
     refusals: int  # how many commits to refuse
+    init_timeouts: int = 0  # how many init_transactions time out (the broker unreachable)
     calls: list[str] = field(default_factory=list)
     committed_offsets: list[list[TopicPartition]] = field(default_factory=list)
 
     def init_transactions(self, timeout: float) -> None:
+        if self.init_timeouts:
+            self.init_timeouts -= 1
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "timed out, retry call to resume"))
         self.calls.append("init")
 
     def begin_transaction(self) -> None:
@@ -60,7 +64,6 @@ class FakeConsumer:
 def worker_with(producer: FakeProducer, consumer: FakeConsumer) -> DeliveryWorker:
     config = WorkerConfig(topic="notifications.email", namespace="", consumer_group="g", concurrency=4)
     worker = DeliveryWorker(config, consumer, lambda _id: producer, handler=None)  # type: ignore[arg-type]
-    worker._producer = worker._transactional_producer()
     for offset in (5, 6):
         entry = worker._inflight.start(P0, offset)
         worker._inflight.finish(entry, [OutgoingRecord("notifications.status", b"k", b"v", {})])
@@ -90,3 +93,17 @@ def test_work_of_a_partition_no_longer_owned_is_not_committed_again():
     worker = worker_with(producer, consumer)
     worker._commit_finished()
     assert producer.calls.count("commit") == 0 and consumer.seeks == []
+
+
+def test_a_broker_that_cannot_initialise_transactions_pauses_commits_without_losing_work():
+    producer, consumer = FakeProducer(refusals=0, init_timeouts=2), FakeConsumer([P0])
+    worker = worker_with(producer, consumer)
+    for _ in range(2):  # the broker is down: nothing committed, nothing rewound, nothing raised
+        worker._backoff_until = 0.0
+        worker._commit_finished()
+    assert producer.calls == [] and consumer.seeks == []
+    worker._backoff_until = 0.0
+    worker._commit_finished()  # back: the same producer resumes and the finished work commits
+    assert producer.calls[0] == "init" and producer.calls[-1] == "commit"
+    assert [tp.offset for tp in producer.committed_offsets[-1]] == [7]
+    assert worker.stats.committed == 2
