@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test chaos lint unit integration up down clean
+.PHONY: install demo test chaos bench lint unit integration up down clean
 
 install: $(STAMP)
 
@@ -23,6 +23,9 @@ test: install lint
 
 chaos: install
 	$(BIN)/herald chaos
+
+bench: install
+	$(BIN)/herald bench report
 
 lint: install
 	$(BIN)/ruff check .

@@ -398,6 +398,22 @@ def bench_baselines(
                                   seconds))
 
 
+@bench.command("report")
+def bench_report(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option(help="The Markdown report; plots go beside it.")] = Path(
+        "docs/benchmarks.md"),
+    quick: Annotated[bool, typer.Option(help="Small sizes: proves the report, measures little.")] = False,
+) -> None:
+    """Baselines, relay, delivery and streams benches in one run, written to docs/benchmarks.md."""
+    from herald.infra.bench_report import run_report
+    from herald.infra.settings import child_environ
+
+    settings, _endpoints = _prepared(ctx)  # started once here, reused by each bench
+    written = run_report(out, quick, child_environ(settings, os.environ))
+    console.print(f"wrote {written} and its plots")
+
+
 def main() -> None:
     try:
         app()

@@ -52,9 +52,9 @@ def run_bench(settings, argv: list[str]) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def bench_topics(settings) -> set[str]:
+def bench_topics(settings, prefix: str = "bench") -> set[str]:
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-    return {t for t in admin.list_topics(timeout=10).topics if t.startswith("bench")}
+    return {t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)}
 
 
 def test_bench_streams_reports_its_figures_and_baseline(settings):
@@ -70,3 +70,15 @@ def test_bench_streams_reports_its_figures_and_baseline(settings):
     assert (figures["alerts_expected"], figures["alerts_missed"], figures["false_alerts"]) == (30, 0, 0)
     assert figures["alert_delay_min_s"] >= 0, "an alert arrived before its deadline"
     assert bench_topics(settings) == before, "the bench left topics behind"
+
+
+def test_bench_baselines_measures_kafkas_producer_performance_and_pgbench(settings):
+    before = bench_topics(settings, prefix="perf")
+    figures = run_bench(settings, [*HERALD, "bench", "baselines", "--records", "20000", "--seconds", "1"])
+    for key in ("producer_perf_eps", "producer_perf_mb_s", "pgbench_tps", "pgbench_rows_per_s",
+                "record_size"):
+        assert figures[key] > 0, key
+    assert figures["producer_perf_p99_ms"] >= figures["producer_perf_p50_ms"] >= 0
+    rows_per_s = figures["pgbench_tps"] * figures["pgbench_rows_per_tx"]
+    assert abs(figures["pgbench_rows_per_s"] - rows_per_s) < 1, figures
+    assert bench_topics(settings, prefix="perf") == before, "the baseline left its topic behind"

@@ -1,0 +1,111 @@
+"""The tables of docs/benchmarks.md: each figure, its baseline from the same run, the ratio
+and the command that measured it (from the bench commands' JSON results)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+Row = tuple[str, str, str, str]  # figure, value, baseline, ratio
+
+
+def _table(title: str, command: str, rows: list[Row], note: str = "") -> list[str]:
+    lines = [f"## {title}", "", f"Command: `{command}`", ""]
+    lines += ["| figure | value | baseline (same run) | ratio |", "|---|---:|---|---:|"]
+    lines += [f"| {figure} | {value} | {baseline} | {ratio} |" for figure, value, baseline, ratio in rows]
+    return [*lines, "", *([note, ""] if note else [])]
+
+
+def _ratio(value: float, baseline: float) -> str:
+    return f"{value / baseline:.2f}" if baseline > 0 else "-"
+
+
+def _eps(value: float, unit: str = "events/s") -> str:
+    return f"{value:,.0f} {unit}"
+
+
+def baseline_rows(b: dict[str, Any]) -> list[Row]:
+    return [
+        (f"Kafka ProducerPerformance: {b['record_size']}-byte records, acks=all, idempotent, lz4",
+         _eps(b["producer_perf_eps"], "records/s"), "the broker's publishing limit", ""),
+        ("  its latency p50 / p99 (send -> ack, all out)",
+         f"{b['producer_perf_p50_ms']:.0f} / {b['producer_perf_p99_ms']:.0f} ms", "", ""),
+        (f"pgbench: outbox inserts, {b['pgbench_clients']} clients x {b['pgbench_rows_per_tx']} rows per "
+         f"transaction", _eps(b["pgbench_rows_per_s"], "rows/s"), "the database's insert limit", ""),
+    ]
+
+
+def relay_rows(r: dict[str, Any], b: dict[str, Any]) -> list[Row]:
+    perf, pg = float(b["producer_perf_eps"]), float(b["pgbench_rows_per_s"])
+    perf_name, pg_name = "ProducerPerformance", "pgbench inserts"
+    return [
+        ("raw confluent-kafka producer (Python, no database)", _eps(r["raw_producer_eps"]),
+         perf_name, _ratio(r["raw_producer_eps"], perf)),
+        ("relay claim-and-remove statement alone (no Kafka)", _eps(r["raw_claim_eps"]),
+         pg_name, _ratio(r["raw_claim_eps"], pg)),
+        ("outbox drained by 1 relay", _eps(r["drain_eps_1"]), perf_name, _ratio(r["drain_eps_1"], perf)),
+        ("outbox drained by 3 relays", _eps(r["drain_eps_3"]), perf_name, _ratio(r["drain_eps_3"], perf)),
+        ("4 writers through emit() while 1 relay publishes", _eps(r["sustained_eps"]),
+         pg_name, _ratio(r["sustained_eps"], pg)),
+        (f"commit -> broker append at {r['paced_eps']:,.0f} events/s, p50 / p99",
+         f"{r['p50_ms']:.1f} / {r['p99_ms']:.1f} ms", "ProducerPerformance p50 / p99 (all out)",
+         f"{b['producer_perf_p50_ms']:.0f} / {b['producer_perf_p99_ms']:.0f} ms"),
+        ("per-key order kept (3 relays)", str(r["order_kept"]), "", ""),
+    ]
+
+
+def delivery_rows(d: dict[str, Any]) -> list[Row]:
+    raw = float(d["raw_provider_eps"])
+    campaign_eps = d["campaign"] / d["campaign_10k_s"] if d["campaign_10k_s"] > 0 else 0.0
+    rows: list[Row] = [
+        (f"campaign of {d['campaign']:,}: commit -> last delivery", f"{d['campaign_10k_s']:.2f} s "
+         f"({campaign_eps:,.0f} msg/s)", f"raw provider rate {raw:,.0f} msg/s", _ratio(campaign_eps, raw)),
+        (f"commit -> provider at {d['paced_eps']:,.0f}/s, p50 / p99",
+         f"{d['p50_ms']:.1f} / {d['p99_ms']:.1f} ms",
+         f"the provider's own answer time {d['latency_ms']:g} ms", ""),
+        ("CPU of the whole machine per notification (campaign)",
+         f"{d['campaign_cpu_ms_per_msg']:.2f} ms", "", ""),
+        ("failover: kill -9 of one of two workers -> its partitions deliver again",
+         f"{d['failover_s']:.2f} s", "", ""),
+        ("lost / duplicated (counted at the simulators)", f"{d['lost']} / {d['duplicates']}", "", ""),
+    ]
+    return rows
+
+
+def streams_rows(s: dict[str, Any]) -> list[Row]:
+    raw = float(s["raw_consume_eps"])
+    rows: list[Row] = [("decoding consume rate (Python, fastavro)", _eps(s["decoding_consume_eps"]),
+                        f"raw consume {raw:,.0f} events/s", _ratio(s["decoding_consume_eps"], raw))]
+    for name in ("router", "missing", "sessions"):
+        rows.append((f"{name} processor, one Faust worker", _eps(s[f"{name}_eps"]), "raw consume",
+                     _ratio(s[f"{name}_eps"], raw)))
+    rows += [("through all three (the slowest)", _eps(s["events_per_s"]), "raw consume",
+              _ratio(s["events_per_s"], raw)),
+             ("SLA deadline -> missing-notification alert, p50 / p99",
+              f"{s['alert_delay_p50_s']:.2f} / {s['alert_delay_p99_s']:.2f} s", "goal p99 <= 2 s",
+              "met" if s["alert_delay_p99_s"] <= 2 else "missed"),
+             ("false alerts / alerts missed", f"{s['false_alerts']} / {s['alerts_missed']}", "", "")]
+    return rows
+
+
+def scaling_rows(d: dict[str, Any], r: dict[str, Any]) -> list[Row]:
+    by_workers = {int(k): float(v) for k, v in d["eps_by_workers"].items()}
+    one = by_workers.get(1, 0.0)
+    rows: list[Row] = [(f"one consumer group (email), {n} process{'es' if n > 1 else ''}", _eps(eps, "msg/s"),
+                        "1 process", _ratio(eps, one)) for n, eps in sorted(by_workers.items())]
+    rows += [("relays draining one outbox, 1", _eps(r["drain_eps_1"]), "1 relay", "1.00"),
+             ("relays draining one outbox, 3", _eps(r["drain_eps_3"]), "1 relay",
+              _ratio(r["drain_eps_3"], r["drain_eps_1"]))]
+    return rows
+
+
+def report_sections(results: dict[str, dict[str, Any]], shells: dict[str, str]) -> list[str]:
+    b, r, d, s = results["baselines"], results["relay"], results["deliver"], results["streams"]
+    scaling_note = (f"All processes share this machine's {os.cpu_count()} CPUs with the broker, the database "
+                    "and the simulators: a ratio above 1 needs idle cores, so here it shows the cost of "
+                    "more processes on the same cores, not what separate hosts would add (README, Scaling).")
+    return [*_table("Baselines", shells["baselines"], baseline_rows(b)),
+            *_table("Relay: outbox -> Kafka", shells["relay"], relay_rows(r, b)),
+            *_table("Delivery: Kafka -> provider", shells["deliver"], delivery_rows(d)),
+            *_table("Streams: router and detectors", shells["streams"], streams_rows(s)),
+            *_table("Scaling", f"{shells['deliver']}; {shells['relay']}", scaling_rows(d, r), scaling_note)]
