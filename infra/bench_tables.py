@@ -17,7 +17,10 @@ def _table(title: str, command: str, rows: list[Row], note: str = "") -> list[st
 
 
 def _ratio(value: float, baseline: float) -> str:
-    return f"{value / baseline:.2f}" if baseline > 0 else "-"
+    if baseline <= 0:
+        return "-"
+    ratio = value / baseline
+    return f"{ratio:.2f}" if ratio >= 0.1 else f"{ratio:.2g}"  # two digits that say something
 
 
 def _eps(value: float, unit: str = "events/s") -> str:
