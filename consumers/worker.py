@@ -42,6 +42,7 @@ from herald.schemas.records import OutgoingRecord, SourceRecord, dead_letter
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+SEND_OFFSETS_GRACE_S = 5.0  # beyond its own timeout, before a blocked send_offsets is given up
 
 
 class RecordHandler(Protocol):
@@ -75,6 +76,34 @@ class WorkerConfig:
     transaction_timeout_s: float = 30.0
     settle_timeout_s: float = 15.0  # revoked partitions' in-flight work may finish this long
     shutdown_timeout_s: float = 15.0
+
+
+def send_offsets_bounded(producer: Producer, offsets: list[TopicPartition], group_metadata: object,
+                         timeout_s: float) -> None:
+    """send_offsets_to_transaction, given up on (as a fatal error) when it outlives its timeout.
+
+    librdkafka ignores that timeout while the group coordinator is down (issue #5456), and
+    after a broker restart may never retry it (#5511): `herald chaos --scenario broker-stop`
+    saw a worker blocked there for good. The blocked call stays in its daemon thread; the
+    caller drops the producer, whose open transaction the broker aborts after
+    transaction.timeout.ms, and rewinds its work, which the provider dedupes.
+    """
+    raised: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            producer.send_offsets_to_transaction(offsets, group_metadata, timeout_s)
+        except BaseException as exc:  # handed to the caller's thread
+            raised.append(exc)
+
+    thread = threading.Thread(target=call, name="send-offsets", daemon=True)
+    thread.start()
+    thread.join(timeout_s + SEND_OFFSETS_GRACE_S)
+    if thread.is_alive():
+        raise KafkaException(KafkaError(KafkaError._TIMED_OUT, f"send_offsets_to_transaction blocked past "
+                                        f"its {timeout_s:g} s timeout (librdkafka #5456)", fatal=True))
+    if raised:
+        raise raised[0]
 
 
 class DeliveryWorker:
@@ -308,7 +337,7 @@ class DeliveryWorker:
         ConfirmedSend(producer).produce(
             (qualified(r.topic, namespace), r.key, r.value, r.headers) for r in taken.records)
         offsets = [TopicPartition(t, p, o) for (t, p), o in taken.offsets.items()]
-        producer.send_offsets_to_transaction(offsets, self._consumer.consumer_group_metadata(), timeout)
+        send_offsets_bounded(producer, offsets, self._consumer.consumer_group_metadata(), timeout)
         producer.commit_transaction(timeout)
         self.stats.transactions += 1
         self.stats.committed += taken.input_count
@@ -327,6 +356,7 @@ class DeliveryWorker:
         self._producer, self._producer_ready = None, False
 
     def _rewind(self, first: dict[Partition, int]) -> None:
+        log.info("rewinding %s to their first uncommitted offsets", sorted(first.items()))
         self._void(self._inflight.drop(first))
         for (topic, partition), offset in first.items():
             self._due.pop((topic, partition), None)
@@ -338,6 +368,7 @@ class DeliveryWorker:
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """librdkafka, inside poll or close: finish (bounded) and commit, then let go."""
         revoked = [(tp.topic, tp.partition) for tp in partitions]
+        log.info("partitions revoked: %s", revoked)
         deadline = Deadline(self._config.settle_timeout_s)
         while self._inflight.unfinished(revoked) and not deadline.expired():
             time.sleep(0.01)
@@ -347,6 +378,7 @@ class DeliveryWorker:
 
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Already someone else's: nothing may be committed for them."""
+        log.info("partitions lost: %s", [(tp.topic, tp.partition) for tp in partitions])
         self._let_go([(tp.topic, tp.partition) for tp in partitions], partitions)
 
     def _let_go(self, revoked: list[Partition], partitions: list[TopicPartition]) -> None:

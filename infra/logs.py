@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import time
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
@@ -39,6 +41,35 @@ class ContextFilter(logging.Filter):
         return True
 
 
+class RepeatFilter(logging.Filter):
+    """One line per `window_s` for a message that repeats (numbers aside), then how many were
+    held back: a broker down for a minute otherwise logs a refused connect every 50 ms per client."""
+
+    NUMBERS = re.compile(r"\d+")
+
+    def __init__(self, window_s: float = 10.0, clock: Any = time.monotonic) -> None:
+        super().__init__()
+        self._window_s, self._clock = window_s, clock
+        self._seen: dict[tuple[str, int, str], tuple[float, int]] = {}  # -> (shown at, held back)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        key = (record.name, record.levelno, self.NUMBERS.sub("#", str(record.msg)))
+        now = self._clock()
+        shown_at, held = self._seen.get(key, (float("-inf"), 0))
+        if now - shown_at < self._window_s:
+            self._seen[key] = (shown_at, held + 1)
+            return False
+        if len(self._seen) > 1000:  # forget what has not repeated lately
+            self._seen = {k: v for k, v in self._seen.items() if now - v[0] < self._window_s}
+        self._seen[key] = (now, 0)
+        if held:
+            record.msg, record.args = f"{record.getMessage()} (and {held} like it in the last " \
+                                      f"{now - shown_at:.0f} s)", None
+        return True
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
@@ -60,6 +91,7 @@ def configure_logging(level: str, log_format: str) -> None:
     if log_format not in LOG_FORMATS:
         raise ValueError(f"unknown log format {log_format!r}; known: {', '.join(LOG_FORMATS)}")
     handler = logging.StreamHandler()
+    handler.addFilter(RepeatFilter())
     handler.addFilter(ContextFilter())
     handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()

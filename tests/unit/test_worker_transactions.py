@@ -3,10 +3,13 @@ too are the partitions rewound (and delivered again)."""
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
+from herald.consumers import worker as worker_module
 from herald.consumers.worker import DeliveryWorker, WorkerConfig
 from herald.schemas.records import OutgoingRecord
 
@@ -107,3 +110,34 @@ def test_a_broker_that_cannot_initialise_transactions_pauses_commits_without_los
     assert producer.calls[0] == "init" and producer.calls[-1] == "commit"
     assert [tp.offset for tp in producer.committed_offsets[-1]] == [7]
     assert worker.stats.committed == 2
+
+
+@dataclass
+class HangingProducer(FakeProducer):
+    """send_offsets_to_transaction blocks past its timeout, as librdkafka's does (#5456)."""
+    release: threading.Event = field(default_factory=threading.Event)
+
+    def send_offsets_to_transaction(self, offsets, metadata, timeout) -> None:
+        self.release.wait(30)
+
+
+def test_a_send_offsets_blocked_past_its_timeout_drops_the_producer_and_rewinds(monkeypatch):
+    monkeypatch.setattr(worker_module, "SEND_OFFSETS_GRACE_S", 0.2)
+    hanging, consumer = HangingProducer(refusals=0), FakeConsumer([P0])
+    producers = [hanging, FakeProducer(refusals=0, init_timeouts=1)]
+    config = WorkerConfig(topic="notifications.email", namespace="", consumer_group="g", concurrency=4,
+                          transaction_timeout_s=0.1)
+    worker = DeliveryWorker(config, consumer, lambda _id: producers.pop(0), handler=None)  # type: ignore[arg-type]
+    for offset in (5, 6):
+        entry = worker._inflight.start(P0, offset)
+        worker._inflight.finish(entry, [OutgoingRecord("notifications.status", b"k", b"v", {})])
+    started = time.monotonic()
+    try:
+        worker._commit_finished()
+    finally:
+        hanging.release.set()
+    assert time.monotonic() - started < 5, "the worker waited for the blocked call"
+    assert worker.stats.failed_transactions == 1 and worker.stats.transactions == 0
+    assert [(tp.partition, tp.offset) for tp in consumer.seeks] == [(0, 5)], "rewound: delivered again"
+    assert producers == [], "a new producer (a new transactional.id) was asked for"
+    assert worker._producer is not hanging
