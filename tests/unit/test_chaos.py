@@ -14,12 +14,20 @@ from herald.infra.settings import Settings
 CLEARED = 10_000.0
 
 
-def test_recovery_is_the_last_arrival_of_what_was_owed_when_the_fault_cleared():
-    verified = {"R1": 9_000.0, "R2": 9_900.0, "R3": 12_000.0}  # R3 came after: not a backlog
-    arrived = {("R1", "email"): 9_100.0, ("R1", "whatsapp"): 13_500.0,
-               ("R2", "email"): 11_000.0, ("R2", "whatsapp"): 10_500.0,
-               ("R3", "email"): 30_000.0, ("R3", "whatsapp"): 30_000.0}
-    assert recovery_seconds(verified, arrived, CLEARED) == 3.5
+def test_recovery_lasts_until_the_last_late_e_ticket_arrived():
+    verified = {"R1": 9_000.0, "R2": 9_900.0, "R3": 12_000.0, "R4": 14_000.0}
+    arrived = {("R1", "email"): 9_100.0, ("R1", "whatsapp"): 13_500.0,  # owed at the clear, late
+               ("R2", "email"): 10_000.0, ("R2", "whatsapp"): 10_100.0,  # owed, but on time
+               ("R3", "email"): 18_000.0, ("R3", "whatsapp"): 12_100.0,  # after the clear, still held up
+               ("R4", "email"): 14_200.0, ("R4", "whatsapp"): 14_300.0}
+    assert recovery_seconds(verified, arrived, CLEARED) == 8.0
+
+
+def test_nothing_late_after_the_clear_is_recovered_at_once():
+    verified = {"R1": 1_000.0, "R2": 9_900.0}
+    arrived = {("R1", "email"): 9_000.0, ("R1", "whatsapp"): 9_500.0,  # late, but before the clear
+               ("R2", "email"): 10_100.0, ("R2", "whatsapp"): 10_200.0}
+    assert recovery_seconds(verified, arrived, CLEARED) == 0.0
 
 
 def test_an_owed_e_ticket_that_never_arrived_means_never_recovered():
