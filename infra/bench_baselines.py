@@ -21,9 +21,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from confluent_kafka.admin import AdminClient, NewTopic
 
-from herald.infra.kafka_io import RDKAFKA_LOG
+from herald.infra.bench_relay import create_topic
 from herald.infra.postgres_local import find_bin_dir
 from herald.infra.processes import ServiceError
 from herald.infra.provisioning import delete_namespace_topics
@@ -37,7 +36,6 @@ from herald.schemas.codec import encode
 PRODUCER_PERFORMANCE = "org.apache.kafka.tools.ProducerPerformance"
 # The relay's producer (infra/kafka_io.producer_config), in Java client terms.
 PRODUCER_PROPS = ("acks=all", "enable.idempotence=true", "linger.ms=5", "compression.type=lz4")
-PERF_PARTITIONS = 6
 # "100000 records sent, 51813.5 records/sec (5.93 MB/sec), 272.26 ms avg latency, 456.00 ms max
 # latency, 276 ms 50th, 440 ms 95th, 452 ms 99th, 455 ms 99.9th."
 PERF_SUMMARY = re.compile(r"records sent, ([\d.]+) records/sec \(([\d.]+) MB/sec\), "
@@ -58,9 +56,7 @@ def producer_performance(settings: Settings, bootstrap: str, records: int,
     """Kafka's ProducerPerformance, all out (--throughput -1), on a topic of its own."""
     namespace = f"perf{uuid.uuid4().hex[:8]}"
     topic = qualified("bench.producer-perf", namespace)
-    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": RDKAFKA_LOG})
-    replicas = min(3, len(admin.list_topics(timeout=10).brokers))
-    admin.create_topics([NewTopic(topic, PERF_PARTITIONS, replicas)])[topic].result(30)
+    create_topic(bootstrap, topic, log_append_time=False)  # shaped as the relay bench's topics
     argv = [ensure_command("java", "openjdk-17-jre-headless"), "-Xmx512m", "-cp",
             embedded_kafka(settings).classpath(), PRODUCER_PERFORMANCE, "--topic", topic,
             "--num-records", str(records), "--record-size", str(record_size), "--throughput", "-1",

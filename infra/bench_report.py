@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from herald.infra.bench_plots import write_plots
+from herald.infra.bench_tables import report_sections
 from herald.infra.processes import HERALD_ARGV, ServiceError
 
 
@@ -93,8 +94,6 @@ def run_report(out: Path, quick: bool, environ: dict[str, str]) -> Path:
 
 def render_report(results: dict[str, dict[str, Any]], shells: dict[str, str], machine: str,
                   measured_at: datetime, plots: Sequence[Path]) -> str:
-    from herald.infra.bench_tables import report_sections
-
     head = ["# Herald benchmarks", "",
             f"Measured {measured_at:%Y-%m-%d %H:%M} UTC on {machine},",
             "by `make bench` (`herald bench report`).",
