@@ -7,6 +7,9 @@ next attempt, after a poll has served the rebalance, commits those of partitions
 owned. A partition that moved to a sibling is dropped here: the sibling resumes from the last
 committed offset and delivers those records again, which the provider drops by
 Idempotency-Key. So a failed commit redelivers; it never skips.
+
+On a transactional topic the committed offset also steps over the commit markers after the
+last record (`ReadPositions`), so a caught-up group shows lag 0.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from typing import Protocol
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
+from herald.infra.read_positions import ReadPositions
+
 log = logging.getLogger(__name__)
 
 Partition = tuple[str, int]
@@ -28,29 +33,41 @@ class CommittingConsumer(Protocol):
 
     def commit(self, *, offsets: list[TopicPartition], asynchronous: bool) -> object: ...
 
+    def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]: ...
+
 
 class PendingOffsets:
+    """For a loop that handles every record it fetched before it fetches again."""
+
     def __init__(self, consumer: CommittingConsumer) -> None:
         self._consumer = consumer
         self._next: dict[Partition, int] = {}  # per partition, the offset to resume from
+        self._committed: dict[Partition, int] = {}  # by this member, in partitions it still owns
+        self._read = ReadPositions()
 
     def finished(self, messages: Iterable[Message]) -> None:
         for m in messages:
             partition = (m.topic(), m.partition())
-            self._next[partition] = max(self._next.get(partition, 0), m.offset() + 1)
+            if m.offset() + 1 > self._next.get(partition, 0):
+                self._next[partition] = m.offset() + 1
+                self._read.handed_over(partition, m.offset())
 
     def __bool__(self) -> bool:
         return bool(self._next)
 
     def commit(self) -> bool:
-        """Commit what is pending for owned partitions; False (kept pending) when it failed."""
+        """Commit what is pending for owned partitions, past any markers after it (called after
+        every fetch, so markers are stepped over once idle); False (kept pending) when it failed."""
         owned = {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+        self._read.forget(self._read_partitions() - owned)  # a sibling's now: known again once read
         self._next = {p: offset for p, offset in self._next.items() if p in owned}
-        if not self._next:
+        self._committed = {p: offset for p, offset in self._committed.items() if p in owned}
+        offsets = self._offsets_to_commit(owned)
+        if not offsets:
             return True
-        offsets = [TopicPartition(t, p, offset) for (t, p), offset in self._next.items()]
         try:
-            self._consumer.commit(offsets=offsets, asynchronous=False)
+            self._consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                                  asynchronous=False)
         except KafkaException as exc:
             error = exc.args[0]
             if error.fatal():
@@ -58,8 +75,26 @@ class PendingOffsets:
             log.warning("commit of %d partition(s) failed (%s); kept for the next attempt",
                         len(offsets), error.str())
             return False
+        self._committed.update(offsets)
         self._next.clear()
         return True
+
+    def _read_partitions(self) -> set[Partition]:
+        return {*self._next, *self._committed}
+
+    def _offsets_to_commit(self, owned: set[Partition]) -> dict[Partition, int]:
+        if not owned:
+            return {}
+        for tp in self._consumer.position([TopicPartition(t, p) for t, p in owned]):
+            if tp.offset >= 0:
+                self._read.reached((tp.topic, tp.partition), tp.offset)
+        offsets = {}
+        for partition in self._read_partitions():
+            offset = self._read.resume_offset(partition, self._next.get(partition, self._committed.get(
+                partition, -1)))
+            if offset > self._committed.get(partition, -1):
+                offsets[partition] = offset
+        return offsets
 
 
 @dataclass(frozen=True)

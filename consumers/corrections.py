@@ -81,8 +81,7 @@ class CorrectionApplier:
                 if messages:
                     self._apply_batch(messages)
                     self._pending.finished(messages)
-                if self._pending:
-                    self._pending.commit()
+                self._pending.commit()  # also after an empty fetch: it may step over markers
         finally:
             self._consumer.close()
         return self.handler.stats

@@ -108,8 +108,7 @@ class DeadLetterIndexer:
                 if messages:
                     self._index(messages)
                     self._pending.finished(messages)
-                if self._pending:
-                    self._pending.commit()
+                self._pending.commit()  # also after an empty fetch: it may step over markers
                 if not messages and drain and not self._pending and caught_up(self._consumer):
                     break
         finally:

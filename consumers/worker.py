@@ -10,6 +10,8 @@
   partition resumes at the due time, so a retry never runs early.
 - A rebalance lets revoked partitions finish (bounded), commits them, and hands the rest
   back. SIGTERM does the same for every partition within the shutdown deadline.
+- Committed offsets step over the commit markers of transactional input (the retry tiers are
+  written in transactions), so a caught-up group shows lag 0 (`ReadPositions`).
 
 Every call into Kafka runs on one thread of its own (the "kafka" executor), so a rebalance
 callback, which librdkafka runs inside poll, never races a transaction.
@@ -36,6 +38,7 @@ from herald.consumers.commits import caught_up
 from herald.consumers.inflight import Entry, InFlight, Partition, Taken
 from herald.infra.deadline import Deadline
 from herald.infra.kafka_io import ConfirmedSend
+from herald.infra.read_positions import ReadPositions
 from herald.schemas.catalog import qualified
 from herald.schemas.headers import from_kafka
 from herald.schemas.records import OutgoingRecord, SourceRecord, dead_letter
@@ -114,6 +117,8 @@ class DeliveryWorker:
         self._new_producer = new_producer  # takes a transactional.id
         self._handler = handler
         self._inflight = InFlight()
+        self._read = ReadPositions()
+        self._committed: dict[Partition, int] = {}  # by this member, in partitions it owns
         self._tasks: dict[Entry, asyncio.Task[None]] = {}
         self._due: dict[Partition, float] = {}  # paused until this time.time()
         self._kafka = ThreadPoolExecutor(1, thread_name_prefix="kafka")
@@ -205,10 +210,20 @@ class DeliveryWorker:
     def _fetch(self, room: int) -> list[Message]:
         """Kafka thread: wait briefly for one record, then take what else is already fetched."""
         first = self._consumer.poll(0.1)
-        if first is None:
-            return []
-        rest = self._consumer.consume(min(room, 500) - 1, 0) if room > 1 else []
-        return [first, *rest]
+        messages = [] if first is None else [first, *(
+            self._consumer.consume(min(room, 500) - 1, 0) if room > 1 else [])]
+        self._note_positions(messages)
+        return messages
+
+    def _note_positions(self, messages: list[Message]) -> None:
+        """Kafka thread, right after a fetch: what it handed over and where each partition stands."""
+        for message in messages:
+            if message.error() is None:
+                self._read.handed_over((message.topic(), message.partition()), message.offset())
+        assignment = self._consumer.assignment()
+        for tp in self._consumer.position(assignment) if assignment else ():
+            if tp.offset >= 0:
+                self._read.reached((tp.topic, tp.partition), tp.offset)
 
     async def _dispatch(self, messages: list[Message]) -> None:
         pauses: dict[Partition, tuple[int, float]] = {}
@@ -276,6 +291,7 @@ class DeliveryWorker:
             tp = TopicPartition(topic, partition, offset)
             self._consumer.pause([tp])
             self._consumer.seek(tp)
+            self._read.forget([(topic, partition)])
             self._due[(topic, partition)] = due
             self.stats.paused_until_due += 1
 
@@ -290,7 +306,7 @@ class DeliveryWorker:
     def _commit_finished(self, partitions: list[Partition] | None = None) -> None:
         if time.monotonic() < self._backoff_until or not self._transactions_ready():
             return
-        taken = self._inflight.take_finished(partitions)
+        taken = self._step_over_markers(self._inflight.take_finished(partitions), partitions)
         for attempt in range(2):
             if not taken:
                 return
@@ -308,6 +324,18 @@ class DeliveryWorker:
         self._backoff_until = time.monotonic() + 1.0
         if partitions is None:
             self._rewind(taken.first)  # delivered again; the provider drops the repeats
+
+    def _step_over_markers(self, taken: Taken, partitions: list[Partition] | None) -> Taken:
+        """The finished offsets, and idle partitions' committed ones, moved past the markers that
+        follow them: committing "last record + 1" would leave lag 1 on a transactional topic."""
+        for partition, committed in self._committed.items():
+            if partitions is None or partition in partitions:
+                taken.offsets.setdefault(partition, committed)
+        for partition, offset in list(taken.offsets.items()):
+            taken.offsets[partition] = self._read.resume_offset(partition, offset)
+            if taken.offsets[partition] == self._committed.get(partition) and partition not in taken.inputs:
+                del taken.offsets[partition]  # nothing new for an idle partition
+        return taken
 
     def _transactions_ready(self) -> bool:
         """A producer whose transactions are initialised; False (try again in a second) while
@@ -339,6 +367,7 @@ class DeliveryWorker:
         offsets = [TopicPartition(t, p, o) for (t, p), o in taken.offsets.items()]
         send_offsets_bounded(producer, offsets, self._consumer.consumer_group_metadata(), timeout)
         producer.commit_transaction(timeout)
+        self._committed.update(taken.offsets)
         self.stats.transactions += 1
         self.stats.committed += taken.input_count
 
@@ -358,6 +387,7 @@ class DeliveryWorker:
     def _rewind(self, first: dict[Partition, int]) -> None:
         log.info("rewinding %s to their first uncommitted offsets", sorted(first.items()))
         self._void(self._inflight.drop(first))
+        self._read.forget(first)
         for (topic, partition), offset in first.items():
             self._due.pop((topic, partition), None)
             try:
@@ -383,6 +413,9 @@ class DeliveryWorker:
 
     def _let_go(self, revoked: list[Partition], partitions: list[TopicPartition]) -> None:
         self._void(self._inflight.drop(revoked))
+        self._read.forget(revoked)
+        for partition in revoked:
+            self._committed.pop(partition, None)
         if any(self._due.pop(p, None) is not None for p in revoked):
             self._consumer.resume(partitions)  # a pause would outlive the assignment
 

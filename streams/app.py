@@ -25,6 +25,7 @@ from herald.schemas.catalog import notification_topic as channel_topic
 from herald.schemas.headers import from_kafka
 from herald.schemas.records import OutgoingRecord, SourceRecord
 from herald.streams.faust_io import RAW_BYTES, Send, header_pairs
+from herald.streams.faust_kafka import read_committed_only
 from herald.streams.missing_agents import add_missing_detector
 from herald.streams.router import route
 from herald.streams.session_agents import add_session_reconciler
@@ -84,6 +85,7 @@ def create_app(settings: Settings, bootstrap: str, processor: str = "router") ->
         broker_commit_interval=settings.streams_commit_interval_s,
         broker_session_timeout=settings.kafka_session_timeout_s,
     )
+    read_committed_only(app)
     outputs = {
         name: app.topic(qualified(name, namespace), **RAW_BYTES)
         for name in [*(channel_topic(c) for c in CHANNELS), dead_letter_topic(REGISTRATION_EVENTS),

@@ -1,13 +1,17 @@
 """The status stream for analysts in Faust: per-minute counts into `notifications.status.stats`.
 
-- `status-counter` reads `notifications.status` and keeps, per input partition and bucket, a
+- `status-counter` reads `notifications.status`, drops repeated outcomes (the same
+  notification and status again: `SeenOutcomes`, in a changelogged table keyed by
+  notification id, which is the input's key, so each entry lives in its input partition),
+  and keeps, per input partition and bucket, a
   `Partial` (count and last offset counted) in a changelogged table. A timer sends the
   partials that changed (`streams.status.partials`, keyed by bucket), once a second by
   default, not once per outcome; after a recovery it sends every partial again.
 - `status-totals` keeps each bucket's partial per input partition in a second table and
   produces the bucket's sum whenever it grows.
 Buckets are forgotten two hours after their minute: an outcome older than that is not
-counted (and logged), since its bucket would start again from zero.
+counted (and logged), since its bucket would start again from zero. A notification's seen
+outcomes are forgotten two hours after its first one: a repeat later than that counts again.
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ from herald.streams.status_stats import (
     Bucket,
     BucketTotal,
     PartitionCount,
+    SeenOutcomes,
     count_once,
+    first_occurrence,
     merge_partial,
     partial_record,
     read_partial,
@@ -74,29 +80,47 @@ def add_status_stats(app: faust.App, settings: Settings, send: Send) -> None:
                                  value_type=bytes), PartitionCount.from_json)
     totals = JsonTable(app.Table("status-totals", partitions=6, default=None, key_type=bytes,
                                  value_type=bytes), BucketTotal.from_json)
-    counted, summed = BucketIndex(), BucketIndex()
+    seen = JsonTable(app.Table("status-seen", partitions=6, default=None, key_type=bytes, value_type=bytes),
+                     SeenOutcomes.from_json)
+    counted, summed, remembered = BucketIndex(), BucketIndex(), BucketIndex()
 
     @app.agent(app.topic(qualified(NOTIFICATION_STATUS, namespace), **RAW_BYTES), name="status-counter")
     async def count_outcomes(stream: faust.StreamT) -> None:
         async for event in stream.events():
-            partition, now_ms = event.message.partition, _now_ms()
+            partition, offset, now_ms = event.message.partition, event.message.offset, _now_ms()
             _forget(counts, counted, partition, now_ms)
+            _forget(seen, remembered, partition, now_ms)
             outcome = await decoded_or_dead_letter(event, NOTIFICATION_STATUS, "herald.NotificationStatus",
                                                    send, "status-counter")
             bucket = None if outcome is None else _bucket_of(outcome, now_ms)
             if bucket is None:
                 continue
+            notification_id = str(outcome["notification_id"])
+            counts_now, first = first_occurrence(seen.get(notification_id), bucket.status, partition, offset,
+                                                 now_ms)
+            if not counts_now:
+                log.debug("status counter: %s %s again at %d, not counted", notification_id, bucket.status,
+                          offset)
+                continue
             key = f"{bucket.key}|{partition}"
             known = counts.get(key)
-            partial = count_once(known.partial if known else None, event.message.offset)
+            partial = count_once(known.partial if known else None, offset)
             if partial is not None:
                 counts.put(key, PartitionCount(bucket, partition, partial))
                 counted.note(key, partition, bucket.window_start_ms, dirty=True)
+            if first is not None:  # after the count: a crash in between counts it on the replay
+                seen.put(notification_id, first)
+                remembered.note(notification_id, partition, first.first_seen_ms)
 
     @counts.on_recover
     async def resend_recovered() -> None:
         for key, entry in counts.items():
             counted.note(key, entry.partition, entry.bucket.window_start_ms, dirty=True)
+
+    @seen.on_recover
+    async def index_seen() -> None:
+        for key, entry in seen.items():
+            remembered.note(key, entry.partition, entry.first_seen_ms)
 
     @app.timer(interval=settings.status_stats_flush_interval_s)
     async def flush_partials() -> None:

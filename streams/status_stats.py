@@ -1,7 +1,13 @@
 """Per-minute counts of notification outcomes, by type, channel and status, counted exactly once.
 
-Two stages, each idempotent, so Faust's at-least-once processing never double counts:
+An outcome is a notification reaching a status: a repeat of it (the same notification and
+status again, as an at-least-once router re-routing a request after a restart produces) is
+not counted again. `SeenOutcomes` remembers, per notification, the offset of the record
+that first reached each status. Three idempotent steps, so Faust's at-least-once processing
+never double counts:
 
+0. Per notification, the first record of each status counts; a later one is a repeat.
+   The same record read again (a crash before the commit) is not a repeat: step 1 decides.
 1. Per input partition of `notifications.status`, a `Partial` per bucket holds the count and
    the last input offset counted, in one table entry (one changelog record). An outcome
    read again after a crash has an offset already counted, and is skipped.
@@ -94,6 +100,34 @@ class BucketTotal:
     def from_json(cls, data: Mapping[str, Any]) -> BucketTotal:
         return cls(Bucket(**data["bucket"]), data["table_partition"],
                    {int(p): c for p, c in data["counts"].items()})
+
+
+@dataclass(frozen=True)
+class SeenOutcomes:
+    """The dedupe table's entry: per status, the input offset of the first record reaching it."""
+
+    partition: int  # the input partition (all of a notification's records are in one)
+    first_seen_ms: int  # forgotten with the buckets, this long after
+    offsets: Mapping[str, int]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"partition": self.partition, "first_seen_ms": self.first_seen_ms,
+                "offsets": dict(self.offsets)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SeenOutcomes:
+        return cls(data["partition"], data["first_seen_ms"], data["offsets"])
+
+
+def first_occurrence(seen: SeenOutcomes | None, status: str, partition: int, offset: int,
+                     now_ms: int) -> tuple[bool, SeenOutcomes | None]:
+    """(whether the record at `offset` may count, the entry to store or None when unchanged)."""
+    if seen is None:
+        return True, SeenOutcomes(partition, now_ms, {status: offset})
+    first = seen.offsets.get(status)
+    if first is None:
+        return True, SeenOutcomes(partition, seen.first_seen_ms, {**seen.offsets, status: offset})
+    return first == offset, None
 
 
 def count_once(partial: Partial | None, offset: int) -> Partial | None:

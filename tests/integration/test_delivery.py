@@ -11,6 +11,7 @@ from datetime import datetime
 
 import pytest
 
+from herald.infra.kafka_views import consumer_lag
 from herald.schemas import headers as h
 from herald.schemas.catalog import consumer_group, notification_topic
 from herald.schemas.codec import decode
@@ -94,6 +95,10 @@ def test_with_30_percent_transient_failures_each_notification_arrives_exactly_on
     with delivering(fast_settings(settings, network), "whatsapp") as outcome:
         wait_until(lambda: accepted(network, "whatsapp") >= 300, 120, "all 300 through the retry tiers")
         latest = latest_statuses(settings, 300)
+        # The retry tiers are written in transactions: caught up means committed past their markers.
+        groups = consumer_group("deliver", notification_topic("whatsapp"), settings.namespace)
+        wait_until(lambda: set(consumer_lag(settings.kafka_bootstrap, groups).values()) == {0}, 30,
+                   "every group of the channel at lag 0")
     stats = network.stats("whatsapp")
     delivered = Counter(m["notification_id"] for m in network.messages("whatsapp"))
     assert set(delivered) == {r["notification_id"] for r in requests}, "lost"

@@ -157,3 +157,28 @@ def test_auto_resend_requests_the_missing_channel_again_with_the_same_id_and_sto
     alerts = [decode(m.value()).record for m in
               read_topic(settings.kafka_bootstrap, qualified(MISSING_NOTIFICATIONS, ns), idle_s=0.5)]
     assert [(a["missing_channels"], a["resend_attempts"]) for a in alerts] == [(["email"], 1), (["email"], 2)]
+
+
+def test_a_sent_status_from_an_aborted_transaction_is_no_delivery(settings, log_dir):
+    """A delivery worker's transaction that wrote `sent` and was aborted (its input is delivered
+    again): the e-ticket is still missing at its deadline, for the channel it aborted on."""
+    settings = dataclasses.replace(settings, missing_sla_e_ticket_s=SLA_S, missing_sla_welcome_s=3600.0,
+                                   missing_scan_interval_s=0.5)
+    ns = settings.namespace
+    producer = Producer(producer_config(settings.kafka_bootstrap, 30))
+    worker = Producer(producer_config(settings.kafka_bootstrap, 30, **{"transactional.id": f"{ns}-worker"}))
+    worker.init_transactions(30)
+    with ProcessGroup(log_dir, process_env(settings)) as group:
+        start_detector(group, settings, "streams")
+        produce_registration(producer, ns, "REG-A", "payment_verified")
+        assert producer.flush(30) == 0
+        for channel, commit in (("whatsapp", True), ("email", False)):
+            worker.begin_transaction()
+            key, value = status("REG-A", channel)
+            worker.produce(qualified(NOTIFICATION_STATUS, ns), value, key)
+            worker.commit_transaction(30) if commit else worker.abort_transaction(30)
+        alerts = read_topic(settings.kafka_bootstrap, qualified(MISSING_NOTIFICATIONS, ns), at_least=1,
+                            timeout_s=60, idle_s=2)
+        group.check_alive()
+    assert [(m.key().decode(), decode(m.value()).record["missing_channels"]) for m in alerts] == [
+        ("REG-A|e_ticket", ["email"])]

@@ -1,6 +1,7 @@
 """The status stream for analysts: per-minute counts by type, channel and status, exact across a
 kill -9 of the Faust worker mid-stream (nothing counted twice, nothing forgotten), with a
-poison record dead-lettered on the way."""
+poison record dead-lettered on the way; aborted transactions and repeated outcomes are not
+counted, and the counter's group ends at lag 0 on the transactional topic."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from confluent_kafka import Producer
 from herald.infra.deadline import Deadline
 from herald.infra.demo import wait_for_groups
 from herald.infra.kafka_io import producer_config
+from herald.infra.kafka_views import consumer_lag
 from herald.infra.processes import ProcessGroup
 from herald.schemas.catalog import NOTIFICATION_STATUS, STATUS_STATS, dead_letter_topic, qualified
 from herald.schemas.codec import decode, encode
@@ -51,6 +53,16 @@ def produce(producer: Producer, topic: str, records: list[dict]) -> None:
         producer.produce(topic, value, record["notification_id"].encode())
         producer.poll(0)
     assert producer.flush(30) == 0
+
+
+def produce_in_transaction(producer: Producer, topic: str, records: list[dict], commit: bool = True) -> None:
+    """As a delivery worker writes outcomes: in one transaction, committed or aborted."""
+    producer.begin_transaction()
+    produce(producer, topic, records)
+    if commit:
+        producer.commit_transaction(30)
+    else:
+        producer.abort_transaction(30)
 
 
 def latest_counts(settings) -> dict[str, int]:
@@ -89,6 +101,40 @@ def test_per_minute_counts_are_exact_across_a_kill_9_mid_stream(settings, log_di
     dead = [(m.key(), dict(m.headers())["error-class"])
             for m in read_topic(settings.kafka_bootstrap, dead_letters)]
     assert dead == [(b"poison", b"UndecodableRecord")]
+
+
+def test_aborted_and_repeated_outcomes_are_not_counted_and_the_group_ends_at_lag_0(settings, log_dir):
+    """What a router re-routing after a restart (the same notification sent again, 13 s later)
+    and delivery transactions aborted after their records were written put on the topic."""
+    settings = dataclasses.replace(settings, status_stats_flush_interval_s=0.3)
+    topic = qualified(NOTIFICATION_STATUS, settings.namespace)
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=5)
+    first, later, aborted = outcomes(600, start), outcomes(60, start), outcomes(90, start)
+    repeats = [{**r, "occurred_at": r["occurred_at"] + timedelta(seconds=13)} for r in first[::10]]
+    producer = Producer(producer_config(settings.kafka_bootstrap, 30,
+                                        **{"transactional.id": f"{settings.namespace}-outcomes"}))
+    producer.init_transactions(30)
+    group_id = streams_app_id(settings, "status")
+
+    def settled(total: int) -> bool:  # every record read and committed, markers included
+        lag = consumer_lag(settings.kafka_bootstrap, group_id).get(group_id)
+        return lag == 0 and sum(latest_counts(settings).values()) >= total
+
+    with ProcessGroup(log_dir, process_env(settings)) as group:
+        start_counter(group, settings)
+        produce_in_transaction(producer, topic, first[:300])
+        produce_in_transaction(producer, topic, aborted, commit=False)
+        produce_in_transaction(producer, topic, [*first[300:], *repeats[:30]])
+        wait_until(lambda: settled(len(first)), 90, "the counter caught up, at lag 0")
+        victim = group.processes["status"]
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.wait()
+        start_counter(group, settings)  # the seen outcomes come back from their changelog
+        produce_in_transaction(producer, topic, [*repeats[30:], *later])
+        wait_until(lambda: settled(len(first) + len(later)), 90, "the restarted counter caught up, at lag 0")
+        group.check_alive()
+    assert latest_counts(settings) == dict(Counter(Bucket.of(r).key for r in [*first, *later])), \
+        "each notification's outcome counted once: no aborted record, no repeat"
 
 
 def test_the_readme_example_consumer_prints_the_counts(settings, log_dir):

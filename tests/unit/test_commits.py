@@ -31,9 +31,14 @@ class FakeConsumer:
     owned: list[tuple[str, int]]
     refusals: list[KafkaError] = field(default_factory=list)
     committed: list[list[tuple[str, int, int]]] = field(default_factory=list)
+    positions: dict[tuple[str, int], int] = field(default_factory=dict)  # after the last fetch
 
     def assignment(self) -> list[TopicPartition]:
         return [TopicPartition(t, p) for t, p in self.owned]
+
+    def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        return [TopicPartition(tp.topic, tp.partition, self.positions.get((tp.topic, tp.partition), -1001))
+                for tp in partitions]
 
     def commit(self, *, offsets: list[TopicPartition], asynchronous: bool) -> None:
         assert asynchronous is False
@@ -90,3 +95,18 @@ def test_a_fatal_error_still_raises() -> None:
     pending.finished(messages("t", 0, 1))
     with pytest.raises(KafkaException):
         pending.commit()
+
+
+def test_a_commit_marker_after_the_last_record_is_stepped_over_also_once_idle() -> None:
+    """A transaction's records at 0-2 and its commit marker at 3: committing 3 would leave lag 1."""
+    consumer = FakeConsumer(owned=[("t", 0), ("t", 1)])
+    pending = PendingOffsets(consumer)
+    pending.finished(messages("t", 0, 0, 1, 2))
+    consumer.positions = {("t", 0): 3}  # the marker not fetched yet
+    assert pending.commit() is True
+    assert consumer.committed == [[("t", 0, 3)]]
+    consumer.positions = {("t", 0): 4, ("t", 1): 7}  # an empty fetch stepped over it
+    assert pending.commit() is True
+    assert consumer.committed == [[("t", 0, 3)], [("t", 0, 4)]], "partition 1 had nothing of ours to move"
+    assert pending.commit() is True and len(consumer.committed) == 2, "nothing new, nothing committed"
+

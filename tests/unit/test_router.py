@@ -111,7 +111,7 @@ def test_a_bug_dead_letters_the_record_instead_of_crash_looping(monkeypatch, cap
 
 @pytest.mark.parametrize(("processor", "tables"), [
     ("router", set()), ("missing", {"missing-expectations"}), ("sessions", {"session-entries"}),
-    ("status", {"status-partials", "status-totals"})])
+    ("status", {"status-partials", "status-totals", "status-seen"})])
 def test_each_processors_changelog_topics_are_known_before_its_worker_starts(processor, tables):
     from herald.infra.settings import Settings
     from herald.streams.app import changelog_topics, create_app

@@ -15,7 +15,9 @@ from herald.streams.status_stats import (
     BucketTotal,
     Partial,
     PartitionCount,
+    SeenOutcomes,
     count_once,
+    first_occurrence,
     merge_partial,
     partial_record,
     read_partial,
@@ -93,3 +95,13 @@ def test_table_entries_survive_their_json_round_trip():
     total = BucketTotal(bucket, 5, {0: 4, 3: 12})
     assert PartitionCount.from_json(json.loads(json.dumps(count.as_json()))) == count
     assert BucketTotal.from_json(json.loads(json.dumps(total.as_json()))) == total
+
+
+def test_the_first_record_of_a_notifications_status_counts_and_a_repeat_does_not():
+    counts, seen = first_occurrence(None, "sent", 2, 40, 1_000)
+    assert counts and seen == SeenOutcomes(2, 1_000, {"sent": 40})
+    assert first_occurrence(seen, "sent", 2, 40, 2_000) == (True, None), "the same record read again"
+    assert first_occurrence(seen, "sent", 2, 57, 2_000) == (False, None), "a repeat at another offset"
+    counts, seen = first_occurrence(seen, "dead_lettered", 2, 60, 3_000)
+    assert counts and seen == SeenOutcomes(2, 1_000, {"sent": 40, "dead_lettered": 60})
+    assert SeenOutcomes.from_json(json.loads(json.dumps(seen.as_json()))) == seen
