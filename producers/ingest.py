@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 REQUEST_ID_HEADER = "X-Request-ID"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # visible ASCII: the column holds 255
 
 
 @dataclass(frozen=True)
@@ -81,10 +82,14 @@ def create_ingest_app(engine: sa.Engine, config: IngestConfig) -> FastAPI:
             body = await _read_body(request, config.max_body_bytes)
             _check_signature(request, body, config)
             event = _parse(body, request_id, traceparent)
-            key = request.headers.get(IDEMPOTENCY_HEADER)
+            key = _idempotency_key(request.headers.get(IDEMPOTENCY_HEADER))
             status, answer, replayed = await run_in_threadpool(_commit, engine, event, body, key, request_id)
         except Rejected as exc:
             return _error(exc, request_id)
+        except Exception as exc:  # caught here: raised on, it would reset the kept-alive connection
+            log.error("ingest: unexpected %s", type(exc).__name__, exc_info=exc)
+            return _error(Rejected(500, "internal_error", "an unexpected error; nothing was written"),
+                          request_id)
         headers = {REQUEST_ID_HEADER: request_id, TRACEPARENT: traceparent}
         log.info("accepted %s for %s%s", event.event_type, event.key,
                  " (the first answer, replayed)" if replayed else "")
@@ -102,6 +107,13 @@ def create_ingest_app(engine: sa.Engine, config: IngestConfig) -> FastAPI:
 def _request_id(given: str | None) -> str:
     """The caller's X-Request-ID when it is a sane token, else a fresh one; it becomes correlation-id."""
     return given if given and _REQUEST_ID.match(given) else str(uuid.uuid4())
+
+
+def _idempotency_key(given: str | None) -> str | None:
+    if given is not None and not _IDEMPOTENCY_KEY.match(given):
+        raise Rejected(422, "invalid_idempotency_key",
+                       f"{IDEMPOTENCY_HEADER} must be 1 to 255 visible ASCII characters", IDEMPOTENCY_HEADER)
+    return given
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -149,15 +161,16 @@ def _commit(engine: sa.Engine, event: DomainEvent, body: bytes, key: str | None,
         log.warning("ingest: database unavailable: %s", exc.orig)
         raise Rejected(503, "database_unavailable", "the database is unavailable; retry later",
                        headers={"Retry-After": "5"}) from None
+    except sa.exc.DataError as exc:  # a limit the door checks missed: the caller's input, still
+        log.warning("ingest: the database refused a value: %s", type(exc.orig).__name__)
+        raise Rejected(422, "schema_violation", "a value does not fit the database; nothing was written",
+                       "data") from None
     return 202, answer, False
 
 
 def _claim_key(session: Session, key: str, digest: bytes,
                answer: dict[str, Any]) -> tuple[int, dict[str, Any], bool] | None:
     """Remember `key`, or return the first answer given under it (None: this request is the first)."""
-    if len(key) > 255:
-        raise Rejected(422, "invalid_idempotency_key", f"{IDEMPOTENCY_HEADER} is longer than 255 characters",
-                       IDEMPOTENCY_HEADER)
     # A concurrent request with the same key waits here until the first one commits.
     inserted = session.execute(insert(IngestRequest).values(
         idempotency_key=key, body_sha256=digest, status_code=202, response=answer)
@@ -168,7 +181,7 @@ def _claim_key(session: Session, key: str, digest: bytes,
     assert first is not None
     if first.body_sha256 != digest:
         raise Rejected(409, "idempotency_conflict",
-                       f"{IDEMPOTENCY_HEADER} {key!r} was used with a different body", IDEMPOTENCY_HEADER)
+                       f"this {IDEMPOTENCY_HEADER} was used with a different body", IDEMPOTENCY_HEADER)
     return first.status_code, first.response, True
 
 

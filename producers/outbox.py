@@ -21,6 +21,7 @@ from herald.schemas.headers import event_headers
 # Fixed for the table's life: rows are routed to relays by it. Changing it needs an empty
 # outbox (stop writers, let relays drain) and a migration.
 OUTBOX_SHARDS = 32
+MAX_KEY_LENGTH: int = OutboxRecord.__table__.c.message_key.type.length  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import struct
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, NoReturn
 
 import fastavro
 from fastavro.validation import ValidationError, validate
@@ -43,11 +44,13 @@ EARLIER_VERSIONS: dict[int, tuple[str, str]] = {
 
 
 class SchemaViolation(ValueError):
-    """A record does not match its schema; the message and `fields` name the offending fields."""
+    """A record does not match its schema; the message and `fields` name the offending fields,
+    and `problems` says what is wrong with each ("phone must be a string"), never its value."""
 
-    def __init__(self, message: str, fields: tuple[str, ...] = ()) -> None:
+    def __init__(self, message: str, fields: tuple[str, ...] = (), problems: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.fields = fields
+        self.problems = problems or (message,)
 
 
 class UndecodableRecord(ValueError):
@@ -67,6 +70,12 @@ def load_schema_json(file_name: str, history: str | None = None) -> dict[str, An
         base = base / "history" / file_name.removesuffix(".avsc")
         file_name = f"{history}.avsc"
     return json.loads((base / file_name).read_text(encoding="utf-8"))
+
+
+@cache
+def schema_json(schema_name: str) -> dict[str, Any]:
+    """The current version's JSON, with the attributes Avro ignores (such as `maxLength`)."""
+    return load_schema_json(_lookup(schema_name)[1])
 
 
 @cache
@@ -94,11 +103,17 @@ def _lookup(schema_name: str) -> tuple[int, str]:
 
 
 def validate_record(schema_name: str, record: dict[str, Any]) -> None:
-    """Raise SchemaViolation naming the field when `record` does not fit the schema."""
-    known = {f["name"] for f in parsed_schema(schema_name)["fields"]}
-    unknown = sorted(set(record) - known)
+    """Raise SchemaViolation naming the field when `record` does not fit the schema.
+
+    The message names each field and the type it needs, never the value: records carry
+    personal data, and errors travel to HTTP callers and logs."""
+    fields = parsed_schema(schema_name)["fields"]
+    unknown = sorted(set(record) - {f["name"] for f in fields})
     if unknown:  # fastavro ignores them; a misspelt field must not vanish silently
-        raise SchemaViolation(f"{schema_name}: unknown field(s) {', '.join(unknown)}", tuple(unknown))
+        _violation(schema_name, {shown_name(name): "is no field of the schema" for name in unknown})
+    missing = [f["name"] for f in fields if f["name"] not in record and "default" not in f]
+    if missing:
+        _violation(schema_name, dict.fromkeys(missing, "is required"))
     schema = parsed_schema(schema_name)
     # The quiet check first: with raise_errors, fastavro raises and catches an error for
     # every union branch a value does not match (each optional field's null), 3x the cost.
@@ -107,19 +122,55 @@ def validate_record(schema_name: str, record: dict[str, Any]) -> None:
     try:
         validate(record, schema, raise_errors=True, strict=True)
     except ValidationError as exc:
-        fields = tuple(_field_path(schema_name, error.field) for error in exc.errors)
-        raise SchemaViolation(f"{schema_name}: {_describe_violation(exc)}", fields) from None
+        paths = [_field_path(schema_name, error.field) for error in exc.errors]
+        _violation(schema_name, {path: f"must be {describe_type(schema_name, path)}" for path in paths})
+
+
+def _violation(schema_name: str, problems: dict[str, str]) -> NoReturn:
+    """Raise SchemaViolation for {field path: what is wrong with it}."""
+    said = tuple(f"{path} {problem}" for path, problem in problems.items())
+    raise SchemaViolation(f"{schema_name}: {'; '.join(said)}", tuple(problems), said)
+
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+def shown_name(name: object) -> str:
+    """A field name as an error may show it: anything but an Avro-like name could be data."""
+    return name if isinstance(name, str) and _NAME.match(name) else "(a name that is no field name)"
 
 
 def _field_path(schema_name: str, path: str | None) -> str:
     """fastavro's 'herald.X.a.b' as the record's own 'a.b'."""
-    return (path or "").removeprefix(f"{schema_name}.")
+    return (path or "").removeprefix(schema_name).removeprefix(".")
 
 
-def _describe_violation(exc: ValidationError) -> str:
-    # fastavro reports "<path> is <value> of type <type> expected <schema>" per error.
-    details = "; ".join(str(error) for error in exc.errors) if exc.errors else str(exc)
-    return f"invalid field: {details}"
+def describe_type(schema_name: str, path: str) -> str:
+    """The type the top-level field of `path` needs, in words (for error messages)."""
+    name = path.split(".", 1)[0]
+    for field_schema in parsed_schema(schema_name)["fields"]:
+        if field_schema["name"] == name:
+            return _words(field_schema["type"])
+    return "a record of the schema"
+
+
+def _words(avro_type: Any) -> str:
+    if isinstance(avro_type, list):
+        return " or ".join(_words(branch) for branch in avro_type)
+    if isinstance(avro_type, str):
+        words = {"null": "null", "string": "a string", "long": "an integer", "int": "an integer",
+                 "boolean": "true or false", "double": "a number", "float": "a number"}
+        return words.get(avro_type, avro_type)
+    if avro_type.get("logicalType", "").startswith("timestamp"):
+        return "a timestamp"
+    kind = avro_type["type"]
+    if kind == "enum":
+        return "one of " + ", ".join(avro_type["symbols"])
+    if kind == "map":
+        return f"an object of {_words(avro_type['values']).removeprefix('a ').removeprefix('an ')}s"
+    if kind == "array":
+        return f"a list of {_words(avro_type['items']).removeprefix('a ').removeprefix('an ')}s"
+    return "an object" if kind == "record" else _words(kind)
 
 
 def encode(schema_name: str, record: dict[str, Any]) -> bytes:

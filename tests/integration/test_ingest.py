@@ -143,7 +143,7 @@ def test_the_same_idempotency_key_and_body_returns_the_first_answer_and_writes_n
                            headers=signed(other, **{"Idempotency-Key": "order-1"}))
     assert conflict.status_code == 409
     assert conflict.json()["error"] == {"code": "idempotency_conflict", "field": "Idempotency-Key",
-                                        "message": "Idempotency-Key 'order-1' was used with a different body"}
+                                        "message": "this Idempotency-Key was used with a different body"}
     assert len(outbox_rows(engine)) == 1
 
 

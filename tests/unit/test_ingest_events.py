@@ -60,3 +60,68 @@ def test_a_body_that_is_not_a_json_object_is_rejected(body):
     with pytest.raises(InvalidEvent) as rejected:
         parse_event(body, "req-1", None)
     assert rejected.value.code in {"invalid_json", "invalid_event"}
+
+
+PERSONAL = ("Putri", "+6281234567890", "putri@example.test")
+
+
+@pytest.mark.parametrize(("document", "field"), [
+    (registration(occurred_at=10**20), "data.occurred_at"),  # once an OSError (value too large): 500
+    (registration(occurred_at=-1), "data.occurred_at"),
+    (registration(occurred_at="9999-12-31T00:00:00Z"), "data.occurred_at"),
+    (registration(registration_id="R" * 300), "data.registration_id"),  # the column holds 64
+    (registration(registration_id="REG\x00-1"), "data.registration_id"),
+    (registration(participant_name="Putri\x00"), "data.participant_name"),  # once accepted and delivered
+    (registration(participant_name="Put\nri"), "data.participant_name"),
+    (registration(phone="0812-3456"), "data.phone"),
+    (registration(email="putri at example.test"), "data.email"),
+    (registration(participant_name="P" * 201), "data.participant_name"),
+    ({"type": "session.updated", "data": {"session_id": "s", "workspace_id": "1", "status": "connected",
+                                          "metadata": {"reason": "x" * 1001}, "occurred_at": 1}},
+     "data.metadata"),
+])
+def test_limits_of_the_database_and_the_providers_are_checked_at_the_door(document, field):
+    with pytest.raises(InvalidEvent) as rejected:
+        parse(document)
+    assert (rejected.value.code, rejected.value.field) == ("schema_violation", field)
+    assert field in str(rejected.value)
+
+
+def test_a_missing_field_is_named_and_nothing_of_the_record_or_the_schema_is_echoed():
+    document = registration()
+    del document["data"]["participant_name"]
+    with pytest.raises(InvalidEvent) as rejected:
+        parse(document)
+    message = str(rejected.value)
+    assert rejected.value.field == "data.participant_name"
+    assert message == "data.participant_name is required"
+    assert not any(value in message for value in PERSONAL)
+
+
+@pytest.mark.parametrize("overrides", [
+    {"phone": 6281234567890}, {"email": ["putri@example.test"]}, {"status": "Putri"},
+    {"putri@example.test": "x"}, {"participant_name": {"first": "Putri"}}])
+def test_no_rejection_echoes_the_values_it_was_given(overrides):
+    with pytest.raises(InvalidEvent) as rejected:
+        parse(registration(**overrides))
+    message = str(rejected.value)
+    assert not any(value in message for value in PERSONAL), message
+    assert "RegistrationEvent" not in message and "symbols" not in message, "nor the schema"
+
+
+def test_arrays_nested_1000_deep_are_json_but_no_event():
+    with pytest.raises(InvalidEvent) as rejected:  # once a RecursionError: 500
+        parse_event(b"[" * 1000 + b"]" * 1000, "req-1", None)
+    assert rejected.value.code == "invalid_event"
+
+
+@pytest.mark.parametrize("body", [
+    b"[" * 2000 + b"]" * 2000,
+    b'{"a":' * 40_000 + b"1" + b"}" * 40_000,
+    b'{"type": "registration.created", "data": {"participant_name": "\\ud800"}}',  # a lone surrogate
+    b'{"type": "registration.created", "data": {"occurred_at": NaN}}',
+])
+def test_bodies_json_cannot_hold_are_invalid_json(body):
+    with pytest.raises(InvalidEvent) as rejected:
+        parse_event(body, "req-1", None)
+    assert rejected.value.code == "invalid_json"
