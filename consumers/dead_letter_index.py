@@ -25,12 +25,12 @@ from sqlalchemy.dialects.postgresql import insert
 from herald.consumers.commits import PendingOffsets, caught_up
 from herald.producers.models import DeadLetter
 from herald.schemas import headers as h
-from herald.schemas.catalog import dead_letter_topics, qualified
+from herald.schemas.catalog import DLQ_INDEX_STAGE, dead_letter_topics, qualified
 from herald.schemas.codec import UndecodableRecord, decode
 
 log = logging.getLogger(__name__)
 
-INDEX_STAGE = "dlq-index"
+INDEX_STAGE = DLQ_INDEX_STAGE
 
 
 @dataclass

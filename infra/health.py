@@ -3,8 +3,10 @@ serves. Each figure is read on its own, bounded in time, so one unreachable part
 as such while the others still answer.
 
 A check fails (non-zero exit, HTTP 503) when the broker or the database is unreachable, the
-outbox's oldest row waits too long, or a consumer group lags too far. Open missing
-notifications and open dead letters warn: they are work for ops, not an outage.
+outbox's oldest row waits too long, or a stage the pipeline needs is not running or lags:
+one of its consumer groups has no live member, or its oldest unconsumed record has waited
+too long (or too many records wait). The relay runs when it leases outbox shards. Open
+missing notifications and open dead letters warn: they are work for ops, not an outage.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from herald.infra.kafka_views import KafkaUnavailable, consumer_lag, live_entries
+from herald.infra.kafka_views import GroupView, KafkaUnavailable, group_views, live_entries
+from herald.infra.pipeline import Stage, needed_stages
 from herald.infra.settings import Settings
+from herald.producers.leases import lease_holders
 from herald.producers.outbox import outbox_backlog
 from herald.schemas.catalog import MISSING_NOTIFICATIONS, SESSION_MISMATCHES, qualified
 from herald.schemas.codec import UndecodableRecord, decode_expecting
@@ -53,8 +57,13 @@ class HealthReport:
 
 def health_report(settings: Settings, kafka_bootstrap: str | None, engine: sa.Engine | None) -> HealthReport:
     report = HealthReport()
-    _database_part(report, settings, engine)
-    _kafka_part(report, settings, kafka_bootstrap)
+    try:
+        stages = needed_stages(settings.namespace, settings.streams_app_id, settings.health_stages)
+    except ValueError as exc:
+        report.checks.append(Check("stages", "fail", f"HERALD_HEALTH_STAGES: {exc}"))
+        stages = ()
+    _database_part(report, settings, engine, any(stage.name == "relay" for stage in stages))
+    _kafka_part(report, settings, kafka_bootstrap, stages)
     return report
 
 
@@ -66,7 +75,8 @@ def _guarded(report: HealthReport, name: str, read: Callable[[], Check]) -> None
         report.checks.append(Check(name, "fail", f"unreachable: {reason}"))
 
 
-def _database_part(report: HealthReport, settings: Settings, engine: sa.Engine | None) -> None:
+def _database_part(report: HealthReport, settings: Settings, engine: sa.Engine | None,
+                   relay_needed: bool) -> None:
     if engine is None:
         report.checks.append(Check("database", "fail", "not configured and not running"))
         return
@@ -74,6 +84,7 @@ def _database_part(report: HealthReport, settings: Settings, engine: sa.Engine |
     def database() -> Check:
         with engine.connect() as conn:
             backlog = outbox_backlog(conn)
+            report.figures["relays"] = len(lease_holders(conn))
         with Session(engine) as session:
             from herald.consumers.dead_letter_ops import open_counts_by_topic
 
@@ -87,11 +98,17 @@ def _database_part(report: HealthReport, settings: Settings, engine: sa.Engine |
         report.checks.append(Check("outbox", "fail" if age > limit else "ok",
                                    f"{report.figures['outbox']['rows']} rows waiting, oldest {age:.1f} s "
                                    f"(limit {limit:.0f} s)"))
+        if relay_needed:
+            relays = report.figures["relays"]
+            report.checks.append(Check("stage relay", "ok" if relays else "fail",
+                                       f"{relays} relay(s) leasing outbox shards" if relays else
+                                       "no relay leases outbox shards: start `herald relay`"))
         dead = sum(report.figures["dlq_open"].values())
         report.checks.append(Check("dead letters", "warn" if dead else "ok", f"{dead} open"))
 
 
-def _kafka_part(report: HealthReport, settings: Settings, bootstrap: str | None) -> None:
+def _kafka_part(report: HealthReport, settings: Settings, bootstrap: str | None,
+                stages: tuple[Stage, ...]) -> None:
     if bootstrap is None:
         report.checks.append(Check("kafka", "fail", "not configured and not running"))
         return
@@ -105,13 +122,14 @@ def _kafka_part(report: HealthReport, settings: Settings, bootstrap: str | None)
         report.figures["mismatches_open"] = {"total": len(verdicts), "by_kind": dict(kinds)}
         return Check("kafka", "ok", "reachable")
 
-    def lag() -> Check:
-        lags = consumer_lag(bootstrap, qualified("herald", settings.namespace))
-        report.figures["consumer_lag"] = lags
-        worst = max(lags.items(), key=lambda item: item[1], default=("-", 0))
-        limit = settings.health_max_consumer_lag
-        return Check("consumer lag", "fail" if worst[1] > limit else "ok",
-                     f"largest {worst[1]} ({worst[0]}), limit {limit}")
+    def consumers() -> Check:
+        groups = [(g.group, g.topics) for stage in stages for g in stage.groups]
+        views = group_views(bootstrap, groups)
+        report.figures["consumer_lag"] = {g: v.lag for g, v in views.items()}
+        report.figures["consumer_lag_s"] = {g: round(v.lag_s, 3) for g, v in views.items()}
+        report.figures["consumer_members"] = {g: v.members for g, v in views.items()}
+        report.checks.extend(_stage_check(stage, views, settings) for stage in stages if stage.groups)
+        return Check("consumer groups", "ok", f"{len(views)} read")
 
     _guarded(report, "kafka", missing)
     if "missing_open" in report.figures:
@@ -120,7 +138,26 @@ def _kafka_part(report: HealthReport, settings: Settings, bootstrap: str | None)
         mismatched = report.figures["mismatches_open"]["total"]
         report.checks.append(Check("session mismatches", "warn" if mismatched else "ok",
                                    f"{mismatched} open"))
-        _guarded(report, "consumer lag", lag)
+        _guarded(report, "consumer groups", consumers)
+
+
+def _stage_check(stage: Stage, views: dict[str, GroupView], settings: Settings) -> Check:
+    """Fails when a group of the stage has no live member, or lags past a limit."""
+    problems = []
+    groups = [views[spec.group] for spec in stage.groups]
+    for view in groups:
+        if view.members == 0:
+            problems.append(f"{view.group} has no live member ({view.state}): start `{stage.command}`")
+        if view.lag_s > settings.health_max_lag_s:
+            problems.append(f"{view.group}'s oldest unconsumed record waited {view.lag_s:.0f} s "
+                            f"(limit {settings.health_max_lag_s:.0f} s)")
+        if view.lag > settings.health_max_consumer_lag:
+            problems.append(f"{view.group} is {view.lag} records behind "
+                            f"(limit {settings.health_max_consumer_lag})")
+    detail = "; ".join(problems) or (
+        f"{min(v.members for v in groups)}+ member(s) per group, lag {sum(v.lag for v in groups)} "
+        f"records, oldest waited {max(v.lag_s for v in groups):.1f} s")
+    return Check(f"stage {stage.name}", "fail" if problems else "ok", detail)
 
 
 def _kind(value: bytes) -> str:
@@ -134,7 +171,9 @@ def pipeline_figures(report: HealthReport) -> dict[str, Any]:
     """The report's figures as the metrics endpoint exports them."""
     figures = report.figures
     result: dict[str, Any] = {"up": {"database": "outbox" in figures, "kafka": "missing_open" in figures}}
-    for key in ("outbox", "dlq_open", "consumer_lag"):
+    result["stages"] = {check.name.removeprefix("stage "): check.state != "fail" for check in report.checks
+                        if check.name.startswith("stage ")}
+    for key in ("outbox", "dlq_open", "consumer_lag", "consumer_lag_s", "consumer_members"):
         if key in figures:
             result[key] = figures[key]
     if "missing_open" in figures:

@@ -6,14 +6,17 @@ check or a CLI command never hangs on a broker that is down.
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from herald.infra.deadline import Deadline
 from herald.infra.kafka_io import RDKAFKA_LOG
+from herald.schemas.headers import DUE_AT, parse_iso
 
 
 class KafkaUnavailable(RuntimeError):
@@ -92,3 +95,133 @@ def consumer_lag(bootstrap: str, group_prefix: str, timeout_s: float = 10.0) -> 
         return lag
     except (KafkaException, TimeoutError) as exc:
         raise KafkaUnavailable(f"Kafka did not answer about consumer groups: {exc}") from None
+
+
+@dataclass(frozen=True)
+class GroupView:
+    """A consumer group as health sees it."""
+
+    group: str
+    state: str  # the broker's: Stable, Empty, Dead, PreparingRebalance, ...
+    members: int
+    lag: int  # records from each partition's committed offset (its start, if none) to its end
+    lag_s: float  # how long the oldest unconsumed record has waited (since its due-at, if it has one)
+
+
+def group_views(bootstrap: str, groups: Sequence[tuple[str, Sequence[str]]],
+                timeout_s: float = 10.0) -> dict[str, GroupView]:
+    """Each (group, the topics it reads): its live members, and its lag in records and seconds.
+
+    Lag counts every partition of the topics, so a group that never committed (or is gone)
+    still shows what waits for it. Ends are the log end offsets, as Kafka's
+    kafka-consumer-groups tool counts them."""
+    if not groups:
+        return {}
+    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": RDKAFKA_LOG})
+    try:
+        members = _members(admin, [group for group, _topics in groups], timeout_s)
+        partitions = _partitions(admin, {t for _g, topics in groups for t in topics}, timeout_s)
+        starts: dict[str, dict[TopicPartition, int]] = {}
+        for group, topics in groups:
+            tps = [TopicPartition(t, p) for t in topics for p in partitions.get(t, ())]
+            starts[group] = _committed(admin, group, tps, timeout_s) if tps else {}
+        lows, ends = _watermarks(admin, {tp for s in starts.values() for tp in s}, timeout_s)
+    except (KafkaException, TimeoutError) as exc:
+        raise KafkaUnavailable(f"Kafka did not answer about consumer groups: {exc}") from None
+    for group_starts in starts.values():  # no commit yet: the group starts at the earliest record
+        for tp, offset in group_starts.items():
+            group_starts[tp] = offset if offset >= 0 else lows[tp]
+    waited = _oldest_waits(bootstrap, {(tp.topic, tp.partition, offset) for s in starts.values()
+                                       for tp, offset in s.items() if offset < ends[tp]}, timeout_s)
+    return {group: GroupView(group, *members[group],
+                             sum(max(0, ends[tp] - offset) for tp, offset in starts[group].items()),
+                             max((waited.get((tp.topic, tp.partition, offset), 0.0)
+                                  for tp, offset in starts[group].items()), default=0.0))
+            for group, _topics in groups}
+
+
+def _members(admin: AdminClient, groups: list[str], timeout_s: float) -> dict[str, tuple[str, int]]:
+    found: dict[str, tuple[str, int]] = {}
+    for group, future in admin.describe_consumer_groups(groups, request_timeout=timeout_s).items():
+        try:
+            description = future.result(timeout_s)
+        except KafkaException:  # a group that never existed, on some brokers
+            found[group] = ("Dead", 0)
+            continue
+        found[group] = (description.state.name.title().replace("_", ""), len(description.members))
+    return found
+
+
+def _partitions(admin: AdminClient, topics: set[str], timeout_s: float) -> dict[str, list[int]]:
+    metadata = admin.list_topics(timeout=timeout_s).topics
+    return {t: sorted(metadata[t].partitions) for t in topics if t in metadata}
+
+
+def _committed(admin: AdminClient, group: str, tps: list[TopicPartition],
+               timeout_s: float) -> dict[TopicPartition, int]:
+    request = [ConsumerGroupTopicPartitions(group, tps)]
+    answer = admin.list_consumer_group_offsets(request, request_timeout=timeout_s)[group].result(timeout_s)
+    return {TopicPartition(tp.topic, tp.partition): tp.offset for tp in answer.topic_partitions}
+
+
+def _watermarks(admin: AdminClient, tps: set[TopicPartition],
+                timeout_s: float) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
+    if not tps:
+        return {}, {}
+    lows, ends = ({tp: spec for tp in tps} for spec in (OffsetSpec.earliest(), OffsetSpec.latest()))
+    low = admin.list_offsets(lows, request_timeout=timeout_s)
+    end = admin.list_offsets(ends, request_timeout=timeout_s)
+    return ({tp: f.result(timeout_s).offset for tp, f in low.items()},
+            {tp: f.result(timeout_s).offset for tp, f in end.items()})
+
+
+def _oldest_waits(bootstrap: str, positions: Iterable[tuple[str, int, int]],
+                  timeout_s: float) -> dict[tuple[str, int, int], float]:
+    """For each (topic, partition, offset): seconds since the first record at or after it that a
+    read_committed consumer receives became due (its due-at header, else its timestamp)."""
+    pending = sorted(positions)
+    waited: dict[tuple[str, int, int], float] = {}
+    if not pending:
+        return waited
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"herald-view-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False, "isolation.level": "read_committed",
+                         "fetch.wait.max.ms": 50, "logger": RDKAFKA_LOG})
+    deadline = Deadline(timeout_s)
+    try:
+        while pending and not deadline.expired():
+            round_, pending = _one_offset_per_partition(pending)
+            consumer.assign([TopicPartition(t, p, o) for t, p, o in round_])
+            waited.update(_first_records(consumer, round_, Deadline(min(2.0, deadline.remaining()))))
+    finally:
+        consumer.close()
+    return waited
+
+
+def _one_offset_per_partition(positions: list[tuple[str, int, int]]) -> tuple[list[tuple[str, int, int]],
+                                                                             list[tuple[str, int, int]]]:
+    this, later, seen = [], [], set()
+    for topic, partition, offset in positions:
+        (later if (topic, partition) in seen else this).append((topic, partition, offset))
+        seen.add((topic, partition))
+    return this, later
+
+
+def _first_records(consumer: Consumer, round_: list[tuple[str, int, int]],
+                   deadline: Deadline) -> dict[tuple[str, int, int], float]:
+    wanted = {(t, p): o for t, p, o in round_}
+    found: dict[tuple[str, int, int], float] = {}
+    while wanted and not deadline.expired():  # what never comes (markers only) waited 0 s
+        for message in consumer.consume(100, 0.1):
+            key = (message.topic(), message.partition())
+            if message.error() is not None or key not in wanted:
+                continue
+            found[(*key, wanted.pop(key))] = _waited_s(message)
+            consumer.pause([TopicPartition(*key)])
+    return found
+
+
+def _waited_s(message: Message) -> float:
+    headers = {k: (v or b"").decode("utf-8", "replace") for k, v in message.headers() or []}
+    due = parse_iso(headers.get(DUE_AT))
+    since = due.timestamp() if due is not None else message.timestamp()[1] / 1000
+    return max(0.0, time.time() - since)

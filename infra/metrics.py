@@ -6,8 +6,9 @@ whole pipeline shows (read at scrape time from the database and Kafka):
 - delivery (`herald deliver`, on HERALD_METRICS_PORT): outcomes by channel and topic, provider
   call latency, retries scheduled by tier (retry pressure), dead letters by error class.
 - pipeline (the ops API's /metrics): outbox backlog and oldest age, open dead letters per
-  topic, consumer lag per group, open missing notifications by type, open session
-  mismatches by kind, and whether the database and Kafka answered.
+  topic, per needed stage whether it runs, consumer lag per group (records, seconds) and its
+  live members, open missing notifications by type, open session mismatches by kind, and
+  whether the database and Kafka answered.
 
 Collectors read counters the stages keep anyway (`RelayStats`, `DeliveryCounts`, the
 `LatencyHistogram`s), so nothing on the hot path calls a metrics library.
@@ -102,8 +103,16 @@ class PipelineCollector(Collector):
             yield GaugeMetricFamily("herald_outbox_oldest_age_seconds", "Age of the oldest waiting row",
                                     figures["outbox"]["oldest_age_s"])
         yield from self._labelled(figures, "dlq_open", "herald_dlq_open", "Open dead letters", "topic")
+        yield from self._labelled(figures, "stages", "herald_stage_up", "Whether a stage the pipeline "
+                                  "needs runs: every group of it has a live member and lags within limits",
+                                  "stage")
         yield from self._labelled(figures, "consumer_lag", "herald_consumer_lag",
                                   "Records not yet consumed", "group")
+        yield from self._labelled(figures, "consumer_lag_s", "herald_consumer_lag_seconds",
+                                  "How long the oldest unconsumed record has waited (since its due time)",
+                                  "group")
+        yield from self._labelled(figures, "consumer_members", "herald_consumer_members",
+                                  "Live members of a consumer group", "group")
         yield from self._labelled(figures, "missing_by_type", "herald_missing_notifications_open",
                                   "Open missing notifications", "type")
         yield from self._labelled(figures, "mismatches_by_kind", "herald_session_mismatches_open",

@@ -154,7 +154,14 @@ class Settings:
         "`herald health` and /v1/health fail when the oldest outbox row waits longer, in seconds "
         "(relays down or Kafka unreachable for that long)."))
     health_max_consumer_lag: int = field(default=100000, metadata=_doc(
-        "`herald health` and /v1/health fail when a consumer group is this many records behind."))
+        "`herald health` and /v1/health fail when a needed consumer group is this many records behind."))
+    health_max_lag_s: float = field(default=60.0, metadata=_doc(
+        "`herald health` and /v1/health fail when the oldest record a needed consumer group has not "
+        "consumed has waited longer, in seconds (since its due time, for a retry tier's records)."))
+    health_stages: tuple[str, ...] = field(default=("*",), metadata=_doc(
+        "The stages `herald health` requires to run, comma-separated: relay, router, missing, sessions, "
+        "status, deliver:whatsapp, deliver:email, corrections, dlq-index; * for all. A required stage "
+        "fails health when it has no live member (the relay: no shard leased)."))
     log_level: str = field(default="INFO", metadata=_doc("Python logging level."))
     log_format: str = field(default="text", metadata=_doc(
         "text, or json: one JSON object per line with request_id and trace_id."))

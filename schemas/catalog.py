@@ -96,9 +96,25 @@ def dead_letter_topics() -> tuple[str, ...]:
     return tuple(spec.name for spec in topic_catalog() if spec.name.endswith(".dlq"))
 
 
+DELIVERY_STAGE = "deliver"
+CORRECTIONS_STAGE = "corrections"
+DLQ_INDEX_STAGE = "dlq-index"
+
+
 def consumer_group(stage: str, topic: str, namespace: str = "") -> str:
     """One consumer group per (stage, topic): scaling a stage adds members to its group."""
     return qualified(f"herald.{stage}.{topic}", namespace)
+
+
+# Each stream processor is a Faust app of its own: its app id is its consumer group.
+STREAM_PROCESSORS: tuple[str, ...] = ("router", "missing", "sessions", "status")
+
+
+def stream_processor_group(app_id: str, processor: str, namespace: str = "") -> str:
+    """The router keeps the plain app id (its consumer group); the others add their name."""
+    if processor not in STREAM_PROCESSORS:
+        raise ValueError(f"unknown stream processor {processor!r}; known: {', '.join(STREAM_PROCESSORS)}")
+    return qualified(app_id if processor == "router" else f"{app_id}-{processor}", namespace)
 
 
 def topic_catalog(namespace: str = "") -> tuple[TopicSpec, ...]:

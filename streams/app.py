@@ -17,9 +17,11 @@ from herald.schemas.catalog import (
     SESSION_EVENTS,
     SESSION_MISMATCHES,
     STATUS_STATS,
+    STREAM_PROCESSORS,
     TopicSpec,
     dead_letter_topic,
     qualified,
+    stream_processor_group,
 )
 from herald.schemas.catalog import notification_topic as channel_topic
 from herald.schemas.headers import from_kafka
@@ -36,15 +38,11 @@ log = logging.getLogger(__name__)
 # Each processor is a Faust app of its own (its own consumer group and process), so a slow
 # or restarting monitor never holds up the router, which is on every notification's path:
 # sharing one event loop, the detector raised the demo's e-ticket latency from 91 ms to 8.9 s.
-PROCESSORS = ("router", "missing", "sessions", "status")
+PROCESSORS = STREAM_PROCESSORS
 
 
 def streams_app_id(settings: Settings, processor: str) -> str:
-    """The router keeps the plain app id (its consumer group); others add their name."""
-    if processor not in PROCESSORS:
-        raise ValueError(f"unknown stream processor {processor!r}; known: {', '.join(PROCESSORS)}")
-    base = settings.streams_app_id if processor == "router" else f"{settings.streams_app_id}-{processor}"
-    return qualified(base, settings.namespace)
+    return stream_processor_group(settings.streams_app_id, processor, settings.namespace)
 
 
 def changelog_topics(app: faust.App) -> tuple[TopicSpec, ...]:

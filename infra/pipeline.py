@@ -1,0 +1,84 @@
+"""The stages a running pipeline is made of, as operators see them: what to start, and the
+consumer groups each one must keep alive. Health checks them by name; one list, so a stage
+added to the pipeline is checked from then on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from herald.schemas.catalog import (
+    CHANNELS,
+    CORRECTIONS_STAGE,
+    DELIVERY_STAGE,
+    DLQ_INDEX_STAGE,
+    MISSING_CHECKS,
+    MISSING_DELIVERIES,
+    NOTIFICATION_STATUS,
+    REGISTRATION_EVENTS,
+    SESSION_CHECKS,
+    SESSION_CORRECTIONS,
+    SESSION_EVENTS,
+    SESSION_MISMATCHES,
+    STATUS_PARTIALS,
+    consumer_group,
+    dead_letter_topics,
+    delivery_topics,
+    qualified,
+    stream_processor_group,
+)
+
+ALL_STAGES = "*"
+# What each stream processor's group reads (its Faust agents' inputs).
+STREAM_INPUTS: dict[str, tuple[str, ...]] = {
+    "router": (REGISTRATION_EVENTS,),
+    "missing": (REGISTRATION_EVENTS, NOTIFICATION_STATUS, MISSING_DELIVERIES, MISSING_CHECKS),
+    "sessions": (SESSION_EVENTS, SESSION_CHECKS),
+    "status": (NOTIFICATION_STATUS, STATUS_PARTIALS),
+}
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    group: str  # as on the broker
+    topics: tuple[str, ...]  # as on the broker
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str  # e.g. "router", "deliver:email"
+    command: str  # how an operator starts it
+    groups: tuple[GroupSpec, ...]  # each needs a live member; none for the relay (it leases shards)
+
+
+def pipeline_stages(namespace: str, streams_app_id: str) -> tuple[Stage, ...]:
+    """Every stage of the pipeline, in dataflow order."""
+    def group(stage: str, topic: str, topics: tuple[str, ...] | None = None) -> GroupSpec:
+        return GroupSpec(consumer_group(stage, topic, namespace),
+                         tuple(qualified(t, namespace) for t in topics or (topic,)))
+
+    stages = [Stage("relay", "herald relay", ())]
+    for processor, inputs in STREAM_INPUTS.items():
+        spec = GroupSpec(stream_processor_group(streams_app_id, processor, namespace),
+                         tuple(qualified(t, namespace) for t in inputs))
+        stages.append(Stage(processor, f"herald streams --processor {processor}", (spec,)))
+    for channel in CHANNELS:
+        stages.append(Stage(f"deliver:{channel}", f"herald deliver --channel {channel}",
+                            tuple(group(DELIVERY_STAGE, topic) for topic in delivery_topics(channel))))
+    stages.append(Stage("corrections", "herald corrections", tuple(
+        group(CORRECTIONS_STAGE, topic) for topic in (SESSION_CORRECTIONS, SESSION_MISMATCHES))))
+    dead_letters = group(DLQ_INDEX_STAGE, "dlq", dead_letter_topics())
+    stages.append(Stage("dlq-index", "herald dlq index", (dead_letters,)))
+    return tuple(stages)
+
+
+def needed_stages(namespace: str, streams_app_id: str, names: tuple[str, ...]) -> tuple[Stage, ...]:
+    """The stages `names` picks (ALL_STAGES for every one); ValueError naming an unknown one."""
+    stages = pipeline_stages(namespace, streams_app_id)
+    if ALL_STAGES in names:
+        return stages
+    known = {stage.name for stage in stages}
+    unknown = sorted(set(names) - known)
+    if unknown:
+        raise ValueError(f"unknown stage(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return tuple(stage for stage in stages if stage.name in names)
