@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from herald.consumers.commits import PendingOffsets
 from herald.infra.deadline import Deadline
-from herald.infra.kafka_io import produce_confirmed
+from herald.infra.kafka_io import logged_rebalances, produce_confirmed
 from herald.producers.models import MessagingSession
 from herald.producers.sessions import update_session
 from herald.schemas.catalog import SESSION_CORRECTIONS, qualified
@@ -74,7 +74,8 @@ class CorrectionApplier:
         self.handler = handler
 
     def run(self, stop: threading.Event) -> Any:
-        self._consumer.subscribe([qualified(self.handler.topic, self._namespace)])
+        self._consumer.subscribe([qualified(self.handler.topic, self._namespace)],
+                                 **logged_rebalances(log, f"corrections {self.handler.topic}"))
         try:
             while not stop.is_set():
                 messages = [m for m in self._consumer.consume(200, 0.5) if m.error() is None]
@@ -98,6 +99,8 @@ class CorrectionApplier:
                         source.value, self.handler.schema_name)
                 except UndecodableRecord as exc:
                     self.handler.stats.undecodable += 1
+                    log.warning("dead-lettered %s[%d]@%d (key %r): UndecodableRecord: %s", message.topic(),
+                                message.partition(), message.offset(), source.key, exc)
                     dead.append(dead_letter(source, "UndecodableRecord", str(exc),
                                             consumer_group=f"corrections.{topic}"))
                     continue

@@ -23,6 +23,7 @@ from confluent_kafka import Consumer, Message
 from sqlalchemy.dialects.postgresql import insert
 
 from herald.consumers.commits import PendingOffsets, caught_up
+from herald.infra.kafka_io import logged_rebalances
 from herald.producers.models import DeadLetter
 from herald.schemas import headers as h
 from herald.schemas.catalog import DLQ_INDEX_STAGE, dead_letter_topics, qualified
@@ -101,7 +102,7 @@ class DeadLetterIndexer:
         self.stats = IndexStats()
 
     def run(self, stop: threading.Event, drain: bool = False) -> IndexStats:
-        self._consumer.subscribe(list(self._catalog_names))
+        self._consumer.subscribe(list(self._catalog_names), **logged_rebalances(log, "dlq index"))
         try:
             while not stop.is_set():
                 messages = [m for m in self._consumer.consume(500, 0.5) if m.error() is None]

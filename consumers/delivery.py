@@ -78,8 +78,6 @@ class ChannelDelivery:
             request = decode_expecting(source.value, "herald.NotificationRequest")
         except UndecodableRecord as exc:
             self.counts.undecodable += 1
-            log.error("undecodable record at %s[%d]@%d sent to the DLQ: %s",
-                      source.topic, source.partition, source.offset, exc)
             return self._dead(source, None, Failure("UndecodableRecord", str(exc), 0, self._clock()))
         attempts = _attempts_before(source) + 1
         started = time.perf_counter()
@@ -124,6 +122,10 @@ class ChannelDelivery:
     def _dead(self, source: SourceRecord, request: dict[str, Any] | None, failure: Failure,
               instance: str | None = None) -> list[OutgoingRecord]:
         self.counts.dead_lettered += 1
+        # The trace id is in the line's context (bound in `handle`): it finds the whole story.
+        log.warning("dead-lettered %s after %d attempt(s): %s: %s (%s[%d]@%d)",
+                    request["notification_id"] if request else "an undecodable record", failure.attempts,
+                    failure.error_class, failure.error_message, source.topic, source.partition, source.offset)
         records = [dead_letter(source, failure.error_class, failure.error_message,
                                consumer_group=self._group, attempts=failure.attempts,
                                failed_at=failure.at)]

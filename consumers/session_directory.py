@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from dataclasses import dataclass, replace
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from herald.infra.deadline import Deadline
 from herald.infra.kafka_io import RDKAFKA_LOG
 from herald.schemas.codec import UndecodableRecord, decode_expecting
 
 log = logging.getLogger(__name__)
+_NOT_KNOWN_YET = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                  KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._TIMED_OUT, KafkaError._TRANSPORT}
 
 
 @dataclass(frozen=True)
@@ -91,15 +94,30 @@ class SessionFeed:
 
     def start(self, deadline: Deadline) -> None:
         """Begin following; returns once everything the topic held at start is read."""
-        metadata = self._consumer.list_topics(self._topic, timeout=10).topics[self._topic]
-        partitions = [TopicPartition(self._topic, p, OFFSET_BEGINNING) for p in metadata.partitions]
-        self._ends = {tp.partition: self._consumer.get_watermark_offsets(tp, timeout=10)[1]
-                      for tp in partitions}
+        partitions = self._ends_when_known(deadline)
         self._consumer.assign(partitions)
         self._thread.start()
         while not self.loaded.wait(0.1):
             if deadline.expired():
                 raise TimeoutError(f"{self._topic} was not read to its end in time")
+
+    def _ends_when_known(self, deadline: Deadline) -> list[TopicPartition]:
+        """The topic's partitions, and their ends in `_ends`; retried while the broker cannot say
+        yet (a topic just created has no leader for a moment: NOT_LEADER_FOR_PARTITION once
+        crashed a delivery process at start)."""
+        while True:
+            try:
+                metadata = self._consumer.list_topics(self._topic, timeout=10).topics[self._topic]
+                partitions = [TopicPartition(self._topic, p, OFFSET_BEGINNING) for p in metadata.partitions]
+                self._ends = {tp.partition: self._consumer.get_watermark_offsets(tp, timeout=10)[1]
+                              for tp in partitions}
+                return partitions
+            except KafkaException as exc:
+                error = exc.args[0]
+                if not (error.retriable() or error.code() in _NOT_KNOWN_YET) or deadline.expired():
+                    raise
+                log.info("%s: waiting for the broker (%s)", self._topic, exc.args[0].name())
+                time.sleep(0.5)
 
     def stop(self) -> None:
         self._stop.set()

@@ -37,7 +37,7 @@ from herald.consumers import event_loop
 from herald.consumers.commits import caught_up
 from herald.consumers.inflight import Entry, InFlight, Partition, Taken
 from herald.infra.deadline import Deadline
-from herald.infra.kafka_io import ConfirmedSend
+from herald.infra.kafka_io import ConfirmedSend, partition_names
 from herald.infra.read_positions import ReadPositions
 from herald.schemas.catalog import qualified
 from herald.schemas.headers import from_kafka
@@ -137,7 +137,7 @@ class DeliveryWorker:
     def run(self, stop: threading.Event, drain: bool = False) -> WorkerStats:
         """Deliver until `stop` is set; with `drain`, also stop once nothing is left to read."""
         self._consumer.subscribe([qualified(self._config.topic, self._config.namespace)],
-                                 on_revoke=self._on_revoke, on_lost=self._on_lost)
+                                 on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
         try:
             event_loop.run(self._main(stop, drain))
         finally:
@@ -395,10 +395,13 @@ class DeliveryWorker:
             except KafkaException as exc:  # no longer ours: the new owner reads from the commit
                 log.info("not rewinding %s[%d]: %s", topic, partition, exc)
 
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("%s: partitions assigned: %s", self._config.consumer_group, partition_names(partitions))
+
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """librdkafka, inside poll or close: finish (bounded) and commit, then let go."""
         revoked = [(tp.topic, tp.partition) for tp in partitions]
-        log.info("partitions revoked: %s", revoked)
+        log.info("%s: partitions revoked: %s", self._config.consumer_group, partition_names(partitions))
         deadline = Deadline(self._config.settle_timeout_s)
         while self._inflight.unfinished(revoked) and not deadline.expired():
             time.sleep(0.01)
@@ -408,7 +411,8 @@ class DeliveryWorker:
 
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Already someone else's: nothing may be committed for them."""
-        log.info("partitions lost: %s", [(tp.topic, tp.partition) for tp in partitions])
+        log.warning("%s: partitions lost (the group moved on without us): %s", self._config.consumer_group,
+                    partition_names(partitions))
         self._let_go([(tp.topic, tp.partition) for tp in partitions], partitions)
 
     def _let_go(self, revoked: list[Partition], partitions: list[TopicPartition]) -> None:

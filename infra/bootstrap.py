@@ -12,7 +12,10 @@ import sqlalchemy as sa
 from confluent_kafka import Consumer, Producer
 
 from herald.infra.delivery_process import DeliveryProcess, DeliveryReport
+from herald.infra.exit_deadline import arm_exit_deadline, serve_http
 from herald.infra.kafka_io import consumer_config, producer_config
+from herald.infra.logs import log_start, log_stop
+from herald.infra.pipeline import STREAM_INPUTS, STREAM_OUTPUTS
 from herald.infra.processes import ServiceError
 from herald.infra.provisioning import provision_topics
 from herald.infra.services import (
@@ -32,7 +35,27 @@ from herald.producers.migrations import migrate
 from herald.producers.models import OutboxRecord
 from herald.producers.outbox import OUTBOX_SHARDS, outbox_backlog
 from herald.producers.relay import Relay, RelayConfig, RelayStats
-from herald.schemas.catalog import consumer_group, topic_catalog
+from herald.schemas.catalog import (
+    CORRECTIONS_STAGE,
+    DELIVERY_STAGE,
+    GATEWAY_OBSERVATIONS,
+    NOTIFICATION_STATUS,
+    SESSION_CORRECTIONS,
+    consumer_group,
+    dead_letter_topic,
+    dead_letter_topics,
+    delivery_topics,
+    notification_topic,
+    qualified,
+    topic_catalog,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _names(settings: Settings, *topics: str) -> list[str]:
+    """Catalog names as on the broker, for log lines."""
+    return [qualified(topic, settings.namespace) for topic in topics]
 
 
 def prepare(settings: Settings) -> Endpoints:
@@ -106,10 +129,14 @@ def run_relay(settings: Settings, stop: threading.Event) -> RelayStats:
     from herald.infra.metrics import RelayCollector, serve_metrics
 
     serve_metrics(settings.metrics_port, settings.metrics_host, RelayCollector(relay))
+    log_start(log, "relay", consumes=[f"the outbox ({OUTBOX_SHARDS} shards, leased)"],
+              produces=["each row's own topic"])
     try:
-        return relay.run(stop)
+        stats = relay.run(stop)
     finally:
         engine.dispose()
+    log_stop(log, "relay", stats)
+    return stats
 
 
 def outbox_status(settings: Settings) -> dict[str, Any]:
@@ -140,7 +167,6 @@ def relay_config(settings: Settings) -> RelayConfig:
 
 def run_ingest(settings: Settings) -> None:
     """The ingest API needs only the database: Kafka being down must never fail a request."""
-    import uvicorn
 
     from herald.producers.ingest import create_ingest_app
 
@@ -155,9 +181,11 @@ def run_ingest(settings: Settings) -> None:
         secrets=secrets, tolerance_s=settings.ingest_tolerance_s,
         max_body_bytes=settings.ingest_max_body_bytes,
         idempotency_ttl_s=settings.ingest_idempotency_ttl_s))
+    log_start(log, "ingest", consumes=[f"POST /v1/events on {settings.ingest_host}:{settings.ingest_port}"],
+              produces=["the outbox"])
     try:
-        uvicorn.run(app, host=settings.ingest_host, port=settings.ingest_port,
-                    log_level=settings.log_level.lower())
+        serve_http(app, "ingest", settings.ingest_host, settings.ingest_port, settings.shutdown_timeout_s,
+                   log_level=settings.log_level.lower())
     finally:
         engine.dispose()
 
@@ -175,9 +203,24 @@ def run_streams(settings: Settings, processor: str = "router") -> None:
     # Faust (mode) clears the root logger's handlers: ours go back as they were (text or
     # JSON, with request and trace ids), and its own dictConfig changes nothing.
     app.conf.loghandlers = list(logging.root.handlers)
-    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True,
-                          logging_config={"version": 1, "incremental": True})
-    worker.execute_from_commandline()
+    class BoundedWorker(faust.Worker):  # type: ignore[misc]
+        def _on_sigterm(self) -> None:
+            arm_exit_deadline(settings.shutdown_timeout_s, "SIGTERM")
+            super()._on_sigterm()
+
+        def _on_sigint(self) -> None:
+            arm_exit_deadline(settings.shutdown_timeout_s, "SIGINT")
+            super()._on_sigint()
+
+    worker = BoundedWorker(app, loglevel=settings.log_level, quiet=True,
+                           logging_config={"version": 1, "incremental": True})
+    ungrouped = (GATEWAY_OBSERVATIONS,) if processor == "sessions" else ()  # every worker reads all of it
+    log_start(log, f"streams {processor}", consumes=_names(settings, *STREAM_INPUTS[processor], *ungrouped),
+              produces=_names(settings, *STREAM_OUTPUTS[processor]), groups=[app.conf.id])
+    try:
+        worker.execute_from_commandline()
+    finally:
+        log_stop(log, f"streams {processor}")
 
 
 def run_delivery(settings: Settings, channel: str, stop: threading.Event, drain: bool = False,
@@ -190,7 +233,15 @@ def run_delivery(settings: Settings, channel: str, stop: threading.Event, drain:
     process = DeliveryProcess(settings, endpoints.kafka_bootstrap, channel, tiers)
     serve_metrics(settings.metrics_port, settings.metrics_host,
                   DeliveryCollector(channel, lambda: dict(process.handlers)))
-    return process.run(stop, drain)
+    corrections = [SESSION_CORRECTIONS] if channel == "whatsapp" else []
+    produces = [NOTIFICATION_STATUS, *delivery_topics(channel)[1:],
+                dead_letter_topic(notification_topic(channel)), *corrections]
+    log_start(log, f"deliver {channel}", consumes=_names(settings, *process.topics),
+              produces=_names(settings, *produces),
+              groups=[consumer_group(DELIVERY_STAGE, t, settings.namespace) for t in process.topics])
+    report = process.run(stop, drain)
+    log_stop(log, f"deliver {channel}", report.totals())
+    return report
 
 
 def run_corrections(settings: Settings, stop: threading.Event) -> dict[str, Any]:
@@ -210,21 +261,27 @@ def run_corrections(settings: Settings, stop: threading.Event) -> dict[str, Any]
         MismatchCorrections(engine, ReconnectPolicy(settings.session_auto_reconnect_workspaces), client)]
     threads = []
     for handler in handlers:
-        group = consumer_group("corrections", handler.topic, settings.namespace)
+        group = consumer_group(CORRECTIONS_STAGE, handler.topic, settings.namespace)
         consumer = Consumer(consumer_config(endpoints.kafka_bootstrap, group, **{
             "session.timeout.ms": int(settings.kafka_session_timeout_s * 1000)}))
         producer = Producer(producer_config(endpoints.kafka_bootstrap, 30))  # for dead letters
         applier = CorrectionApplier(consumer, producer, engine, settings.namespace, handler)
         threads.append(threading.Thread(target=applier.run, args=(stop,), name=handler.topic))
+    log_start(log, "corrections", consumes=_names(settings, *(h.topic for h in handlers)),
+              produces=["the outbox (session events)", *_names(settings, *(dead_letter_topic(h.topic)
+                                                                           for h in handlers))],
+              groups=[consumer_group(CORRECTIONS_STAGE, h.topic, settings.namespace) for h in handlers])
     try:
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        return {handler.topic: handler.stats for handler in handlers}
     finally:
         client.close()
         engine.dispose()
+    stats = {handler.topic: handler.stats for handler in handlers}
+    log_stop(log, "corrections", stats)
+    return stats
 
 
 def database_engine(settings: Settings) -> sa.Engine:
@@ -239,13 +296,17 @@ def run_dlq_index(settings: Settings, stop: threading.Event, drain: bool = False
 
     endpoints = reachable_endpoints(settings)
     engine = sa.create_engine(endpoints.database_url, pool_pre_ping=True)
-    consumer = Consumer(consumer_config(
-        endpoints.kafka_bootstrap, consumer_group(INDEX_STAGE, "dlq", settings.namespace),
-        **{"session.timeout.ms": int(settings.kafka_session_timeout_s * 1000)}))
+    group = consumer_group(INDEX_STAGE, "dlq", settings.namespace)
+    consumer = Consumer(consumer_config(endpoints.kafka_bootstrap, group, **{
+        "session.timeout.ms": int(settings.kafka_session_timeout_s * 1000)}))
+    log_start(log, "dlq index", consumes=_names(settings, *dead_letter_topics()),
+              produces=["the dead_letters table"], groups=[group])
     try:
-        return DeadLetterIndexer(consumer, engine, settings.namespace).run(stop, drain)
+        stats = DeadLetterIndexer(consumer, engine, settings.namespace).run(stop, drain)
     finally:
         engine.dispose()
+    log_stop(log, "dlq index", stats)
+    return stats
 
 
 def kafka_if_known(settings: Settings) -> str | None:
@@ -285,8 +346,9 @@ def ops_api_app(settings: Settings) -> Any:
 
 
 def run_api(settings: Settings) -> None:
-    import uvicorn
 
     check_database(resolve_database_url(settings))
-    uvicorn.run(ops_api_app(settings), host=settings.api_host, port=settings.api_port,
-                log_level="warning", access_log=False)
+    log_start(log, "api", consumes=[f"HTTP on {settings.api_host}:{settings.api_port} (ops API, console, "
+                                    "/metrics)"], produces=["the outbox (replays, resends)", "the audit log"])
+    serve_http(ops_api_app(settings), "api", settings.api_host, settings.api_port,
+               settings.shutdown_timeout_s, log_level="warning", access_log=False)

@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from herald.infra.exit_deadline import arm_exit_deadline
 from herald.infra.logs import configure_logging
 from herald.infra.processes import ServiceError
 from herald.infra.settings import Settings, SettingsError, documented_settings
@@ -47,11 +48,16 @@ def _load_settings(ctx: typer.Context) -> None:
         raise typer.Exit(2) from None
 
 
-def stop_on_signals() -> threading.Event:
-    """An event set by SIGTERM or SIGINT, for a graceful, bounded shutdown."""
+def stop_on_signals(settings: Settings) -> threading.Event:
+    """An event set by SIGTERM or SIGINT, for a graceful shutdown, bounded by the settings."""
     stop = threading.Event()
+
+    def on_signal(number: int, _frame: object) -> None:
+        stop.set()
+        arm_exit_deadline(settings.shutdown_timeout_s, signal.Signals(number).name)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, on_signal)
     return stop
 
 
@@ -112,7 +118,7 @@ def relay(ctx: typer.Context) -> None:
     """Publish outbox rows to Kafka until stopped (SIGTERM: finish the batch, then exit)."""
     from herald.infra.bootstrap import run_relay
 
-    run_relay(_settings(ctx), stop_on_signals())
+    run_relay(_settings(ctx), stop_on_signals(_settings(ctx)))
 
 
 @app.command()
@@ -168,7 +174,7 @@ def deliver(
     """Run delivery workers of CHANNEL: one per topic, each a member of that topic's group."""
     from herald.infra.bootstrap import run_delivery
 
-    report = run_delivery(_settings(ctx), channel, stop_on_signals(), drain,
+    report = run_delivery(_settings(ctx), channel, stop_on_signals(_settings(ctx)), drain,
                           tuple(tier) if tier else None)
     console.print(f"delivery stopped: {json.dumps(report.as_dict())}")
 
@@ -179,7 +185,7 @@ def corrections(ctx: typer.Context) -> None:
     gateway instance, and the session reconciler's mismatches (disconnect, reconnect, move)."""
     from herald.infra.bootstrap import run_corrections
 
-    stats = run_corrections(_settings(ctx), stop_on_signals())
+    stats = run_corrections(_settings(ctx), stop_on_signals(_settings(ctx)))
     for topic, counters in stats.items():
         console.print(f"corrections from {topic} stopped: {counters}")
 
@@ -204,8 +210,7 @@ def simulator(
         help="whatsapp: the base URL sessions name this instance by; default http://HOST:PORT.")] = "",
 ) -> None:
     """Run a provider simulator on HOST:PORT."""
-    import uvicorn
-
+    from herald.infra.exit_deadline import serve_http
     from herald.infra.services import resolve_endpoints
     from herald.infra.simulators.provider import create_simulator
     from herald.infra.simulators.reports import ReportTarget
@@ -220,7 +225,8 @@ def simulator(
                               advertised_url or f"http://{host}:{port}", report_interval_s)
     app_ = create_simulator(kind, store_path, name=name or f"{kind}-{port}", sessions_file=sessions_file,
                             forget_sessions=forget_sessions, report=report)
-    uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False)
+    serve_http(app_, f"simulator {kind}", host, port, settings.shutdown_timeout_s, log_level="warning",
+               access_log=False)
 
 
 @app.command()

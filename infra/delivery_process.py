@@ -47,6 +47,12 @@ class DeliveryReport:
     def as_dict(self) -> dict[str, Any]:
         return {topic: {**vars(self.workers[topic]), **vars(self.counts[topic])} for topic in self.workers}
 
+    def totals(self) -> dict[str, int]:
+        """The process's work in a few numbers, summed over its topics (for its stop line)."""
+        names = ("consumed", "sent", "retries_scheduled", "dead_lettered", "failed_transactions",
+                 "handed_back")
+        return {name: sum(row[name] for row in self.as_dict().values()) for name in names}
+
 
 def retry_policy(settings: Settings, channel: str) -> RetryPolicy:
     """The channel's retry settings as a policy; a bad value names its variables."""
@@ -83,6 +89,11 @@ class DeliveryProcess:
         self._directory = SessionDirectory()
         self.workers: dict[str, DeliveryWorker] = {}
         self.handlers: dict[str, ChannelDelivery] = {}
+
+    @property
+    def topics(self) -> list[str]:
+        """The catalog topics this process delivers from: requests and/or retry tiers."""
+        return list(self._topics)
 
     def run(self, stop: threading.Event, drain: bool = False) -> DeliveryReport:
         """Until `stop`; a worker that fails stops its siblings gracefully, and the error is

@@ -47,8 +47,9 @@ from herald.producers.sessions import open_session, update_session
 from herald.schemas.catalog import CHANNELS, consumer_group, notification_topic, qualified
 
 WRITER_THREADS = 4
+# A new broker answers these for a while.
 _COORDINATOR_NOT_READY = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_NOT_AVAILABLE,
-                          KafkaError.COORDINATOR_LOAD_IN_PROGRESS}
+                          KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError._TIMED_OUT}
 
 
 @dataclass
@@ -133,7 +134,7 @@ def wait_for_groups(bootstrap: str, group_ids: list[str], deadline: Deadline,
     states: dict[str, str] = {}
     while True:
         group.check_alive()
-        for group_id, future in admin.describe_consumer_groups(group_ids, request_timeout=5).items():
+        for group_id, future in admin.describe_consumer_groups(group_ids, request_timeout=30).items():
             states[group_id] = _group_readiness(future, members)
         if all(state == "ready" for state in states.values()):
             return
@@ -143,13 +144,15 @@ def wait_for_groups(bootstrap: str, group_ids: list[str], deadline: Deadline,
 
 
 def _group_readiness(future: Any, members: int | None = None) -> str:
-    try:
-        description = future.result()
-    except KafkaException as exc:
-        # A new broker answers NOT_COORDINATOR or COORDINATOR_LOAD_IN_PROGRESS for a while.
-        if exc.args[0].retriable() or exc.args[0].code() in _COORDINATOR_NOT_READY:
-            return f"coordinator not ready ({exc.args[0].name()})"
-        raise
+    # Asked, not raised: a raised error's traceback and the future hold each other, and with
+    # them the admin client, until a garbage collection destroys the client later, when its
+    # broker may be gone; librdkafka's destroy then waited for good (a test run hung in it).
+    error = future.exception()
+    if isinstance(error, KafkaException):
+        if error.args[0].retriable() or error.args[0].code() in _COORDINATOR_NOT_READY:
+            return f"coordinator not ready ({error.args[0].name()})"
+        raise error
+    description = future.result()
     if description.state != ConsumerGroupState.STABLE or not description.members:
         return str(description.state)
     if members is not None and len(description.members) != members:

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from herald.infra.deadline import Deadline
 
@@ -59,6 +59,32 @@ def consumer_config(bootstrap: str, group_id: str, **overrides: Any) -> dict[str
     }
     config.update(overrides)
     return config
+
+
+def partition_names(partitions: Iterable[Any]) -> str:
+    """`topic[0,1,2], other[5]`: a rebalance's partitions (anything with .topic and .partition:
+    librdkafka's, Faust's), short enough for one log line."""
+    by_topic: dict[str, list[int]] = {}
+    for tp in partitions:
+        by_topic.setdefault(tp.topic, []).append(tp.partition)
+    named = (f"{topic}[{','.join(map(str, sorted(numbers)))}]" for topic, numbers in sorted(by_topic.items()))
+    return ", ".join(named) or "none"
+
+
+def logged_rebalances(logger: logging.Logger, stage: str) -> dict[str, Any]:
+    """Callbacks for `Consumer.subscribe` that log each rebalance (librdkafka applies the
+    assignment itself when a callback does not)."""
+    def assigned(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        logger.info("%s: partitions assigned: %s", stage, partition_names(partitions))
+
+    def revoked(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        logger.info("%s: partitions revoked: %s", stage, partition_names(partitions))
+
+    def lost(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        logger.warning("%s: partitions lost (the group moved on without us): %s", stage,
+                       partition_names(partitions))
+
+    return {"on_assign": assigned, "on_revoke": revoked, "on_lost": lost}
 
 
 class Outgoing(NamedTuple):  # a tuple: the relay builds one per row, 3x cheaper than a dataclass

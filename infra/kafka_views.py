@@ -11,7 +11,14 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, Message, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from herald.infra.deadline import Deadline
@@ -143,11 +150,14 @@ def group_views(bootstrap: str, groups: Sequence[tuple[str, Sequence[str]]],
 def _members(admin: AdminClient, groups: list[str], timeout_s: float) -> dict[str, tuple[str, int]]:
     found: dict[str, tuple[str, int]] = {}
     for group, future in admin.describe_consumer_groups(groups, request_timeout=timeout_s).items():
-        try:
-            description = future.result(timeout_s)
-        except KafkaException:  # a group that never existed, on some brokers
-            found[group] = ("Dead", 0)
+        # Asked, not raised (see infra.demo._group_readiness: a raised error kept the client alive).
+        error = future.exception(timeout_s)
+        if isinstance(error, KafkaException) and error.args[0].code() == KafkaError.GROUP_ID_NOT_FOUND:
+            found[group] = ("Dead", 0)  # a group that never existed, on some brokers
             continue
+        if error is not None:
+            raise KafkaUnavailable(f"Kafka did not describe {group}: {error}")
+        description = future.result()
         found[group] = (description.state.name.title().replace("_", ""), len(description.members))
     return found
 

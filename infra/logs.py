@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
+from collections.abc import Iterable
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from functools import cache
+from importlib import metadata
 from typing import Any
 
 from herald.infra.masking import mask_text
@@ -99,3 +103,25 @@ def configure_logging(level: str, log_format: str) -> None:
     root.setLevel(level)
     for noisy in QUIET_LIBRARIES:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+@cache
+def herald_version() -> str:
+    try:
+        return metadata.version("herald")
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
+
+
+def log_start(logger: logging.Logger, stage: str, *, consumes: Iterable[str], produces: Iterable[str],
+              groups: Iterable[str] = ()) -> None:
+    """The one line a process writes when it starts: what it reads and writes, as whom."""
+    group_list = ", ".join(groups) or "none"
+    logger.info("%s starting (herald %s, pid %d): consumes %s; produces %s; consumer group(s) %s", stage,
+                herald_version(), os.getpid(), ", ".join(consumes) or "nothing", ", ".join(produces) or
+                "nothing", group_list)
+
+
+def log_stop(logger: logging.Logger, stage: str, summary: object = "") -> None:
+    """The one line a process writes when it stopped, with what it did."""
+    logger.info("%s stopped%s", stage, f": {summary}" if summary else "")

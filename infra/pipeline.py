@@ -12,8 +12,10 @@ from herald.schemas.catalog import (
     CORRECTIONS_STAGE,
     DELIVERY_STAGE,
     DLQ_INDEX_STAGE,
+    GATEWAY_OBSERVATIONS,
     MISSING_CHECKS,
     MISSING_DELIVERIES,
+    MISSING_NOTIFICATIONS,
     NOTIFICATION_STATUS,
     REGISTRATION_EVENTS,
     SESSION_CHECKS,
@@ -21,20 +23,31 @@ from herald.schemas.catalog import (
     SESSION_EVENTS,
     SESSION_MISMATCHES,
     STATUS_PARTIALS,
+    STATUS_STATS,
     consumer_group,
+    dead_letter_topic,
     dead_letter_topics,
     delivery_topics,
+    notification_topic,
     qualified,
     stream_processor_group,
 )
 
 ALL_STAGES = "*"
-# What each stream processor's group reads (its Faust agents' inputs).
+_REQUESTS = tuple(notification_topic(channel) for channel in CHANNELS)
+# What each stream processor's group reads (its Faust agents' inputs), and what it writes.
 STREAM_INPUTS: dict[str, tuple[str, ...]] = {
     "router": (REGISTRATION_EVENTS,),
     "missing": (REGISTRATION_EVENTS, NOTIFICATION_STATUS, MISSING_DELIVERIES, MISSING_CHECKS),
     "sessions": (SESSION_EVENTS, SESSION_CHECKS),
     "status": (NOTIFICATION_STATUS, STATUS_PARTIALS),
+}
+STREAM_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "router": (*_REQUESTS, dead_letter_topic(REGISTRATION_EVENTS)),
+    "missing": (MISSING_NOTIFICATIONS, *_REQUESTS, MISSING_DELIVERIES, MISSING_CHECKS),
+    "sessions": (SESSION_MISMATCHES, SESSION_CHECKS, dead_letter_topic(SESSION_EVENTS),
+                 dead_letter_topic(GATEWAY_OBSERVATIONS)),
+    "status": (STATUS_STATS, STATUS_PARTIALS, dead_letter_topic(NOTIFICATION_STATUS)),
 }
 
 

@@ -162,6 +162,10 @@ class Settings:
         "The stages `herald health` requires to run, comma-separated: relay, router, missing, sessions, "
         "status, deliver:whatsapp, deliver:email, corrections, dlq-index; * for all. A required stage "
         "fails health when it has no live member (the relay: no shard leased)."))
+    shutdown_timeout_s: float = field(default=30.0, metadata=_doc(
+        "After SIGTERM or Ctrl-C, the longest any Herald process takes to exit, in seconds, Kafka up or "
+        "down: past it, what is unfinished is left to the next owner (every stage is at-least-once "
+        "or transactional)."))
     log_level: str = field(default="INFO", metadata=_doc("Python logging level."))
     log_format: str = field(default="text", metadata=_doc(
         "text, or json: one JSON object per line with request_id and trace_id."))

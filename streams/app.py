@@ -4,9 +4,11 @@ reconciler and the status stats, each wiring its pure rules to Kafka topics."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import faust
 
+from herald.infra.kafka_io import partition_names
 from herald.infra.settings import Settings
 from herald.schemas.catalog import (
     CHANNELS,
@@ -84,6 +86,7 @@ def create_app(settings: Settings, bootstrap: str, processor: str = "router") ->
         broker_session_timeout=settings.kafka_session_timeout_s,
     )
     read_committed_only(app)
+    _log_rebalances(app, processor)
     outputs = {
         name: app.topic(qualified(name, namespace), **RAW_BYTES)
         for name in [*(channel_topic(c) for c in CHANNELS), dead_letter_topic(REGISTRATION_EVENTS),
@@ -108,6 +111,16 @@ def create_app(settings: Settings, bootstrap: str, processor: str = "router") ->
     else:
         _add_router(app, namespace, send)
     return app
+
+
+def _log_rebalances(app: faust.App, processor: str) -> None:
+    @app.on_partitions_revoked.connect  # type: ignore[misc]
+    async def revoked(_app: faust.App, revoked: set[Any], **_kwargs: Any) -> None:
+        log.info("streams %s: partitions revoked: %s", processor, partition_names(revoked))
+
+    @app.on_partitions_assigned.connect  # type: ignore[misc]
+    async def assigned(_app: faust.App, assigned: set[Any], **_kwargs: Any) -> None:
+        log.info("streams %s: partitions assigned: %s", processor, partition_names(assigned))
 
 
 def _add_router(app: faust.App, namespace: str, send: Send) -> None:

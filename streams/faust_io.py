@@ -20,7 +20,7 @@ from aiokafka.errors import KafkaError as AioKafkaError
 from faust.exceptions import NotReady, ProducerSendError
 
 from herald.schemas.codec import UndecodableRecord, decode_expecting
-from herald.schemas.headers import from_kafka
+from herald.schemas.headers import CORRELATION_ID, TRACEPARENT, from_kafka, trace_id_of
 from herald.schemas.records import OutgoingRecord, SourceRecord, dead_letter
 
 log = logging.getLogger(__name__)
@@ -104,9 +104,11 @@ async def send_dead_letter(event: faust.EventT, catalog_topic: str, reason: str,
                            stage: str) -> None:
     """The event as it came, to its topic's DLQ, as an UndecodableRecord with `reason`."""
     message = event.message
-    log.error("%s dead-letters %s[%d]@%d: %s", stage, message.topic, message.partition,
-              message.offset, reason)
     timestamp_ms = int(message.timestamp * 1000) if message.timestamp else None
     source = SourceRecord(catalog_topic, message.partition, message.offset, event.key, event.value,
                           from_kafka(header_pairs(event.headers)), timestamp_ms)
+    log.warning("%s dead-lettered %s[%d]@%d (key %r): UndecodableRecord: %s", stage, message.topic,
+                message.partition, message.offset, event.key, reason, extra={
+                    "request_id": source.headers.get(CORRELATION_ID),
+                    "trace_id": trace_id_of(source.headers.get(TRACEPARENT))})
     await send(dead_letter(source, "UndecodableRecord", reason, consumer_group=stage))

@@ -31,6 +31,9 @@ READ_COMMITTED = "read_committed"
 
 class CommittedReadsThread(faust_aiokafka.AIOKafkaConsumerThread):
     consumer: CommittedReadsConsumer
+    # mode waits 60 s for the thread's loop to end; with the broker down, aiokafka's close
+    # retries all that time, and a worker told to stop took a minute to exit.
+    shutdown_timeout = 5.0
 
     def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
         consumer = super()._create_worker_consumer(transport)

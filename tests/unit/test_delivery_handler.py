@@ -1,6 +1,7 @@
 """What one request becomes: sent, a retry on the right tier with its headers, or a dead letter."""
 
 import asyncio
+import logging
 from datetime import UTC, datetime, timedelta
 
 from herald.consumers.delivery import ChannelDelivery
@@ -110,3 +111,30 @@ def test_a_retry_is_due_at_its_header():
     source = SourceRecord("t", 0, 0, None, b"", {h.DUE_AT: h.iso(NOW)})
     assert delivery.due_at(source) == NOW
     assert delivery.due_at(SourceRecord("t", 0, 0, None, b"", {})) is None
+
+
+def test_a_dead_letter_is_logged_with_its_notification_id_reason_and_trace_id(caplog):
+    """At INFO an operator sees every dead letter, and its trace id finds the rest of its story."""
+    from herald.infra.logs import TRACE_ID
+
+    traces = []
+
+    class KeepTrace(logging.Filter):
+        def filter(self, record):
+            traces.append(TRACE_ID.get())
+            return True
+
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    rejected = ProviderResponse(Outcome.FATAL, error="HTTP 400: bad address", error_class="ProviderRejected",
+                                status_code=400)
+    logger, keep = logging.getLogger("herald.consumers.delivery"), KeepTrace()
+    logger.addFilter(keep)
+    try:
+        with caplog.at_level(logging.INFO, "herald.consumers.delivery"):
+            handle(ScriptedProvider(rejected), headers={h.TRACEPARENT: traceparent})
+    finally:
+        logger.removeFilter(keep)
+    (line,) = [r for r in caplog.records if "dead-lettered" in r.getMessage()]
+    assert line.levelno >= logging.INFO
+    assert "n-1" in line.getMessage() and "ProviderRejected: HTTP 400: bad address" in line.getMessage()
+    assert traces == ["4bf92f3577b34da6a3ce929d0e0e4736"]
