@@ -216,7 +216,8 @@ def _act(engine: sa.Engine, action: str, selection: DeadLetterFilter, actor: str
     run = _ActionRun(engine, DeadLetterFilter(**{**asdict(selection), "state": "open"}), actor, target)
     if dry_run:
         return run.preview(action)
-    run.start(action, selection)
+    if not run.start(action, selection):
+        return run.result
     last_id = 0
     while last_id := run.take_batch(last_id, batch_size):
         if after_batch:
@@ -242,12 +243,19 @@ class _ActionRun:
         return int(count or 0)
 
     def _count_not_open(self, session: Session) -> None:
-        """Ids asked for by name that are not open (already replayed or discarded, or unknown)."""
+        """Ids asked for by name that are not open, each with why: replayed or discarded already
+        (by whom), or unknown."""
         ids = set(self._selection.ids)
-        if ids:
-            found = set(session.scalars(sa.select(DeadLetter.id).where(*self._selection.conditions())))
-            if missing := len(ids - found):
-                self.result.skipped["not open or unknown"] = missing
+        if not ids:
+            return
+        not_open = ids - set(session.scalars(sa.select(DeadLetter.id).where(*self._selection.conditions())))
+        rows = session.scalars(sa.select(DeadLetter).where(DeadLetter.id.in_(not_open)))
+        found = {row.id: row for row in rows}
+        for dead_letter_id in sorted(not_open):
+            row = found.get(dead_letter_id)
+            reason = (f"already {row.state} (by {row.resolved_by}, audit entry {row.resolved_action_id})"
+                      if row is not None else "no such dead letter")
+            self.result.skipped[reason] = self.result.skipped.get(reason, 0) + 1
 
     def preview(self, action: str) -> ActionResult:
         with Session(self._engine) as session:
@@ -258,14 +266,19 @@ class _ActionRun:
             self._admit(row)
         return self.result
 
-    def start(self, action: str, asked: DeadLetterFilter) -> None:
+    def start(self, action: str, asked: DeadLetterFilter) -> bool:
+        """The audit entry, unless nothing open matches (then the result says why; no entry)."""
         with Session(self._engine) as session, session.begin():
+            self.result = ActionResult(action, self._matching_open(session))
+            self._count_not_open(session)
+            if not self.result.matched:
+                return False
             entry = DeadLetterAction(action=action, actor=self._actor, target=self._target,
                                      selection=asked.as_dict())
             session.add(entry)
             session.flush()
-            self.result = ActionResult(action, self._matching_open(session), action_id=entry.id)
-            self._count_not_open(session)
+            self.result.action_id = entry.id
+            return True
 
     def take_batch(self, after_id: int, batch_size: int) -> int:
         """One transaction: lock the next open rows, act on them, mark them, audit them.

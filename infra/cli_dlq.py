@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import getpass
 import json
+import re
 import socket
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
+from rich.text import Text
 from sqlalchemy.orm import Session
 
 from herald.infra.masking import mask_text, mask_value
 from herald.infra.settings import Settings
+from herald.schemas.catalog import CHANNELS
 
 dlq = typer.Typer(help="Dead letters: list, show, replay and discard them, with an audit log.",
                   no_args_is_help=True)
@@ -100,13 +104,53 @@ def list_(ctx: typer.Context, topic: TopicOption = None, error_class: ErrorOptio
             print(json.dumps(row))
         return
     pages = max(1, -(-found.total // limit))
-    table = Table("id", "failed at", "topic", "key", "error", "attempts", "replays", "state",
-                  title=f"dead letters: {found.total} match, page {page} of {pages}")
+    Console().print(dead_letter_table(rows, f"dead letters: {found.total} match, page {page} of {pages}"))
+
+
+def dead_letter_table(rows: list[dict[str, Any]], title: str) -> Table:
+    """The list as a table that stays readable at 80 columns: a channel's topic by what --topic
+    takes, a UUID key by its first 8 characters (`dlq show` and --json have them whole), and the
+    error, its attempts and replays as words that wrap instead of being cut."""
+    mixed = len({row["state"] for row in rows}) > 1  # the default lists open ones only
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    table.add_column("id", justify="right", no_wrap=True)
+    table.add_column("failed UTC", no_wrap=True)
+    table.add_column("topic", no_wrap=True)
+    table.add_column("key", no_wrap=True)
+    table.add_column("error", overflow="fold", ratio=1, min_width=24)
     for row in rows:
-        table.add_row(str(row["id"]), row["last_failed_at"][:19], row["original_topic"], row["key"] or "-",
-                      f"{row['error_class']}: {row['error_message'][:60]}", str(row["attempts"]),
-                      str(row["replay_count"]), row["state"])
-    Console().print(table)
+        # Text, not markup: a key or an error message may hold brackets.
+        table.add_row(str(row["id"]), _short_time(row["last_failed_at"]), _short_topic(row["original_topic"]),
+                      Text(_short_key(row["key"])), Text(_error_words(row, show_state=mixed)))
+    return table
+
+
+def _error_words(row: dict[str, Any], show_state: bool) -> str:
+    tries = f" after {row['attempts']} tr{'y' if row['attempts'] == 1 else 'ies'}" if row["attempts"] else ""
+    replays = f", replayed {row['replay_count']}x" if row["replay_count"] else ""
+    state = f" [{row['state']}]" if show_state else ""
+    return f"{row['error_class']}{tries}{replays}{state}: {row['error_message'][:200]}"
+
+
+def _short_time(iso: str) -> str:
+    """2026-11-23T10:11:12.345+00:00 as 11-23 10:11 (UTC, as stored)."""
+    return f"{iso[5:10]} {iso[11:16]}"
+
+
+def _short_topic(topic: str) -> str:
+    """notifications.whatsapp.retry.3 as whatsapp.retry.3: a channel's topics by what --topic
+    takes; other topics whole."""
+    channel_topic = topic.startswith("notifications.") and topic.split(".")[1] in CHANNELS
+    return topic.removeprefix("notifications.") if channel_topic else topic
+
+
+def _short_key(key: str | None) -> str:
+    if key is None:
+        return "-"
+    return f"{key[:8]}…" if _UUID_SHAPE.match(key) else key
+
+
+_UUID_SHAPE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 @dlq.command("show")
@@ -209,3 +253,7 @@ def _run_action(ctx: typer.Context, act: Any, dry_run: bool) -> None:
     err.print(f"{result.done} of {result.matched} open dead letter(s) {verb} {result.action}ed"
               + (f"; audit entry {result.action_id}" if result.action_id else "")
               + "".join(f"\n  skipped {n}: {mask_text(reason)}" for reason, n in result.skipped.items()))
+    if not result.done:  # a script must not read "nothing happened" as success
+        err.print(f"[red]nothing {'would be' if dry_run else 'was'} {result.action}ed[/red]"
+                  + ("" if result.matched or result.skipped else ": no open dead letter matches"))
+        raise typer.Exit(1)

@@ -45,6 +45,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 OPERATOR_ERRORS = {**ERRORS, 400: {"model": ApiError,
                                    "description": "The request cannot be carried out as asked"}}
+ONE_ROW_ERRORS = {**OPERATOR_ERRORS, 404: {"model": ApiError, "description": "No such dead letter"},
+                  409: {"model": ApiError, "description": "Not open: already replayed or discarded"}}
 
 
 class DeadLetterSelection(BaseModel):
@@ -215,11 +217,18 @@ def show_dlq(dead_letter_id: RowId, who: Viewer, db: Db) -> dict[str, Any]:
     return shown if who.is_operator else mask_value(shown)  # type: ignore[no-any-return]
 
 
-@dead_letters.post("/{dead_letter_id}/replay", responses=OPERATOR_ERRORS)
+@dead_letters.post("/{dead_letter_id}/replay", responses=ONE_ROW_ERRORS)
 def replay_one(dead_letter_id: RowId, body: ReplayOne, who: Operator, wiring: Wired) -> dict[str, Any]:
-    """Replay one open dead letter through the outbox (replay count + 1)."""
+    """Replay one open dead letter through the outbox (replay count + 1); 409 says why one that
+    is not open was not replayed."""
     selection = ops.DeadLetterFilter(ids=(dead_letter_id,))
-    return ops.replay(wiring.engine, selection, actor=who.actor, target=body.to).as_dict()
+    result = ops.replay(wiring.engine, selection, actor=who.actor, target=body.to)
+    if not result.done:
+        reason = next(iter(result.skipped), "not replayable")
+        if reason == "no such dead letter":
+            raise api_error(404, "not_found", f"no dead letter {dead_letter_id}")
+        raise api_error(409, "not_replayed", f"dead letter {dead_letter_id} was not replayed: {reason}")
+    return result.as_dict()
 
 
 @dead_letters.post("/replay", responses=OPERATOR_ERRORS)

@@ -217,6 +217,13 @@ def test_a_dead_lettered_notification_replayed_from_the_cli_is_delivered_once(se
             replayed = subprocess.run([*HERALD, "dlq", "replay", str(dead.id), "--to", "retry"], env=env,
                                       capture_output=True, text=True, timeout=60)
             assert replayed.returncode == 0 and json.loads(replayed.stdout)["done"] == 1, replayed.stderr
+            again = subprocess.run([*HERALD, "dlq", "replay", str(dead.id), "--to", "retry"], env=env,
+                                   capture_output=True, text=True, timeout=60)
+            assert again.returncode == 1, "nothing replayed is no success"
+            assert "already replayed (by cli:" in again.stderr and "nothing was replayed" in again.stderr
+            with Session(engine) as session:
+                assert session.scalar(sa.select(sa.func.count()).select_from(DeadLetterAction)) == 1, \
+                    "no empty audit entry"
             with running_relay(settings):
                 wait_until(lambda: network.accepted("email") >= 5, 60, "the replayed notification")
             latest = latest_statuses(settings, 7)

@@ -101,10 +101,11 @@ def test_replay_over_http_reaches_the_outbox_and_the_audit_log(api, engine):
     assert bad.status_code == 400 and "name dead letters" in bad.json()["detail"]
     done = client.post("/v1/dlq/replay", json={"topic": "whatsapp", "to": "retry"}, headers=operator).json()
     assert done["done"] == 3 and done["target_topics"] == {"notifications.whatsapp.retry.1": 3}
-    again = client.post(f"/v1/dlq/{first}/replay", json={}, headers=operator).json()
-    assert again["done"] == 0 and again["skipped"] == {"not open or unknown": 1}
-    (entry, *_rest) = client.get("/v1/dlq/audit", headers=bearer(tokens["viewer"])).json()
-    assert entry["actor"] == "token:operator" and entry["row_count"] == 0
+    again = client.post(f"/v1/dlq/{first}/replay", json={}, headers=operator)
+    assert again.status_code == 409 and "already replayed (by token:operator" in again.json()["detail"]
+    assert client.post("/v1/dlq/999999/replay", json={}, headers=operator).status_code == 404
+    (entry,) = client.get("/v1/dlq/audit", headers=bearer(tokens["viewer"])).json()
+    assert entry["actor"] == "token:operator" and entry["row_count"] == 3, "nothing replayed, no entry"
     with Session(engine) as session:
         topics = session.scalars(sa.select(OutboxRecord.topic)
                                  .where(OutboxRecord.topic.like("notifications.%")))
