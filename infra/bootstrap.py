@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
+import os
 import threading
 from typing import Any
 
@@ -119,7 +120,9 @@ def run_relay(settings: Settings, stop: threading.Event) -> RelayStats:
     endpoints = reachable_endpoints(settings)
     settle_garbage_collector()
     # NullPool: a shard lease is a lock on the relay's own connection, never on a pooled one.
-    engine = sa.create_engine(endpoints.database_url, poolclass=sa.NullPool)
+    # Its name says which process holds it (`herald status`).
+    engine = sa.create_engine(endpoints.database_url, poolclass=sa.NullPool, connect_args={
+        "application_name": f"herald-relay-{os.getpid()}"})
     if not sa.inspect(engine).has_table(OutboxRecord.__tablename__):
         engine.dispose()
         raise ServiceError("the database has no outbox table: run `herald up` (it migrates) first")

@@ -10,6 +10,8 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -94,13 +96,32 @@ def down(
 
 
 @app.command()
-def status(ctx: typer.Context) -> None:
-    """Say what runs where."""
-    from herald.infra.bootstrap import describe
+def status(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
+    kafka: Annotated[bool, typer.Option("--kafka", help="Print only Kafka's bootstrap address (exit 1 when "
+                                                        "none runs), e.g. for KAFKA_BOOTSTRAP.")] = False,
+) -> None:
+    """Say what runs where: the services, then each stage (its members and lag, or relays)."""
+    from herald.infra.bootstrap import kafka_if_known
+    from herald.infra.status import pipeline_status
 
-    table = Table("service", "state", "where")
-    for row in describe(_settings(ctx)):
-        table.add_row(*row)
+    if kafka:
+        bootstrap = kafka_if_known(_settings(ctx))
+        if bootstrap is None:
+            console.print("[red]error:[/red] Kafka is not running: start it with `herald up`")
+            raise typer.Exit(1)
+        print(bootstrap)
+        return
+    report = pipeline_status(_settings(ctx))
+    if as_json:
+        print(json.dumps(report))
+        return
+    table = Table("service or stage", "state", "where", "lag")
+    for row in report["services"]:  # type: ignore[attr-defined]
+        table.add_row(row["service"], row["state"], row["where"], "")
+    for row in report["stages"]:  # type: ignore[attr-defined]
+        table.add_row(row["stage"], row["state"], row["where"], "" if row["lag"] is None else str(row["lag"]))
     Console().print(table)
 
 
@@ -150,8 +171,9 @@ def api(
 def streams(
     ctx: typer.Context,
     processor: Annotated[str, typer.Option(
-        help="router (registration events -> notification requests) or missing (the "
-             "missing-notification detector); each runs as its own Faust app and process.")] = "router",
+        help="router (registration events -> notification requests), missing (the missing-notification "
+             "detector), sessions (the session reconciler) or status (per-minute outcome counts for "
+             "analysts); each runs as its own Faust app and process.")] = "router",
 ) -> None:
     """Run one Faust stream processor."""
     from herald.infra.bootstrap import run_streams
@@ -174,9 +196,8 @@ def deliver(
     """Run delivery workers of CHANNEL: one per topic, each a member of that topic's group."""
     from herald.infra.bootstrap import run_delivery
 
-    report = run_delivery(_settings(ctx), channel, stop_on_signals(_settings(ctx)), drain,
-                          tuple(tier) if tier else None)
-    console.print(f"delivery stopped: {json.dumps(report.as_dict())}")
+    run_delivery(_settings(ctx), channel, stop_on_signals(_settings(ctx)), drain,
+                 tuple(tier) if tier else None)  # its stop line says what it did
 
 
 @app.command()
@@ -185,9 +206,7 @@ def corrections(ctx: typer.Context) -> None:
     gateway instance, and the session reconciler's mismatches (disconnect, reconnect, move)."""
     from herald.infra.bootstrap import run_corrections
 
-    stats = run_corrections(_settings(ctx), stop_on_signals(_settings(ctx)))
-    for topic, counters in stats.items():
-        console.print(f"corrections from {topic} stopped: {counters}")
+    run_corrections(_settings(ctx), stop_on_signals(_settings(ctx)))  # its stop line says what it did
 
 
 @app.command()
@@ -201,7 +220,8 @@ def simulator(
         help="SQLite file of accepted messages, shared by a network's instances; "
              "default <home>/simulators/<kind>.sqlite.")] = None,
     sessions_file: Annotated[Path | None, typer.Option(
-        help="whatsapp: keep this instance's sessions here, so they survive a restart.")] = None,
+        help="whatsapp: keep this instance's sessions here, so they survive a restart; default "
+             "<home>/simulators/<name>.sessions.json.")] = None,
     forget_sessions: Annotated[bool, typer.Option(
         help="whatsapp: start without the sessions in --sessions-file (a gateway that lost them).")] = False,
     report_interval_s: Annotated[float, typer.Option(
@@ -217,13 +237,16 @@ def simulator(
     from herald.schemas.catalog import GATEWAY_OBSERVATIONS, qualified
 
     settings = _settings(ctx)
+    name = name or f"{kind}-{port}"
     store_path = store or settings.home / "simulators" / f"{kind}.sqlite"
+    if kind == "whatsapp" and sessions_file is None:
+        sessions_file = settings.home / "simulators" / f"{name}.sessions.json"
     report = None
     if report_interval_s > 0:
         report = ReportTarget(resolve_endpoints(settings, need_database=False).kafka_bootstrap,
                               qualified(GATEWAY_OBSERVATIONS, settings.namespace),
                               advertised_url or f"http://{host}:{port}", report_interval_s)
-    app_ = create_simulator(kind, store_path, name=name or f"{kind}-{port}", sessions_file=sessions_file,
+    app_ = create_simulator(kind, store_path, name=name, sessions_file=sessions_file,
                             forget_sessions=forget_sessions, report=report)
     serve_http(app_, f"simulator {kind}", host, port, settings.shutdown_timeout_s, log_level="warning",
                access_log=False)
@@ -332,12 +355,23 @@ def health(
 bench = typer.Typer(help="Benchmarks that measure their own baselines in the same run.")
 
 
-def _prepared(ctx: typer.Context) -> tuple[Settings, Endpoints]:
-    """Settings, and the services started (if embedded), migrated and provisioned."""
+@contextmanager
+def _prepared(ctx: typer.Context) -> Iterator[tuple[Settings, Endpoints]]:
+    """Settings, and the services started (if embedded), migrated and provisioned; what this
+    started is stopped again at the end, as `make demo` does: a bench leaves a home as it found it."""
     from herald.infra.bootstrap import prepare
+    from herald.infra.services import start_services, stop_services
 
     settings = _settings(ctx)
-    return settings, prepare(settings)
+    _endpoints, started = start_services(settings)
+    try:
+        yield settings, prepare(settings)
+    finally:
+        stopped = stop_services(settings, only=started)
+        if stopped:
+            console.print(f"stopped what this started: {', '.join(stopped)}")
+
+
 app.add_typer(bench, name="bench")
 
 
@@ -351,9 +385,9 @@ def bench_relay(
     """Relay drain rate (1 and 3 relays), sustained rate and commit->ack latency, against baselines."""
     from herald.infra.bench_relay import print_bench_relay, run_bench_relay
 
-    settings, endpoints = _prepared(ctx)
-    print_bench_relay(run_bench_relay(settings, endpoints.kafka_bootstrap, endpoints.database_url,
-                                      events, keys, seconds))
+    with _prepared(ctx) as (settings, endpoints):
+        print_bench_relay(run_bench_relay(settings, endpoints.kafka_bootstrap, endpoints.database_url,
+                                          events, keys, seconds))
 
 
 @bench.command("deliver")
@@ -368,9 +402,9 @@ def bench_deliver(
     """Campaign time, commit->provider latency, scaling and failover, against the raw provider rate."""
     from herald.infra.bench_deliver import print_bench_deliver, run_bench_deliver
 
-    settings, endpoints = _prepared(ctx)
-    print_bench_deliver(run_bench_deliver(settings, endpoints.kafka_bootstrap, endpoints.database_url,
-                                          campaign, rate, seconds, latency_ms, scale_records))
+    with _prepared(ctx) as (settings, endpoints):
+        print_bench_deliver(run_bench_deliver(settings, endpoints.kafka_bootstrap, endpoints.database_url,
+                                              campaign, rate, seconds, latency_ms, scale_records))
 
 
 @bench.command("streams")
@@ -385,9 +419,9 @@ def bench_streams(
     """Router and detector events/s against the raw consume rate; deadline -> alert delay."""
     from herald.infra.bench_streams import print_bench_streams, run_bench_streams
 
-    settings, endpoints = _prepared(ctx)
-    print_bench_streams(run_bench_streams(settings, endpoints.kafka_bootstrap, events, alert_events, rate,
-                                          sla_s))
+    with _prepared(ctx) as (settings, endpoints):
+        print_bench_streams(run_bench_streams(settings, endpoints.kafka_bootstrap, events, alert_events,
+                                              rate, sla_s))
 
 
 @bench.command("baselines")
@@ -399,9 +433,9 @@ def bench_baselines(
     """The limits: Kafka's ProducerPerformance on the same broker, pgbench on the same database."""
     from herald.infra.bench_baselines import print_baselines, run_baselines
 
-    settings, endpoints = _prepared(ctx)
-    print_baselines(run_baselines(settings, endpoints.kafka_bootstrap, endpoints.database_url, records,
-                                  seconds))
+    with _prepared(ctx) as (settings, endpoints):
+        print_baselines(run_baselines(settings, endpoints.kafka_bootstrap, endpoints.database_url, records,
+                                      seconds))
 
 
 @bench.command("report")
@@ -415,8 +449,8 @@ def bench_report(
     from herald.infra.bench_report import run_report
     from herald.infra.settings import child_environ
 
-    settings, _endpoints = _prepared(ctx)  # started once here, reused by each bench
-    written = run_report(out, quick, child_environ(settings, os.environ))
+    with _prepared(ctx) as (settings, _endpoints):  # started once here, reused by each bench
+        written = run_report(out, quick, child_environ(settings, os.environ))
     console.print(f"wrote {written} and its plots")
 
 

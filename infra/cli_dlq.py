@@ -75,8 +75,7 @@ def index(ctx: typer.Context,
     from herald.infra.bootstrap import run_dlq_index
     from herald.infra.cli import stop_on_signals
 
-    stats = run_dlq_index(_settings(ctx), stop_on_signals(_settings(ctx)), drain)
-    err.print(f"dlq index stopped: indexed {stats.indexed}, already indexed {stats.already_indexed}")
+    run_dlq_index(_settings(ctx), stop_on_signals(_settings(ctx)), drain)  # its stop line says what it did
 
 
 @dlq.command("list")

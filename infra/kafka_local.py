@@ -197,7 +197,8 @@ class EmbeddedKafka:
         argv = [mvn, "-q", "-B", "-f", str(pom), "dependency:build-classpath",
                 f"-Dkafka.version={self.version}", f"-Dmdep.outputFile={cached}",
                 f"-Dmaven.repo.local={self.m2}"]
-        print(f"fetching Apache Kafka {self.version} jars from Maven Central...", file=sys.stderr)
+        print(f"resolving Apache Kafka {self.version} jars (from Maven Central, unless already in "
+              f"{self.m2})...", file=sys.stderr)
         result = subprocess.run(argv, capture_output=True, text=True)
         if result.returncode != 0:
             raise ServiceError(

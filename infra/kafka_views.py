@@ -111,6 +111,7 @@ class GroupView:
     group: str
     state: str  # the broker's: Stable, Empty, Dead, PreparingRebalance, ...
     members: int
+    member_names: tuple[str, ...]  # client.id@host of each
     lag: int  # records from each partition's committed offset (its start, if none) to its end
     lag_s: float  # how long the oldest unconsumed record has waited (since its due-at, if it has one)
 
@@ -147,18 +148,20 @@ def group_views(bootstrap: str, groups: Sequence[tuple[str, Sequence[str]]],
             for group, _topics in groups}
 
 
-def _members(admin: AdminClient, groups: list[str], timeout_s: float) -> dict[str, tuple[str, int]]:
-    found: dict[str, tuple[str, int]] = {}
+def _members(admin: AdminClient, groups: list[str],
+             timeout_s: float) -> dict[str, tuple[str, int, tuple[str, ...]]]:
+    found: dict[str, tuple[str, int, tuple[str, ...]]] = {}
     for group, future in admin.describe_consumer_groups(groups, request_timeout=timeout_s).items():
         # Asked, not raised (see infra.demo._group_readiness: a raised error kept the client alive).
         error = future.exception(timeout_s)
         if isinstance(error, KafkaException) and error.args[0].code() == KafkaError.GROUP_ID_NOT_FOUND:
-            found[group] = ("Dead", 0)  # a group that never existed, on some brokers
+            found[group] = ("Dead", 0, ())  # a group that never existed, on some brokers
             continue
         if error is not None:
             raise KafkaUnavailable(f"Kafka did not describe {group}: {error}")
         description = future.result()
-        found[group] = (description.state.name.title().replace("_", ""), len(description.members))
+        names = tuple(sorted(f"{m.client_id}@{m.host.lstrip('/')}" for m in description.members))
+        found[group] = (description.state.name.title().replace("_", ""), len(names), names)
     return found
 
 

@@ -71,6 +71,7 @@ class Instance:
 
     def save_sessions(self) -> None:
         if self.sessions_file is not None:
+            self.sessions_file.parent.mkdir(parents=True, exist_ok=True)
             self.sessions_file.write_text(json.dumps(self.sessions))
 
 

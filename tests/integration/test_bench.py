@@ -82,3 +82,20 @@ def test_bench_baselines_measures_kafkas_producer_performance_and_pgbench(settin
     rows_per_s = figures["pgbench_tps"] * figures["pgbench_rows_per_tx"]
     assert abs(figures["pgbench_rows_per_s"] - rows_per_s) < 1, figures
     assert bench_topics(settings, prefix="perf") == before, "the baseline left its topic behind"
+
+
+def test_a_bench_on_a_home_where_nothing_runs_stops_what_it_started(base_settings, tmp_path):
+    """It starts the embedded Kafka and PostgreSQL it needs, and leaves the home as it found it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+    env.update(HERALD_HOME=str(tmp_path / "home"), HERALD_MAVEN_REPO=str(base_settings.home / "m2"),
+               HERALD_KAFKA_HEAP_MB="384")
+    try:
+        result = subprocess.run([*HERALD, "bench", "baselines", "--records", "2000", "--seconds", "1"],
+                                env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "stopped what this started: kafka, postgres" in result.stderr
+        status = json.loads(subprocess.run([*HERALD, "status", "--json"], env=env, capture_output=True,
+                                           text=True, timeout=120).stdout)
+        assert [s["state"] for s in status["services"]] == ["stopped", "stopped"]
+    finally:
+        subprocess.run([*HERALD, "down"], env=env, capture_output=True, timeout=120)

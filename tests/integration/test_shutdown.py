@@ -65,6 +65,8 @@ def test_every_process_stops_within_a_bound_on_sigterm_and_logs_start_and_stop(
         started = f"starting (herald {herald_version()}, pid"
         assert started in log and "consumes" in log, tail(group.log_path(name))
         assert " stopped" in log, f"{name} wrote no stop line:\n{tail(group.log_path(name))}"
+    for name in ("router", "status", "deliver-email", "corrections", "dlq-index"):  # their rebalances
+        assert "partitions assigned" in group.log_path(name).read_text(), name
 
 
 def _wait_for_exits(group: ProcessGroup) -> dict[str, tuple[float, int]]:
