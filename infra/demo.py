@@ -37,6 +37,7 @@ from herald.infra.demo_faults import (
     with_demo_retries,
 )
 from herald.infra.kafka_io import RDKAFKA_LOG
+from herald.infra.kafka_views import COORDINATOR_NOT_READY
 from herald.infra.processes import HERALD_ARGV, ProcessGroup, ServiceError
 from herald.infra.services import Endpoints, start_services, stop_services
 from herald.infra.settings import Settings, child_environ
@@ -47,9 +48,8 @@ from herald.producers.sessions import open_session, update_session
 from herald.schemas.catalog import CHANNELS, consumer_group, notification_topic, qualified
 
 WRITER_THREADS = 4
-# A new broker answers these for a while.
-_COORDINATOR_NOT_READY = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_NOT_AVAILABLE,
-                          KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError._TIMED_OUT}
+# Or no answer in time, while a new broker loads the offsets of many groups at once.
+_COORDINATOR_NOT_READY = {*COORDINATOR_NOT_READY, KafkaError._TIMED_OUT}
 
 
 @dataclass

@@ -148,20 +148,35 @@ def group_views(bootstrap: str, groups: Sequence[tuple[str, Sequence[str]]],
             for group, _topics in groups}
 
 
+# A new broker answers these for a while (and for a group it loads, a moment after restarting).
+COORDINATOR_NOT_READY = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_NOT_AVAILABLE,
+                         KafkaError.COORDINATOR_LOAD_IN_PROGRESS}
+
+
 def _members(admin: AdminClient, groups: list[str],
              timeout_s: float) -> dict[str, tuple[str, int, tuple[str, ...]]]:
+    """(state, members, their client.id@host) per group; asked again while a coordinator loads."""
     found: dict[str, tuple[str, int, tuple[str, ...]]] = {}
-    for group, future in admin.describe_consumer_groups(groups, request_timeout=timeout_s).items():
-        # Asked, not raised (see infra.demo._group_readiness: a raised error kept the client alive).
-        error = future.exception(timeout_s)
-        if isinstance(error, KafkaException) and error.args[0].code() == KafkaError.GROUP_ID_NOT_FOUND:
-            found[group] = ("Dead", 0, ())  # a group that never existed, on some brokers
-            continue
-        if error is not None:
-            raise KafkaUnavailable(f"Kafka did not describe {group}: {error}")
-        description = future.result()
-        names = tuple(sorted(f"{m.client_id}@{m.host.lstrip('/')}" for m in description.members))
-        found[group] = (description.state.name.title().replace("_", ""), len(names), names)
+    deadline, pending = Deadline(timeout_s), list(groups)
+    while pending:
+        again = []
+        for group, future in admin.describe_consumer_groups(pending, request_timeout=timeout_s).items():
+            # Asked, not raised (see infra.demo._group_readiness: a raised error kept the client alive).
+            error = future.exception(timeout_s)
+            code = error.args[0].code() if isinstance(error, KafkaException) else None
+            if code == KafkaError.GROUP_ID_NOT_FOUND:
+                found[group] = ("Dead", 0, ())  # a group that never existed, on some brokers
+            elif code in COORDINATOR_NOT_READY and not deadline.expired():
+                again.append(group)
+            elif error is not None:
+                raise KafkaUnavailable(f"Kafka did not describe {group}: {error}")
+            else:
+                description = future.result()
+                names = tuple(sorted(f"{m.client_id}@{m.host.lstrip('/')}" for m in description.members))
+                found[group] = (description.state.name.title().replace("_", ""), len(names), names)
+        pending = again
+        if pending:
+            time.sleep(0.3)
     return found
 
 

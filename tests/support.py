@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import uvicorn
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from herald.infra.deadline import Deadline, wait_until
-from herald.infra.processes import HERALD_ARGV, ProcessGroup
+from herald.infra.processes import HERALD_ARGV, ProcessGroup, free_port
 from herald.infra.settings import Settings, child_environ
 from herald.infra.simulators.network import SimulatorNetwork
 
 HERALD = HERALD_ARGV
-__all__ = ["HERALD", "process_env", "read_topic", "simulator_network", "wait_until"]
+__all__ = ["HERALD", "process_env", "read_topic", "served_in_thread", "simulator_network", "wait_until"]
 
 
 def read_topic(bootstrap: str, topic: str, *, at_least: int = 0, timeout_s: float = 60,
@@ -61,3 +64,18 @@ def simulator_network(log_dir: Path, gateway_instances: int = 2, reporting_to: S
     with ProcessGroup(log_dir, env) as group:
         network.start(group)
         yield network, group
+
+
+@contextmanager
+def served_in_thread(app: Any, log_level: str = "warning") -> Iterator[str]:
+    """An ASGI app served by uvicorn on a thread of this process; yields its base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level=log_level))
+    serving = threading.Thread(target=server.run, name="served-in-thread")
+    serving.start()
+    wait_until(lambda: server.started, 30, "the app to be served")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        serving.join(30)

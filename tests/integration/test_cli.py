@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 
@@ -31,7 +32,13 @@ def test_up_status_down_on_a_private_home(base_settings, tmp_path):
         assert up.returncode == 0, up.stderr
         assert "kafka    127.0.0.1:" in up.stderr and "postgres postgresql" in up.stderr, up.stderr
         status = herald("status", env=env)
-        assert "embedded 4.3.1" in status.stdout and "stopped" not in status.stdout, status.stdout
+        assert "embedded 4.3.1" in status.stdout, status.stdout
+        report = json.loads(herald("status", "--json", env=env).stdout)
+        assert [(s["service"], s["state"]) for s in report["services"]] == [("kafka", "embedded 4.3.1"),
+                                                                            ("postgres", "embedded")]
+        stages = {s["stage"]: (s["state"], s["where"]) for s in report["stages"]}
+        assert stages["router"] == ("stopped", "start: herald streams --processor router"), stages
+        assert stages["relay"] == ("stopped", "start: herald relay"), "each stage, and how to start it"
         again = herald("up", env=env)  # idempotent: reuses what runs
         assert again.returncode == 0, again.stderr
         assert again.stderr.splitlines()[-2:] == up.stderr.splitlines()[-2:], (up.stderr, again.stderr)

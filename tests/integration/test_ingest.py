@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -13,7 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 import sqlalchemy as sa
-import uvicorn
 from sqlalchemy.orm import Session
 
 from herald.infra.processes import ProcessGroup, free_port
@@ -22,7 +20,7 @@ from herald.producers.models import OutboxRecord
 from herald.producers.signing import sign
 from herald.schemas import headers as h
 from tests.integration.relay_support import outbox_size, registration_records, running_relay
-from tests.support import HERALD, process_env, wait_until
+from tests.support import HERALD, process_env, served_in_thread, wait_until
 
 SECRET = "test-secret"
 
@@ -44,17 +42,8 @@ def signed(body: bytes, secret: str = SECRET, at: float | None = None, **headers
 def client(engine: sa.Engine) -> Iterator[httpx.Client]:
     """The ingest app served by uvicorn in a thread of this process, and a client of it."""
     app = create_ingest_app(engine, IngestConfig(secrets=("old-secret", SECRET), max_body_bytes=4096))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    serving = threading.Thread(target=server.run, name="ingest")
-    serving.start()
-    wait_until(lambda: server.started, 30, "the ingest API to start")
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
-            yield http
-    finally:
-        server.should_exit = True
-        serving.join(30)
+    with served_in_thread(app) as base, httpx.Client(base_url=base, timeout=30) as http:
+        yield http
 
 
 def outbox_rows(engine: sa.Engine) -> list[OutboxRecord]:

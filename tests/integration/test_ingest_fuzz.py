@@ -7,7 +7,6 @@ deep nesting, extra and missing fields, huge numbers, raw bytes."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,15 +14,13 @@ from collections.abc import Iterator
 import httpx
 import pytest
 import sqlalchemy as sa
-import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from herald.infra.processes import free_port
 from herald.producers.ingest import IngestConfig, create_ingest_app
 from herald.producers.migrations import scratch_database
 from herald.producers.signing import sign
-from tests.support import wait_until
+from tests.support import served_in_thread
 
 SECRET = "fuzz-secret"
 # Personal data planted in every body: no answer may carry it back.
@@ -37,18 +34,11 @@ def http(endpoints) -> Iterator[httpx.Client]:
     with scratch_database(endpoints.database_url, f"z{uuid.uuid4().hex[:10]}") as url:
         engine = sa.create_engine(url, pool_size=4)
         app = create_ingest_app(engine, IngestConfig(secrets=(SECRET,), max_body_bytes=262144))
-        port = free_port()
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical"))
-        serving = threading.Thread(target=server.run, name="ingest-fuzz")
-        serving.start()
-        wait_until(lambda: server.started, 30, "the ingest API to start")
         try:
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30,
-                              limits=httpx.Limits(max_connections=1)) as client:
+            with served_in_thread(app, log_level="critical") as base, \
+                    httpx.Client(base_url=base, timeout=30, limits=httpx.Limits(max_connections=1)) as client:
                 yield client
         finally:
-            server.should_exit = True
-            serving.join(30)
             engine.dispose()
 
 
@@ -69,8 +59,13 @@ scalars = st.one_of(
     st.sampled_from(["", "\x00", "a\nb", "\u202e", "x" * 65, "x" * 201, "x" * 321, "2026-11-22T10:00:00",
                      "9999-12-31T23:59:59Z", "0001-01-01T00:00:00+00:00", "payment_verified", "+62",
                      "not-a-uuid", str(uuid.uuid4())]))
-json_values = st.recursive(scalars, lambda inner: st.one_of(
-    st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)), max_leaves=12)
+
+
+def nested(inner: st.SearchStrategy) -> st.SearchStrategy:
+    return st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4))
+
+
+json_values = st.recursive(scalars, nested, max_leaves=12)
 
 
 @st.composite

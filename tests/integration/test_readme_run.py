@@ -21,6 +21,7 @@ from tests.support import HERALD, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 README_PORTS = (18081, 18082, 18083, 8090, 8095)
+STOP_BOUND_S = 25.0  # every stage stopped, then Kafka and PostgreSQL
 
 
 def blocks(section: str, language: str) -> list[str]:
@@ -105,8 +106,16 @@ def test_running_the_stages_yourself_as_readme_says(base_settings, tmp_path):
         wait_until(counted, 60, "the analysts' consumer to print the e-mail's count")
         health = subprocess.run([*HERALD, "health"], env=env, capture_output=True, text=True, timeout=120)
         assert health.returncode == 0, health.stdout
+        began = time.monotonic()
         stopped = shell.run(stop, 120)
         assert "stopped: kafka, postgres" in stopped, stopped
+        # `kill $(jobs -p); wait` is SIGTERM to every stage with Kafka up (test_shutdown.py: down).
+        took_s = time.monotonic() - began
+        assert took_s < STOP_BOUND_S, f"the stop block took {took_s:.0f} s"
+        said = shell.log.read_text()
+        for stage in ("relay", "ingest", "api", "streams router", "streams missing", "streams sessions",
+                      "streams status", "deliver whatsapp", "deliver email", "corrections", "dlq index"):
+            assert f"{stage} starting (herald" in said and f"{stage} stopped" in said, stage
     finally:
         shell.close()
         subprocess.run([*HERALD, "down"], env=env, capture_output=True, timeout=120)

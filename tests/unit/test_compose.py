@@ -123,3 +123,9 @@ def test_test_container_kafka_config_matches_its_port():
     env = apache_kafka_env(39092)
     assert env["KAFKA_ADVERTISED_LISTENERS"] == "PLAINTEXT://127.0.0.1:39092"
     assert env["KAFKA_LISTENERS"].startswith("PLAINTEXT://:39092,")
+
+
+def test_docker_waits_for_a_process_longer_than_its_own_exit_deadline():
+    herald = [service for service in SERVICES.values() if service.get("image") == "herald:local"]
+    grace_s = {float(service["stop_grace_period"].removesuffix("s")) for service in herald}
+    assert grace_s and min(grace_s) > Settings().shutdown_timeout_s
