@@ -170,7 +170,6 @@ def relay_config(settings: Settings) -> RelayConfig:
 
 def run_ingest(settings: Settings) -> None:
     """The ingest API needs only the database: Kafka being down must never fail a request."""
-
     from herald.producers.ingest import create_ingest_app
 
     secrets = tuple(s.strip() for s in (settings.ingest_secrets or "").split(",") if s.strip())
@@ -349,7 +348,6 @@ def ops_api_app(settings: Settings) -> Any:
 
 
 def run_api(settings: Settings) -> None:
-
     check_database(resolve_database_url(settings))
     log_start(log, "api", consumes=[f"HTTP on {settings.api_host}:{settings.api_port} (ops API, console, "
                                     "/metrics)"], produces=["the outbox (replays, resends)", "the audit log"])

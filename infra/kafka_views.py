@@ -41,9 +41,7 @@ def live_entries(bootstrap: str, topic: str, timeout_s: float = 10.0) -> dict[by
     """The latest record per key of a compacted topic, tombstoned keys left out: what is open.
 
     Reads every partition from the start to the end it had when the read began."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"herald-view-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False, "isolation.level": "read_committed",
-                         "logger": RDKAFKA_LOG})
+    consumer = _view_consumer(bootstrap)
     deadline = Deadline(timeout_s)
     try:
         ends = _ends(consumer, topic, deadline)
@@ -63,6 +61,13 @@ def live_entries(bootstrap: str, topic: str, timeout_s: float = 10.0) -> dict[by
         consumer.close()
 
 
+def _view_consumer(bootstrap: str, **overrides: object) -> Consumer:
+    """A consumer that only looks: assigned by hand, committing nothing, committed records only."""
+    return Consumer({"bootstrap.servers": bootstrap, "group.id": f"herald-view-{uuid.uuid4().hex}",
+                     "enable.auto.commit": False, "isolation.level": "read_committed", "logger": RDKAFKA_LOG,
+                     **overrides})
+
+
 def _ends(consumer: Consumer, topic: str, deadline: Deadline) -> dict[int, int]:
     try:
         metadata = consumer.list_topics(topic, timeout=max(deadline.remaining(), 0.1))
@@ -78,30 +83,6 @@ def _reached(consumer: Consumer, ends: dict[int, int]) -> bool:
     positions = consumer.position([TopicPartition(tp.topic, tp.partition) for tp in consumer.assignment()])
     where = {tp.partition: tp.offset for tp in positions}
     return all(end == 0 or where.get(p, -1) >= end for p, end in ends.items())
-
-
-def consumer_lag(bootstrap: str, group_prefix: str, timeout_s: float = 10.0) -> dict[str, int]:
-    """Records not yet consumed, per consumer group whose id starts with `group_prefix`."""
-    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": RDKAFKA_LOG})
-    try:
-        listed = admin.list_consumer_groups(request_timeout=timeout_s).result(timeout_s)
-        groups = sorted(g.group_id for g in listed.valid if g.group_id.startswith(group_prefix))
-        lag: dict[str, int] = {}
-        for group in groups:
-            request = [ConsumerGroupTopicPartitions(group)]
-            committed = admin.list_consumer_group_offsets(request, request_timeout=timeout_s)[group].result(
-                timeout_s).topic_partitions
-            positions = [tp for tp in committed if tp.offset >= 0]
-            if not positions:
-                lag[group] = 0
-                continue
-            ends = admin.list_offsets({TopicPartition(tp.topic, tp.partition): OffsetSpec.latest()
-                                       for tp in positions}, request_timeout=timeout_s)
-            lag[group] = sum(max(0, ends[TopicPartition(tp.topic, tp.partition)].result(timeout_s).offset
-                                 - tp.offset) for tp in positions)
-        return lag
-    except (KafkaException, TimeoutError) as exc:
-        raise KafkaUnavailable(f"Kafka did not answer about consumer groups: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -211,9 +192,7 @@ def _oldest_waits(bootstrap: str, positions: Iterable[tuple[str, int, int]],
     waited: dict[tuple[str, int, int], float] = {}
     if not pending:
         return waited
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"herald-view-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False, "isolation.level": "read_committed",
-                         "fetch.wait.max.ms": 50, "logger": RDKAFKA_LOG})
+    consumer = _view_consumer(bootstrap, **{"fetch.wait.max.ms": 50})  # markers only: no long wait
     deadline = Deadline(timeout_s)
     try:
         while pending and not deadline.expired():

@@ -8,9 +8,11 @@ from dataclasses import asdict, dataclass
 
 import sqlalchemy as sa
 
+from herald.infra.bootstrap import describe, kafka_if_known
 from herald.infra.kafka_views import GroupView, KafkaUnavailable, group_views
 from herald.infra.pipeline import Stage, pipeline_stages
 from herald.infra.processes import ServiceError
+from herald.infra.services import resolve_database_url
 from herald.infra.settings import Settings
 from herald.producers.leases import lease_holders
 
@@ -28,9 +30,6 @@ class StageStatus:
 
 def pipeline_status(settings: Settings) -> dict[str, object]:
     """Services and stages, as `herald status --json` prints them; never raises for what is down."""
-    from herald.infra.bootstrap import describe, kafka_if_known
-    from herald.infra.services import resolve_database_url
-
     services = [{"service": name, "state": state, "where": where}
                 for name, state, where in describe(settings)]
     bootstrap = kafka_if_known(settings)

@@ -11,9 +11,9 @@ from datetime import datetime
 
 import pytest
 
-from herald.infra.kafka_views import consumer_lag
+from herald.infra.kafka_views import group_views
 from herald.schemas import headers as h
-from herald.schemas.catalog import consumer_group, notification_topic
+from herald.schemas.catalog import consumer_group, delivery_topics, notification_topic, qualified
 from herald.schemas.codec import decode
 from tests.integration.delivery_support import (
     dead_letters,
@@ -96,8 +96,10 @@ def test_with_30_percent_transient_failures_each_notification_arrives_exactly_on
         wait_until(lambda: accepted(network, "whatsapp") >= 300, 120, "all 300 through the retry tiers")
         latest = latest_statuses(settings, 300)
         # The retry tiers are written in transactions: caught up means committed past their markers.
-        groups = consumer_group("deliver", notification_topic("whatsapp"), settings.namespace)
-        wait_until(lambda: set(consumer_lag(settings.kafka_bootstrap, groups).values()) == {0}, 30,
+        ns = settings.namespace
+        groups = [(consumer_group("deliver", topic, ns), [qualified(topic, ns)])
+                  for topic in delivery_topics("whatsapp")]
+        wait_until(lambda: {v.lag for v in group_views(settings.kafka_bootstrap, groups).values()} == {0}, 30,
                    "every group of the channel at lag 0")
     stats = network.stats("whatsapp")
     delivered = Counter(m["notification_id"] for m in network.messages("whatsapp"))

@@ -20,7 +20,8 @@ from confluent_kafka import Producer
 from herald.infra.deadline import Deadline
 from herald.infra.demo import wait_for_groups
 from herald.infra.kafka_io import producer_config
-from herald.infra.kafka_views import consumer_lag
+from herald.infra.kafka_views import group_views
+from herald.infra.pipeline import STREAM_INPUTS
 from herald.infra.processes import ProcessGroup
 from herald.schemas.catalog import NOTIFICATION_STATUS, STATUS_STATS, dead_letter_topic, qualified
 from herald.schemas.codec import decode, encode
@@ -116,9 +117,11 @@ def test_aborted_and_repeated_outcomes_are_not_counted_and_the_group_ends_at_lag
     producer.init_transactions(30)
     group_id = streams_app_id(settings, "status")
 
+    inputs = [qualified(topic, settings.namespace) for topic in STREAM_INPUTS["status"]]
+
     def settled(total: int) -> bool:  # every record read and committed, markers included
-        lag = consumer_lag(settings.kafka_bootstrap, group_id).get(group_id)
-        return lag == 0 and sum(latest_counts(settings).values()) >= total
+        (view,) = group_views(settings.kafka_bootstrap, [(group_id, inputs)]).values()
+        return view.lag == 0 and sum(latest_counts(settings).values()) >= total
 
     with ProcessGroup(log_dir, process_env(settings)) as group:
         start_counter(group, settings)
