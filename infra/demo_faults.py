@@ -43,7 +43,7 @@ class FaultReport:
     moved_to_url: str = ""
     provider_failures: int = 0  # answered 503 or refused, then retried
     declared_instance: str | None = None  # the database's, after the run
-    restarted_at: str = "~"  # ISO 8601: when the crashed instance came back ("~" sorts last)
+    restarted_at: str = "~"  # ISO 8601: when the crashed instance was restarted ("~" sorts last)
     idle_session: dict[str, str] | None = None  # status and audit metadata, after the run
 
     @property
@@ -87,8 +87,10 @@ def demo_faults(count: int, report: FaultReport) -> Callable[[ProcessGroup, Simu
         network.place_session(network.whatsapp[1], DEMO_SESSION)  # the session reconnected there ...
         group.kill(f"simulator-{crashed}")  # ... and its first instance crashes
         report.crashed_instance, report.moved_to, report.moved_to_url = crashed, survivor, network.whatsapp[1]
-        network.restart(group, crashed, forget_sessions=True)
+        # Taken before the restart: the instance reports at once, and the reconciler may mark the
+        # idle session disconnected before `restart` returns (a fresh-clone run saw it 20 ms early).
         report.restarted_at = iso(datetime.now(UTC))
+        network.restart(group, crashed, forget_sessions=True)
         network.faults(network.whatsapp[0], error_rate=TRANSIENT_FAILURE_RATE, status=503)
     return inject
 
