@@ -88,7 +88,7 @@ def demo_faults(count: int, report: FaultReport) -> Callable[[ProcessGroup, Simu
         group.kill(f"simulator-{crashed}")  # ... and its first instance crashes
         report.crashed_instance, report.moved_to, report.moved_to_url = crashed, survivor, network.whatsapp[1]
         # Taken before the restart: the instance reports at once, and the reconciler may mark the
-        # idle session disconnected before `restart` returns (a fresh-clone run saw it 20 ms early).
+        # idle session disconnected before `restart` returns (seen in a fresh-clone run).
         report.restarted_at = iso(datetime.now(UTC))
         network.restart(group, crashed, forget_sessions=True)
         network.faults(network.whatsapp[0], error_rate=TRANSIENT_FAILURE_RATE, status=503)
