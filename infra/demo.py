@@ -317,7 +317,8 @@ def health_line(settings: Settings, endpoints: Endpoints) -> str:
         engine.dispose()
     dead = sum(report.figures.get("dlq_open", {}).values())
     outbox = report.figures.get("outbox", {}).get("rows", "?")
-    return f"{report.state}: {dead} dead letters open, outbox {outbox} rows"
+    failed = "".join(f"; {check.name}: {check.detail}" for check in report.checks if check.state == "fail")
+    return f"{report.state}: {dead} dead letters open, outbox {outbox} rows{failed}"
 
 
 def print_report(result: DemoResult) -> None:
