@@ -37,7 +37,8 @@ from herald.infra.demo_faults import (
     with_demo_retries,
 )
 from herald.infra.kafka_io import RDKAFKA_LOG
-from herald.infra.kafka_views import COORDINATOR_NOT_READY
+from herald.infra.kafka_views import COORDINATOR_NOT_READY, group_views
+from herald.infra.pipeline import pipeline_stages
 from herald.infra.processes import HERALD_ARGV, ProcessGroup, ServiceError
 from herald.infra.services import Endpoints, start_services, stop_services
 from herald.infra.settings import Settings, child_environ
@@ -48,6 +49,7 @@ from herald.producers.sessions import open_session, update_session
 from herald.schemas.catalog import CHANNELS, consumer_group, notification_topic, qualified
 
 WRITER_THREADS = 4
+CATCH_UP_S = 120.0  # how long the stages may take to read what the burst left them
 # Or no answer in time, while a new broker loads the offsets of many groups at once.
 _COORDINATOR_NOT_READY = {*COORDINATOR_NOT_READY, KafkaError._TIMED_OUT}
 
@@ -66,6 +68,8 @@ class DemoResult:
     elapsed_s: float = 0.0
     rate: float = 0.0  # registrations per second the writers were paced to; 0: unpaced
     faults: FaultReport | None = None
+    caught_up_s: float | None = None  # every stage's groups at lag 0, this long after delivery
+    behind: str = ""  # when they were not in time: which group, how far behind
     health: str = ""  # `herald health` at the end: its state and what it counted
 
     def summary_json(self) -> str:
@@ -281,12 +285,14 @@ def run_pipeline(settings: Settings, endpoints: Endpoints, count: int, timeout_s
         if fault is not None:
             fault.result(timeout=timeout_s)
         wait_for_deliveries(network, prefix, count, Deadline(timeout_s), group)
+        delivered_at = time.monotonic()
         time.sleep(2.0)  # let any late repeat arrive before counting duplicates
         verified_at, pending = database_counts(endpoints.database_url, prefix)
         result.published_events = result.written_events - pending
         count_result(result, ids, network, verified_at)
         if faults is not None:
             finish_report(faults, [network.stats(c) for c in CHANNELS], endpoints.database_url)
+        wait_for_stages(result, settings, endpoints.kafka_bootstrap, delivered_at, group)
         result.health = health_line(settings, endpoints)
     result.elapsed_s = time.monotonic() - started
     return result
@@ -304,6 +310,25 @@ def run_demo(settings: Settings, count: int, timeout_s: float, rate: float = 0.0
                             inject_fault=demo_faults(count, report), rate=rate, faults=report)
     finally:
         stop_services(settings, only=started)
+
+
+def wait_for_stages(result: DemoResult, settings: Settings, bootstrap: str, delivered_at: float,
+                    group: ProcessGroup) -> None:
+    """Until every stage's consumer groups are at lag 0: under the burst the stream stages
+    trail the deliveries, and stopping them behind would leave the next run a backlog."""
+    deadline = Deadline(CATCH_UP_S)
+    stages = pipeline_stages(settings.namespace, settings.streams_app_id)
+    groups = [(spec.group, spec.topics) for stage in stages for spec in stage.groups]
+    while True:
+        group.check_alive()
+        behind = {g: view.lag for g, view in group_views(bootstrap, groups).items() if view.lag}
+        if not behind:
+            result.caught_up_s = time.monotonic() - delivered_at
+            return
+        if deadline.expired():
+            result.behind = ", ".join(f"{g} {lag} behind" for g, lag in sorted(behind.items()))
+            return
+        time.sleep(1.0)
 
 
 def health_line(settings: Settings, endpoints: Endpoints) -> str:
@@ -337,6 +362,9 @@ def print_report(result: DemoResult) -> None:
         table.add_row(measure, value)
     table.add_row("latency verify-commit -> provider, p50", f"{result.p50_ms:.0f} ms")
     table.add_row("latency verify-commit -> provider, p99", f"{result.p99_ms:.0f} ms")
+    caught_up = (f"{result.caught_up_s:.1f} s after the last e-ticket" if result.caught_up_s is not None
+                 else f"not within {CATCH_UP_S:.0f} s: {result.behind}")
+    table.add_row("every stage caught up (lag 0)", caught_up)
     table.add_row("herald health at the end", result.health)
     table.add_row("wall time", f"{result.elapsed_s:.1f} s")
     console.print(table)

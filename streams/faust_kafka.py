@@ -28,6 +28,8 @@ too), and Faust keeps acked offsets in `_acked`/`_acked_index`. The tests that w
 
 from __future__ import annotations
 
+import logging
+import time
 from collections import defaultdict, deque
 from collections.abc import Iterator
 from typing import Any
@@ -40,6 +42,9 @@ from faust.types import TP
 from herald.infra.read_positions import ReadPositions
 
 READ_COMMITTED = "read_committed"
+HELD_WARNING_S = 60.0  # a partition's commit held this long by one unacked record is worth a warning
+
+log = logging.getLogger(__name__)
 
 
 class CommittedReadsThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -57,14 +62,10 @@ class CommittedReadsThread(faust_aiokafka.AIOKafkaConsumerThread):
                              timeout: float | None = None, max_records: int | None = None) -> Any:
         records = await super()._fetch_records(consumer, active_partitions, timeout=timeout,
                                                max_records=max_records)
-        read, handed = self.consumer.read_positions, self.consumer.handed_over
-        acked_topic = self.consumer.app.topics.acks_enabled_for
+        read = self.consumer.read_positions
         for tp, messages in records.items():  # before Faust sees them
             if messages:
-                key = TP(tp.topic, tp.partition)
-                if acked_topic(tp.topic):  # a table's changelog is never acked
-                    handed[key].extend(message.offset for message in messages)
-                read.handed_over(key, messages[-1].offset)
+                read.handed_over(TP(tp.topic, tp.partition), messages[-1].offset)
         for tp, position in _positions(consumer):
             read.reached(TP(tp.topic, tp.partition), position)
         return records
@@ -73,13 +74,39 @@ class CommittedReadsThread(faust_aiokafka.AIOKafkaConsumerThread):
 class CommittedReadsConsumer(faust_aiokafka.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.read_positions = ReadPositions()
-        # Per partition, the offsets handed to Faust, in order (appended by the consumer's
-        # thread, taken by the event loop: deque operations are atomic).
+        # Per partition, the offsets handed to Faust (of the topics it acks), in order.
         self.handed_over: defaultdict[TP, deque[int]] = defaultdict(deque)
+        self._held: dict[TP, tuple[int | None, float, bool]] = {}  # head offset, since, warned
         super().__init__(*args, **kwargs)
 
     def _new_consumer_thread(self) -> CommittedReadsThread:
         return CommittedReadsThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def _getmany(self, active_partitions: set[TP] | None, timeout: float) -> Any:
+        records = await super()._getmany(active_partitions, timeout)
+        acked_topic = self.app.topics.acks_enabled_for
+        for tp, messages in records.items():
+            if messages and acked_topic(tp.topic):  # a table's changelog is never acked
+                self._note_handed_over(TP(tp.topic, tp.partition), [m.offset for m in messages])
+        return records
+
+    def _note_handed_over(self, tp: TP, offsets: list[int]) -> None:
+        """Remember what Faust is handed; after a seek back, read those offsets again.
+
+        A seek back to the committed offset (as recovery does on resuming the streams) can
+        land while Faust still works through a batch fetched before it; that batch moves
+        Faust's read offset past the seek, and Faust would then drop the records fetched
+        again as already read, though some of them (taken by a stream before its flow was
+        resumed) were never processed nor acked, and the commit would wait for them for
+        ever. So the records fetched again are read again: at least once, never lost."""
+        handed, first = self.handed_over[tp], offsets[0]
+        if handed and first <= handed[-1]:
+            while handed and handed[-1] >= first:
+                handed.pop()
+            read = self._read_offset[tp]
+            if read is not None and read > first:
+                self._read_offset[tp] = first
+        handed.extend(offsets)
 
     async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
         """Not needed: `_new_offset` passes over offsets that were never handed over."""
@@ -90,11 +117,25 @@ class CommittedReadsConsumer(faust_aiokafka.Consumer):
         lag 0. None when there is nothing new to commit."""
         committed = self._committed_offset[tp]
         done = self._take_acked_run(tp, committed if committed is not None else -1)
+        self._warn_if_held(tp)
         base = done + 1 if done is not None else committed
         if base is None:
             return None
         moved = self.read_positions.resume_offset(tp, base)
         return moved if committed is None or moved > committed else None
+
+    def _warn_if_held(self, tp: TP) -> None:
+        """One warning when the same unacked record has held a partition's commit for a minute."""
+        handed = self.handed_over[tp]
+        head = handed[0] if handed else None
+        held = self._held.get(tp)
+        if held is None or held[0] != head:
+            self._held[tp] = (head, time.monotonic(), False)
+        elif head is not None and not held[2] and time.monotonic() - held[1] > HELD_WARNING_S:
+            self._held[tp] = (head, held[1], True)
+            log.warning("%s[%d]: the commit waits %.0f s for the record at offset %d (read up to %s, "
+                        "%d later records acked)", tp.topic, tp.partition, time.monotonic() - held[1], head,
+                        self._read_offset[tp], len(self._acked_index[tp]))
 
     def _take_acked_run(self, tp: TP, floor: int) -> int | None:
         """The last offset of the acked run at the head of what was handed over (and forget it)."""
@@ -116,6 +157,7 @@ class CommittedReadsConsumer(faust_aiokafka.Consumer):
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         for tp in revoked:
             self.handed_over.pop(tp, None)
+            self._held.pop(tp, None)
         await super().on_partitions_revoked(revoked)
 
 

@@ -1,0 +1,105 @@
+"""What the Faust apps commit: past the longest acked run of the records handed over, over
+commit markers, and never past a record handed over again after a seek until it is acked."""
+
+from __future__ import annotations
+
+from collections import defaultdict, deque
+
+from faust.types import TP
+
+from herald.infra.read_positions import ReadPositions
+from herald.streams.faust_kafka import CommittedReadsConsumer
+
+PARTITION = TP("notifications.status", 0)
+
+
+def bookkeeping(committed: int | None) -> CommittedReadsConsumer:
+    """The consumer's offset bookkeeping alone, without an app or a broker."""
+    consumer = object.__new__(CommittedReadsConsumer)
+    consumer.read_positions = ReadPositions()
+    consumer.handed_over, consumer._held = defaultdict(deque), {}
+    consumer._read_offset = defaultdict(lambda: None)
+    consumer._acked, consumer._acked_index = defaultdict(list), defaultdict(set)
+    consumer._committed_offset = defaultdict(lambda: None, {PARTITION: committed})
+    return consumer
+
+
+def hand_over(consumer: CommittedReadsConsumer, offsets: list[int]) -> None:
+    consumer._note_handed_over(PARTITION, offsets)
+    consumer.read_positions.handed_over(PARTITION, offsets[-1])
+
+
+def ack(consumer: CommittedReadsConsumer, *offsets: int) -> None:
+    for offset in offsets:  # as Faust's ack does
+        consumer._acked_index[PARTITION].add(offset)
+        consumer._acked[PARTITION].append(offset)
+
+
+def commit(consumer: CommittedReadsConsumer) -> int | None:
+    offset = consumer._new_offset(PARTITION)
+    if offset is not None:
+        consumer._committed_offset[PARTITION] = offset
+    return offset
+
+
+def test_markers_between_records_do_not_hold_the_commit():
+    consumer = bookkeeping(committed=100)
+    hand_over(consumer, [100, 102, 104, 106])  # a marker after each record
+    ack(consumer, 100, 102)
+    assert commit(consumer) == 103
+    ack(consumer, 106)
+    assert commit(consumer) is None, "104 is not acked yet"
+    ack(consumer, 104)
+    assert commit(consumer) == 107
+
+
+def test_the_position_moves_past_trailing_markers_with_nothing_new_acked():
+    consumer = bookkeeping(committed=100)
+    hand_over(consumer, [100])
+    ack(consumer, 100)
+    consumer.read_positions.reached(PARTITION, 102)  # a marker at 101
+    assert commit(consumer) == 102
+
+
+def test_records_fetched_again_after_a_seek_are_read_again_and_held_for():
+    """Recovery's seek back lands while Faust works through an earlier batch: 105 and 107
+    were taken before the flow resumed (never processed), 109 and later were processed, and
+    Faust's read offset moved past the seek."""
+    consumer = bookkeeping(committed=105)
+    hand_over(consumer, [105, 107, 109, 111])
+    ack(consumer, 109, 111)
+    consumer._read_offset[PARTITION] = 111
+    assert commit(consumer) is None
+    hand_over(consumer, [105, 107, 109, 111, 113])  # after the seek to the committed offset
+    assert consumer._read_offset[PARTITION] == 105, "Faust reads them again instead of dropping them"
+    assert list(consumer.handed_over[PARTITION]) == [105, 107, 109, 111, 113]
+    ack(consumer, 105, 107)
+    assert commit(consumer) == 112
+    ack(consumer, 113)
+    assert commit(consumer) == 114
+
+
+def test_a_record_handed_over_twice_and_acked_once_does_not_stall():
+    consumer = bookkeeping(committed=None)
+    hand_over(consumer, [0, 1, 2])
+    ack(consumer, 0, 1, 2)
+    assert commit(consumer) == 3
+    hand_over(consumer, [1, 2, 3])  # a seek back to 1 after the commit
+    ack(consumer, 3)
+    assert commit(consumer) == 4
+
+
+def test_a_record_holding_the_commit_for_a_minute_is_warned_about_once(monkeypatch, caplog):
+    clock = [1000.0]
+    monkeypatch.setattr("herald.streams.faust_kafka.time.monotonic", lambda: clock[0])
+    consumer = bookkeeping(committed=100)
+    hand_over(consumer, [100, 101])
+    ack(consumer, 101)
+    for seconds in (0, 30, 61, 90):
+        clock[0] = 1000.0 + seconds
+        assert commit(consumer) is None
+    warnings = [r.getMessage() for r in caplog.records if "commit waits" in r.getMessage()]
+    assert warnings == ["notifications.status[0]: the commit waits 61 s for the record at offset 100 "
+                        "(read up to None, 1 later records acked)"]
+    ack(consumer, 100)
+    assert commit(consumer) == 102
