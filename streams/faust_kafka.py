@@ -77,6 +77,7 @@ class CommittedReadsConsumer(faust_aiokafka.Consumer):
         # Per partition, the offsets handed to Faust (of the topics it acks), in order.
         self.handed_over: defaultdict[TP, deque[int]] = defaultdict(deque)
         self._held: dict[TP, tuple[int | None, float, bool]] = {}  # head offset, since, warned
+        self._done: dict[TP, int] = {}  # the last offset of the acked run taken
         super().__init__(*args, **kwargs)
 
     def _new_consumer_thread(self) -> CommittedReadsThread:
@@ -115,13 +116,17 @@ class CommittedReadsConsumer(faust_aiokafka.Consumer):
         """Past the longest run of handed-over records that are acked, then past the markers
         that follow it; also for a partition with nothing newly acked, so an idle one reaches
         lag 0. None when there is nothing new to commit."""
-        committed = self._committed_offset[tp]
-        done = self._take_acked_run(tp, committed if committed is not None else -1)
+        committed, taken = self._committed_offset[tp], self._done.get(tp)
+        # The first offset not known to be done: a run taken before counts, though its commit
+        # may have failed.
+        floor = max(-1 if committed is None else committed, -1 if taken is None else taken + 1)
+        done = self._take_acked_run(tp, floor)
+        if done is not None:
+            self._done[tp], floor = done, done + 1
         self._warn_if_held(tp)
-        base = done + 1 if done is not None else committed
-        if base is None:
+        if floor < 0:
             return None
-        moved = self.read_positions.resume_offset(tp, base)
+        moved = self.read_positions.resume_offset(tp, floor)
         return moved if committed is None or moved > committed else None
 
     def _warn_if_held(self, tp: TP) -> None:
@@ -158,6 +163,7 @@ class CommittedReadsConsumer(faust_aiokafka.Consumer):
         for tp in revoked:
             self.handed_over.pop(tp, None)
             self._held.pop(tp, None)
+            self._done.pop(tp, None)
         await super().on_partitions_revoked(revoked)
 
 

@@ -17,7 +17,7 @@ def bookkeeping(committed: int | None) -> CommittedReadsConsumer:
     """The consumer's offset bookkeeping alone, without an app or a broker."""
     consumer = object.__new__(CommittedReadsConsumer)
     consumer.read_positions = ReadPositions()
-    consumer.handed_over, consumer._held = defaultdict(deque), {}
+    consumer.handed_over, consumer._held, consumer._done = defaultdict(deque), {}, {}
     consumer._read_offset = defaultdict(lambda: None)
     consumer._acked, consumer._acked_index = defaultdict(list), defaultdict(set)
     consumer._committed_offset = defaultdict(lambda: None, {PARTITION: committed})
@@ -102,4 +102,12 @@ def test_a_record_holding_the_commit_for_a_minute_is_warned_about_once(monkeypat
     assert warnings == ["notifications.status[0]: the commit waits 61 s for the record at offset 100 "
                         "(read up to None, 1 later records acked)"]
     ack(consumer, 100)
+    assert commit(consumer) == 102
+
+
+def test_a_run_whose_commit_failed_is_committed_next_time():
+    consumer = bookkeeping(committed=100)
+    hand_over(consumer, [100, 101])
+    ack(consumer, 100, 101)
+    assert consumer._new_offset(PARTITION) == 102  # and the commit fails: committed stays 100
     assert commit(consumer) == 102
