@@ -38,7 +38,7 @@ from herald.infra.demo_faults import (
 )
 from herald.infra.kafka_io import RDKAFKA_LOG
 from herald.infra.kafka_views import COORDINATOR_NOT_READY, group_views
-from herald.infra.pipeline import pipeline_stages
+from herald.infra.pipeline import pipeline_stages, stage_groups
 from herald.infra.processes import HERALD_ARGV, ProcessGroup, ServiceError
 from herald.infra.services import Endpoints, start_services, stop_services
 from herald.infra.settings import Settings, child_environ
@@ -317,8 +317,7 @@ def wait_for_stages(result: DemoResult, settings: Settings, bootstrap: str, deli
     """Until every stage's consumer groups are at lag 0: under the burst the stream stages
     trail the deliveries, and stopping them behind would leave the next run a backlog."""
     deadline = Deadline(CATCH_UP_S)
-    stages = pipeline_stages(settings.namespace, settings.streams_app_id)
-    groups = [(spec.group, spec.topics) for stage in stages for spec in stage.groups]
+    groups = stage_groups(pipeline_stages(settings.namespace, settings.streams_app_id))
     while True:
         group.check_alive()
         behind = {g: view.lag for g, view in group_views(bootstrap, groups).items() if view.lag}

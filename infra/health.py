@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from herald.infra.kafka_views import GroupView, KafkaUnavailable, group_views, live_entries
-from herald.infra.pipeline import Stage, needed_stages
+from herald.infra.pipeline import Stage, needed_stages, stage_groups
 from herald.infra.settings import Settings
 from herald.producers.leases import lease_holders
 from herald.producers.outbox import outbox_backlog
@@ -123,8 +123,7 @@ def _kafka_part(report: HealthReport, settings: Settings, bootstrap: str | None,
         return Check("kafka", "ok", "reachable")
 
     def consumers() -> Check:
-        groups = [(g.group, g.topics) for stage in stages for g in stage.groups]
-        views = group_views(bootstrap, groups)
+        views = group_views(bootstrap, stage_groups(stages))
         report.figures["consumer_lag"] = {g: v.lag for g, v in views.items()}
         report.figures["consumer_lag_s"] = {g: round(v.lag_s, 3) for g, v in views.items()}
         report.figures["consumer_members"] = {g: v.members for g, v in views.items()}

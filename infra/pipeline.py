@@ -85,6 +85,11 @@ def pipeline_stages(namespace: str, streams_app_id: str) -> tuple[Stage, ...]:
     return tuple(stages)
 
 
+def stage_groups(stages: tuple[Stage, ...]) -> list[tuple[str, tuple[str, ...]]]:
+    """Each group of `stages` with the topics it reads, as `group_views` takes them."""
+    return [(spec.group, spec.topics) for stage in stages for spec in stage.groups]
+
+
 def needed_stages(namespace: str, streams_app_id: str, names: tuple[str, ...]) -> tuple[Stage, ...]:
     """The stages `names` picks (ALL_STAGES for every one); ValueError naming an unknown one."""
     stages = pipeline_stages(namespace, streams_app_id)

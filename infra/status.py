@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from herald.infra.bootstrap import describe, kafka_if_known
 from herald.infra.kafka_views import GroupView, KafkaUnavailable, group_views
-from herald.infra.pipeline import Stage, pipeline_stages
+from herald.infra.pipeline import Stage, pipeline_stages, stage_groups
 from herald.infra.processes import ServiceError
 from herald.infra.services import resolve_database_url
 from herald.infra.settings import Settings
@@ -57,7 +57,7 @@ def _views(stages: tuple[Stage, ...], bootstrap: str | None) -> dict[str, GroupV
     if bootstrap is None:
         return "Kafka is not running"
     try:
-        return group_views(bootstrap, [(g.group, g.topics) for stage in stages for g in stage.groups])
+        return group_views(bootstrap, stage_groups(stages))
     except KafkaUnavailable as exc:
         return str(exc)
 
