@@ -29,6 +29,7 @@ bench: install
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 unit: install
 	$(BIN)/pytest tests/unit

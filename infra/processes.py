@@ -14,7 +14,7 @@ from pathlib import Path
 
 from herald.infra.deadline import Deadline
 
-HERALD_ARGV = (sys.executable, "-m", "herald.infra.cli")  # how every child process is started
+HERALD_ARGV = (sys.executable, "-m", "herald.ops.cli")  # how every child process is started
 
 
 class ServiceError(RuntimeError):

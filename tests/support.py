@@ -16,7 +16,7 @@ from confluent_kafka import Consumer, Message, TopicPartition
 from herald.infra.deadline import Deadline, wait_until
 from herald.infra.processes import HERALD_ARGV, ProcessGroup, free_port
 from herald.infra.settings import Settings, child_environ
-from herald.infra.simulators.network import SimulatorNetwork
+from herald.proving.simulators.network import SimulatorNetwork
 
 HERALD = HERALD_ARGV
 __all__ = ["HERALD", "process_env", "read_topic", "served_in_thread", "simulator_network", "wait_until"]

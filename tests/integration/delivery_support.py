@@ -12,10 +12,10 @@ from typing import Any
 
 from confluent_kafka import Message, Producer
 
-from herald.infra.delivery_process import DeliveryProcess, DeliveryReport
 from herald.infra.kafka_io import producer_config
 from herald.infra.settings import Settings
-from herald.infra.simulators.network import SimulatorNetwork
+from herald.ops.delivery_process import DeliveryProcess, DeliveryReport
+from herald.proving.simulators.network import SimulatorNetwork
 from herald.schemas import headers as h
 from herald.schemas.catalog import (
     NOTIFICATION_STATUS,

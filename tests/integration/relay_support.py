@@ -14,9 +14,9 @@ import sqlalchemy as sa
 from confluent_kafka import Message, Producer
 from sqlalchemy.orm import Session
 
-from herald.infra.bootstrap import relay_config
 from herald.infra.kafka_io import producer_config
 from herald.infra.settings import Settings
+from herald.ops.bootstrap import relay_config
 from herald.producers.models import MessagingSession
 from herald.producers.outbox import outbox_backlog
 from herald.producers.registrations import change_status, register

@@ -17,10 +17,10 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from sqlalchemy.orm import Session
 
-from herald.infra.api_tokens import create_token
-from herald.infra.ops_api import Wiring, create_ops_api
 from herald.infra.processes import free_port
 from herald.infra.provisioning import delete_namespace_topics, provision_topics
+from herald.ops.api_tokens import create_token
+from herald.ops.ops_api import Wiring, create_ops_api
 from herald.producers.migrations import scratch_database
 from herald.schemas.catalog import topic_catalog
 from tests.support import HERALD, process_env, wait_until

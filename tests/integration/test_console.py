@@ -12,9 +12,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from herald.infra.api_tokens import create_token
 from herald.infra.processes import free_port
 from herald.infra.system_packages import ensure_command
+from herald.ops.api_tokens import create_token
 from tests.integration.delivery_support import delivering, fast_settings, produce_requests
 from tests.integration.relay_support import running_relay
 from tests.integration.test_dead_letters import index

@@ -19,9 +19,9 @@ from confluent_kafka import Consumer, Producer
 from sqlalchemy.orm import Session
 
 from herald.consumers.dead_letter_index import DeadLetterIndexer
-from herald.consumers.dead_letter_ops import DeadLetterFilter, DeadLetterOpsError, discard, replay
-from herald.infra.bootstrap import run_dlq_index
 from herald.infra.kafka_io import consumer_config, producer_config
+from herald.ops.bootstrap import run_dlq_index
+from herald.ops.dead_letter_ops import DeadLetterFilter, DeadLetterOpsError, discard, replay
 from herald.producers.models import DeadLetter, DeadLetterAction, OutboxRecord
 from herald.schemas import headers as h
 from herald.schemas.catalog import REGISTRATION_EVENTS, notification_topic, qualified, retry_topic

@@ -7,11 +7,11 @@ from __future__ import annotations
 import os
 import signal
 
-from herald.infra.demo import run_pipeline
-from herald.infra.demo_faults import FaultReport, demo_faults, with_demo_retries
 from herald.infra.processes import ProcessGroup
 from herald.infra.services import Endpoints
-from herald.infra.simulators.network import SimulatorNetwork
+from herald.proving.demo import run_pipeline
+from herald.proving.demo_faults import FaultReport, demo_faults, with_demo_retries
+from herald.proving.simulators.network import SimulatorNetwork
 from tests.support import HERALD, wait_until
 
 

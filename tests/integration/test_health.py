@@ -13,14 +13,14 @@ import httpx
 from confluent_kafka import Producer
 from sqlalchemy.orm import Session
 
-from herald.infra.api_tokens import create_token
 from herald.infra.deadline import Deadline
-from herald.infra.demo import wait_for_groups
 from herald.infra.kafka_io import producer_config
-from herald.infra.pipeline import STREAM_INPUTS
 from herald.infra.processes import ProcessGroup, free_port
 from herald.infra.services import embedded_kafka
+from herald.ops.api_tokens import create_token
+from herald.ops.pipeline import STREAM_INPUTS
 from herald.producers.registrations import register
+from herald.proving.demo import wait_for_groups
 from herald.schemas.catalog import NOTIFICATION_STATUS, qualified
 from herald.streams.app import streams_app_id
 from tests.integration.test_status_stats import outcomes, produce_in_transaction

@@ -17,9 +17,9 @@ from datetime import UTC, datetime
 from confluent_kafka import Producer
 
 from herald.infra.deadline import Deadline
-from herald.infra.demo import wait_for_groups
 from herald.infra.kafka_io import producer_config
 from herald.infra.processes import ProcessGroup
+from herald.proving.demo import wait_for_groups
 from herald.schemas.catalog import MISSING_NOTIFICATIONS, NOTIFICATION_STATUS, REGISTRATION_EVENTS, qualified
 from herald.schemas.catalog import notification_topic as channel_topic
 from herald.schemas.codec import decode, encode

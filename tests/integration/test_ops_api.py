@@ -12,8 +12,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from herald.infra.api_tokens import create_token, revoke_token
 from herald.infra.processes import free_port
+from herald.ops.api_tokens import create_token, revoke_token
 from herald.producers.models import DeadLetter, OutboxRecord
 from herald.producers.sessions import open_session
 from tests.integration.test_dead_letters import failed_request, index, put_dead_letters

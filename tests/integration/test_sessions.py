@@ -23,12 +23,12 @@ from confluent_kafka import Producer
 from sqlalchemy.orm import Session
 
 from herald.infra.deadline import Deadline
-from herald.infra.demo import wait_for_groups
 from herald.infra.kafka_io import producer_config
 from herald.infra.processes import ProcessGroup
 from herald.infra.settings import Settings
 from herald.producers.models import MessagingSession
 from herald.producers.sessions import open_session
+from herald.proving.demo import wait_for_groups
 from herald.schemas.catalog import SESSION_EVENTS, SESSION_MISMATCHES, dead_letter_topic, qualified
 from herald.schemas.codec import decode
 from herald.streams.app import streams_app_id

@@ -13,13 +13,13 @@ import sys
 import time
 
 from herald.infra.deadline import Deadline
-from herald.infra.demo import wait_for_groups
 from herald.infra.exit_deadline import EXIT_PAST_DEADLINE
 from herald.infra.logs import herald_version
-from herald.infra.pipeline import pipeline_stages
 from herald.infra.processes import ProcessGroup, free_port, tail
 from herald.infra.provisioning import provision_topics
+from herald.ops.pipeline import pipeline_stages
 from herald.producers.migrations import scratch_database
+from herald.proving.demo import wait_for_groups
 from herald.schemas.catalog import topic_catalog
 from tests.support import HERALD, process_env
 

@@ -18,11 +18,11 @@ from pathlib import Path
 from confluent_kafka import Producer
 
 from herald.infra.deadline import Deadline
-from herald.infra.demo import wait_for_groups
 from herald.infra.kafka_io import producer_config
 from herald.infra.kafka_views import group_views
-from herald.infra.pipeline import STREAM_INPUTS
 from herald.infra.processes import ProcessGroup
+from herald.ops.pipeline import STREAM_INPUTS
+from herald.proving.demo import wait_for_groups
 from herald.schemas.catalog import NOTIFICATION_STATUS, STATUS_STATS, dead_letter_topic, qualified
 from herald.schemas.codec import decode, encode
 from herald.streams.app import streams_app_id

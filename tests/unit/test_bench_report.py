@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from herald.infra.bench_plots import write_plots
-from herald.infra.bench_report import bench_commands, render_report
+from herald.proving.bench_plots import write_plots
+from herald.proving.bench_report import bench_commands, render_report
 
 RESULTS = {
     "baselines": {"record_size": 124, "producer_perf_eps": 40000.0, "producer_perf_p50_ms": 6.0,

@@ -6,10 +6,10 @@ import dataclasses
 import json
 from pathlib import Path
 
-from herald.infra.chaos import GOAL_RECOVERY_S, ChaosPlan, Outcome, recovery_seconds
-from herald.infra.chaos_faults import SCENARIOS
-from herald.infra.chaos_suite import chaos_settings, failed, skip_reason
 from herald.infra.settings import Settings
+from herald.proving.chaos import GOAL_RECOVERY_S, ChaosPlan, Outcome, recovery_seconds
+from herald.proving.chaos_faults import SCENARIOS
+from herald.proving.chaos_suite import chaos_settings, failed, skip_reason
 
 CLEARED = 10_000.0
 

@@ -5,7 +5,7 @@ import logging
 import pytest
 from typer.testing import CliRunner
 
-from herald.infra.cli import app
+from herald.ops.cli import app
 from herald.streams.app import PROCESSORS
 
 

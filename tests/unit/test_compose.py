@@ -9,8 +9,8 @@ import pytest
 import typer
 import yaml
 
-from herald.infra.cli import app
 from herald.infra.settings import Settings
+from herald.ops.cli import app
 from tests.containers import apache_kafka_env
 
 ROOT = Path(__file__).resolve().parents[2]

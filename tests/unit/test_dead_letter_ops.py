@@ -7,13 +7,13 @@ from datetime import UTC, datetime
 import pytest
 
 from herald.consumers.dead_letter_index import index_row
-from herald.consumers.dead_letter_ops import (
+from herald.infra.masking import mask_text, mask_value
+from herald.ops.dead_letter_ops import (
     DeadLetterFilter,
     DeadLetterOpsError,
     replay_headers,
     replay_topic,
 )
-from herald.infra.masking import mask_text, mask_value
 from herald.schemas import headers as h
 
 NOW = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)

@@ -4,8 +4,8 @@ import threading
 
 import pytest
 
-from herald.infra.delivery_process import DeliveryProcess, retry_policy
 from herald.infra.settings import Settings, SettingsError
+from herald.ops.delivery_process import DeliveryProcess, retry_policy
 
 
 class FailingWorker:

@@ -3,7 +3,7 @@ from concurrent.futures import Future
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from herald.infra.demo import _group_readiness
+from herald.proving.demo import _group_readiness
 
 
 def failed(code: int) -> Future:

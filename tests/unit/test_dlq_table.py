@@ -3,7 +3,7 @@ nothing is cut to "notific…", and markup-looking text is shown as it is."""
 
 from rich.console import Console
 
-from herald.infra.cli_dlq import dead_letter_table
+from herald.ops.cli_dlq import dead_letter_table
 
 NID = "6f1c2a7e-9b1d-5c3e-8f00-1234567890ab"
 ROWS = [

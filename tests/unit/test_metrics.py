@@ -8,7 +8,7 @@ from prometheus_client import generate_latest
 
 from herald.consumers.delivery import DeliveryCounts
 from herald.infra.latency import LatencyHistogram
-from herald.infra.metrics import DeliveryCollector, PipelineCollector, registry_of
+from herald.ops.metrics import DeliveryCollector, PipelineCollector, registry_of
 
 
 def test_latency_buckets_are_cumulative():

@@ -5,7 +5,7 @@ import asyncio
 import httpx
 import pytest
 
-from herald.infra.simulators.provider import create_simulator
+from herald.proving.simulators.provider import create_simulator
 
 BODY = {"to": "+62811", "template": "e_ticket", "registration_id": "REG-1", "notification_id": "n-1"}
 KEY = {"Idempotency-Key": "n-1"}

@@ -21,14 +21,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from herald.consumers import dead_letter_ops as ops
-from herald.infra.api_tokens import Caller, caller_of
-from herald.infra.dead_letter_views import audit_entries, detail, summary
-from herald.infra.health import health_report, pipeline_figures
 from herald.infra.kafka_views import KafkaUnavailable
 from herald.infra.masking import mask_value
-from herald.infra.metrics import PipelineCollector, registry_of
 from herald.infra.settings import Settings
+from herald.ops import dead_letter_ops as ops
+from herald.ops.api_tokens import Caller, caller_of
+from herald.ops.dead_letter_views import audit_entries, detail, summary
+from herald.ops.health import health_report, pipeline_figures
+from herald.ops.metrics import PipelineCollector, registry_of
 from herald.producers.models import DeadLetter
 
 
@@ -129,7 +129,7 @@ dead_letters = APIRouter(prefix="/v1/dlq", tags=["dead letters"], responses=ERRO
 
 
 def create_ops_api(wiring: Wiring) -> FastAPI:
-    from herald.infra.api_streams import streams
+    from herald.ops.api_streams import streams
 
     app = FastAPI(title="Herald ops API", version="1", description=__doc__)
     app.state.wiring = wiring

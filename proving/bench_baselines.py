@@ -22,7 +22,6 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from herald.infra.bench_relay import create_topic
 from herald.infra.postgres_local import find_bin_dir
 from herald.infra.processes import ServiceError
 from herald.infra.provisioning import delete_namespace_topics
@@ -30,6 +29,7 @@ from herald.infra.services import embedded_kafka
 from herald.infra.settings import Settings
 from herald.infra.system_packages import ensure_command
 from herald.producers.migrations import scratch_database
+from herald.proving.bench_relay import create_topic
 from herald.schemas.catalog import qualified
 from herald.schemas.codec import encode
 

@@ -1,5 +1,5 @@
 """`herald resend-missing` and `herald sessions sync`: the seeds' repair commands, each a thin
-shell over `herald.infra.repairs`."""
+shell over `herald.ops.repairs`."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ AsJson = Annotated[bool, typer.Option("--json", help="One JSON object, for scrip
 
 
 def _print(report: object, title: str, as_json: bool) -> None:
-    from herald.infra.repairs import RepairReport
+    from herald.ops.repairs import RepairReport
 
     assert isinstance(report, RepairReport)
     if as_json:
@@ -36,7 +36,7 @@ def _print(report: object, title: str, as_json: bool) -> None:
 
 
 def _prepared(ctx: typer.Context) -> tuple[Settings, str, object]:
-    from herald.infra.bootstrap import database_engine, reachable_endpoints
+    from herald.ops.bootstrap import database_engine, reachable_endpoints
 
     settings: Settings = ctx.obj
     endpoints = reachable_endpoints(settings)
@@ -51,7 +51,7 @@ def resend_missing(
     dry_run: DryRun = False, as_json: AsJson = False,
 ) -> None:
     """Request every open missing notification again (same notification id) through the outbox."""
-    from herald.infra.repairs import resend_missing as run
+    from herald.ops.repairs import resend_missing as run
 
     settings, bootstrap, engine = _prepared(ctx)
     report = run(settings, bootstrap, engine, tuple(notification_type or ()), dry_run)  # type: ignore[arg-type]
@@ -68,7 +68,7 @@ def sync(
 ) -> None:
     """Apply the session reconciler's open verdicts now: lost sessions marked disconnected
     (and reconnected, with --auto-reconnect), moved sessions given their new instance."""
-    from herald.infra.repairs import sync_sessions
+    from herald.ops.repairs import sync_sessions
 
     settings, bootstrap, engine = _prepared(ctx)
     actor = f"cli:{getpass.getuser()}@{socket.gethostname()}"
@@ -87,9 +87,9 @@ def create_token(ctx: typer.Context, name: Annotated[str, typer.Argument(help="W
     """Create a token and print it: it is shown this once (only its hash is stored)."""
     from sqlalchemy.orm import Session
 
-    from herald.infra.api_tokens import TokenError
-    from herald.infra.api_tokens import create_token as create
-    from herald.infra.bootstrap import database_engine
+    from herald.ops.api_tokens import TokenError
+    from herald.ops.api_tokens import create_token as create
+    from herald.ops.bootstrap import database_engine
 
     engine = database_engine(ctx.obj)
     try:
@@ -109,9 +109,9 @@ def revoke_token(ctx: typer.Context, name: Annotated[str, typer.Argument(help="T
     """Revoke a token: it is refused from the next request on."""
     from sqlalchemy.orm import Session
 
-    from herald.infra.api_tokens import TokenError
-    from herald.infra.api_tokens import revoke_token as revoke
-    from herald.infra.bootstrap import database_engine
+    from herald.ops.api_tokens import TokenError
+    from herald.ops.api_tokens import revoke_token as revoke
+    from herald.ops.bootstrap import database_engine
 
     engine = database_engine(ctx.obj)
     try:
@@ -130,8 +130,8 @@ def list_tokens(ctx: typer.Context) -> None:
     """Every token: name, role, created, revoked (never the token itself)."""
     from sqlalchemy.orm import Session
 
-    from herald.infra.api_tokens import list_tokens as listed
-    from herald.infra.bootstrap import database_engine
+    from herald.ops.api_tokens import list_tokens as listed
+    from herald.ops.bootstrap import database_engine
 
     engine = database_engine(ctx.obj)
     with Session(engine) as session:

@@ -36,18 +36,18 @@ from sqlalchemy.orm import Session
 
 from herald.consumers import event_loop
 from herald.consumers.http_clients import delivery_client
-from herald.infra.bench_relay import percentile
-from herald.infra.cpu_usage import cpu_by_part, spent_since
 from herald.infra.deadline import Deadline, wait_until
-from herald.infra.demo import wait_for_groups
 from herald.infra.kafka_io import RDKAFKA_LOG, producer_config
 from herald.infra.processes import HERALD_ARGV, ProcessGroup
 from herald.infra.provisioning import delete_namespace_topics, provision_topics
 from herald.infra.settings import Settings, child_environ
-from herald.infra.simulators.network import SimulatorNetwork
 from herald.producers.migrations import scratch_database
 from herald.producers.outbox import DomainEvent, emit
 from herald.producers.sessions import open_session
+from herald.proving.bench_relay import percentile
+from herald.proving.cpu_usage import cpu_by_part, spent_since
+from herald.proving.demo import wait_for_groups
+from herald.proving.simulators.network import SimulatorNetwork
 from herald.schemas.catalog import (
     SESSION_EVENTS,
     consumer_group,

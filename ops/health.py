@@ -20,8 +20,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from herald.infra.kafka_views import GroupView, KafkaUnavailable, group_views, live_entries
-from herald.infra.pipeline import Stage, needed_stages, stage_groups
 from herald.infra.settings import Settings
+from herald.ops.pipeline import Stage, needed_stages, stage_groups
 from herald.producers.leases import lease_holders
 from herald.producers.outbox import outbox_backlog
 from herald.schemas.catalog import MISSING_NOTIFICATIONS, SESSION_MISMATCHES, qualified
@@ -86,7 +86,7 @@ def _database_part(report: HealthReport, settings: Settings, engine: sa.Engine |
             backlog = outbox_backlog(conn)
             report.figures["relays"] = len(lease_holders(conn))
         with Session(engine) as session:
-            from herald.consumers.dead_letter_ops import open_counts_by_topic
+            from herald.ops.dead_letter_ops import open_counts_by_topic
 
             report.figures["dlq_open"] = open_counts_by_topic(session)
         report.figures["outbox"] = backlog.as_dict()

@@ -16,14 +16,14 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from confluent_kafka import Producer
 
-from herald.infra.chaos import ChaosRun, Injector
 from herald.infra.deadline import Deadline, wait_until
-from herald.infra.demo import wait_for_groups
-from herald.infra.demo_faults import DEMO_SESSION
 from herald.infra.kafka_io import producer_config
 from herald.infra.processes import HERALD_ARGV
 from herald.infra.services import embedded_kafka, embedded_postgres
 from herald.producers.models import DeadLetter, MessagingSession
+from herald.proving.chaos import ChaosRun, Injector
+from herald.proving.demo import wait_for_groups
+from herald.proving.demo_faults import DEMO_SESSION
 from herald.schemas.catalog import REGISTRATION_EVENTS, consumer_group, notification_topic, qualified
 
 POISON_PER_TOPIC = 100

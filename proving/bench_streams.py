@@ -35,14 +35,14 @@ from confluent_kafka.admin import AdminClient
 from rich.console import Console
 from rich.table import Table
 
-from herald.infra.bench_relay import percentile
-from herald.infra.cpu_usage import cpu_by_part, spent_since
 from herald.infra.deadline import Deadline
-from herald.infra.demo import wait_for_groups
 from herald.infra.kafka_io import RDKAFKA_LOG, producer_config
 from herald.infra.processes import HERALD_ARGV, ProcessGroup
 from herald.infra.provisioning import delete_namespace_topics, provision_topics
 from herald.infra.settings import Settings, child_environ
+from herald.proving.bench_relay import percentile
+from herald.proving.cpu_usage import cpu_by_part, spent_since
+from herald.proving.demo import wait_for_groups
 from herald.schemas.catalog import (
     MISSING_NOTIFICATIONS,
     NOTIFICATION_STATUS,

@@ -23,8 +23,8 @@ from sqlalchemy.orm import Session
 from herald.infra.deadline import wait_until
 from herald.infra.processes import ProcessGroup
 from herald.infra.settings import Settings
-from herald.infra.simulators.network import SimulatorNetwork
 from herald.producers.models import MessagingSession
+from herald.proving.simulators.network import SimulatorNetwork
 from herald.schemas.headers import iso
 
 DEMO_SESSION = "demo-wa"

@@ -24,15 +24,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from herald.infra.chaos_writer import write_durably
 from herald.infra.deadline import Deadline
-from herald.infra.demo import database_counts, open_demo_sessions, pipeline_env, start_pipeline
-from herald.infra.demo_faults import GATEWAY_REPORT_INTERVAL_S
 from herald.infra.processes import ProcessGroup, ServiceError
 from herald.infra.services import Endpoints
 from herald.infra.settings import Settings
-from herald.infra.simulators.network import SimulatorNetwork
-from herald.infra.simulators.store import MessageStore
+from herald.proving.chaos_writer import write_durably
+from herald.proving.demo import database_counts, open_demo_sessions, pipeline_env, start_pipeline
+from herald.proving.demo_faults import GATEWAY_REPORT_INTERVAL_S
+from herald.proving.simulators.network import SimulatorNetwork
+from herald.proving.simulators.store import MessageStore
 from herald.schemas.catalog import CHANNELS
 
 GOAL_RECOVERY_S = 10.0

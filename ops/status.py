@@ -8,12 +8,12 @@ from dataclasses import asdict, dataclass
 
 import sqlalchemy as sa
 
-from herald.infra.bootstrap import describe, kafka_if_known
 from herald.infra.kafka_views import GroupView, KafkaUnavailable, group_views
-from herald.infra.pipeline import Stage, pipeline_stages, stage_groups
 from herald.infra.processes import ServiceError
 from herald.infra.services import resolve_database_url
 from herald.infra.settings import Settings
+from herald.ops.bootstrap import describe, kafka_if_known
+from herald.ops.pipeline import Stage, pipeline_stages, stage_groups
 from herald.producers.leases import lease_holders
 
 

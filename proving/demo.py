@@ -25,9 +25,18 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.orm import Session
 
-from herald.infra.bootstrap import prepare, replication_factor
 from herald.infra.deadline import Deadline
-from herald.infra.demo_faults import (
+from herald.infra.kafka_io import RDKAFKA_LOG
+from herald.infra.kafka_views import COORDINATOR_NOT_READY, group_views
+from herald.infra.processes import HERALD_ARGV, ProcessGroup, ServiceError
+from herald.infra.services import Endpoints, start_services, stop_services
+from herald.infra.settings import Settings, child_environ
+from herald.ops.bootstrap import prepare, replication_factor
+from herald.ops.pipeline import pipeline_stages, stage_groups
+from herald.producers.models import MessagingSession, OutboxRecord, Registration
+from herald.producers.registrations import change_status, register
+from herald.producers.sessions import open_session, update_session
+from herald.proving.demo_faults import (
     DEMO_SESSION,
     GATEWAY_REPORT_INTERVAL_S,
     IDLE_SESSION,
@@ -36,16 +45,7 @@ from herald.infra.demo_faults import (
     finish_report,
     with_demo_retries,
 )
-from herald.infra.kafka_io import RDKAFKA_LOG
-from herald.infra.kafka_views import COORDINATOR_NOT_READY, group_views
-from herald.infra.pipeline import pipeline_stages, stage_groups
-from herald.infra.processes import HERALD_ARGV, ProcessGroup, ServiceError
-from herald.infra.services import Endpoints, start_services, stop_services
-from herald.infra.settings import Settings, child_environ
-from herald.infra.simulators.network import SimulatorNetwork
-from herald.producers.models import MessagingSession, OutboxRecord, Registration
-from herald.producers.registrations import change_status, register
-from herald.producers.sessions import open_session, update_session
+from herald.proving.simulators.network import SimulatorNetwork
 from herald.schemas.catalog import CHANNELS, consumer_group, notification_topic, qualified
 
 WRITER_THREADS = 4
@@ -332,7 +332,7 @@ def wait_for_stages(result: DemoResult, settings: Settings, bootstrap: str, deli
 
 def health_line(settings: Settings, endpoints: Endpoints) -> str:
     """What `herald health` says once the run is over (dead letters as the indexer saw them)."""
-    from herald.infra.health import health_report
+    from herald.ops.health import health_report
 
     engine = sa.create_engine(endpoints.database_url, poolclass=sa.pool.NullPool)
     try:

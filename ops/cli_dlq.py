@@ -1,6 +1,6 @@
 """`herald dlq ...`: the failed-jobs screen in a terminal. List, show, replay, discard, audit.
 
-A thin shell over `herald.consumers.dead_letter_ops`; every command but `index` needs only
+A thin shell over `herald.ops.dead_letter_ops`; every command but `index` needs only
 the database, so it works while Kafka is down.
 """
 
@@ -54,7 +54,7 @@ def _actor(given: str | None) -> str:
 
 def _filter(ids: list[int] | None, every: bool, topic: str | None, error_class: str | None, key: str | None,
             search: str | None, since: datetime | None, state: str | None = "open") -> Any:
-    from herald.consumers.dead_letter_ops import DeadLetterFilter
+    from herald.ops.dead_letter_ops import DeadLetterFilter
 
     criteria = (topic, error_class, key, search, since)
     if not ids and not every:
@@ -72,8 +72,8 @@ def index(ctx: typer.Context,
           drain: Annotated[bool, typer.Option(help="Exit once every dead-letter topic is indexed.")] = False,
           ) -> None:
     """Index every dead-letter topic into the database (a long-running consumer group)."""
-    from herald.infra.bootstrap import run_dlq_index
-    from herald.infra.cli import stop_on_signals
+    from herald.ops.bootstrap import run_dlq_index
+    from herald.ops.cli import stop_on_signals
 
     run_dlq_index(_settings(ctx), stop_on_signals(_settings(ctx)), drain)  # its stop line says what it did
 
@@ -86,9 +86,9 @@ def list_(ctx: typer.Context, topic: TopicOption = None, error_class: ErrorOptio
           page: Annotated[int, typer.Option(min=1, help="Page number, newest first.")] = 1,
           as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False) -> None:
     """Dead letters, newest first, phone numbers and emails masked."""
-    from herald.consumers.dead_letter_ops import DeadLetterFilter, list_dead_letters
-    from herald.infra.bootstrap import database_engine
-    from herald.infra.dead_letter_views import summary
+    from herald.ops.bootstrap import database_engine
+    from herald.ops.dead_letter_ops import DeadLetterFilter, list_dead_letters
+    from herald.ops.dead_letter_views import summary
 
     selection = _checked(lambda: DeadLetterFilter(
         topic=topic, error_class=error_class, key=key, text=search, since=_since(since),
@@ -157,8 +157,8 @@ def show(ctx: typer.Context, dead_letter_id: Annotated[int, typer.Argument(metav
          masked: Annotated[bool, typer.Option(help="Mask phone numbers and emails here too.")] = False,
          ) -> None:
     """One dead letter whole: headers, decoded payload, error, what became of it (JSON)."""
-    from herald.infra.bootstrap import database_engine
-    from herald.infra.dead_letter_views import detail
+    from herald.ops.bootstrap import database_engine
+    from herald.ops.dead_letter_views import detail
     from herald.producers.models import DeadLetter
 
     engine = database_engine(_settings(ctx))
@@ -182,7 +182,7 @@ def replay(ctx: typer.Context, ids: Annotated[list[int] | None, typer.Argument(m
            batch_size: Annotated[int, typer.Option(min=1, max=5000, help="Rows per transaction.")] = 200,
            ) -> None:
     """Put dead letters back (key, value, headers; replay count + 1) through the outbox."""
-    from herald.consumers import dead_letter_ops as ops
+    from herald.ops import dead_letter_ops as ops
 
     selection = _checked(lambda: _filter(ids, every, topic, error_class, key, search, since))
     _run_action(ctx, lambda engine, hook: ops.replay(
@@ -196,7 +196,7 @@ def discard(ctx: typer.Context, ids: Annotated[list[int] | None, typer.Argument(
             key: KeyOption = None, search: TextOption = None, since: SinceOption = None,
             dry_run: DryRunOption = False, actor: ActorOption = None) -> None:
     """Mark dead letters discarded: nothing is produced; the audit log keeps who and which."""
-    from herald.consumers import dead_letter_ops as ops
+    from herald.ops import dead_letter_ops as ops
 
     selection = _checked(lambda: _filter(ids, every, topic, error_class, key, search, since))
     _run_action(ctx, lambda engine, _hook: ops.discard(
@@ -207,8 +207,8 @@ def discard(ctx: typer.Context, ids: Annotated[list[int] | None, typer.Argument(
 def audit(ctx: typer.Context,
           limit: Annotated[int, typer.Option(min=1, help="Newest entries.")] = 20) -> None:
     """The audit log: every replay and discard, who ran it, what it selected, how many rows."""
-    from herald.infra.bootstrap import database_engine
-    from herald.infra.dead_letter_views import audit_entries
+    from herald.ops.bootstrap import database_engine
+    from herald.ops.dead_letter_views import audit_entries
 
     engine = database_engine(_settings(ctx))
     with Session(engine) as session:
@@ -223,7 +223,7 @@ def audit(ctx: typer.Context,
 
 
 def _checked(build: Any) -> Any:
-    from herald.consumers.dead_letter_ops import DeadLetterOpsError
+    from herald.ops.dead_letter_ops import DeadLetterOpsError
 
     try:
         return build()
@@ -233,8 +233,8 @@ def _checked(build: Any) -> Any:
 
 
 def _run_action(ctx: typer.Context, act: Any, dry_run: bool) -> None:
-    from herald.consumers.dead_letter_ops import DeadLetterOpsError
-    from herald.infra.bootstrap import database_engine
+    from herald.ops.bootstrap import database_engine
+    from herald.ops.dead_letter_ops import DeadLetterOpsError
 
     engine = database_engine(_settings(ctx))
     try:

@@ -31,8 +31,8 @@ from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from herald.infra.simulators.reports import ReportTarget, report_sessions
-from herald.infra.simulators.store import MessageStore
+from herald.proving.simulators.reports import ReportTarget, report_sessions
+from herald.proving.simulators.store import MessageStore
 from herald.schemas.headers import trace_id_of
 
 log = logging.getLogger(__name__)

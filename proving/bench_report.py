@@ -20,9 +20,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from herald.infra.bench_plots import write_plots
-from herald.infra.bench_tables import report_sections
 from herald.infra.processes import HERALD_ARGV, ServiceError
+from herald.proving.bench_plots import write_plots
+from herald.proving.bench_tables import report_sections
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,10 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
-from herald.infra.dead_letter_views import jsonable_record
 from herald.infra.kafka_views import KafkaUnavailable, live_entries
-from herald.infra.ops_api import ERRORS, OPERATOR_ERRORS, ApiError, Operator, Viewer, Wired, api_error
-from herald.infra.repairs import UnknownSession, reconnect_session, resend_missing
+from herald.ops.dead_letter_views import jsonable_record
+from herald.ops.ops_api import ERRORS, OPERATOR_ERRORS, ApiError, Operator, Viewer, Wired, api_error
+from herald.ops.repairs import UnknownSession, reconnect_session, resend_missing
 from herald.schemas.catalog import MISSING_NOTIFICATIONS, SESSION_MISMATCHES, qualified
 from herald.schemas.codec import UndecodableRecord, decode_expecting
 

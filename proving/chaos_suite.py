@@ -14,12 +14,12 @@ from collections.abc import Callable
 from rich.console import Console
 from rich.table import Table
 
-from herald.infra.bootstrap import prepare
-from herald.infra.chaos import CHAOS_RETRIES, ChaosPlan, Outcome, run_scenario
-from herald.infra.chaos_faults import SCENARIOS, Scenario
-from herald.infra.demo_faults import DEMO_SESSION_CHECKS
 from herald.infra.services import Endpoints, start_services, stop_services
 from herald.infra.settings import Settings
+from herald.ops.bootstrap import prepare
+from herald.proving.chaos import CHAOS_RETRIES, ChaosPlan, Outcome, run_scenario
+from herald.proving.chaos_faults import SCENARIOS, Scenario
+from herald.proving.demo_faults import DEMO_SESSION_CHECKS
 
 CLUSTER_HOME = "chaos-cluster"  # under HERALD_HOME: the three brokers' own directory
 

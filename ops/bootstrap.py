@@ -12,11 +12,9 @@ from typing import Any
 import sqlalchemy as sa
 from confluent_kafka import Consumer, Producer
 
-from herald.infra.delivery_process import DeliveryProcess, DeliveryReport
 from herald.infra.exit_deadline import arm_exit_deadline, serve_http
 from herald.infra.kafka_io import consumer_config, producer_config
 from herald.infra.logs import log_start, log_stop
-from herald.infra.pipeline import STREAM_INPUTS, STREAM_OUTPUTS
 from herald.infra.processes import ServiceError
 from herald.infra.provisioning import provision_topics
 from herald.infra.services import (
@@ -30,6 +28,8 @@ from herald.infra.services import (
     start_services,
 )
 from herald.infra.settings import Settings
+from herald.ops.delivery_process import DeliveryProcess, DeliveryReport
+from herald.ops.pipeline import STREAM_INPUTS, STREAM_OUTPUTS
 from herald.producers.ingest import IngestConfig
 from herald.producers.leases import lease_holders
 from herald.producers.migrations import migrate
@@ -129,7 +129,7 @@ def run_relay(settings: Settings, stop: threading.Event) -> RelayStats:
     relay = Relay(engine, lambda: Producer(producer_config(endpoints.kafka_bootstrap,
                                                            settings.relay_flush_timeout_s)),
                   relay_config(settings))
-    from herald.infra.metrics import RelayCollector, serve_metrics
+    from herald.ops.metrics import RelayCollector, serve_metrics
 
     serve_metrics(settings.metrics_port, settings.metrics_host, RelayCollector(relay))
     log_start(log, "relay", consumes=[f"the outbox ({OUTBOX_SHARDS} shards, leased)"],
@@ -230,7 +230,7 @@ def run_delivery(settings: Settings, channel: str, stop: threading.Event, drain:
     """Workers of CHANNEL: its request topic (tier 0) and each retry tier, unless `tiers` picks."""
     endpoints = reachable_endpoints(settings, need_database=False)
     settle_garbage_collector()
-    from herald.infra.metrics import DeliveryCollector, serve_metrics
+    from herald.ops.metrics import DeliveryCollector, serve_metrics
 
     process = DeliveryProcess(settings, endpoints.kafka_bootstrap, channel, tiers)
     serve_metrics(settings.metrics_port, settings.metrics_host,
@@ -322,7 +322,7 @@ def kafka_if_known(settings: Settings) -> str | None:
 
 def read_health(settings: Settings) -> Any:
     """The health report: what is unreachable or not running is reported, never raised."""
-    from herald.infra.health import health_report
+    from herald.ops.health import health_report
 
     bootstrap = kafka_if_known(settings)
     try:
@@ -339,7 +339,7 @@ def read_health(settings: Settings) -> Any:
 
 def ops_api_app(settings: Settings) -> Any:
     """The ops API as an ASGI app. Kafka may be down: its parts then answer 503."""
-    from herald.infra.ops_api import Wiring, create_ops_api
+    from herald.ops.ops_api import Wiring, create_ops_api
 
     bootstrap = kafka_if_known(settings)
     engine = sa.create_engine(resolve_database_url(settings), pool_pre_ping=True,

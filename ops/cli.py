@@ -1,0 +1,294 @@
+"""`herald`: the one entry point of every Herald process.
+
+A thin shell: it reads settings from the environment once, here, and calls one function.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from herald.infra.exit_deadline import arm_exit_deadline
+from herald.infra.logs import configure_logging
+from herald.infra.processes import ServiceError
+from herald.infra.settings import Settings, SettingsError, documented_settings
+
+if TYPE_CHECKING:
+    pass
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
+                  help="Herald: notifications that are never lost, on Apache Kafka.")
+console = Console(stderr=True)
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    return ctx.obj  # type: ignore[no-any-return]
+
+
+@app.callback()
+def _load_settings(ctx: typer.Context) -> None:
+    try:
+        ctx.obj = Settings.from_environ(os.environ)
+    except SettingsError as exc:
+        console.print(f"[red]settings error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    try:
+        configure_logging(ctx.obj.log_level, ctx.obj.log_format)
+    except ValueError as exc:
+        console.print(f"[red]settings error:[/red] HERALD_LOG_FORMAT / HERALD_LOG_LEVEL: {exc}")
+        raise typer.Exit(2) from None
+
+
+def stop_on_signals(settings: Settings) -> threading.Event:
+    """An event set by SIGTERM or SIGINT, for a graceful shutdown, bounded by the settings."""
+    stop = threading.Event()
+
+    def on_signal(number: int, _frame: object) -> None:
+        stop.set()
+        arm_exit_deadline(settings.shutdown_timeout_s, signal.Signals(number).name)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    return stop
+
+
+@app.command()
+def up(
+    ctx: typer.Context,
+    brokers: Annotated[int | None, typer.Option(
+        min=1, max=5, help="Embedded Kafka brokers: 3 makes a cluster with replication factor 3 and "
+                           "min ISR 2 (default HERALD_KAFKA_BROKERS, 1).")] = None,
+) -> None:
+    """Start the embedded Kafka and PostgreSQL (unless HERALD_* points elsewhere), migrate, provision."""
+    import dataclasses
+
+    from herald.ops.bootstrap import prepare
+
+    settings = _settings(ctx)
+    endpoints = prepare(settings if brokers is None else dataclasses.replace(settings, kafka_brokers=brokers))
+    console.print(f"kafka    {endpoints.kafka_bootstrap}\npostgres {endpoints.database_url}")
+
+
+@app.command()
+def down(
+    ctx: typer.Context,
+    purge: Annotated[bool, typer.Option(help="Also delete their data (topics, database).")] = False,
+) -> None:
+    """Stop the embedded Kafka and PostgreSQL."""
+    from herald.infra.services import purge_services, stop_services
+
+    stopped = stop_services(_settings(ctx))
+    console.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+    if purge:
+        purge_services(_settings(ctx))
+        console.print(f"deleted the embedded data under {_settings(ctx).home}")
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
+    kafka: Annotated[bool, typer.Option("--kafka", help="Print only Kafka's bootstrap address (exit 1 when "
+                                                        "none runs), e.g. for KAFKA_BOOTSTRAP.")] = False,
+) -> None:
+    """Say what runs where: the services, then each stage (its members and lag, or relays)."""
+    from herald.ops.bootstrap import kafka_if_known
+    from herald.ops.status import pipeline_status
+
+    if kafka:
+        bootstrap = kafka_if_known(_settings(ctx))
+        if bootstrap is None:
+            console.print("[red]error:[/red] Kafka is not running: start it with `herald up`")
+            raise typer.Exit(1)
+        print(bootstrap)
+        return
+    report = pipeline_status(_settings(ctx))
+    if as_json:
+        print(json.dumps(report))
+        return
+    table = Table("service or stage", "state", "where", "lag")
+    for row in report["services"]:  # type: ignore[attr-defined]
+        table.add_row(row["service"], row["state"], row["where"], "")
+    for row in report["stages"]:  # type: ignore[attr-defined]
+        table.add_row(row["stage"], row["state"], row["where"], "" if row["lag"] is None else str(row["lag"]))
+    Console().print(table)
+
+
+@app.command()
+def settings(ctx: typer.Context) -> None:
+    """List every setting with its variable, default and meaning."""
+    table = Table("variable", "default", "meaning")
+    for row in documented_settings():
+        table.add_row(*row)
+    Console().print(table)
+
+
+@app.command()
+def relay(ctx: typer.Context) -> None:
+    """Publish outbox rows to Kafka until stopped (SIGTERM: finish the batch, then exit)."""
+    from herald.ops.bootstrap import run_relay
+
+    run_relay(_settings(ctx), stop_on_signals(_settings(ctx)))
+
+
+@app.command()
+def ingest(ctx: typer.Context) -> None:
+    """Serve POST /v1/events (signed HTTP ingest) on HERALD_INGEST_HOST:HERALD_INGEST_PORT."""
+    from herald.ops.bootstrap import run_ingest
+
+    run_ingest(_settings(ctx))
+
+
+@app.command()
+def api(
+    ctx: typer.Context,
+    openapi: Annotated[bool, typer.Option("--openapi", help="Print the OpenAPI document and exit.")] = False,
+) -> None:
+    """Serve the ops API and console on HERALD_API_HOST:HERALD_API_PORT (tokens: herald tokens)."""
+    if openapi:
+        from herald.ops.ops_api import Wiring, create_ops_api
+
+        document = create_ops_api(Wiring(_settings(ctx), None, None)).openapi()  # type: ignore[arg-type]
+        print(json.dumps(document, indent=2))
+        return
+    from herald.ops.bootstrap import run_api
+
+    run_api(_settings(ctx))
+
+
+@app.command()
+def streams(
+    ctx: typer.Context,
+    processor: Annotated[str, typer.Option(
+        help="router (registration events -> notification requests), missing (the missing-notification "
+             "detector), sessions (the session reconciler) or status (per-minute outcome counts for "
+             "analysts); each runs as its own Faust app and process.")] = "router",
+) -> None:
+    """Run one Faust stream processor."""
+    from herald.ops.bootstrap import run_streams
+    from herald.streams.app import PROCESSORS
+
+    if processor not in PROCESSORS:
+        console.print(f"[red]error:[/red] unknown processor {processor!r}; known: {', '.join(PROCESSORS)}")
+        raise typer.Exit(2)
+    run_streams(_settings(ctx), processor)
+
+
+@app.command()
+def deliver(
+    ctx: typer.Context,
+    channel: Annotated[str, typer.Option(help="whatsapp or email")],
+    tier: Annotated[list[int] | None, typer.Option(
+        help="Only this topic: 0 the requests, 1-3 a retry tier (repeatable); default all.")] = None,
+    drain: Annotated[bool, typer.Option(help="Exit once the topics are drained.")] = False,
+) -> None:
+    """Run delivery workers of CHANNEL: one per topic, each a member of that topic's group."""
+    from herald.ops.bootstrap import run_delivery
+
+    run_delivery(_settings(ctx), channel, stop_on_signals(_settings(ctx)), drain,
+                 tuple(tier) if tier else None)  # its stop line says what it did
+
+
+@app.command()
+def corrections(ctx: typer.Context) -> None:
+    """Apply session corrections to the database: sessions delivery workers found on another
+    gateway instance, and the session reconciler's mismatches (disconnect, reconnect, move)."""
+    from herald.ops.bootstrap import run_corrections
+
+    run_corrections(_settings(ctx), stop_on_signals(_settings(ctx)))  # its stop line says what it did
+
+
+from herald.ops.cli_dlq import dlq  # noqa: E402  (after `app`: its commands import from here)
+from herald.ops.cli_repairs import resend_missing, sessions, tokens  # noqa: E402
+
+app.add_typer(dlq, name="dlq")
+app.add_typer(sessions, name="sessions")
+app.add_typer(tokens, name="tokens")
+app.command("resend-missing")(resend_missing)
+
+outbox = typer.Typer(help="The transactional outbox: backlog and relay leases.")
+app.add_typer(outbox, name="outbox")
+
+
+@outbox.command("status")
+def outbox_status(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts and probes.")] = False,
+) -> None:
+    """Rows waiting, the oldest one's age, and which relay leases which shards."""
+    from herald.ops.bootstrap import outbox_status as read_status
+
+    status = read_status(_settings(ctx))
+    if as_json:
+        print(json.dumps(status))
+        return
+    table = Table("measure", "value", title="outbox")
+    table.add_row("rows waiting", f"{status['rows']:,}")
+    table.add_row("oldest waiting", f"{status['oldest_age_s']:.1f} s")
+    table.add_row("relays", str(status["relays"]))
+    table.add_row("shards leased", f"{status['shards_leased']} of {status['shards']}")
+    for pid, shards in status["leases"].items():
+        table.add_row(f"relay backend {pid}", f"{len(shards)} shards")
+    Console().print(table)
+
+
+@app.command()
+def health(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts and probes.")] = False,
+) -> None:
+    """The System Health widget: broker, database, outbox, dead letters, missing notifications,
+    consumer lag. Exit status 1 when unhealthy, for cron and probes."""
+    from herald.ops.bootstrap import read_health
+
+    report = read_health(_settings(ctx))
+    if as_json:
+        print(json.dumps(report.as_dict()))
+    else:
+        colours = {"ok": "green", "warn": "yellow", "fail": "red"}
+        table = Table("check", "state", "detail", title=f"herald health: {report.state}")
+        for check in report.checks:
+            table.add_row(check.name, f"[{colours[check.state]}]{check.state}[/]", check.detail)
+        Console().print(table)
+    if not report.healthy:
+        raise typer.Exit(1)
+
+
+def add_plugin_commands(app: typer.Typer) -> None:
+    """Commands of the parts installed beside this one (the proving tools: demo, bench, chaos,
+    simulator), by the `herald.commands` entry point; the production image ships none."""
+    for entry in entry_points(group="herald.commands"):
+        try:
+            register = entry.load()
+        except ModuleNotFoundError as exc:
+            if not (exc.name or "").startswith("herald."):
+                raise  # a dependency is missing, not the part
+            continue
+        register(app)
+
+
+add_plugin_commands(app)
+
+
+def main() -> None:
+    try:
+        app()
+    except ServiceError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        sys.exit(1)
+    except SettingsError as exc:  # a setting only checked where it is used (e.g. retry policies)
+        console.print(f"[red]settings error:[/red] {exc}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,224 @@
+"""The proving tools' commands: `herald simulator`, `herald demo`, `herald chaos`, `herald bench`.
+
+The `herald` CLI (`herald.ops.cli`) adds them through the `herald.commands` entry point where
+this package is installed; production code never imports it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+
+from herald.infra.settings import Settings
+
+if TYPE_CHECKING:
+    from herald.infra.services import Endpoints
+
+
+# Not imported from herald.ops.cli: run as `python -m herald.ops.cli` (as child processes are),
+# that module is `__main__`, and importing it again would load these commands in a loop.
+console = Console(stderr=True)
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    return ctx.obj  # type: ignore[no-any-return]  # set by the CLI's callback
+
+
+def register(app: typer.Typer) -> None:
+    """Add the proving tools' commands to the `herald` CLI."""
+    app.command()(simulator)
+    app.command()(demo)
+    app.command()(chaos)
+    app.add_typer(bench, name="bench")
+
+
+def simulator(
+    ctx: typer.Context,
+    kind: Annotated[str, typer.Option(help="whatsapp (a gateway instance) or email")],
+    port: Annotated[int, typer.Option(help="Port to listen on.")],
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 in a container).")] = "127.0.0.1",
+    name: Annotated[str, typer.Option(help="Instance name, as it reports itself.")] = "",
+    store: Annotated[Path | None, typer.Option(
+        help="SQLite file of accepted messages, shared by a network's instances; "
+             "default <home>/simulators/<kind>.sqlite.")] = None,
+    sessions_file: Annotated[Path | None, typer.Option(
+        help="whatsapp: keep this instance's sessions here, so they survive a restart; default "
+             "<home>/simulators/<name>.sessions.json.")] = None,
+    forget_sessions: Annotated[bool, typer.Option(
+        help="whatsapp: start without the sessions in --sessions-file (a gateway that lost them).")] = False,
+    report_interval_s: Annotated[float, typer.Option(
+        help="whatsapp: report the sessions held to gateway.observations this often; 0: never.")] = 0.0,
+    advertised_url: Annotated[str, typer.Option(
+        help="whatsapp: the base URL sessions name this instance by; default http://HOST:PORT.")] = "",
+) -> None:
+    """Run a provider simulator on HOST:PORT."""
+    from herald.infra.exit_deadline import serve_http
+    from herald.infra.services import resolve_endpoints
+    from herald.proving.simulators.provider import create_simulator
+    from herald.proving.simulators.reports import ReportTarget
+    from herald.schemas.catalog import GATEWAY_OBSERVATIONS, qualified
+
+    settings = _settings(ctx)
+    name = name or f"{kind}-{port}"
+    store_path = store or settings.home / "simulators" / f"{kind}.sqlite"
+    if kind == "whatsapp" and sessions_file is None:
+        sessions_file = settings.home / "simulators" / f"{name}.sessions.json"
+    report = None
+    if report_interval_s > 0:
+        report = ReportTarget(resolve_endpoints(settings, need_database=False).kafka_bootstrap,
+                              qualified(GATEWAY_OBSERVATIONS, settings.namespace),
+                              advertised_url or f"http://{host}:{port}", report_interval_s)
+    app_ = create_simulator(kind, store_path, name=name, sessions_file=sessions_file,
+                            forget_sessions=forget_sessions, report=report)
+    serve_http(app_, f"simulator {kind}", host, port, settings.shutdown_timeout_s, log_level="warning",
+               access_log=False)
+
+
+def demo(
+    ctx: typer.Context,
+    registrations: Annotated[int, typer.Option(help="How many registrations to verify.")] = 1000,
+    timeout_s: Annotated[float, typer.Option(help="Give up waiting for delivery after this.")] = 300,
+    rate: Annotated[float, typer.Option(help="Registrations per second; 0 writes a burst.")] = 0.0,
+    faults: Annotated[bool, typer.Option(
+        help="Inject 10% transient provider failures and a gateway instance crash.")] = True,
+) -> None:
+    """Run the whole pipeline on the embedded default and report what the providers received."""
+    from herald.proving.demo import print_report, run_demo
+
+    result = run_demo(_settings(ctx), registrations, timeout_s, rate, faults)
+    print_report(result)
+    if result.lost or result.duplicates:
+        raise typer.Exit(1)
+
+
+def chaos(
+    ctx: typer.Context,
+    scenario: Annotated[list[str] | None, typer.Option(
+        help="Run only these (repeatable); all of them by default, in order.")] = None,
+    rate: Annotated[float, typer.Option(help="Registrations per second, all through each run.")] = 20.0,
+    outage_s: Annotated[float, typer.Option(help="How long the broker and the provider stay down.")] = 60.0,
+    warmup_s: Annotated[float, typer.Option(help="Load before each fault.")] = 10.0,
+    cooldown_s: Annotated[float, typer.Option(help="Load after each fault cleared.")] = 15.0,
+) -> None:
+    """Kill and stop parts of the pipeline under load; count lost and doubled at the providers."""
+    from herald.proving.chaos import ChaosPlan
+    from herald.proving.chaos_faults import SCENARIOS
+    from herald.proving.chaos_suite import failed, print_table, run_chaos
+
+    names = scenario or list(SCENARIOS)
+    unknown = sorted(set(names) - set(SCENARIOS))
+    if unknown:
+        raise typer.BadParameter(f"unknown scenario(s) {unknown}; known: {', '.join(SCENARIOS)}")
+    plan = ChaosPlan(rate=rate, warmup_s=warmup_s, outage_s=outage_s, cooldown_s=cooldown_s)
+    outcomes = run_chaos(_settings(ctx), names, plan, lambda outcome: print(outcome.json_line(), flush=True))
+    print_table(outcomes, plan)
+    if failed(outcomes):
+        raise typer.Exit(1)
+
+
+
+
+bench = typer.Typer(help="Benchmarks that measure their own baselines in the same run.")
+
+
+@contextmanager
+def _prepared(ctx: typer.Context) -> Iterator[tuple[Settings, Endpoints]]:
+    """Settings, and the services started (if embedded), migrated and provisioned; what this
+    started is stopped again at the end, as `make demo` does: a bench leaves a home as it found it."""
+    from herald.infra.services import start_services, stop_services
+    from herald.ops.bootstrap import prepare
+
+    settings = _settings(ctx)
+    _endpoints, started = start_services(settings)
+    try:
+        yield settings, prepare(settings)
+    finally:
+        stopped = stop_services(settings, only=started)
+        if stopped:
+            console.print(f"stopped what this started: {', '.join(stopped)}")
+
+
+
+@bench.command("relay")
+def bench_relay(
+    ctx: typer.Context,
+    events: Annotated[int, typer.Option(help="Outbox rows pre-filled for each drain run.")] = 200_000,
+    keys: Annotated[int, typer.Option(help="Distinct aggregate keys among them.")] = 20_000,
+    seconds: Annotated[float, typer.Option(help="Length of the sustained and the paced runs.")] = 10.0,
+) -> None:
+    """Relay drain rate (1 and 3 relays), sustained rate and commit->ack latency, against baselines."""
+    from herald.proving.bench_relay import print_bench_relay, run_bench_relay
+
+    with _prepared(ctx) as (settings, endpoints):
+        print_bench_relay(run_bench_relay(settings, endpoints.kafka_bootstrap, endpoints.database_url,
+                                          events, keys, seconds))
+
+
+@bench.command("deliver")
+def bench_deliver(
+    ctx: typer.Context,
+    campaign: Annotated[int, typer.Option(help="Notifications in the campaign (one transaction).")] = 10_000,
+    rate: Annotated[float, typer.Option(help="Notifications per second of the latency run.")] = 500.0,
+    seconds: Annotated[float, typer.Option(help="Length of the latency run.")] = 10.0,
+    latency_ms: Annotated[float, typer.Option(help="How long the simulators take to answer.")] = 20.0,
+    scale_records: Annotated[int, typer.Option(help="Notifications per scaling run.")] = 6000,
+) -> None:
+    """Campaign time, commit->provider latency, scaling and failover, against the raw provider rate."""
+    from herald.proving.bench_deliver import print_bench_deliver, run_bench_deliver
+
+    with _prepared(ctx) as (settings, endpoints):
+        print_bench_deliver(run_bench_deliver(settings, endpoints.kafka_bootstrap, endpoints.database_url,
+                                              campaign, rate, seconds, latency_ms, scale_records))
+
+
+@bench.command("streams")
+def bench_streams(
+    ctx: typer.Context,
+    events: Annotated[int, typer.Option(help="Registration events in the processors' backlog.")] = 20_000,
+    alert_events: Annotated[int, typer.Option(help="Verified payments in the alert run (half delivered).")
+                            ] = 1_000,
+    rate: Annotated[float, typer.Option(help="Verified payments per second in the alert run.")] = 200.0,
+    sla_s: Annotated[float, typer.Option(help="The e-ticket SLA in the alert run, in seconds.")] = 5.0,
+) -> None:
+    """Router and detector events/s against the raw consume rate; deadline -> alert delay."""
+    from herald.proving.bench_streams import print_bench_streams, run_bench_streams
+
+    with _prepared(ctx) as (settings, endpoints):
+        print_bench_streams(run_bench_streams(settings, endpoints.kafka_bootstrap, events, alert_events,
+                                              rate, sla_s))
+
+
+@bench.command("baselines")
+def bench_baselines(
+    ctx: typer.Context,
+    records: Annotated[int, typer.Option(help="Records Kafka's ProducerPerformance sends.")] = 500_000,
+    seconds: Annotated[float, typer.Option(help="How long pgbench inserts outbox rows.")] = 10.0,
+) -> None:
+    """The limits: Kafka's ProducerPerformance on the same broker, pgbench on the same database."""
+    from herald.proving.bench_baselines import print_baselines, run_baselines
+
+    with _prepared(ctx) as (settings, endpoints):
+        print_baselines(run_baselines(settings, endpoints.kafka_bootstrap, endpoints.database_url, records,
+                                      seconds))
+
+
+@bench.command("report")
+def bench_report(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option(help="The Markdown report; plots go beside it.")] = Path(
+        "docs/benchmarks.md"),
+    quick: Annotated[bool, typer.Option(help="Small sizes: proves the report, measures little.")] = False,
+) -> None:
+    """Baselines, relay, delivery and streams benches in one run, written to docs/benchmarks.md."""
+    from herald.infra.settings import child_environ
+    from herald.proving.bench_report import run_report
+
+    with _prepared(ctx) as (settings, _endpoints):  # started once here, reused by each bench
+        written = run_report(out, quick, child_environ(settings, os.environ))
+    console.print(f"wrote {written} and its plots")
