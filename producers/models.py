@@ -11,7 +11,6 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-REGISTRATION_STATUSES = ("created", "payment_uploaded", "payment_verified")
 SESSION_STATUSES = ("qr_pending", "connected", "disconnected")
 
 
