@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import tomllib
 from pathlib import Path
 
@@ -16,7 +17,9 @@ from tests.containers import apache_kafka_env
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
-HERALD_SERVICES = {name: s for name, s in SERVICES.items() if s.get("image") == "herald:local"}
+HERALD_IMAGE, SIMULATORS_IMAGE = "herald:local", "herald-simulators:local"
+HERALD_SERVICES = {name: s for name, s in SERVICES.items()
+                   if s.get("image") in (HERALD_IMAGE, SIMULATORS_IMAGE)}
 KAFKA_SERVICES = {name: s for name, s in SERVICES.items() if s["image"].startswith("apache/kafka:")}
 CLI = typer.main.get_command(app)
 
@@ -111,12 +114,36 @@ def test_processes_wait_for_setup_and_setup_waits_for_healthy_services():
         assert SERVICES[name]["depends_on"]["setup"]["condition"] == "service_completed_successfully"
 
 
-def test_dockerfile_copies_every_package_folder():
-    dockerfile = (ROOT / "infra/docker/Dockerfile").read_text()
+def dockerfile_stages() -> dict[str, str]:
+    """Each build stage of the Dockerfile by its name, with its lines."""
+    stages: dict[str, str] = {}
+    for part in (ROOT / "infra/docker/Dockerfile").read_text().split("\nFROM ")[1:]:
+        stages[part.splitlines()[0].rsplit(" AS ", 1)[1]] = part
+    return stages
+
+
+def test_the_production_image_has_every_package_but_no_proving_tool():
+    stages = dockerfile_stages()
     package_dirs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
-    for folder in package_dirs.values():
-        assert f"COPY {folder} ./{folder}" in dockerfile
+    copies = [line.split()[1] for line in stages["herald"].splitlines() if line.startswith("COPY ")]
+    for folder in set(package_dirs.values()) - {"proving"}:
+        assert folder in copies, folder
+    proving = [path for path in copies if path.startswith("proving")]
+    assert proving and all(path.endswith("__init__.py") for path in proving), \
+        f"the production image copies proving modules: {proving}"
+    for marker in proving:  # empty markers the package list needs: no code
+        assert ast.get_docstring(ast.parse((ROOT / marker).read_text())) is not None
+        assert len(ast.parse((ROOT / marker).read_text()).body) == 1, marker
+    assert stages["simulators"].startswith("herald AS simulators")
+    assert "COPY proving ./proving" in stages["simulators"]
     assert (ROOT / "constraints.txt").exists()
+
+
+def test_simulators_run_from_their_own_image_and_the_pipeline_from_production():
+    for name, service in HERALD_SERVICES.items():
+        simulator = service["command"][0] == "simulator"
+        assert service["image"] == (SIMULATORS_IMAGE if simulator else HERALD_IMAGE), name
+        assert service["build"]["target"] == ("simulators" if simulator else "herald"), name
 
 
 def test_test_container_kafka_config_matches_its_port():
@@ -126,6 +153,6 @@ def test_test_container_kafka_config_matches_its_port():
 
 
 def test_docker_waits_for_a_process_longer_than_its_own_exit_deadline():
-    herald = [service for service in SERVICES.values() if service.get("image") == "herald:local"]
+    herald = list(HERALD_SERVICES.values())
     grace_s = {float(service["stop_grace_period"].removesuffix("s")) for service in herald}
     assert grace_s and min(grace_s) > Settings().shutdown_timeout_s
