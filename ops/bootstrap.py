@@ -50,6 +50,9 @@ from herald.schemas.catalog import (
     qualified,
     topic_catalog,
 )
+from herald.streams.config import StreamsConfig
+from herald.streams.missing import Policy
+from herald.streams.rules import ROUTING_RULES
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +195,23 @@ def run_ingest(settings: Settings) -> None:
         engine.dispose()
 
 
+def streams_config(settings: Settings) -> StreamsConfig:
+    """The stream processors' config; the missing detector's SLA per notification type from
+    `missing_sla_<type>_s`."""
+    types = {rule.notification_type for rule in ROUTING_RULES}
+    policy = Policy(sla_ms={t: int(getattr(settings, f"missing_sla_{t}_s") * 1000) for t in types},
+                    max_resends=settings.missing_auto_resends)
+    return StreamsConfig(namespace=settings.namespace, app_id=settings.streams_app_id,
+                         data_dir=settings.home / "streams-data",
+                         replication_factor=settings.replication_factor,
+                         commit_interval_s=settings.streams_commit_interval_s,
+                         session_timeout_s=settings.kafka_session_timeout_s, missing_policy=policy,
+                         missing_scan_interval_s=settings.missing_scan_interval_s,
+                         session_grace_s=settings.session_grace_s,
+                         session_resync_interval_s=settings.session_resync_interval_s,
+                         status_flush_interval_s=settings.status_stats_flush_interval_s)
+
+
 def run_streams(settings: Settings, processor: str = "router") -> None:
     import faust
 
@@ -200,7 +220,7 @@ def run_streams(settings: Settings, processor: str = "router") -> None:
     endpoints = reachable_endpoints(settings, need_database=False)
     # Its changelog and repartition topics get the replicas the catalog's topics get.
     replicated = dataclasses.replace(settings, replication_factor=replication_factor(settings))
-    app = create_app(replicated, endpoints.kafka_bootstrap, processor)
+    app = create_app(streams_config(replicated), endpoints.kafka_bootstrap, processor)
     provision_topics(endpoints.kafka_bootstrap, changelog_topics(app), replicated.replication_factor)
     # Faust (mode) clears the root logger's handlers: ours go back as they were (text or
     # JSON, with request and trace ids), and its own dictConfig changes nothing.

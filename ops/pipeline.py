@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from herald.infra.settings import Settings
 from herald.schemas.catalog import (
     CHANNELS,
     CORRECTIONS_STAGE,
@@ -83,6 +84,11 @@ def pipeline_stages(namespace: str, streams_app_id: str) -> tuple[Stage, ...]:
     dead_letters = group(DLQ_INDEX_STAGE, "dlq", dead_letter_topics())
     stages.append(Stage("dlq-index", "herald dlq index", (dead_letters,)))
     return tuple(stages)
+
+
+def streams_app_id(settings: Settings, processor: str) -> str:
+    """A stream processor's Faust app id, which is its consumer group."""
+    return stream_processor_group(settings.streams_app_id, processor, settings.namespace)
 
 
 def stage_groups(stages: tuple[Stage, ...]) -> list[tuple[str, tuple[str, ...]]]:

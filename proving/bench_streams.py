@@ -40,6 +40,7 @@ from herald.infra.kafka_io import RDKAFKA_LOG, producer_config
 from herald.infra.processes import HERALD_ARGV, ProcessGroup
 from herald.infra.provisioning import delete_namespace_topics, provision_topics
 from herald.infra.settings import Settings, child_environ
+from herald.ops.pipeline import streams_app_id
 from herald.proving.bench_relay import percentile
 from herald.proving.cpu_usage import cpu_by_part, spent_since
 from herald.proving.demo import wait_for_groups
@@ -53,7 +54,6 @@ from herald.schemas.catalog import (
 )
 from herald.schemas.codec import decode_expecting, encode
 from herald.schemas.ids import notification_id
-from herald.streams.app import streams_app_id
 
 # Each processor measured, and the input topic its backlog is on.
 MEASURED = {"router": REGISTRATION_EVENTS, "missing": REGISTRATION_EVENTS, "sessions": SESSION_EVENTS}

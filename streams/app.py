@@ -9,7 +9,6 @@ from typing import Any
 import faust
 
 from herald.infra.kafka_io import partition_names
-from herald.infra.settings import Settings
 from herald.schemas.catalog import (
     CHANNELS,
     GATEWAY_OBSERVATIONS,
@@ -23,11 +22,11 @@ from herald.schemas.catalog import (
     TopicSpec,
     dead_letter_topic,
     qualified,
-    stream_processor_group,
 )
 from herald.schemas.catalog import notification_topic as channel_topic
 from herald.schemas.headers import from_kafka
 from herald.schemas.records import OutgoingRecord, SourceRecord
+from herald.streams.config import StreamsConfig
 from herald.streams.faust_io import RAW_BYTES, Send, header_pairs
 from herald.streams.faust_kafka import read_committed_only
 from herald.streams.missing_agents import add_missing_detector
@@ -43,10 +42,6 @@ log = logging.getLogger(__name__)
 PROCESSORS = STREAM_PROCESSORS
 
 
-def streams_app_id(settings: Settings, processor: str) -> str:
-    return stream_processor_group(settings.streams_app_id, processor, settings.namespace)
-
-
 def changelog_topics(app: faust.App) -> tuple[TopicSpec, ...]:
     """The changelog topic of each of the app's tables, as the catalog describes topics.
 
@@ -59,12 +54,12 @@ def changelog_topics(app: faust.App) -> tuple[TopicSpec, ...]:
                  for table in app.tables.values())
 
 
-def create_app(settings: Settings, bootstrap: str, processor: str = "router") -> faust.App:
-    namespace = settings.namespace
-    app_id = streams_app_id(settings, processor)
+def create_app(config: StreamsConfig, bootstrap: str, processor: str = "router") -> faust.App:
+    namespace = config.namespace
+    app_id = config.group(processor)
     # Faust's default is "<app id>-data" in the working directory, littering checkouts;
     # it creates only the last level itself.
-    datadir = settings.home / "streams-data" / app_id
+    datadir = config.data_dir / app_id
     datadir.parent.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         app_id,
@@ -80,10 +75,10 @@ def create_app(settings: Settings, bootstrap: str, processor: str = "router") ->
         # produce request per record: 13 % less CPU per event in each processor, 16-22 % more
         # events/s (herald bench streams, A/B in one session).
         producer_linger_ms=5,
-        topic_replication_factor=settings.replication_factor,
+        topic_replication_factor=config.replication_factor,
         processing_guarantee="at_least_once",
-        broker_commit_interval=settings.streams_commit_interval_s,
-        broker_session_timeout=settings.kafka_session_timeout_s,
+        broker_commit_interval=config.commit_interval_s,
+        broker_session_timeout=config.session_timeout_s,
     )
     read_committed_only(app)
     _log_rebalances(app, processor)
@@ -103,11 +98,11 @@ def create_app(settings: Settings, bootstrap: str, processor: str = "router") ->
                                          headers={k: v.encode() for k, v in record.headers.items()})
 
     if processor == "missing":
-        add_missing_detector(app, settings, send)
+        add_missing_detector(app, config, send)
     elif processor == "sessions":
-        add_session_reconciler(app, settings, bootstrap, send)
+        add_session_reconciler(app, config, bootstrap, send)
     elif processor == "status":
-        add_status_stats(app, settings, send)
+        add_status_stats(app, config, send)
     else:
         _add_router(app, namespace, send)
     return app

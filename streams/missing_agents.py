@@ -21,7 +21,6 @@ from typing import Any
 
 import faust
 
-from herald.infra.settings import Settings
 from herald.schemas.catalog import (
     MISSING_CHECKS,
     MISSING_DELIVERIES,
@@ -32,19 +31,12 @@ from herald.schemas.catalog import (
 )
 from herald.schemas.codec import UndecodableRecord, decode_expecting
 from herald.schemas.records import OutgoingRecord
+from herald.streams.config import StreamsConfig
 from herald.streams.faust_io import RAW_BYTES, RECHECK_AFTER_MS, SEND_FAILURES, JsonTable, Send
 from herald.streams.missing import Expectation, Policy, check, delivered, due_ms, expect, needs_check
-from herald.streams.rules import ROUTING_RULES
 
 log = logging.getLogger(__name__)
 
-
-
-def missing_policy(settings: Settings) -> Policy:
-    """SLA per notification type from `missing_sla_<type>_s`, resends from the settings."""
-    types = {rule.notification_type for rule in ROUTING_RULES}
-    return Policy(sla_ms={t: int(getattr(settings, f"missing_sla_{t}_s") * 1000) for t in types},
-                  max_resends=settings.missing_auto_resends)
 
 
 class DeadlineIndex:
@@ -91,9 +83,9 @@ class ExpectationTable(JsonTable[Expectation]):
         return written
 
 
-def add_missing_detector(app: faust.App, settings: Settings, send: Send) -> None:
+def add_missing_detector(app: faust.App, config: StreamsConfig, send: Send) -> None:
     """Wire the detector into `app`; `send` produces the records it derives."""
-    namespace, policy = settings.namespace, missing_policy(settings)
+    namespace, policy = config.namespace, config.missing_policy
     events_name = qualified(REGISTRATION_EVENTS, namespace)
     deliveries_name = qualified(MISSING_DELIVERIES, namespace)
     checks = app.topic(qualified(MISSING_CHECKS, namespace), **RAW_BYTES)
@@ -121,7 +113,7 @@ def add_missing_detector(app: faust.App, settings: Settings, send: Send) -> None
             for record in _apply(table, event, now_ms, policy, events_name, deliveries_name):
                 await send(record)
 
-    @app.timer(interval=settings.missing_scan_interval_s)
+    @app.timer(interval=config.missing_scan_interval_s)
     async def scan_deadlines() -> None:
         now_ms = int(time.time() * 1000)
         due = table.deadlines.pop_due(now_ms)

@@ -28,7 +28,6 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from herald.infra.kafka_io import RDKAFKA_LOG
-from herald.infra.settings import Settings
 from herald.schemas.catalog import (
     GATEWAY_OBSERVATIONS,
     SESSION_CHECKS,
@@ -38,6 +37,7 @@ from herald.schemas.catalog import (
 from herald.schemas.codec import UndecodableRecord, decode_expecting
 from herald.schemas.headers import from_kafka
 from herald.schemas.records import SourceRecord, dead_letter
+from herald.streams.config import StreamsConfig
 from herald.streams.faust_io import (
     RAW_BYTES,
     RECHECK_AFTER_MS,
@@ -124,9 +124,9 @@ def _partitions_of(bootstrap: str, topic: str) -> list[TopicPartition]:
     return [TopicPartition(topic, p) for p in sorted(found.partitions)]
 
 
-def add_session_reconciler(app: faust.App, settings: Settings, bootstrap: str, send: Send) -> None:
+def add_session_reconciler(app: faust.App, config: StreamsConfig, bootstrap: str, send: Send) -> None:
     """Wire the reconciler into `app`; `send` produces the records it derives."""
-    namespace, grace_ms = settings.namespace, int(settings.session_grace_s * 1000)
+    namespace, grace_ms = config.namespace, int(config.session_grace_s * 1000)
     events_name = qualified(SESSION_EVENTS, namespace)
     checks = app.topic(qualified(SESSION_CHECKS, namespace), **RAW_BYTES)
     faust_table = app.Table("session-entries", partitions=6, default=None, key_type=bytes, value_type=bytes)
@@ -175,7 +175,7 @@ def add_session_reconciler(app: faust.App, settings: Settings, bootstrap: str, s
     async def follow_observations() -> None:
         await feed.run(ask_changed)  # the sessions a batch of reports named, now or before
 
-    @app.timer(interval=settings.session_resync_interval_s)
+    @app.timer(interval=config.session_resync_interval_s)
     async def resync() -> None:
         if feed.ready.is_set():  # the full diff: silence and grace periods change verdicts too
             try:

@@ -22,8 +22,8 @@ from typing import Any
 
 import faust
 
-from herald.infra.settings import Settings
 from herald.schemas.catalog import NOTIFICATION_STATUS, STATUS_PARTIALS, qualified
+from herald.streams.config import StreamsConfig
 from herald.streams.faust_io import RAW_BYTES, SEND_FAILURES, JsonTable, Send, decoded_or_dead_letter
 from herald.streams.status_stats import (
     Bucket,
@@ -72,9 +72,9 @@ class BucketIndex:
         return gone
 
 
-def add_status_stats(app: faust.App, settings: Settings, send: Send) -> None:
+def add_status_stats(app: faust.App, config: StreamsConfig, send: Send) -> None:
     """Wire the two stages into `app`; `send` produces the stats records."""
-    namespace = settings.namespace
+    namespace = config.namespace
     partials = app.topic(qualified(STATUS_PARTIALS, namespace), **RAW_BYTES)
     counts = JsonTable(app.Table("status-partials", partitions=6, default=None, key_type=bytes,
                                  value_type=bytes), PartitionCount.from_json)
@@ -122,7 +122,7 @@ def add_status_stats(app: faust.App, settings: Settings, send: Send) -> None:
         for key, entry in seen.items():
             remembered.note(key, entry.partition, entry.first_seen_ms)
 
-    @app.timer(interval=settings.status_stats_flush_interval_s)
+    @app.timer(interval=config.status_flush_interval_s)
     async def flush_partials() -> None:
         keys, counted.dirty = list(counted.dirty), set()
         for n, key in enumerate(keys):

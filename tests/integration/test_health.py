@@ -18,11 +18,10 @@ from herald.infra.kafka_io import producer_config
 from herald.infra.processes import ProcessGroup, free_port
 from herald.infra.services import embedded_kafka
 from herald.ops.api_tokens import create_token
-from herald.ops.pipeline import STREAM_INPUTS
+from herald.ops.pipeline import STREAM_INPUTS, streams_app_id
 from herald.producers.registrations import register
 from herald.proving.demo import wait_for_groups
 from herald.schemas.catalog import NOTIFICATION_STATUS, qualified
-from herald.streams.app import streams_app_id
 from tests.integration.test_status_stats import outcomes, produce_in_transaction
 from tests.support import HERALD, process_env, wait_until
 

@@ -19,12 +19,12 @@ from confluent_kafka import Producer
 from herald.infra.deadline import Deadline
 from herald.infra.kafka_io import producer_config
 from herald.infra.processes import ProcessGroup
+from herald.ops.pipeline import streams_app_id
 from herald.proving.demo import wait_for_groups
 from herald.schemas.catalog import MISSING_NOTIFICATIONS, NOTIFICATION_STATUS, REGISTRATION_EVENTS, qualified
 from herald.schemas.catalog import notification_topic as channel_topic
 from herald.schemas.codec import decode, encode
 from herald.schemas.ids import notification_id
-from herald.streams.app import streams_app_id
 from tests.support import HERALD, process_env, read_topic, wait_until
 from tests.unit.test_router import event
 

@@ -21,11 +21,10 @@ from herald.infra.deadline import Deadline
 from herald.infra.kafka_io import producer_config
 from herald.infra.kafka_views import group_views
 from herald.infra.processes import ProcessGroup
-from herald.ops.pipeline import STREAM_INPUTS
+from herald.ops.pipeline import STREAM_INPUTS, streams_app_id
 from herald.proving.demo import wait_for_groups
 from herald.schemas.catalog import NOTIFICATION_STATUS, STATUS_STATS, dead_letter_topic, qualified
 from herald.schemas.codec import decode, encode
-from herald.streams.app import streams_app_id
 from herald.streams.status_stats import Bucket
 from tests.support import HERALD, process_env, read_topic, wait_until
 

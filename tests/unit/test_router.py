@@ -114,10 +114,24 @@ def test_a_bug_dead_letters_the_record_instead_of_crash_looping(monkeypatch, cap
     ("status", {"status-partials", "status-totals", "status-seen"})])
 def test_each_processors_changelog_topics_are_known_before_its_worker_starts(processor, tables):
     from herald.infra.settings import Settings
+    from herald.ops.bootstrap import streams_config
     from herald.streams.app import changelog_topics, create_app
 
-    app = create_app(Settings.from_environ({"HERALD_NAMESPACE": "n1"}), "127.0.0.1:1", processor)
+    app = create_app(streams_config(Settings.from_environ({"HERALD_NAMESPACE": "n1"})), "127.0.0.1:1",
+                     processor)
     specs = changelog_topics(app)
     prefix = "n1.herald-streams" + ("" if processor == "router" else f"-{processor}")
     assert {s.name for s in specs} == {f"{prefix}-{t}-changelog" for t in tables}
     assert all((s.partitions, s.cleanup_policy) == (6, "compact") for s in specs)
+
+
+def test_the_streams_config_takes_each_notification_types_sla_from_the_settings():
+    from herald.infra.settings import Settings
+    from herald.ops.bootstrap import streams_config
+
+    config = streams_config(Settings.from_environ({"HERALD_MISSING_SLA_E_TICKET_S": "90",
+                                                   "HERALD_MISSING_AUTO_RESENDS": "2"}))
+    assert config.missing_policy.sla_ms["e_ticket"] == 90_000
+    assert set(config.missing_policy.sla_ms) == {rule.notification_type for rule in ROUTING_RULES}
+    assert config.missing_policy.max_resends == 2
+    assert config.group("missing") == "herald-streams-missing"

@@ -1,0 +1,32 @@
+"""What the stream processors need of the settings, in one small frozen object.
+
+Built once at the entry point (`herald.ops.bootstrap.streams_config`), as the relay's and the
+delivery worker's configs are: the Faust apps never see the whole settings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from herald.schemas.catalog import stream_processor_group
+from herald.streams.missing import Policy
+
+
+@dataclass(frozen=True)
+class StreamsConfig:
+    namespace: str  # prefixes every topic and group name
+    app_id: str  # the processors' group names derive from it (see `group`)
+    data_dir: Path  # Faust's per-app directories go under it
+    replication_factor: int  # of the topics Faust creates (table changelogs)
+    commit_interval_s: float  # how often a processor commits its offsets
+    session_timeout_s: float  # the group's session timeout
+    missing_policy: Policy  # SLA per notification type, automatic resends
+    missing_scan_interval_s: float  # how often the detector looks for deadlines passed
+    session_grace_s: float  # how long a gateway may be silent before its sessions count as gone
+    session_resync_interval_s: float  # how often the reconciler compares everything again
+    status_flush_interval_s: float  # how often the status counter sends its partial counts
+
+    def group(self, processor: str) -> str:
+        """The processor's Faust app id, which is its consumer group."""
+        return stream_processor_group(self.app_id, processor, self.namespace)
