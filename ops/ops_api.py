@@ -163,7 +163,7 @@ def up() -> dict[str, str]:
 @probes.get("/", include_in_schema=False, response_class=HTMLResponse)
 def console() -> HTMLResponse:
     """The web console: one page; it asks for a token and calls the routes below."""
-    page = resources.files("herald.infra").joinpath("console/index.html").read_text(encoding="utf-8")
+    page = resources.files("herald.ops").joinpath("console/index.html").read_text(encoding="utf-8")
     return HTMLResponse(page, headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY"})
 
 
