@@ -14,8 +14,6 @@ from pathlib import Path
 
 from herald.infra.deadline import Deadline
 
-HERALD_ARGV = (sys.executable, "-m", "herald.ops.cli")  # how every child process is started
-
 
 class ServiceError(RuntimeError):
     """An embedded service could not be installed, started or reached; says what to do."""

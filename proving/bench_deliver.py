@@ -38,9 +38,10 @@ from herald.consumers import event_loop
 from herald.consumers.http_clients import delivery_client
 from herald.infra.deadline import Deadline, wait_until
 from herald.infra.kafka_io import RDKAFKA_LOG, producer_config
-from herald.infra.processes import HERALD_ARGV, ProcessGroup
+from herald.infra.processes import ProcessGroup
 from herald.infra.provisioning import delete_namespace_topics, provision_topics
 from herald.infra.settings import Settings, child_environ
+from herald.ops.launch import HERALD_ARGV
 from herald.producers.migrations import scratch_database
 from herald.producers.outbox import DomainEvent, emit
 from herald.producers.sessions import open_session

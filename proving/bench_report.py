@@ -20,7 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from herald.infra.processes import HERALD_ARGV, ServiceError
+from herald.infra.processes import ServiceError
+from herald.ops.launch import HERALD_ARGV
 from herald.proving.bench_plots import write_plots
 from herald.proving.bench_tables import report_sections
 

@@ -37,9 +37,10 @@ from rich.table import Table
 
 from herald.infra.deadline import Deadline
 from herald.infra.kafka_io import RDKAFKA_LOG, producer_config
-from herald.infra.processes import HERALD_ARGV, ProcessGroup
+from herald.infra.processes import ProcessGroup
 from herald.infra.provisioning import delete_namespace_topics, provision_topics
 from herald.infra.settings import Settings, child_environ
+from herald.ops.launch import HERALD_ARGV
 from herald.ops.pipeline import streams_app_id
 from herald.proving.bench_relay import percentile
 from herald.proving.cpu_usage import cpu_by_part, spent_since

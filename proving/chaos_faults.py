@@ -18,8 +18,8 @@ from confluent_kafka import Producer
 
 from herald.infra.deadline import Deadline, wait_until
 from herald.infra.kafka_io import producer_config
-from herald.infra.processes import HERALD_ARGV
 from herald.infra.services import embedded_kafka, embedded_postgres
+from herald.ops.launch import HERALD_ARGV
 from herald.producers.models import DeadLetter, MessagingSession
 from herald.proving.chaos import ChaosRun, Injector
 from herald.proving.demo import wait_for_groups

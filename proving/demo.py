@@ -28,10 +28,11 @@ from sqlalchemy.orm import Session
 from herald.infra.deadline import Deadline
 from herald.infra.kafka_io import RDKAFKA_LOG
 from herald.infra.kafka_views import COORDINATOR_NOT_READY, group_views
-from herald.infra.processes import HERALD_ARGV, ProcessGroup, ServiceError
+from herald.infra.processes import ProcessGroup, ServiceError
 from herald.infra.services import Endpoints, start_services, stop_services
 from herald.infra.settings import Settings, child_environ
 from herald.ops.bootstrap import prepare, replication_factor
+from herald.ops.launch import HERALD_ARGV
 from herald.ops.pipeline import pipeline_stages, stage_groups
 from herald.producers.models import MessagingSession, OutboxRecord, Registration
 from herald.producers.registrations import change_status, register

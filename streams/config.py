@@ -1,7 +1,7 @@
 """What the stream processors need of the settings, in one small frozen object.
 
-Built once at the entry point (`herald.ops.bootstrap.streams_config`), as the relay's and the
-delivery worker's configs are: the Faust apps never see the whole settings.
+Built once at the entry point from the settings, as the relay's and the delivery worker's
+configs are: the Faust apps never see the whole settings.
 """
 
 from __future__ import annotations

@@ -14,8 +14,9 @@ import uvicorn
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from herald.infra.deadline import Deadline, wait_until
-from herald.infra.processes import HERALD_ARGV, ProcessGroup, free_port
+from herald.infra.processes import ProcessGroup, free_port
 from herald.infra.settings import Settings, child_environ
+from herald.ops.launch import HERALD_ARGV
 from herald.proving.simulators.network import SimulatorNetwork
 
 HERALD = HERALD_ARGV

@@ -16,7 +16,8 @@ from typing import Any
 import httpx
 
 from herald.infra.deadline import Deadline
-from herald.infra.processes import HERALD_ARGV, ProcessGroup, ServiceError, free_port
+from herald.infra.processes import ProcessGroup, ServiceError, free_port
+from herald.ops.launch import HERALD_ARGV
 
 
 @dataclass(frozen=True)
