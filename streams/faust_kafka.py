@@ -92,21 +92,19 @@ class CommittedReadsConsumer(faust_aiokafka.Consumer):
         return records
 
     def _note_handed_over(self, tp: TP, offsets: list[int]) -> None:
-        """Remember what Faust is handed; after a seek back, read those offsets again.
+        """Remember what Faust is handed; after a seek back, the copies fetched again replace
+        those fetched before it.
 
-        A seek back to the committed offset (as recovery does on resuming the streams) can
-        land while Faust still works through a batch fetched before it; that batch moves
-        Faust's read offset past the seek, and Faust would then drop the records fetched
-        again as already read, though some of them (taken by a stream before its flow was
-        resumed) were never processed nor acked, and the commit would wait for them for
-        ever. So the records fetched again are read again: at least once, never lost."""
+        Recovery's seek back to the committed offset can land while Faust still works through
+        a batch fetched before it; Faust then drops the records fetched again up to its read
+        offset as already read. A record of that batch that a stream took before its flow
+        resumed was never processed nor acked: the commit waits at it (never past it, so a
+        restart reads it again), and `_warn_if_held` names it after a minute. Making Faust
+        read such records again (resetting its read offset) hung the status counter after a
+        kill -9 in one run of four, so it is not done."""
         handed, first = self.handed_over[tp], offsets[0]
-        if handed and first <= handed[-1]:
-            while handed and handed[-1] >= first:
-                handed.pop()
-            read = self._read_offset[tp]
-            if read is not None and read > first:
-                self._read_offset[tp] = first
+        while handed and handed[-1] >= first:
+            handed.pop()
         handed.extend(offsets)
 
     async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
