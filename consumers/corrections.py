@@ -28,12 +28,12 @@ from sqlalchemy.orm import Session
 from herald.consumers.commits import PendingOffsets
 from herald.infra.deadline import Deadline
 from herald.infra.kafka_io import logged_rebalances, produce_confirmed
-from herald.producers.models import MessagingSession
 from herald.producers.sessions import update_session
 from herald.schemas.catalog import SESSION_CORRECTIONS, qualified
 from herald.schemas.codec import UndecodableRecord, decode_expecting
 from herald.schemas.headers import CORRELATION_ID, from_kafka
 from herald.schemas.records import SourceRecord, dead_letter
+from herald.schemas.tables import MessagingSession
 
 log = logging.getLogger(__name__)
 

@@ -24,10 +24,10 @@ from sqlalchemy.dialects.postgresql import insert
 
 from herald.consumers.commits import PendingOffsets, caught_up
 from herald.infra.kafka_io import logged_rebalances
-from herald.producers.models import DeadLetter
 from herald.schemas import headers as h
 from herald.schemas.catalog import DLQ_INDEX_STAGE, dead_letter_topics, qualified
 from herald.schemas.codec import UndecodableRecord, decode
+from herald.schemas.tables import DeadLetter
 
 log = logging.getLogger(__name__)
 

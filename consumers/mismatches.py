@@ -25,10 +25,10 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from herald.producers.models import MessagingSession
 from herald.producers.sessions import update_session
 from herald.schemas.catalog import SESSION_MISMATCHES
 from herald.schemas.headers import iso
+from herald.schemas.tables import MessagingSession
 
 log = logging.getLogger(__name__)
 

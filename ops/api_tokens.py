@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from herald.producers.models import API_ROLES, ApiToken
+from herald.schemas.tables import API_ROLES, ApiToken
 
 TOKEN_PREFIX = "hrd_"  # recognisable in a leaked log or a secret scanner
 

@@ -32,8 +32,6 @@ from herald.ops.delivery_process import DeliveryProcess, DeliveryReport
 from herald.ops.pipeline import STREAM_INPUTS, STREAM_OUTPUTS
 from herald.producers.ingest import IngestConfig
 from herald.producers.leases import lease_holders
-from herald.producers.migrations import migrate
-from herald.producers.models import OutboxRecord
 from herald.producers.outbox import OUTBOX_SHARDS, outbox_backlog
 from herald.producers.relay import Relay, RelayConfig, RelayStats
 from herald.schemas.catalog import (
@@ -50,6 +48,8 @@ from herald.schemas.catalog import (
     qualified,
     topic_catalog,
 )
+from herald.schemas.migrations import migrate
+from herald.schemas.tables import OutboxRecord
 from herald.streams.config import StreamsConfig
 from herald.streams.missing import Policy
 from herald.streams.rules import ROUTING_RULES

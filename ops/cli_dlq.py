@@ -159,7 +159,7 @@ def show(ctx: typer.Context, dead_letter_id: Annotated[int, typer.Argument(metav
     """One dead letter whole: headers, decoded payload, error, what became of it (JSON)."""
     from herald.ops.bootstrap import database_engine
     from herald.ops.dead_letter_views import detail
-    from herald.producers.models import DeadLetter
+    from herald.schemas.tables import DeadLetter
 
     engine = database_engine(_settings(ctx))
     with Session(engine) as session:

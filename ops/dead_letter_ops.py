@@ -9,7 +9,6 @@ locked while a batch takes them, so two replays at once take each row once.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -18,10 +17,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from herald.producers.models import DEAD_LETTER_STATES, DeadLetter, DeadLetterAction, OutboxRecord
-from herald.producers.outbox import shard_of
+from herald.producers.outbox import emit_encoded
 from herald.schemas import headers as h
 from herald.schemas.catalog import CHANNELS, notification_topic, retry_topic
+from herald.schemas.tables import DEAD_LETTER_STATES, DeadLetter, DeadLetterAction
 
 REPLAY_TARGETS = ("original", "retry")
 # Headers a failure added: a replay starts the record afresh (attempts, due time, error).
@@ -301,7 +300,7 @@ class _ActionRun:
 
     def _resolve(self, session: Session, row: DeadLetter, now: datetime) -> None:
         if self._target is not None:
-            session.add(_outbox_row(row, self._target, now))
+            _replay_into_outbox(session, row, self._target, now)
             row.state, row.replayed_to = "replayed", replay_topic(row.original_topic, self._target)
         else:
             row.state = "discarded"
@@ -331,18 +330,7 @@ class _ActionRun:
                             .values(finished_at=sa.func.clock_timestamp()))
 
 
-def _outbox_row(row: DeadLetter, target: str, now: datetime) -> OutboxRecord:
+def _replay_into_outbox(session: Session, row: DeadLetter, target: str, now: datetime) -> None:
     assert row.message_key is not None and row.payload is not None  # checked by unreplayable_reason
-    key = row.message_key.decode("utf-8")
-    headers = replay_headers(row.headers, target, now)
-    return OutboxRecord(topic=replay_topic(row.original_topic, target), message_key=key, shard=shard_of(key),
-                        event_id=_uuid_or_new(headers.get(h.EVENT_ID)),
-                        event_type=headers.get(h.EVENT_TYPE) or "dead_letter.replayed",
-                        payload=row.payload, headers=headers)
-
-
-def _uuid_or_new(raw: str | None) -> uuid.UUID:
-    try:
-        return uuid.UUID(raw or "")
-    except ValueError:
-        return uuid.uuid4()
+    emit_encoded(session, replay_topic(row.original_topic, target), row.message_key.decode("utf-8"),
+                 row.payload, replay_headers(row.headers, target, now))

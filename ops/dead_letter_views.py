@@ -9,8 +9,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from herald.infra.masking import mask_text
-from herald.producers.models import DeadLetter, DeadLetterAction
 from herald.schemas.headers import iso
+from herald.schemas.tables import DeadLetter, DeadLetterAction
 
 
 def _when(value: Any) -> str | None:

@@ -29,7 +29,7 @@ from herald.ops.api_tokens import Caller, caller_of
 from herald.ops.dead_letter_views import audit_entries, detail, summary
 from herald.ops.health import health_report, pipeline_figures
 from herald.ops.metrics import PipelineCollector, registry_of
-from herald.producers.models import DeadLetter
+from herald.schemas.tables import DeadLetter
 
 
 class ApiError(BaseModel):

@@ -21,11 +21,11 @@ from sqlalchemy.orm import Session
 from herald.consumers.mismatches import MismatchCorrections, ReconnectPolicy
 from herald.infra.kafka_views import live_entries
 from herald.infra.settings import Settings
-from herald.producers.models import Registration
 from herald.producers.outbox import DomainEvent, emit
 from herald.producers.registrations import registration_event
 from herald.schemas.catalog import MISSING_NOTIFICATIONS, SESSION_MISMATCHES, notification_topic, qualified
 from herald.schemas.codec import UndecodableRecord, decode_expecting
+from herald.schemas.tables import Registration
 from herald.streams.rules import ROUTING_RULES, notification_requests
 
 
@@ -128,8 +128,8 @@ class UnknownSession(LookupError):
 def reconnect_session(engine: sa.Engine, session_id: str, actor: str) -> dict[str, str]:
     """Ask a session's gateway instance to reconnect it now, and record who asked and how it went."""
     from herald.consumers.mismatches import request_reconnect
-    from herald.producers.models import MessagingSession
     from herald.producers.sessions import update_session
+    from herald.schemas.tables import MessagingSession
 
     with Session(engine) as session:
         row = session.get(MessagingSession, session_id)

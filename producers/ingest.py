@@ -28,10 +28,10 @@ from starlette.concurrency import run_in_threadpool
 
 from herald.infra.logs import bind
 from herald.producers.ingest_events import InvalidEvent, parse_event
-from herald.producers.models import IngestRequest
 from herald.producers.outbox import DomainEvent, emit
 from herald.producers.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureRejected, verify
 from herald.schemas.headers import TRACEPARENT, new_traceparent, trace_id_of
+from herald.schemas.tables import IngestRequest
 
 log = logging.getLogger(__name__)
 

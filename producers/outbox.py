@@ -1,4 +1,5 @@
-"""`emit()`: add an event to the outbox inside the caller's transaction; the backlog view.
+"""`emit()`: add an event to the outbox inside the caller's transaction; `emit_encoded()` for a
+record that was encoded before (a dead letter replayed); the backlog view.
 
 The event is validated and encoded before anything is added, so an invalid event raises
 SchemaViolation naming the field and the caller's transaction can roll back cleanly.
@@ -14,9 +15,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from herald.producers.models import OutboxRecord
 from herald.schemas.codec import encode
-from herald.schemas.headers import event_headers
+from herald.schemas.headers import EVENT_ID, EVENT_TYPE, event_headers
+from herald.schemas.tables import OutboxRecord
 
 # Fixed for the table's life: rows are routed to relays by it. Changing it needs an empty
 # outbox (stop writers, let relays drain) and a migration.
@@ -50,6 +51,26 @@ def emit(session: Session, event: DomainEvent) -> OutboxRecord:
                        payload=payload, headers=headers)
     session.add(row)
     return row
+
+
+def emit_encoded(session: Session, topic: str, key: str, payload: bytes,
+                 headers: dict[str, str]) -> OutboxRecord:
+    """Add a record exactly as it was once encoded, bytes and headers unchanged: the payload was
+    validated when first emitted, and a replay must deliver what the original would have.
+    Keeps the record's event id when it carries a valid one, so consumers can still drop repeats."""
+    row = OutboxRecord(topic=topic, message_key=key, shard=shard_of(key),
+                       event_id=_uuid_or_new(headers.get(EVENT_ID)),
+                       event_type=headers.get(EVENT_TYPE) or "dead_letter.replayed",
+                       payload=payload, headers=headers)
+    session.add(row)
+    return row
+
+
+def _uuid_or_new(raw: str | None) -> uuid.UUID:
+    try:
+        return uuid.UUID(raw or "")
+    except ValueError:
+        return uuid.uuid4()
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
-from herald.producers.models import Registration
 from herald.producers.outbox import DomainEvent, emit
 from herald.schemas.catalog import REGISTRATION_EVENTS
+from herald.schemas.tables import Registration
 
 # status -> the status it may move to next.
 NEXT_STATUS = {"created": "payment_uploaded", "payment_uploaded": "payment_verified"}

@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
-from herald.producers.models import SESSION_STATUSES, MessagingSession
 from herald.producers.outbox import DomainEvent, emit
 from herald.schemas.catalog import SESSION_EVENTS
+from herald.schemas.tables import SESSION_STATUSES, MessagingSession
 
 _UNCHANGED = object()
 

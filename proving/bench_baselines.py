@@ -28,10 +28,10 @@ from herald.infra.provisioning import delete_namespace_topics
 from herald.infra.services import embedded_kafka
 from herald.infra.settings import Settings
 from herald.infra.system_packages import ensure_command
-from herald.producers.migrations import scratch_database
 from herald.proving.bench_relay import create_topic
 from herald.schemas.catalog import qualified
 from herald.schemas.codec import encode
+from herald.schemas.migrations import scratch_database
 
 PRODUCER_PERFORMANCE = "org.apache.kafka.tools.ProducerPerformance"
 # The relay's producer (infra/kafka_io.producer_config), in Java client terms.

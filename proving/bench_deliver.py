@@ -42,7 +42,6 @@ from herald.infra.processes import ProcessGroup
 from herald.infra.provisioning import delete_namespace_topics, provision_topics
 from herald.infra.settings import Settings, child_environ
 from herald.ops.launch import HERALD_ARGV
-from herald.producers.migrations import scratch_database
 from herald.producers.outbox import DomainEvent, emit
 from herald.producers.sessions import open_session
 from herald.proving.bench_relay import percentile
@@ -58,6 +57,7 @@ from herald.schemas.catalog import (
 )
 from herald.schemas.codec import encode
 from herald.schemas.ids import notification_id
+from herald.schemas.migrations import scratch_database
 
 SESSION = "bench-wa"
 WARMUP_S = 1.0

@@ -41,12 +41,12 @@ from herald.infra.provisioning import delete_namespace_topics
 from herald.infra.settings import Settings, child_environ
 from herald.ops.launch import HERALD_ARGV
 from herald.producers.leases import lease_holders
-from herald.producers.migrations import scratch_database
 from herald.producers.outbox import DomainEvent, emit, outbox_backlog, shard_of
 from herald.producers.relay import CLAIM, prepare_claim_session
 from herald.schemas.catalog import qualified
 from herald.schemas.codec import encode
 from herald.schemas.headers import event_headers
+from herald.schemas.migrations import scratch_database
 
 PHASES = ("raw", "drain1", "drain3", "sustained", "latency")  # each publishes to bench.<phase>
 PACED_WARMUP_S = 1.0  # at most; the start of the paced run left out of p50/p99 (commit_to_append)

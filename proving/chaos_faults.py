@@ -20,11 +20,11 @@ from herald.infra.deadline import Deadline, wait_until
 from herald.infra.kafka_io import producer_config
 from herald.infra.services import embedded_kafka, embedded_postgres
 from herald.ops.launch import HERALD_ARGV
-from herald.producers.models import DeadLetter, MessagingSession
 from herald.proving.chaos import ChaosRun, Injector
 from herald.proving.demo import wait_for_groups
 from herald.proving.demo_faults import DEMO_SESSION
 from herald.schemas.catalog import REGISTRATION_EVENTS, consumer_group, notification_topic, qualified
+from herald.schemas.tables import DeadLetter, MessagingSession
 
 POISON_PER_TOPIC = 100
 POISON_TOPICS = (REGISTRATION_EVENTS, notification_topic("whatsapp"), notification_topic("email"))

@@ -16,8 +16,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from herald.infra.deadline import Deadline
-from herald.producers.models import Registration
 from herald.producers.registrations import change_status, register
+from herald.schemas.tables import Registration
 
 WRITER_THREADS = 4
 STEPS = ("created", "payment_uploaded", "payment_verified")

@@ -34,7 +34,6 @@ from herald.infra.settings import Settings, child_environ
 from herald.ops.bootstrap import prepare, replication_factor
 from herald.ops.launch import HERALD_ARGV
 from herald.ops.pipeline import pipeline_stages, stage_groups
-from herald.producers.models import MessagingSession, OutboxRecord, Registration
 from herald.producers.registrations import change_status, register
 from herald.producers.sessions import open_session, update_session
 from herald.proving.demo_faults import (
@@ -48,6 +47,7 @@ from herald.proving.demo_faults import (
 )
 from herald.proving.simulators.network import SimulatorNetwork
 from herald.schemas.catalog import CHANNELS, consumer_group, notification_topic, qualified
+from herald.schemas.tables import MessagingSession, OutboxRecord, Registration
 
 WRITER_THREADS = 4
 CATCH_UP_S = 120.0  # how long the stages may take to read what the burst left them

@@ -23,9 +23,9 @@ from sqlalchemy.orm import Session
 from herald.infra.deadline import wait_until
 from herald.infra.processes import ProcessGroup
 from herald.infra.settings import Settings
-from herald.producers.models import MessagingSession
 from herald.proving.simulators.network import SimulatorNetwork
 from herald.schemas.headers import iso
+from herald.schemas.tables import MessagingSession
 
 DEMO_SESSION = "demo-wa"
 IDLE_SESSION = "demo-wa-idle"  # lost by the restarted gateway

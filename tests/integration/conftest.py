@@ -21,8 +21,8 @@ from herald.infra.kafka_local import EmbeddedKafka
 from herald.infra.provisioning import delete_namespace_topics, provision_topics
 from herald.infra.services import Endpoints, start_services, stop_services
 from herald.infra.settings import Settings
-from herald.producers.migrations import scratch_database
 from herald.schemas.catalog import topic_catalog
+from herald.schemas.migrations import scratch_database
 from tests.containers import docker_engine_answers, kafka_container, postgres_container
 
 

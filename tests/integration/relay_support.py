@@ -17,7 +17,6 @@ from sqlalchemy.orm import Session
 from herald.infra.kafka_io import producer_config
 from herald.infra.settings import Settings
 from herald.ops.bootstrap import relay_config
-from herald.producers.models import MessagingSession
 from herald.producers.outbox import outbox_backlog
 from herald.producers.registrations import change_status, register
 from herald.producers.relay import Relay
@@ -25,6 +24,7 @@ from herald.producers.sessions import open_session, update_session
 from herald.schemas import headers as h
 from herald.schemas.catalog import REGISTRATION_EVENTS, SESSION_EVENTS, qualified
 from herald.schemas.codec import decode
+from herald.schemas.tables import MessagingSession
 from tests.support import read_topic
 
 

@@ -21,8 +21,8 @@ from herald.infra.processes import free_port
 from herald.infra.provisioning import delete_namespace_topics, provision_topics
 from herald.ops.api_tokens import create_token
 from herald.ops.ops_api import Wiring, create_ops_api
-from herald.producers.migrations import scratch_database
 from herald.schemas.catalog import topic_catalog
+from herald.schemas.migrations import scratch_database
 from tests.support import HERALD, process_env, wait_until
 
 DOCUMENT = create_ops_api(Wiring(None, None, None)).openapi()  # type: ignore[arg-type]

@@ -8,8 +8,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from herald.consumers.corrections import InstanceCorrections
-from herald.producers.models import MessagingSession, OutboxRecord
 from herald.producers.sessions import open_session
+from herald.schemas.tables import MessagingSession, OutboxRecord
 
 
 def correction(instance: str, occurred_at: datetime) -> dict:

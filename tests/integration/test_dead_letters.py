@@ -22,11 +22,11 @@ from herald.consumers.dead_letter_index import DeadLetterIndexer
 from herald.infra.kafka_io import consumer_config, producer_config
 from herald.ops.bootstrap import run_dlq_index
 from herald.ops.dead_letter_ops import DeadLetterFilter, DeadLetterOpsError, discard, replay
-from herald.producers.models import DeadLetter, DeadLetterAction, OutboxRecord
 from herald.schemas import headers as h
 from herald.schemas.catalog import REGISTRATION_EVENTS, notification_topic, qualified, retry_topic
 from herald.schemas.codec import encode
 from herald.schemas.records import Failure, SourceRecord, dead_letter, retry_record
+from herald.schemas.tables import DeadLetter, DeadLetterAction, OutboxRecord
 from tests.integration.delivery_support import (
     delivering,
     fast_settings,

@@ -10,9 +10,9 @@ from collections import Counter
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from herald.producers.models import MessagingSession
 from herald.producers.sessions import open_session
 from herald.schemas import headers as h
+from herald.schemas.tables import MessagingSession
 from tests.integration.delivery_support import (
     dead_letters,
     fast_settings,

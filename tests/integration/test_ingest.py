@@ -16,9 +16,9 @@ from sqlalchemy.orm import Session
 
 from herald.infra.processes import ProcessGroup, free_port
 from herald.producers.ingest import IngestConfig, create_ingest_app
-from herald.producers.models import OutboxRecord
 from herald.producers.signing import sign
 from herald.schemas import headers as h
+from herald.schemas.tables import OutboxRecord
 from tests.integration.relay_support import outbox_size, registration_records, running_relay
 from tests.support import HERALD, process_env, served_in_thread, wait_until
 

@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from herald.producers.ingest import IngestConfig, create_ingest_app
-from herald.producers.migrations import scratch_database
 from herald.producers.signing import sign
+from herald.schemas.migrations import scratch_database
 from tests.support import served_in_thread
 
 SECRET = "fuzz-secret"

@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session
 
 from herald.infra.processes import free_port
 from herald.ops.api_tokens import create_token, revoke_token
-from herald.producers.models import DeadLetter, OutboxRecord
 from herald.producers.sessions import open_session
+from herald.schemas.tables import DeadLetter, OutboxRecord
 from tests.integration.test_dead_letters import failed_request, index, put_dead_letters
 from tests.support import HERALD, process_env, wait_until
 

@@ -12,12 +12,12 @@ from confluent_kafka import Producer
 from sqlalchemy.orm import Session
 
 from herald.infra.kafka_io import producer_config
-from herald.producers.models import MessagingSession, OutboxRecord
 from herald.producers.registrations import change_status, register
 from herald.producers.sessions import open_session
 from herald.schemas.catalog import MISSING_NOTIFICATIONS, SESSION_MISMATCHES, qualified
 from herald.schemas.codec import decode, encode
 from herald.schemas.ids import notification_id
+from herald.schemas.tables import MessagingSession, OutboxRecord
 from tests.support import HERALD, process_env
 
 

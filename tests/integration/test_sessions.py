@@ -27,11 +27,11 @@ from herald.infra.kafka_io import producer_config
 from herald.infra.processes import ProcessGroup
 from herald.infra.settings import Settings
 from herald.ops.pipeline import streams_app_id
-from herald.producers.models import MessagingSession
 from herald.producers.sessions import open_session
 from herald.proving.demo import wait_for_groups
 from herald.schemas.catalog import SESSION_EVENTS, SESSION_MISMATCHES, dead_letter_topic, qualified
 from herald.schemas.codec import decode
+from herald.schemas.tables import MessagingSession
 from tests.support import HERALD, process_env, read_topic, simulator_network, wait_until
 
 GRACE_S = 3.0

@@ -18,9 +18,9 @@ from herald.infra.logs import herald_version
 from herald.infra.processes import ProcessGroup, free_port, tail
 from herald.infra.provisioning import provision_topics
 from herald.ops.pipeline import pipeline_stages
-from herald.producers.migrations import scratch_database
 from herald.proving.demo import wait_for_groups
 from herald.schemas.catalog import topic_catalog
+from herald.schemas.migrations import scratch_database
 from tests.support import HERALD, process_env
 
 PROCESSES = {

@@ -3,7 +3,7 @@
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from herald.producers.models import Base
+from herald.schemas.tables import Base
 
 config = context.config
 engine = create_engine(config.attributes["database_url"], poolclass=pool.NullPool)

@@ -13,7 +13,7 @@ from alembic.config import Config
 
 def alembic_config(database_url: str) -> Config:
     config = Config()
-    config.set_main_option("script_location", str(resources.files("herald.producers.migrations")))
+    config.set_main_option("script_location", str(resources.files("herald.schemas.migrations")))
     config.attributes["database_url"] = database_url
     return config
 
