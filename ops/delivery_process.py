@@ -54,20 +54,34 @@ class DeliveryReport:
         return {name: sum(row[name] for row in self.as_dict().values()) for name in names}
 
 
-def retry_policy(settings: Settings, channel: str) -> RetryPolicy:
-    """The channel's retry settings as a policy; a bad value names its variables."""
-    values = {name: getattr(settings, f"{channel}_{name}") for name in (
-        "retry_tiers_s", "backoff_base_s", "backoff_cap_s", "backoff_jitter", "max_attempts",
-        "max_age_s")}
-    names = ", ".join(env_name(f"{channel}_{name}") for name in values)
+def retry_policies(settings: Settings) -> dict[str, RetryPolicy]:
+    """Each channel's retry policy, parsed once from its settings; a bad value names the
+    channel's variables."""
+    return {
+        "whatsapp": _parsed_policy("whatsapp", settings.whatsapp_retry_tiers_s,
+                                   settings.whatsapp_backoff_base_s, settings.whatsapp_backoff_cap_s, settings.whatsapp_backoff_jitter,
+                                   settings.whatsapp_max_attempts, settings.whatsapp_max_age_s),
+        "email": _parsed_policy("email", settings.email_retry_tiers_s, settings.email_backoff_base_s,
+                                settings.email_backoff_cap_s, settings.email_backoff_jitter,
+                                settings.email_max_attempts, settings.email_max_age_s),
+    }
+
+
+def _parsed_policy(channel: str, tiers_s: tuple[float, ...], base_s: float, cap_s: float, jitter: str,
+                   max_attempts: int, max_age_s: float) -> RetryPolicy:
     try:
-        if len(values["retry_tiers_s"]) > RETRY_TIERS:
+        if len(tiers_s) > RETRY_TIERS:
             raise ValueError(f"at most {RETRY_TIERS} retry tiers (the catalog's topics)")
-        return RetryPolicy(tiers_s=values["retry_tiers_s"], base_s=values["backoff_base_s"],
-                           cap_s=values["backoff_cap_s"], jitter=Jitter(values["backoff_jitter"]),
-                           max_attempts=values["max_attempts"], max_age_s=values["max_age_s"])
+        return RetryPolicy(tiers_s=tiers_s, base_s=base_s, cap_s=cap_s, jitter=Jitter(jitter),
+                           max_attempts=max_attempts, max_age_s=max_age_s)
     except ValueError as exc:
+        names = ", ".join(env_name(f"{channel}_{name}") for name in RETRY_SETTINGS)
         raise SettingsError(f"{channel} retry settings ({names}): {exc}") from None
+
+
+# The suffixes of a channel's retry settings, for error messages only.
+RETRY_SETTINGS = ("retry_tiers_s", "backoff_base_s", "backoff_cap_s", "backoff_jitter", "max_attempts",
+                  "max_age_s")
 
 
 class DeliveryProcess:
@@ -84,7 +98,7 @@ class DeliveryProcess:
         self._settings = settings
         self._bootstrap = bootstrap
         self._channel = channel
-        self._policy = retry_policy(settings, channel)
+        self._policy = retry_policies(settings)[channel]
         self._topics = [topics[t] for t in chosen]
         self._directory = SessionDirectory()
         self.workers: dict[str, DeliveryWorker] = {}

@@ -5,7 +5,7 @@ import threading
 import pytest
 
 from herald.infra.settings import Settings, SettingsError
-from herald.ops.delivery_process import DeliveryProcess, retry_policy
+from herald.ops.delivery_process import RETRY_SETTINGS, DeliveryProcess, retry_policies
 
 
 class FailingWorker:
@@ -42,7 +42,21 @@ def test_an_unknown_tier_or_channel_is_refused():
 def test_bad_retry_settings_name_their_variables():
     settings = Settings.from_environ({"HERALD_EMAIL_BACKOFF_JITTER": "gentle"})
     with pytest.raises(SettingsError, match="HERALD_EMAIL_BACKOFF_JITTER"):
-        retry_policy(settings, "email")
+        retry_policies(settings)
     too_many = Settings.from_environ({"HERALD_WHATSAPP_RETRY_TIERS_S": "1,2,3,4"})
     with pytest.raises(SettingsError, match="at most 3 retry tiers"):
-        retry_policy(too_many, "whatsapp")
+        retry_policies(too_many)
+
+
+def test_each_channels_policy_comes_from_its_own_settings():
+    settings = Settings.from_environ({"HERALD_EMAIL_MAX_ATTEMPTS": "3",
+                                      "HERALD_WHATSAPP_BACKOFF_JITTER": "decorrelated",
+                                      "HERALD_WHATSAPP_RETRY_TIERS_S": "1,60"})
+    policies = retry_policies(settings)
+    assert sorted(policies) == ["email", "whatsapp"]
+    assert (policies["email"].max_attempts, policies["email"].jitter) == (3, "full")
+    assert (policies["whatsapp"].tiers_s, policies["whatsapp"].jitter) == ((1.0, 60.0), "decorrelated")
+    assert policies["whatsapp"].max_attempts == settings.whatsapp_max_attempts
+    # Every name an error message gives is a real setting of each channel.
+    for channel in policies:
+        assert all(hasattr(settings, f"{channel}_{suffix}") for suffix in RETRY_SETTINGS)
