@@ -60,7 +60,8 @@ def retry_policies(settings: Settings) -> dict[str, RetryPolicy]:
     return {
         "whatsapp": _parsed_policy("whatsapp", settings.whatsapp_retry_tiers_s,
                                    settings.whatsapp_backoff_base_s, settings.whatsapp_backoff_cap_s,
-                                   settings.whatsapp_backoff_jitter, settings.whatsapp_max_attempts, settings.whatsapp_max_age_s),
+                                   settings.whatsapp_backoff_jitter, settings.whatsapp_max_attempts,
+                                   settings.whatsapp_max_age_s),
         "email": _parsed_policy("email", settings.email_retry_tiers_s, settings.email_backoff_base_s,
                                 settings.email_backoff_cap_s, settings.email_backoff_jitter,
                                 settings.email_max_attempts, settings.email_max_age_s),
