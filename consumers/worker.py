@@ -2,9 +2,9 @@
 
 - Many records in flight (asyncio, bounded), finishing in any order; a transaction takes
   the finished prefix of each partition (`InFlight`), so a crash never skips a record.
-- Consume -> produce -> commit is one Kafka transaction: the outcome records (status,
-  retry, DLQ, corrections) and the input offsets commit together or not at all. A failed
-  transaction is aborted and its partitions rewound; their records are delivered again and
+- Consume -> produce -> commit is one Kafka transaction (`Checkpoint`): the outcome records
+  (status, retry, DLQ, corrections) and the input offsets commit together or not at all. A
+  failed transaction is aborted and its partitions rewound; their records are delivered again and
   the provider drops the repeat by Idempotency-Key.
 - A record not yet due (a retry tier) pauses its partition and seeks back to it; the
   partition resumes at the due time, so a retry never runs early.
@@ -24,20 +24,20 @@ import contextlib
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
 from herald.consumers import event_loop
+from herald.consumers.checkpoint import Checkpoint
 from herald.consumers.commits import caught_up
 from herald.consumers.inflight import Entry, InFlight, Partition, Taken
 from herald.infra.deadline import Deadline
-from herald.infra.kafka_io import ConfirmedSend, partition_names
+from herald.infra.kafka_io import partition_names
 from herald.infra.read_positions import ReadPositions
 from herald.schemas.catalog import qualified
 from herald.schemas.headers import from_kafka
@@ -45,7 +45,6 @@ from herald.schemas.records import OutgoingRecord, SourceRecord, dead_letter
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-SEND_OFFSETS_GRACE_S = 5.0  # beyond its own timeout, before a blocked send_offsets is given up
 
 
 class RecordHandler(Protocol):
@@ -81,56 +80,26 @@ class WorkerConfig:
     shutdown_timeout_s: float = 15.0
 
 
-def send_offsets_bounded(producer: Producer, offsets: list[TopicPartition], group_metadata: object,
-                         timeout_s: float) -> None:
-    """send_offsets_to_transaction, given up on (as a fatal error) when it outlives its timeout.
-
-    librdkafka ignores that timeout while the group coordinator is down (issue #5456), and
-    after a broker restart may never retry it (#5511): `herald chaos --scenario broker-stop`
-    saw a worker blocked there for good. The blocked call stays in its daemon thread; the
-    caller drops the producer, whose open transaction the broker aborts after
-    transaction.timeout.ms, and rewinds its work, which the provider dedupes.
-    """
-    raised: list[BaseException] = []
-
-    def call() -> None:
-        try:
-            producer.send_offsets_to_transaction(offsets, group_metadata, timeout_s)
-        except BaseException as exc:  # handed to the caller's thread
-            raised.append(exc)
-
-    thread = threading.Thread(target=call, name="send-offsets", daemon=True)
-    thread.start()
-    thread.join(timeout_s + SEND_OFFSETS_GRACE_S)
-    if thread.is_alive():
-        raise KafkaException(KafkaError(KafkaError._TIMED_OUT, f"send_offsets_to_transaction blocked past "
-                                        f"its {timeout_s:g} s timeout (librdkafka #5456)", fatal=True))
-    if raised:
-        raise raised[0]
-
-
 class DeliveryWorker:
     def __init__(self, config: WorkerConfig, consumer: Consumer,
                  new_producer: Callable[[str], Producer], handler: RecordHandler) -> None:
         self._config = config
         self._consumer = consumer
-        self._new_producer = new_producer  # takes a transactional.id
         self._handler = handler
         self._inflight = InFlight()
         self._read = ReadPositions()
-        self._committed: dict[Partition, int] = {}  # by this member, in partitions it owns
         self._tasks: dict[Entry, asyncio.Task[None]] = {}
         self._due: dict[Partition, float] = {}  # paused until this time.time()
         self._kafka = ThreadPoolExecutor(1, thread_name_prefix="kafka")
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._producer: Producer | None = None  # created, and its transactions initialised, lazily
-        self._producer_ready = False
-        self._backoff_until = 0.0
         # Fetch once a quarter of the slots is free, not after every finished request: each
         # fetch is a hop to the Kafka thread, which cost more than the request's own work.
         self._refill_at = max(1, config.concurrency // 4)
         self._refill: asyncio.Event | None = None  # of the running loop (`_main`)
         self.stats = WorkerStats()
+        self.checkpoint = Checkpoint(consumer, new_producer, transactional_prefix=config.consumer_group,
+                                     namespace=config.namespace,
+                                     transaction_timeout_s=config.transaction_timeout_s, counts=self.stats)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -196,8 +165,7 @@ class DeliveryWorker:
         """Let in-flight work finish within the deadline, commit it, hand back the rest."""
         if self._tasks:
             await asyncio.wait(list(self._tasks.values()), timeout=self._config.shutdown_timeout_s)
-        self._backoff_until = 0.0  # the last chance to commit: a recent failure does not skip it
-        await self._in_kafka(self._commit_finished)
+        await self._in_kafka(self._commit_finished, None, True)  # a recent failure does not skip it
         self._void(self._inflight.drop())
         if self._tasks:
             await asyncio.gather(*self._tasks.values(), return_exceptions=True)
@@ -303,86 +271,28 @@ class DeliveryWorker:
                 del self._due[partition]
             self._consumer.resume([TopicPartition(t, p) for t, p in ready])
 
-    def _commit_finished(self, partitions: list[Partition] | None = None) -> None:
-        if time.monotonic() < self._backoff_until or not self._transactions_ready():
+    def _commit_finished(self, partitions: list[Partition] | None = None, last_chance: bool = False) -> None:
+        """Kafka thread: commit the finished work (of `partitions`, or all); what cannot be
+        committed is rewound and delivered again (the provider drops the repeats)."""
+        if not self.checkpoint.ready(last_chance):
             return
-        taken = self._step_over_markers(self._inflight.take_finished(partitions), partitions)
-        for attempt in range(2):
-            if not taken:
-                return
-            if attempt and not self._transactions_ready():
-                break
-            try:
-                self._transact(taken)
-                return
-            except KafkaException as exc:
-                self._abort(exc, taken)
-            # A rebalance can refuse the offsets (a generation that just moved on): the same
-            # finished work is committed again, in a new transaction, for partitions still ours.
-            owned = {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
-            taken = taken.only(owned)
-        self._backoff_until = time.monotonic() + 1.0
-        if partitions is None:
-            self._rewind(taken.first)  # delivered again; the provider drops the repeats
+        left = self.checkpoint.commit(self._step_over_markers(self._inflight.take_finished(partitions),
+                                                              partitions))
+        if left and partitions is None:
+            self._rewind(left.first)
 
     def _step_over_markers(self, taken: Taken, partitions: list[Partition] | None) -> Taken:
         """The finished offsets, and idle partitions' committed ones, moved past the markers that
         follow them: committing "last record + 1" would leave lag 1 on a transactional topic."""
-        for partition, committed in self._committed.items():
+        committed = self.checkpoint.committed
+        for partition, offset in committed.items():
             if partitions is None or partition in partitions:
-                taken.offsets.setdefault(partition, committed)
+                taken.offsets.setdefault(partition, offset)
         for partition, offset in list(taken.offsets.items()):
             taken.offsets[partition] = self._read.resume_offset(partition, offset)
-            if taken.offsets[partition] == self._committed.get(partition) and partition not in taken.inputs:
+            if taken.offsets[partition] == committed.get(partition) and partition not in taken.inputs:
                 del taken.offsets[partition]  # nothing new for an idle partition
         return taken
-
-    def _transactions_ready(self) -> bool:
-        """A producer whose transactions are initialised; False (try again in a second) while
-        the broker cannot answer, so a broker outage pauses commits instead of killing the worker."""
-        if self._producer_ready:
-            return True
-        if self._producer is None:
-            # Unique per process: a dead worker's open transaction is aborted by its timeout.
-            self._producer = self._new_producer(f"{self._config.consumer_group}.{uuid.uuid4().hex[:12]}")
-        try:
-            self._producer.init_transactions(self._config.transaction_timeout_s)
-        except KafkaException as exc:  # a timeout may be resumed by calling again; anything else: anew
-            if exc.args[0].code() != KafkaError._TIMED_OUT:
-                self._producer = None
-            log.warning("transactions not ready, committing later (%s)", exc.args[0].str())
-            self._backoff_until = time.monotonic() + 1.0
-            return False
-        self._producer_ready = True
-        return True
-
-    def _transact(self, taken: Taken) -> None:
-        producer = self._producer
-        assert producer is not None
-        timeout = self._config.transaction_timeout_s
-        producer.begin_transaction()
-        namespace = self._config.namespace
-        ConfirmedSend(producer).produce(
-            (qualified(r.topic, namespace), r.key, r.value, r.headers) for r in taken.records)
-        offsets = [TopicPartition(t, p, o) for (t, p), o in taken.offsets.items()]
-        send_offsets_bounded(producer, offsets, self._consumer.consumer_group_metadata(), timeout)
-        producer.commit_transaction(timeout)
-        self._committed.update(taken.offsets)
-        self.stats.transactions += 1
-        self.stats.committed += taken.input_count
-
-    def _abort(self, exc: KafkaException, taken: Taken) -> None:
-        """Abort the failed transaction, or drop the producer (a new one next time) when it cannot."""
-        self.stats.failed_transactions += 1
-        error = exc.args[0]
-        log.warning("transaction of %d input(s) failed (%s)", taken.input_count, error.str())
-        if not error.fatal():
-            try:
-                self._producer.abort_transaction(self._config.transaction_timeout_s)  # type: ignore[union-attr]
-                return
-            except KafkaException:
-                pass
-        self._producer, self._producer_ready = None, False
 
     def _rewind(self, first: dict[Partition, int]) -> None:
         log.info("rewinding %s to their first uncommitted offsets", sorted(first.items()))
@@ -405,8 +315,7 @@ class DeliveryWorker:
         deadline = Deadline(self._config.settle_timeout_s)
         while self._inflight.unfinished(revoked) and not deadline.expired():
             time.sleep(0.01)
-        self._backoff_until = 0.0  # this commit is the partitions' last chance
-        self._commit_finished(revoked)
+        self._commit_finished(revoked, last_chance=True)
         self._let_go(revoked, partitions)
 
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -418,8 +327,7 @@ class DeliveryWorker:
     def _let_go(self, revoked: list[Partition], partitions: list[TopicPartition]) -> None:
         self._void(self._inflight.drop(revoked))
         self._read.forget(revoked)
-        for partition in revoked:
-            self._committed.pop(partition, None)
+        self.checkpoint.forget(revoked)
         if any(self._due.pop(p, None) is not None for p in revoked):
             self._consumer.resume(partitions)  # a pause would outlive the assignment
 

@@ -1,5 +1,6 @@
-"""A refused transaction is aborted and its finished work committed again; only when that fails
-too are the partitions rewound (and delivered again)."""
+"""A delivery worker's checkpoint, through its public methods: a refused transaction is aborted
+and its finished work committed again; only when that fails too is the work handed back to be
+rewound (and delivered again)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from herald.consumers import worker as worker_module
-from herald.consumers.worker import DeliveryWorker, WorkerConfig
+from herald.consumers import checkpoint as checkpoint_module
+from herald.consumers.checkpoint import Checkpoint
+from herald.consumers.inflight import InFlight, Taken
+from herald.consumers.worker import WorkerStats
 from herald.schemas.records import OutgoingRecord
 
 P0 = ("notifications.email", 0)
@@ -64,52 +67,87 @@ class FakeConsumer:
         self.seeks.append(tp)
 
 
-def worker_with(producer: FakeProducer, consumer: FakeConsumer) -> DeliveryWorker:
-    config = WorkerConfig(topic="notifications.email", namespace="", consumer_group="g", concurrency=4)
-    worker = DeliveryWorker(config, consumer, lambda _id: producer, handler=None)  # type: ignore[arg-type]
+@dataclass
+class Clock:
+    now: float = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def checkpoint_with(producers: list[FakeProducer], consumer: FakeConsumer, timeout_s: float = 5.0,
+                    clock: Clock | None = None) -> tuple[Checkpoint, WorkerStats]:
+    stats = WorkerStats()
+    checkpoint = Checkpoint(consumer, lambda _id: producers.pop(0), transactional_prefix="g", namespace="",
+                            transaction_timeout_s=timeout_s, counts=stats, clock=clock or Clock())
+    return checkpoint, stats
+
+
+def finished_work() -> Taken:
+    """Offsets 5 and 6 of P0, both finished, each with one outcome record."""
+    inflight = InFlight()
     for offset in (5, 6):
-        entry = worker._inflight.start(P0, offset)
-        worker._inflight.finish(entry, [OutgoingRecord("notifications.status", b"k", b"v", {})])
-    return worker
+        entry = inflight.start(P0, offset)
+        inflight.finish(entry, [OutgoingRecord("notifications.status", b"k", b"v", {})])
+    return inflight.take_finished(None)
 
 
 def test_a_refused_commit_is_retried_with_the_same_finished_work():
     producer, consumer = FakeProducer(refusals=1), FakeConsumer([P0])
-    worker = worker_with(producer, consumer)
-    worker._commit_finished()
+    checkpoint, stats = checkpoint_with([producer], consumer)
+    assert checkpoint.ready()
+    left = checkpoint.commit(finished_work())
+    assert not left, "nothing handed back: nothing reaches the provider twice"
     assert producer.calls.count("abort") == 1 and producer.calls[-1] == "commit"
     assert [tp.offset for tp in producer.committed_offsets[-1]] == [7]
-    assert consumer.seeks == [], "nothing rewound: nothing reaches the provider twice"
-    assert (worker.stats.transactions, worker.stats.failed_transactions, worker.stats.committed) == (1, 1, 2)
+    assert checkpoint.committed == {P0: 7}
+    assert (stats.transactions, stats.failed_transactions, stats.committed) == (1, 1, 2)
 
 
-def test_refused_twice_rewinds_to_the_first_uncommitted_record():
+def test_refused_twice_hands_back_the_work_from_its_first_record():
     producer, consumer = FakeProducer(refusals=2), FakeConsumer([P0])
-    worker = worker_with(producer, consumer)
-    worker._commit_finished()
-    assert [(tp.partition, tp.offset) for tp in consumer.seeks] == [(0, 5)]
-    assert worker.stats.transactions == 0 and worker.stats.failed_transactions == 2
+    clock = Clock()
+    checkpoint, stats = checkpoint_with([producer], consumer, clock=clock)
+    assert checkpoint.ready()
+    left = checkpoint.commit(finished_work())
+    assert left.first == {P0: 5} and left.input_count == 2
+    assert stats.transactions == 0 and stats.failed_transactions == 2 and checkpoint.committed == {}
+    assert not checkpoint.ready(), "a failed commit waits a moment before the next try"
+    assert checkpoint.ready(last_chance=True), "but not a partition's last chance"
+    clock.now += 1.0
+    assert checkpoint.ready()
 
 
 def test_work_of_a_partition_no_longer_owned_is_not_committed_again():
     producer, consumer = FakeProducer(refusals=1), FakeConsumer([])
-    worker = worker_with(producer, consumer)
-    worker._commit_finished()
-    assert producer.calls.count("commit") == 0 and consumer.seeks == []
+    checkpoint, _stats = checkpoint_with([producer], consumer)
+    assert checkpoint.ready()
+    left = checkpoint.commit(finished_work())
+    assert not left, "not ours: nothing to rewind either"
+    assert producer.calls.count("commit") == 0
 
 
 def test_a_broker_that_cannot_initialise_transactions_pauses_commits_without_losing_work():
     producer, consumer = FakeProducer(refusals=0, init_timeouts=2), FakeConsumer([P0])
-    worker = worker_with(producer, consumer)
-    for _ in range(2):  # the broker is down: nothing committed, nothing rewound, nothing raised
-        worker._backoff_until = 0.0
-        worker._commit_finished()
-    assert producer.calls == [] and consumer.seeks == []
-    worker._backoff_until = 0.0
-    worker._commit_finished()  # back: the same producer resumes and the finished work commits
+    clock = Clock()
+    checkpoint, stats = checkpoint_with([producer], consumer, clock=clock)
+    for _ in range(2):  # the broker is down: not ready, nothing raised
+        assert not checkpoint.ready()
+        assert not checkpoint.ready(), "tried again only after a moment"
+        clock.now += 1.0
+    assert producer.calls == []
+    assert checkpoint.ready()  # back: the same producer resumes and the finished work commits
+    assert not checkpoint.commit(finished_work())
     assert producer.calls[0] == "init" and producer.calls[-1] == "commit"
     assert [tp.offset for tp in producer.committed_offsets[-1]] == [7]
-    assert worker.stats.committed == 2
+    assert stats.committed == 2
+
+
+def test_a_forgotten_partitions_committed_offset_is_dropped():
+    checkpoint, _stats = checkpoint_with([FakeProducer(refusals=0)], FakeConsumer([P0]))
+    assert checkpoint.ready() and not checkpoint.commit(finished_work())
+    checkpoint.forget([P0])
+    assert checkpoint.committed == {}
 
 
 @dataclass
@@ -121,23 +159,20 @@ class HangingProducer(FakeProducer):
         self.release.wait(30)
 
 
-def test_a_send_offsets_blocked_past_its_timeout_drops_the_producer_and_rewinds(monkeypatch):
-    monkeypatch.setattr(worker_module, "SEND_OFFSETS_GRACE_S", 0.2)
+def test_a_send_offsets_blocked_past_its_timeout_drops_the_producer_and_hands_back(monkeypatch):
+    monkeypatch.setattr(checkpoint_module, "SEND_OFFSETS_GRACE_S", 0.2)
     hanging, consumer = HangingProducer(refusals=0), FakeConsumer([P0])
-    producers = [hanging, FakeProducer(refusals=0, init_timeouts=1)]
-    config = WorkerConfig(topic="notifications.email", namespace="", consumer_group="g", concurrency=4,
-                          transaction_timeout_s=0.1)
-    worker = DeliveryWorker(config, consumer, lambda _id: producers.pop(0), handler=None)  # type: ignore[arg-type]
-    for offset in (5, 6):
-        entry = worker._inflight.start(P0, offset)
-        worker._inflight.finish(entry, [OutgoingRecord("notifications.status", b"k", b"v", {})])
+    replacement = FakeProducer(refusals=0, init_timeouts=1)
+    producers: list[FakeProducer] = [hanging, replacement]
+    checkpoint, stats = checkpoint_with(producers, consumer, timeout_s=0.1)
+    assert checkpoint.ready()
     started = time.monotonic()
     try:
-        worker._commit_finished()
+        left = checkpoint.commit(finished_work())
     finally:
         hanging.release.set()
     assert time.monotonic() - started < 5, "the worker waited for the blocked call"
-    assert worker.stats.failed_transactions == 1 and worker.stats.transactions == 0
-    assert [(tp.partition, tp.offset) for tp in consumer.seeks] == [(0, 5)], "rewound: delivered again"
+    assert stats.failed_transactions == 1 and stats.transactions == 0
+    assert left.first == {P0: 5}, "handed back to be rewound: delivered again"
     assert producers == [], "a new producer (a new transactional.id) was asked for"
-    assert worker._producer is not hanging
+    assert "abort" not in hanging.calls, "a fatal error is not aborted on the old producer"

@@ -1,0 +1,161 @@
+"""A delivery worker's checkpoint: its finished work and input offsets in one Kafka transaction.
+
+`Checkpoint` owns the worker's transactional producer: it creates it (a fresh transactional.id
+each time, so a dead worker's open transaction is aborted by its timeout), initialises its
+transactions, begins, produces the outcome records, sends the offsets (bounded, see
+`send_offsets_bounded`), commits, and on failure aborts or replaces the producer. A refused
+transaction is tried once more with the same finished work, for the partitions still owned;
+what is left after that is handed back to the worker, which rewinds it.
+
+Every method runs on the worker's Kafka thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Protocol
+
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
+
+from herald.consumers.inflight import Partition, Taken
+from herald.infra.kafka_io import ConfirmedSend
+from herald.schemas.catalog import qualified
+
+log = logging.getLogger(__name__)
+SEND_OFFSETS_GRACE_S = 5.0  # beyond its own timeout, before a blocked send_offsets is given up
+RETRY_AFTER_S = 1.0  # after a failed commit or an unready broker, before the next try
+
+
+class GroupMember(Protocol):
+    """What a checkpoint needs of the consumer: who owns what, in which group generation."""
+
+    def assignment(self) -> list[TopicPartition]: ...
+
+    def consumer_group_metadata(self) -> object: ...
+
+
+class CommitCounts(Protocol):
+    transactions: int
+    failed_transactions: int
+    committed: int
+
+
+def send_offsets_bounded(producer: Producer, offsets: list[TopicPartition], group_metadata: object,
+                         timeout_s: float) -> None:
+    """send_offsets_to_transaction, given up on (as a fatal error) when it outlives its timeout.
+
+    librdkafka ignores that timeout while the group coordinator is down (issue #5456), and
+    after a broker restart may never retry it (#5511): `herald chaos --scenario broker-stop`
+    saw a worker blocked there for good. The blocked call stays in its daemon thread; the
+    caller drops the producer, whose open transaction the broker aborts after
+    transaction.timeout.ms, and rewinds its work, which the provider dedupes.
+    """
+    raised: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            producer.send_offsets_to_transaction(offsets, group_metadata, timeout_s)
+        except BaseException as exc:  # handed to the caller's thread
+            raised.append(exc)
+
+    thread = threading.Thread(target=call, name="send-offsets", daemon=True)
+    thread.start()
+    thread.join(timeout_s + SEND_OFFSETS_GRACE_S)
+    if thread.is_alive():
+        raise KafkaException(KafkaError(KafkaError._TIMED_OUT, f"send_offsets_to_transaction blocked past "
+                                        f"its {timeout_s:g} s timeout (librdkafka #5456)", fatal=True))
+    if raised:
+        raise raised[0]
+
+
+class Checkpoint:
+    def __init__(self, consumer: GroupMember, new_producer: Callable[[str], Producer], *,
+                 transactional_prefix: str, namespace: str, transaction_timeout_s: float,
+                 counts: CommitCounts, clock: Callable[[], float] = time.monotonic) -> None:
+        self._consumer = consumer
+        self._new_producer = new_producer  # takes a transactional.id
+        self._prefix = transactional_prefix
+        self._namespace = namespace
+        self._timeout_s = transaction_timeout_s
+        self._counts = counts
+        self._clock = clock
+        self._producer: Producer | None = None  # created, and its transactions initialised, lazily
+        self._producer_ready = False
+        self._retry_at = 0.0
+        self.committed: dict[Partition, int] = {}  # by this member, in partitions it owns
+
+    def ready(self, last_chance: bool = False) -> bool:
+        """Whether a commit can be tried now: a producer whose transactions are initialised, and
+        no recent failure to wait out (unless this is a partition's last chance). False while the
+        broker cannot answer, so an outage pauses commits instead of killing the worker."""
+        if not last_chance and self._clock() < self._retry_at:
+            return False
+        if self._producer_ready:
+            return True
+        if self._producer is None:
+            self._producer = self._new_producer(f"{self._prefix}.{uuid.uuid4().hex[:12]}")
+        try:
+            self._producer.init_transactions(self._timeout_s)
+        except KafkaException as exc:  # a timeout may be resumed by calling again; anything else: anew
+            if exc.args[0].code() != KafkaError._TIMED_OUT:
+                self._producer = None
+            log.warning("transactions not ready, committing later (%s)", exc.args[0].str())
+            self._retry_at = self._clock() + RETRY_AFTER_S
+            return False
+        self._producer_ready = True
+        return True
+
+    def commit(self, taken: Taken) -> Taken:
+        """Commit `taken` in one transaction, after `ready()`. A refused transaction is aborted
+        and tried again, once, for the partitions still owned (a rebalance can refuse offsets of
+        a generation that just moved on). Returns the part that could not be committed: empty
+        when all went through or the rest is no longer ours; otherwise the caller rewinds it."""
+        for attempt in range(2):
+            if not taken:
+                return taken
+            if attempt and not self.ready(last_chance=True):
+                break
+            try:
+                self._transact(taken)
+                return Taken()
+            except KafkaException as exc:
+                self._abort(exc, taken)
+            owned = {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+            taken = taken.only(owned)
+        self._retry_at = self._clock() + RETRY_AFTER_S
+        return taken
+
+    def forget(self, partitions: list[Partition]) -> None:
+        """Partitions no longer ours: their committed offsets are the next owner's business."""
+        for partition in partitions:
+            self.committed.pop(partition, None)
+
+    def _transact(self, taken: Taken) -> None:
+        producer = self._producer
+        assert producer is not None, "commit() before ready()"
+        producer.begin_transaction()
+        ConfirmedSend(producer).produce(
+            (qualified(r.topic, self._namespace), r.key, r.value, r.headers) for r in taken.records)
+        offsets = [TopicPartition(t, p, o) for (t, p), o in taken.offsets.items()]
+        send_offsets_bounded(producer, offsets, self._consumer.consumer_group_metadata(), self._timeout_s)
+        producer.commit_transaction(self._timeout_s)
+        self.committed.update(taken.offsets)
+        self._counts.transactions += 1
+        self._counts.committed += taken.input_count
+
+    def _abort(self, exc: KafkaException, taken: Taken) -> None:
+        """Abort the failed transaction, or drop the producer (a new one next time) when it cannot."""
+        self._counts.failed_transactions += 1
+        error = exc.args[0]
+        log.warning("transaction of %d input(s) failed (%s)", taken.input_count, error.str())
+        if not error.fatal() and self._producer is not None:
+            try:
+                self._producer.abort_transaction(self._timeout_s)
+                return
+            except KafkaException:
+                pass
+        self._producer, self._producer_ready = None, False
