@@ -6,7 +6,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install demo test chaos bench lint unit integration up down clean
 
+# Python packages once (the stamp); the Debian packages the embedded services need, checked
+# each time and installed when missing (as root, with apt-get), saying what.
 install: $(STAMP)
+	$(BIN)/herald system-packages
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 11) else "Herald needs Python 3.11 or newer")'
@@ -19,6 +22,7 @@ demo: install
 	$(BIN)/herald demo
 
 test: install lint
+	$(BIN)/herald system-packages --tests
 	$(BIN)/pytest
 
 chaos: install

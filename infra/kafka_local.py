@@ -34,7 +34,7 @@ from herald.infra.processes import (
     tail,
     terminate,
 )
-from herald.infra.system_packages import ensure_command
+from herald.infra.system_packages import require_command
 
 MAIN_CLASS = "kafka.Kafka"
 STORAGE_TOOL = "kafka.tools.StorageTool"
@@ -158,7 +158,7 @@ class EmbeddedKafka:
         return state
 
     def _spawn(self, classpath: str, node_id: int, config: Path) -> int:
-        java = ensure_command("java", "openjdk-17-jre-headless")
+        java = require_command("java")
         argv = [java, f"-Xms{min(256, self.heap_mb)}m", f"-Xmx{self.heap_mb}m",
                 "-XX:+UseG1GC", "-Djava.awt.headless=true",
                 f"-Dlog4j2.configurationFile={self._log_config()}",
@@ -191,7 +191,7 @@ class EmbeddedKafka:
         cached = self.dir / f"classpath-{self.version}.txt"
         if cached.exists() and all(Path(p).exists() for p in cached.read_text().split(os.pathsep)):
             return cached.read_text().strip()
-        mvn = ensure_command("mvn", "maven")
+        mvn = require_command("mvn")
         self.dir.mkdir(parents=True, exist_ok=True)
         pom = resources.files("herald.infra") / "kafka" / "pom.xml"
         argv = [mvn, "-q", "-B", "-f", str(pom), "dependency:build-classpath",
@@ -235,7 +235,7 @@ class EmbeddedKafka:
         if not unformatted:
             return
         cluster_id = self._cluster_id()
-        java = ensure_command("java", "openjdk-17-jre-headless")
+        java = require_command("java")
         for config in unformatted:
             result = subprocess.run(
                 [java, "-Xmx256m", f"-Dlog4j2.configurationFile={self._log_config()}", "-cp",

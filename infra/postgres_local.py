@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 from herald.infra.deadline import Deadline
 from herald.infra.processes import ServiceError, free_port, port_is_free
-from herald.infra.system_packages import install_debian_package
+from herald.infra.system_packages import find_postgres_bin_dir, require_postgres_bin_dir
 
 SERVER_USER = "herald-postgres"
 DATABASE = "herald"
@@ -34,13 +34,6 @@ class PostgresState:
     url: str
     data_dir: str
     port: int
-
-
-def find_bin_dir() -> Path | None:
-    """The newest installed PostgreSQL server binaries (Debian layout), if any."""
-    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"),
-                        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0)
-    return candidates[-1].parent if candidates else None
 
 
 class EmbeddedPostgres:
@@ -97,13 +90,7 @@ class EmbeddedPostgres:
         return Path("/var/tmp") / f"herald-postgres-{digest}" / "data"
 
     def _bin_dir(self) -> Path:
-        found = find_bin_dir()
-        if found is None:
-            install_debian_package("postgresql", reason="PostgreSQL server binaries are missing")
-            found = find_bin_dir()
-        if found is None:
-            raise ServiceError("PostgreSQL was installed but no /usr/lib/postgresql/*/bin found")
-        return found
+        return require_postgres_bin_dir()
 
     def _server_user(self) -> str | None:
         """None: run as ourselves. As root: a system user made for the purpose."""
@@ -146,7 +133,7 @@ class EmbeddedPostgres:
         return port
 
     def _is_running(self, data_dir: Path) -> bool:
-        bin_dir = find_bin_dir()
+        bin_dir = find_postgres_bin_dir()
         if bin_dir is None or not data_dir.exists():
             return False
         result = subprocess.run(self._as(self._server_user(),

@@ -1,37 +1,50 @@
-"""Install a missing system tool from Debian's packages when we are allowed to (root + apt)."""
+"""Find the system tools Herald runs (Java, Maven, PostgreSQL's server). Nothing is installed
+here: a missing tool is an error naming its Debian package and the command that installs it
+(`herald system-packages`, which `make install` and `herald up` run)."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
+from pathlib import Path
 
 from herald.infra.processes import ServiceError
 
-_apt_updated = False
+# What the embedded services run: a command (or the PostgreSQL server's bin folder) -> the
+# Debian package that provides it.
+RUNTIME_PACKAGES = {"java": "openjdk-17-jre-headless", "mvn": "maven", "postgresql": "postgresql"}
+# What only the test suite uses (the console test drives a headless browser).
+TEST_PACKAGES = {"chromium": "chromium", "chromedriver": "chromium-driver"}
+# Where the other commands Herald may call come from, for error messages.
+OTHER_COMMANDS = {"pgbench": "postgresql-client"}
+INSTALL_HINT = "`herald system-packages` installs it (as root, with apt-get)"
 
 
-def ensure_command(command: str, package: str) -> str:
-    """Path of `command`, installing Debian's `package` first when missing and allowed."""
+def find_postgres_bin_dir() -> Path | None:
+    """The newest installed PostgreSQL server binaries (Debian layout), if any."""
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"),
+                        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0)
+    return candidates[-1].parent if candidates else None
+
+
+def is_installed(tool: str) -> bool:
+    if tool == "postgresql":
+        return find_postgres_bin_dir() is not None
+    return shutil.which(tool) is not None
+
+
+def require_command(command: str) -> str:
+    """Path of `command`; when it is missing, an error naming its package and how to install it."""
     found = shutil.which(command)
     if found:
         return found
-    install_debian_package(package, reason=f"`{command}` is not installed")
-    found = shutil.which(command)
-    if not found:
-        raise ServiceError(f"installed {package} but `{command}` is still not on PATH")
+    package = {**RUNTIME_PACKAGES, **TEST_PACKAGES, **OTHER_COMMANDS}.get(command, command)
+    raise ServiceError(f"`{command}` is not installed: it comes with the Debian package `{package}`; "
+                       f"{INSTALL_HINT}")
+
+
+def require_postgres_bin_dir() -> Path:
+    found = find_postgres_bin_dir()
+    if found is None:
+        raise ServiceError("PostgreSQL server binaries are missing (no /usr/lib/postgresql/*/bin/pg_ctl): "
+                           f"they come with the Debian package `postgresql`; {INSTALL_HINT}")
     return found
-
-
-def install_debian_package(package: str, reason: str) -> None:
-    global _apt_updated
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise ServiceError(f"{reason}: install the Debian package `{package}` and retry")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    if not _apt_updated:
-        subprocess.run(["apt-get", "update", "-q"], check=True, env=env, capture_output=True)
-        _apt_updated = True
-    result = subprocess.run(["apt-get", "install", "-y", "-q", package], env=env,
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        raise ServiceError(f"{reason}; `apt-get install {package}` failed:\n{result.stderr[-2000:]}")

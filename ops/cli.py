@@ -68,14 +68,34 @@ def up(
         min=1, max=5, help="Embedded Kafka brokers: 3 makes a cluster with replication factor 3 and "
                            "min ISR 2 (default HERALD_KAFKA_BROKERS, 1).")] = None,
 ) -> None:
-    """Start the embedded Kafka and PostgreSQL (unless HERALD_* points elsewhere), migrate, provision."""
+    """Install missing system packages, start the embedded Kafka and PostgreSQL (unless HERALD_*
+    points elsewhere), migrate, provision."""
     import dataclasses
 
     from herald.ops.bootstrap import prepare
 
     settings = _settings(ctx)
+    if settings.kafka_bootstrap is None or settings.database_url is None:
+        _install_system_packages(with_test_tools=False)
     endpoints = prepare(settings if brokers is None else dataclasses.replace(settings, kafka_brokers=brokers))
     console.print(f"kafka    {endpoints.kafka_bootstrap}\npostgres {endpoints.database_url}")
+
+
+@app.command("system-packages")
+def system_packages(
+    tests: Annotated[bool, typer.Option(
+        "--tests", help="Also the suite's tools (a headless browser).")] = False,
+) -> None:
+    """Install the Debian packages the embedded services need (Java, Maven, PostgreSQL), saying what."""
+    _install_system_packages(with_test_tools=tests)
+
+
+def _install_system_packages(with_test_tools: bool) -> None:
+    from herald.ops.system_setup import install_system_packages
+
+    installed = install_system_packages(with_test_tools, say=console.print)
+    console.print(f"system packages: installed {', '.join(installed)}" if installed
+                  else "system packages: all present")
 
 
 @app.command()

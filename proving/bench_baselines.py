@@ -22,12 +22,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from herald.infra.postgres_local import find_bin_dir
 from herald.infra.processes import ServiceError
 from herald.infra.provisioning import delete_namespace_topics
 from herald.infra.services import embedded_kafka
 from herald.infra.settings import Settings
-from herald.infra.system_packages import ensure_command
+from herald.infra.system_packages import find_postgres_bin_dir, require_command
 from herald.proving.bench_relay import create_topic
 from herald.schemas.catalog import qualified
 from herald.schemas.codec import encode
@@ -57,7 +56,7 @@ def producer_performance(settings: Settings, bootstrap: str, records: int,
     namespace = f"perf{uuid.uuid4().hex[:8]}"
     topic = qualified("bench.producer-perf", namespace)
     create_topic(bootstrap, topic, log_append_time=False)  # shaped as the relay bench's topics
-    argv = [ensure_command("java", "openjdk-17-jre-headless"), "-Xmx512m", "-cp",
+    argv = [require_command("java"), "-Xmx512m", "-cp",
             embedded_kafka(settings).classpath(), PRODUCER_PERFORMANCE, "--topic", topic,
             "--num-records", str(records), "--record-size", str(record_size), "--throughput", "-1",
             "--producer-props", f"bootstrap.servers={bootstrap}", *PRODUCER_PROPS]
@@ -111,10 +110,10 @@ def _pgbench_argv(url: str, seconds: float, clients: int, script: str) -> list[s
 
 def _pgbench() -> str:
     """The pgbench beside the embedded server's binaries (Debian ships it with the client)."""
-    bin_dir = find_bin_dir()
+    bin_dir = find_postgres_bin_dir()
     if bin_dir is not None and (bin_dir / "pgbench").exists():
         return str(bin_dir / "pgbench")
-    return ensure_command("pgbench", "postgresql-client")
+    return require_command("pgbench")
 
 
 def _pg_environ(url: str) -> dict[str, str]:

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from herald.infra.processes import free_port
-from herald.infra.system_packages import ensure_command
+from herald.infra.system_packages import require_command
 from herald.ops.api_tokens import create_token
 from tests.integration.delivery_support import delivering, fast_settings, produce_requests
 from tests.integration.relay_support import running_relay
@@ -28,8 +28,8 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 @pytest.fixture
 def browser() -> Iterator[object]:
-    chromium = ensure_command("chromium", "chromium")
-    driver_path = ensure_command("chromedriver", "chromium-driver")
+    chromium = require_command("chromium")
+    driver_path = require_command("chromedriver")
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900",
