@@ -211,6 +211,24 @@ def documented_settings() -> list[tuple[str, str, str]]:
             for f in dataclasses.fields(Settings)]
 
 
+def settings_reference() -> str:
+    """The settings reference page (docs/settings.md), as `herald settings --markdown` prints it."""
+    rows = [f"| `{variable}` | {f'`{default}`' if default else ''} | {_escaped(doc)} |"
+            for variable, default, doc in documented_settings()]
+    return "\n".join([
+        "# Settings", "",
+        "Every Herald process reads its settings once, at start, from `HERALD_*` variables into one",
+        "frozen object (`herald.infra.settings.Settings`), and gives each stage a small config built",
+        "from it. An unknown `HERALD_*` variable is an error, so a typo never falls back to a default.",
+        "This page is generated from that object: `herald settings --markdown > docs/settings.md`.",
+        "", "| variable | default | meaning |", "|---|---|---|", *rows, ""])
+
+
+def _escaped(text: str) -> str:
+    """Markdown that shows `<home>` as written, not as an HTML tag."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
+
+
 def _format(value: Any) -> str:
     if isinstance(value, tuple):
         return ",".join(_format(item) for item in value)

@@ -20,7 +20,7 @@ from rich.table import Table
 from herald.infra.exit_deadline import arm_exit_deadline
 from herald.infra.logs import configure_logging
 from herald.infra.processes import ServiceError
-from herald.infra.settings import Settings, SettingsError, documented_settings
+from herald.infra.settings import Settings, SettingsError, documented_settings, settings_reference
 
 if TYPE_CHECKING:
     pass
@@ -144,8 +144,15 @@ def status(
 
 
 @app.command()
-def settings(ctx: typer.Context) -> None:
+def settings(
+    ctx: typer.Context,
+    markdown: Annotated[bool, typer.Option(
+        "--markdown", help="The settings reference page, docs/settings.md, as Markdown.")] = False,
+) -> None:
     """List every setting with its variable, default and meaning."""
+    if markdown:
+        sys.stdout.write(settings_reference())
+        return
     table = Table("variable", "default", "meaning")
     for row in documented_settings():
         table.add_row(*row)

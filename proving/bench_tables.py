@@ -106,7 +106,7 @@ def report_sections(results: dict[str, dict[str, Any]], shells: dict[str, str]) 
     b, r, d, s = results["baselines"], results["relay"], results["deliver"], results["streams"]
     scaling_note = (f"All processes share this machine's {os.cpu_count()} CPUs with the broker, the database "
                     "and the simulators: a ratio above 1 needs idle cores, so it levels off past that many "
-                    "busy processes here; separate hosts would add more (README, Scaling).")
+                    "busy processes here; separate hosts would add more (operators.md, Scaling).")
     return [*_table("Baselines", shells["baselines"], baseline_rows(b)),
             *_table("Relay: outbox -> Kafka", shells["relay"], relay_rows(r, b)),
             *_table("Delivery: Kafka -> provider", shells["deliver"], delivery_rows(d)),

@@ -1,7 +1,7 @@
 """Every long-running process stops on SIGTERM within a bounded time with Kafka down, by itself
 (not by its exit deadline), and says when it started (what it consumes and produces, as which
 group, which version) and when it stopped. With Kafka down, three Faust processes once took a
-minute to exit. (With Kafka up, test_readme_run.py stops every stage as README says.)"""
+minute to exit. (With Kafka up, test_docs_run.py stops every stage as docs/running.md says.)"""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ BOUND_S = 15.0  # each must be gone by then; its exit deadline (shutdown_timeout
 
 def test_every_process_stops_within_a_bound_on_sigterm_with_kafka_down_and_logs_start_and_stop(
         base_settings, endpoints, private_broker, namespace, log_dir):
-    """Kafka down; with it up, test_readme_run.py stops every stage the way README says."""
+    """Kafka down; with it up, test_docs_run.py stops every stage the way docs/running.md says."""
     state = private_broker.start()
     with scratch_database(endpoints.database_url, namespace) as url:
         provision_topics(state.bootstrap, topic_catalog(namespace))

@@ -13,7 +13,6 @@ import sys
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from confluent_kafka import Producer
 
@@ -26,9 +25,9 @@ from herald.proving.demo import wait_for_groups
 from herald.schemas.catalog import NOTIFICATION_STATUS, STATUS_STATS, dead_letter_topic, qualified
 from herald.schemas.codec import decode, encode
 from herald.streams.status_stats import Bucket
+from tests.doc_blocks import ROOT, blocks
 from tests.support import HERALD, process_env, read_topic, wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
 TYPES = ("welcome", "upload_confirmation", "e_ticket")
 CHANNELS = ("whatsapp", "email")
 STATES = ("sent", "retry_scheduled", "dead_lettered")
@@ -162,11 +161,9 @@ def test_the_counter_keeps_up_with_outcomes_written_in_many_small_transactions(s
     assert latest_counts(settings) == dict(Counter(Bucket.of(r).key for r in records))
 
 
-def test_the_readme_example_consumer_prints_the_counts(settings, log_dir):
-    """The analysts' example in README, run as written, against this test's counts."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("## For analysts"):]
-    example = section[section.index("```python\n") + len("```python\n"):section.index("```\n\n`tests/")]
+def test_the_documented_example_consumer_prints_the_counts(settings, log_dir):
+    """The analysts' example (docs/analysts.md), run as written, against this test's counts."""
+    (example,) = blocks("docs/analysts.md", "# For analysts", "python")
     settings = dataclasses.replace(settings, status_stats_flush_interval_s=0.3)
     records = outcomes(300, datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=4))
     producer = Producer(producer_config(settings.kafka_bootstrap, 30))

@@ -1,4 +1,4 @@
-"""README's "Running the stages yourself", run as written, in one shell, on an embedded stack of
+"""docs/running.md's "Running the stages yourself", run as written, in one shell, on an embedded stack of
 its own: start every stage, post an event with the signing example, read its count with the
 analysts' consumer, then stop the processes and the services. The next drift fails here."""
 
@@ -17,24 +17,11 @@ import httpx
 import pytest
 
 from herald.infra.processes import port_is_free
+from tests.doc_blocks import ROOT, blocks
 from tests.support import HERALD, wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
-README_PORTS = (18081, 18082, 18083, 8090, 8095)
+DOCUMENTED_PORTS = (18081, 18082, 18083, 8090, 8095)
 STOP_BOUND_S = 25.0  # every stage stopped, then Kafka and PostgreSQL
-
-
-def blocks(section: str, language: str) -> list[str]:
-    """The fenced `language` blocks of README's section that starts with `section`."""
-    readme = (ROOT / "README.md").read_text()
-    text = readme[readme.index(section):]
-    text = text[:text.find("\n## ", 1)]
-    found, fence = [], f"```{language}\n"
-    while fence in text:
-        text = text[text.index(fence) + len(fence):]
-        found.append(text[:text.index("```\n")])
-        text = text[text.index("```\n") + 4:]
-    return found
 
 
 class Shell:
@@ -75,16 +62,16 @@ def status(env: dict[str, str]) -> dict:
     return json.loads(result.stdout)
 
 
-def test_running_the_stages_yourself_as_readme_says(base_settings, tmp_path):
-    taken = [port for port in README_PORTS if not port_is_free(port)]
+def test_running_the_stages_yourself_as_the_docs_say(base_settings, tmp_path):
+    taken = [port for port in DOCUMENTED_PORTS if not port_is_free(port)]
     if taken:
-        pytest.fail(f"README's ports {taken} are taken on this machine")
+        pytest.fail(f"the documented ports {taken} are taken on this machine")
     env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
     env.update(HERALD_HOME=str(tmp_path / "home"), HERALD_MAVEN_REPO=str(base_settings.home / "m2"),
                HERALD_KAFKA_HEAP_MB="384")
-    start, stop = blocks("## Running the stages yourself", "sh")
-    (signing,) = blocks("**Over HTTP.**", "sh")
-    (analysts,) = blocks("## For analysts", "python")
+    start, stop = blocks("docs/running.md", "## Each stage in its own process", "sh")
+    (signing,) = blocks("docs/upstream.md", "**Over HTTP.**", "sh")
+    (analysts,) = blocks("docs/analysts.md", "# For analysts", "python")
     shell = Shell(env, tmp_path / "shell.log")
     try:
         shell.run(start, 300)
