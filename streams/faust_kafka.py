@@ -28,6 +28,7 @@ too), and Faust keeps acked offsets in `_acked`/`_acked_index`. The tests that w
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import defaultdict, deque
@@ -78,13 +79,39 @@ class CommittedReadsConsumer(faust_aiokafka.Consumer):
         self.handed_over: defaultdict[TP, deque[int]] = defaultdict(deque)
         self._held: dict[TP, tuple[int | None, float, bool]] = {}  # head offset, since, warned
         self._done: dict[TP, int] = {}  # the last offset of the acked run taken
+        self._seek_epoch = 0  # odd while a seek to the committed offsets runs
         super().__init__(*args, **kwargs)
 
     def _new_consumer_thread(self) -> CommittedReadsThread:
         return CommittedReadsThread(self, loop=self.loop, beacon=self.beacon)
 
+    async def perform_seek(self) -> None:
+        self._seek_epoch += 1
+        try:
+            await super().perform_seek()
+        finally:
+            self._seek_epoch += 1
+
     async def _getmany(self, active_partitions: set[TP] | None, timeout: float) -> Any:
+        """Records fetched, none of them from before a seek to the committed offsets.
+
+        Faust's recovery resumes the partitions before it seeks them to their committed
+        offsets, so a fetch can run while the seek does, and hand the streams records from the
+        old position as their read offsets are reset: after a restart the status counter then
+        passed over the record at its committed offset, and its commit stayed there. A batch
+        fetched while a seek ran is dropped, never handed over, and once the seek is done its
+        partitions are sought back to its first records, so it is read again whole (a fetch
+        starts at the position, so nothing before those records is skipped)."""
+        epoch = self._seek_epoch
         records = await super()._getmany(active_partitions, timeout)
+        if any(records.values()) and (epoch % 2 or epoch != self._seek_epoch):
+            log.info("%d record(s) fetched while a seek ran: read again after it",
+                     sum(len(m) for m in records.values()))
+            while self._seek_epoch % 2:  # the seek's own positions first, then the batch's
+                await asyncio.sleep(0.01)
+            await self._thread.seek_wait({TP(tp.topic, tp.partition): messages[0].offset
+                                          for tp, messages in records.items() if messages})
+            return {}
         acked_topic = self.app.topics.acks_enabled_for
         for tp, messages in records.items():
             if messages and acked_topic(tp.topic):  # a table's changelog is never acked

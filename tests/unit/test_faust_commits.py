@@ -3,8 +3,11 @@ commit markers, and never past a record handed over again after a seek until it 
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict, deque
+from typing import Any
 
+from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
 from herald.infra.read_positions import ReadPositions
@@ -108,3 +111,57 @@ def test_a_run_whose_commit_failed_is_committed_next_time():
     ack(consumer, 100, 101)
     assert consumer._new_offset(PARTITION) == 102  # and the commit fails: committed stays 100
     assert commit(consumer) == 102
+
+
+class Fetched:
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+
+
+class SeekingThread:
+    def __init__(self) -> None:
+        self.seeks: list[dict[TP, int]] = []
+
+    async def seek_wait(self, partitions: dict[TP, int]) -> None:
+        self.seeks.append(dict(partitions))
+
+
+class AckedTopics:
+    class topics:
+        @staticmethod
+        def acks_enabled_for(_topic: str) -> bool:
+            return True
+
+
+def fetching(monkeypatch, consumer: CommittedReadsConsumer, during: Any = None) -> SeekingThread:
+    """The consumer's fetches return offsets 5..7 of PARTITION; `during` runs mid-fetch."""
+    async def fetch(_self: Any, _active: Any, _timeout: float) -> dict[TP, list[Fetched]]:
+        if during is not None:
+            await during()
+        return {PARTITION: [Fetched(5), Fetched(6), Fetched(7)]}
+
+    monkeypatch.setattr(faust_aiokafka.Consumer, "_getmany", fetch)
+    consumer._thread, consumer.app, consumer._seek_epoch = SeekingThread(), AckedTopics(), 0
+    return consumer._thread
+
+
+def test_a_batch_fetched_while_a_seek_runs_is_dropped_and_read_again_after_it(monkeypatch):
+    consumer = bookkeeping(committed=3)
+
+    async def seek_runs_meanwhile() -> None:
+        consumer._seek_epoch += 1  # perform_seek begins
+        asyncio.get_running_loop().call_later(0.05, lambda: setattr(consumer, "_seek_epoch", 2))
+
+    thread = fetching(monkeypatch, consumer, seek_runs_meanwhile)
+    assert asyncio.run(consumer._getmany(None, 1.0)) == {}
+    assert consumer._seek_epoch == 2, "the batch's seek waited for the running one to end"
+    assert thread.seeks == [{PARTITION: 5}], "sought back to the batch's first record"
+    assert not consumer.handed_over[PARTITION], "nothing of it was handed over"
+
+
+def test_a_batch_fetched_between_seeks_is_handed_over(monkeypatch):
+    consumer = bookkeeping(committed=3)
+    thread = fetching(monkeypatch, consumer)
+    records = asyncio.run(consumer._getmany(None, 1.0))
+    assert [m.offset for m in records[PARTITION]] == [5, 6, 7] and thread.seeks == []
+    assert list(consumer.handed_over[PARTITION]) == [5, 6, 7]
