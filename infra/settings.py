@@ -31,6 +31,9 @@ class Settings:
         "Where the embedded Kafka and PostgreSQL keep jars, data, logs and state."))
     maven_repo: Path | None = field(default=None, metadata=_doc(
         "Maven local repository for the Kafka jars; unset means <home>/m2."))
+    catalog: Path | None = field(default=None, metadata=_doc(
+        "The catalog file (YAML) declaring the event kinds, notifications and channels; unset "
+        "means the registrations example. `herald catalog check FILE` checks one."))
     kafka_bootstrap: str | None = field(default=None, metadata=_doc(
         "Bootstrap servers of an existing Kafka; unset means the embedded broker."))
     database_url: str | None = field(default=None, metadata=_doc(
