@@ -25,7 +25,7 @@ from sqlalchemy.dialects.postgresql import insert
 from herald.consumers.commits import PendingOffsets, caught_up
 from herald.infra.kafka_io import logged_rebalances
 from herald.schemas import headers as h
-from herald.schemas.catalog import DLQ_INDEX_STAGE, dead_letter_topics, qualified
+from herald.schemas.catalog import DLQ_INDEX_STAGE, qualified
 from herald.schemas.codec import UndecodableRecord, decode
 from herald.schemas.tables import DeadLetter
 
@@ -94,10 +94,11 @@ def index_row(dlq_topic: str, partition: int, offset: int, key: bytes | None, va
 class DeadLetterIndexer:
     """Reads every dead-letter topic into `dead_letters` until stopped (or drained)."""
 
-    def __init__(self, consumer: Consumer, engine: sa.Engine, namespace: str) -> None:
+    def __init__(self, consumer: Consumer, engine: sa.Engine, namespace: str,
+                 topics: tuple[str, ...]) -> None:
         self._consumer = consumer
         self._engine = engine
-        self._catalog_names = {qualified(t, namespace): t for t in dead_letter_topics()}
+        self._catalog_names = {qualified(t, namespace): t for t in topics}
         self._pending = PendingOffsets(consumer)
         self.stats = IndexStats()
 

@@ -19,7 +19,7 @@ def status_record(
     """The NotificationStatus of one notification, keyed by its id (compacted topic)."""
     record = {
         "notification_id": request["notification_id"],
-        "registration_id": request["registration_id"],
+        "subject_id": request["subject_id"],
         "notification_type": request["notification_type"],
         "channel": request["channel"],
         "status": status,

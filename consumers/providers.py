@@ -102,10 +102,10 @@ class ChannelApi:
     def body(self, request: dict[str, Any]) -> dict[str, Any]:
         return {
             "to": request["recipient"],
-            "template": request["notification_type"],
-            "registration_id": request["registration_id"],
+            "template": request["template"],
+            "subject_id": request["subject_id"],
             "notification_id": request["notification_id"],
-            "params": {"name": request["participant_name"]},
+            "params": request["params"],
         }
 
 

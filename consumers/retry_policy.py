@@ -1,7 +1,7 @@
 """When a failed delivery is tried again, and on which retry tier: pure functions, no I/O.
 
-A retryable failure gets a delay from exponential backoff with jitter (AWS's "full" or
-"decorrelated" jitter), capped; a provider's Retry-After is honoured when it asks for more.
+A retryable failure gets a delay from exponential backoff with jitter (AWS's "full", "equal"
+or "decorrelated" jitter), capped; a provider's Retry-After is honoured when it asks for more.
 The delay picks the tier: the last tier whose lower bound it reaches (the first tier for
 shorter ones, the last tier for all longer ones). A tier's consumer waits for the head
 record of a partition, so keeping similar delays together keeps a short retry from waiting
@@ -22,6 +22,7 @@ Uniform = Callable[[float, float], float]  # random.uniform, or a fixed one in t
 
 class Jitter(StrEnum):
     FULL = "full"  # uniform(0, min(cap, base * 2^(attempt-1)))
+    EQUAL = "equal"  # half that ceiling, plus uniform(0, the other half): never shorter than half
     DECORRELATED = "decorrelated"  # min(cap, uniform(base, 3 * previous delay))
 
 
@@ -59,9 +60,11 @@ class GiveUp:
 def backoff_delay(policy: RetryPolicy, attempt: int, previous_delay_s: float | None,
                   uniform: Uniform = random.uniform) -> float:
     """Delay before attempt `attempt + 1`, after `attempt` failed ones."""
+    ceiling = min(policy.cap_s, policy.base_s * 2 ** min(attempt - 1, 62))
     if policy.jitter is Jitter.FULL:
-        ceiling = min(policy.cap_s, policy.base_s * 2 ** min(attempt - 1, 62))
         return uniform(0.0, ceiling)
+    if policy.jitter is Jitter.EQUAL:
+        return ceiling / 2 + uniform(0.0, ceiling / 2)
     previous = previous_delay_s if previous_delay_s is not None else policy.base_s
     return min(policy.cap_s, uniform(policy.base_s, max(policy.base_s, previous * 3)))
 

@@ -1,4 +1,4 @@
-"""Which catalog a process runs: HERALD_CATALOG, or the registrations example when unset."""
+"""Which catalog a process runs: HERALD_CATALOG, or the default example's when unset."""
 
 from __future__ import annotations
 
@@ -8,9 +8,14 @@ from pathlib import Path
 
 from herald.schemas.catalog_file import load_catalog
 from herald.schemas.catalog_model import Catalog
+from herald.schemas.event_schemas import register_event_schemas
 
-# The example `make demo` plays; an installed Herald carries it as package data.
-DEFAULT_EXAMPLE = "registrations"
+# The examples ship as package data; this file of theirs names the one `make demo` plays.
+_DEFAULT_EXAMPLE_FILE = "DEFAULT"
+
+
+def default_example() -> str:
+    return (resources.files("herald.examples") / _DEFAULT_EXAMPLE_FILE).read_text(encoding="utf-8").strip()
 
 
 def example_catalog_path(example: str) -> Path:
@@ -22,9 +27,17 @@ def example_catalog_path(example: str) -> Path:
 
 
 def catalog_path(configured: Path | None) -> Path:
-    return configured if configured is not None else example_catalog_path(DEFAULT_EXAMPLE)
+    return configured if configured is not None else example_catalog_path(default_example())
 
 
 def read_catalog(configured: Path | None, environ: Mapping[str, str]) -> Catalog:
-    """The process's catalog, checked; CatalogError names every problem of the file."""
+    """The catalog, checked; CatalogError names every problem of the file."""
     return load_catalog(catalog_path(configured), environ)
+
+
+def open_catalog(configured: Path | None, environ: Mapping[str, str]) -> Catalog:
+    """A process's catalog, read once at its entry point: checked, and its event schemas
+    known to the codec from then on."""
+    catalog = read_catalog(configured, environ)
+    register_event_schemas(catalog)
+    return catalog

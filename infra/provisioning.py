@@ -43,6 +43,12 @@ def provision_topics(
     )
 
 
+def topic_names(bootstrap: str, timeout_s: float = 30.0) -> set[str]:
+    """Every topic on the broker."""
+    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": RDKAFKA_LOG})
+    return set(admin.list_topics(timeout=timeout_s).topics)
+
+
 def delete_namespace_topics(bootstrap: str, namespace: str, timeout_s: float = 30.0) -> tuple[str, ...]:
     """Delete every topic whose name starts with `namespace`: a bench run's or a test's own.
 

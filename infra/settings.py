@@ -33,7 +33,8 @@ class Settings:
         "Maven local repository for the Kafka jars; unset means <home>/m2."))
     catalog: Path | None = field(default=None, metadata=_doc(
         "The catalog file (YAML) declaring the event kinds, notifications and channels; unset "
-        "means the registrations example. `herald catalog check FILE` checks one."))
+        "means the default example's (`herald catalog show` prints it). `herald catalog check FILE` "
+        "checks one."))
     kafka_bootstrap: str | None = field(default=None, metadata=_doc(
         "Bootstrap servers of an existing Kafka; unset means the embedded broker."))
     database_url: str | None = field(default=None, metadata=_doc(
@@ -50,10 +51,6 @@ class Settings:
         "compose cluster); on the embedded one it follows its brokers (1, or 3)."))
     namespace: str = field(default="", metadata=_doc(
         "Prefix for every topic and consumer group, to run pipelines apart on one cluster."))
-    whatsapp_instances: tuple[str, ...] = field(default=("http://127.0.0.1:18081",), metadata=_doc(
-        "Base URLs of the WhatsApp gateway instances, comma-separated; each session lives on one."))
-    email_url: str = field(default="http://127.0.0.1:18082", metadata=_doc(
-        "Base URL of the email provider."))
     relay_batch_size: int = field(default=5000, metadata=_doc(
         "Outbox rows one claim of a relay takes (one DELETE ... RETURNING)."))
     relay_claims_per_commit: int = field(default=8, metadata=_doc(
@@ -78,8 +75,6 @@ class Settings:
         "Largest request body the ingest API reads; larger ones get 413."))
     ingest_idempotency_ttl_s: float = field(default=86400.0, metadata=_doc(
         "How long an Idempotency-Key is remembered, in seconds."))
-    delivery_concurrency: int = field(default=64, metadata=_doc(
-        "Provider requests one delivery worker keeps in flight."))
     delivery_timeout_s: float = field(default=10.0, metadata=_doc(
         "Timeout of one provider request, in seconds."))
     delivery_commit_interval_s: float = field(default=0.1, metadata=_doc(
@@ -89,30 +84,6 @@ class Settings:
         "Kafka transaction timeout of a delivery worker, in seconds: a killed worker's open "
         "transaction is aborted after this, which its partitions' next owner waits for. "
         "Below the session timeout, so the wait never outlasts the rebalance."))
-    whatsapp_retry_tiers_s: tuple[float, ...] = field(default=(5.0, 30.0, 300.0), metadata=_doc(
-        "Lower bound of each WhatsApp retry tier's delays, in seconds, comma-separated (at most 3)."))
-    whatsapp_backoff_base_s: float = field(default=5.0, metadata=_doc(
-        "WhatsApp retries: backoff base, in seconds (full jitter: up to base x 2^(attempt-1))."))
-    whatsapp_backoff_cap_s: float = field(default=300.0, metadata=_doc(
-        "WhatsApp retries: the longest delay, in seconds (a provider's Retry-After may ask for more)."))
-    whatsapp_backoff_jitter: str = field(default="full", metadata=_doc(
-        "WhatsApp retries: jitter, full or decorrelated."))
-    whatsapp_max_attempts: int = field(default=8, metadata=_doc(
-        "WhatsApp: provider attempts in all before a notification is dead-lettered."))
-    whatsapp_max_age_s: float = field(default=86400.0, metadata=_doc(
-        "WhatsApp: how long after its first failure a notification is still retried, in seconds."))
-    email_retry_tiers_s: tuple[float, ...] = field(default=(5.0, 30.0, 300.0), metadata=_doc(
-        "Lower bound of each email retry tier's delays, in seconds, comma-separated (at most 3)."))
-    email_backoff_base_s: float = field(default=5.0, metadata=_doc(
-        "Email retries: backoff base, in seconds."))
-    email_backoff_cap_s: float = field(default=600.0, metadata=_doc(
-        "Email retries: the longest delay, in seconds."))
-    email_backoff_jitter: str = field(default="full", metadata=_doc(
-        "Email retries: jitter, full or decorrelated."))
-    email_max_attempts: int = field(default=10, metadata=_doc(
-        "Email: provider attempts in all before a notification is dead-lettered."))
-    email_max_age_s: float = field(default=172800.0, metadata=_doc(
-        "Email: how long after its first failure a notification is still retried, in seconds."))
     kafka_session_timeout_s: float = field(default=6.0, metadata=_doc(
         "How soon a consumer group gives a dead member's partitions to a sibling, in seconds "
         "(6 is the broker's default minimum)."))
@@ -120,16 +91,6 @@ class Settings:
         "Faust application id (its consumer group and internal topic prefix)."))
     streams_commit_interval_s: float = field(default=0.2, metadata=_doc(
         "How often Faust commits; records it derived are published at each commit."))
-    missing_sla_welcome_s: float = field(default=900.0, metadata=_doc(
-        "How long after a registration is created its welcome may take before it is reported "
-        "missing, in seconds."))
-    missing_sla_upload_confirmation_s: float = field(default=300.0, metadata=_doc(
-        "The same for the confirmation of an uploaded payment proof, in seconds."))
-    missing_sla_e_ticket_s: float = field(default=300.0, metadata=_doc(
-        "The same for the e-ticket after a verified payment, in seconds."))
-    missing_auto_resends: int = field(default=0, metadata=_doc(
-        "Times a missing notification is requested again (same notification id, so providers "
-        "drop duplicates), one SLA apart; 0 only reports it."))
     missing_scan_interval_s: float = field(default=1.0, metadata=_doc(
         "How often each streams worker looks for deadlines passed in its partitions, in seconds."))
     status_stats_flush_interval_s: float = field(default=1.0, metadata=_doc(
@@ -163,8 +124,8 @@ class Settings:
         "consumed has waited longer, in seconds (since its due time, for a retry tier's records)."))
     health_stages: tuple[str, ...] = field(default=("*",), metadata=_doc(
         "The stages `herald health` requires to run, comma-separated: relay, router, missing, sessions, "
-        "status, deliver:whatsapp, deliver:email, corrections, dlq-index; * for all. A required stage "
-        "fails health when it has no live member (the relay: no shard leased)."))
+        "status, deliver:<channel> for each channel of the catalog, corrections, dlq-index; * for all. "
+        "A required stage fails health when it has no live member (the relay: no shard leased)."))
     shutdown_timeout_s: float = field(default=30.0, metadata=_doc(
         "After SIGTERM or Ctrl-C, the longest any Herald process takes to exit, in seconds, Kafka up or "
         "down: past it, what is unfinished is left to the next owner (every stage is at-least-once "

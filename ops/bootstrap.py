@@ -14,9 +14,10 @@ from confluent_kafka import Consumer, Producer
 
 from herald.infra.exit_deadline import arm_exit_deadline, serve_http
 from herald.infra.kafka_io import consumer_config, producer_config
+from herald.infra.kafka_views import group_views
 from herald.infra.logs import log_start, log_stop
 from herald.infra.processes import ServiceError
-from herald.infra.provisioning import provision_topics
+from herald.infra.provisioning import provision_topics, topic_names
 from herald.infra.services import (
     Endpoints,
     check_database,
@@ -29,14 +30,16 @@ from herald.infra.services import (
 )
 from herald.infra.settings import Settings
 from herald.ops.delivery_process import DeliveryProcess, DeliveryReport
-from herald.ops.pipeline import STREAM_INPUTS, STREAM_OUTPUTS
+from herald.ops.pipeline import stream_inputs, stream_outputs
 from herald.producers.ingest import IngestConfig
+from herald.producers.ingest_events import event_kinds
 from herald.producers.leases import lease_holders
 from herald.producers.outbox import OUTBOX_SHARDS, outbox_backlog
 from herald.producers.relay import Relay, RelayConfig, RelayStats
 from herald.schemas.catalog import (
     CORRECTIONS_STAGE,
     DELIVERY_STAGE,
+    DLQ_INDEX_STAGE,
     GATEWAY_OBSERVATIONS,
     NOTIFICATION_STATUS,
     SESSION_CORRECTIONS,
@@ -45,14 +48,14 @@ from herald.schemas.catalog import (
     dead_letter_topics,
     delivery_topics,
     notification_topic,
+    orphaned_channel_topics,
     qualified,
     topic_catalog,
 )
+from herald.schemas.catalog_model import Catalog
 from herald.schemas.migrations import migrate
 from herald.schemas.tables import OutboxRecord
 from herald.streams.config import StreamsConfig
-from herald.streams.missing import Policy
-from herald.streams.rules import ROUTING_RULES
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +65,48 @@ def _names(settings: Settings, *topics: str) -> list[str]:
     return [qualified(topic, settings.namespace) for topic in topics]
 
 
-def prepare(settings: Settings) -> Endpoints:
-    """Start what is needed, bring the schema up to date, create missing topics."""
+def prepare(settings: Settings, catalog: Catalog) -> Endpoints:
+    """Start what is needed, bring the schema up to date, create missing topics (refusing a
+    catalog that would orphan unread records of a channel it no longer declares)."""
     endpoints, _started = start_services(settings)
     migrate(endpoints.database_url)
-    provision_topics(endpoints.kafka_bootstrap, topic_catalog(settings.namespace),
+    refuse_orphaned_channels(endpoints.kafka_bootstrap, catalog, settings.namespace)
+    provision_topics(endpoints.kafka_bootstrap, topic_catalog(catalog, settings.namespace),
                      replication_factor(settings))
     return endpoints
+
+
+def refuse_orphaned_channels(bootstrap: str, catalog: Catalog, namespace: str) -> None:
+    """A channel the catalog no longer declares (renamed or removed) whose topics hold records
+    its workers or the DLQ index have not read yet: ServiceError naming them and what to do.
+    Read to the end, its topics are only left behind, which is logged."""
+    orphaned = orphaned_channel_topics(topic_names(bootstrap), catalog, namespace)
+    if not orphaned:
+        return
+    readers: dict[str, list[str]] = {}  # group -> the orphaned topics it reads
+    for topic in (t for topics in orphaned.values() for t in topics):
+        readers.setdefault(_reader_of(topic, namespace), []).append(topic)
+    views = group_views(bootstrap, [(group, topics) for group, topics in readers.items()])
+    pending = {", ".join(topics): views[group].lag for group, topics in readers.items() if views[group].lag}
+    if pending:
+        channels = ", ".join(sorted(orphaned))
+        held = ", ".join(f"{topic} ({lag} unread)" for topic, lag in sorted(pending.items()))
+        raise ServiceError(
+            f"the catalog no longer declares channel(s) {channels}, whose topics hold records not yet "
+            f"read: {held}. A renamed channel starts on new topics, so these would be orphaned: deliver "
+            "them first with the catalog that declared the channel (`herald deliver --channel NAME "
+            "--drain`, and `herald dlq index --drain`), then switch catalogs")
+    log.warning("the catalog no longer declares channel(s) %s; their topics hold no unread record and "
+                "are left as they are: %s", ", ".join(sorted(orphaned)),
+                ", ".join(t for topics in orphaned.values() for t in topics))
+
+
+def _reader_of(topic: str, namespace: str) -> str:
+    """The consumer group that reads a channel's topic (as on the broker): the DLQ index for its
+    dead letters, its delivery workers for the rest."""
+    if topic.endswith(".dlq"):
+        return consumer_group(DLQ_INDEX_STAGE, "dlq", namespace)
+    return consumer_group(DELIVERY_STAGE, topic.removeprefix(f"{namespace}." if namespace else ""), namespace)
 
 
 def replication_factor(settings: Settings) -> int:
@@ -171,7 +209,7 @@ def relay_config(settings: Settings) -> RelayConfig:
                        shutdown_timeout_s=settings.relay_shutdown_timeout_s)
 
 
-def run_ingest(settings: Settings) -> None:
+def run_ingest(settings: Settings, catalog: Catalog) -> None:
     """The ingest API needs only the database: Kafka being down must never fail a request."""
     from herald.producers.ingest import create_ingest_app
 
@@ -183,7 +221,7 @@ def run_ingest(settings: Settings) -> None:
     check_database(database_url)
     engine = sa.create_engine(database_url, pool_pre_ping=True, pool_size=10)
     app = create_ingest_app(engine, IngestConfig(
-        secrets=secrets, tolerance_s=settings.ingest_tolerance_s,
+        kinds=event_kinds(catalog), secrets=secrets, tolerance_s=settings.ingest_tolerance_s,
         max_body_bytes=settings.ingest_max_body_bytes,
         idempotency_ttl_s=settings.ingest_idempotency_ttl_s))
     log_start(log, "ingest", consumes=[f"POST /v1/events on {settings.ingest_host}:{settings.ingest_port}"],
@@ -195,24 +233,20 @@ def run_ingest(settings: Settings) -> None:
         engine.dispose()
 
 
-def streams_config(settings: Settings) -> StreamsConfig:
-    """The stream processors' config; the missing detector's SLA per notification type from
-    `missing_sla_<type>_s`."""
-    types = {rule.notification_type for rule in ROUTING_RULES}
-    policy = Policy(sla_ms={t: int(getattr(settings, f"missing_sla_{t}_s") * 1000) for t in types},
-                    max_resends=settings.missing_auto_resends)
+def streams_config(settings: Settings, catalog: Catalog) -> StreamsConfig:
+    """The stream processors' config; the missing detector's SLAs come from the catalog."""
     return StreamsConfig(namespace=settings.namespace, app_id=settings.streams_app_id,
                          data_dir=settings.home / "streams-data",
                          replication_factor=settings.replication_factor,
                          commit_interval_s=settings.streams_commit_interval_s,
-                         session_timeout_s=settings.kafka_session_timeout_s, missing_policy=policy,
+                         session_timeout_s=settings.kafka_session_timeout_s, catalog=catalog,
                          missing_scan_interval_s=settings.missing_scan_interval_s,
                          session_grace_s=settings.session_grace_s,
                          session_resync_interval_s=settings.session_resync_interval_s,
                          status_flush_interval_s=settings.status_stats_flush_interval_s)
 
 
-def run_streams(settings: Settings, processor: str = "router") -> None:
+def run_streams(settings: Settings, catalog: Catalog, processor: str = "router") -> None:
     import faust
 
     from herald.streams.app import changelog_topics, create_app
@@ -220,7 +254,7 @@ def run_streams(settings: Settings, processor: str = "router") -> None:
     endpoints = reachable_endpoints(settings, need_database=False)
     # Its changelog and repartition topics get the replicas the catalog's topics get.
     replicated = dataclasses.replace(settings, replication_factor=replication_factor(settings))
-    app = create_app(streams_config(replicated), endpoints.kafka_bootstrap, processor)
+    app = create_app(streams_config(replicated, catalog), endpoints.kafka_bootstrap, processor)
     provision_topics(endpoints.kafka_bootstrap, changelog_topics(app), replicated.replication_factor)
     # Faust (mode) clears the root logger's handlers: ours go back as they were (text or
     # JSON, with request and trace ids), and its own dictConfig changes nothing.
@@ -237,25 +271,26 @@ def run_streams(settings: Settings, processor: str = "router") -> None:
     worker = BoundedWorker(app, loglevel=settings.log_level, quiet=True,
                            logging_config={"version": 1, "incremental": True})
     ungrouped = (GATEWAY_OBSERVATIONS,) if processor == "sessions" else ()  # every worker reads all of it
-    log_start(log, f"streams {processor}", consumes=_names(settings, *STREAM_INPUTS[processor], *ungrouped),
-              produces=_names(settings, *STREAM_OUTPUTS[processor]), groups=[app.conf.id])
+    log_start(log, f"streams {processor}",
+              consumes=_names(settings, *stream_inputs(catalog)[processor], *ungrouped),
+              produces=_names(settings, *stream_outputs(catalog)[processor]), groups=[app.conf.id])
     try:
         worker.execute_from_commandline()
     finally:
         log_stop(log, f"streams {processor}")
 
 
-def run_delivery(settings: Settings, channel: str, stop: threading.Event, drain: bool = False,
-                 tiers: tuple[int, ...] | None = None) -> DeliveryReport:
+def run_delivery(settings: Settings, catalog: Catalog, channel: str, stop: threading.Event,
+                 drain: bool = False, tiers: tuple[int, ...] | None = None) -> DeliveryReport:
     """Workers of CHANNEL: its request topic (tier 0) and each retry tier, unless `tiers` picks."""
     endpoints = reachable_endpoints(settings, need_database=False)
     settle_garbage_collector()
     from herald.ops.metrics import DeliveryCollector, serve_metrics
 
-    process = DeliveryProcess(settings, endpoints.kafka_bootstrap, channel, tiers)
+    process = DeliveryProcess(settings, catalog, endpoints.kafka_bootstrap, channel, tiers)
     serve_metrics(settings.metrics_port, settings.metrics_host,
                   DeliveryCollector(channel, lambda: dict(process.handlers)))
-    corrections = [SESSION_CORRECTIONS] if channel == "whatsapp" else []
+    corrections = [SESSION_CORRECTIONS] if catalog.channels[channel].kind == "whatsapp-gateway" else []
     produces = [NOTIFICATION_STATUS, *delivery_topics(channel)[1:],
                 dead_letter_topic(notification_topic(channel)), *corrections]
     log_start(log, f"deliver {channel}", consumes=_names(settings, *process.topics),
@@ -312,7 +347,7 @@ def database_engine(settings: Settings) -> sa.Engine:
     return sa.create_engine(resolve_database_url(settings), pool_pre_ping=True)
 
 
-def run_dlq_index(settings: Settings, stop: threading.Event, drain: bool = False) -> Any:
+def run_dlq_index(settings: Settings, catalog: Catalog, stop: threading.Event, drain: bool = False) -> Any:
     """Index every dead-letter record into the database until stopped (or, with drain, caught up)."""
     from herald.consumers.dead_letter_index import INDEX_STAGE, DeadLetterIndexer
 
@@ -321,10 +356,11 @@ def run_dlq_index(settings: Settings, stop: threading.Event, drain: bool = False
     group = consumer_group(INDEX_STAGE, "dlq", settings.namespace)
     consumer = Consumer(consumer_config(endpoints.kafka_bootstrap, group, **{
         "session.timeout.ms": int(settings.kafka_session_timeout_s * 1000)}))
-    log_start(log, "dlq index", consumes=_names(settings, *dead_letter_topics()),
+    log_start(log, "dlq index", consumes=_names(settings, *dead_letter_topics(catalog)),
               produces=["the dead_letters table"], groups=[group])
     try:
-        stats = DeadLetterIndexer(consumer, engine, settings.namespace).run(stop, drain)
+        indexer = DeadLetterIndexer(consumer, engine, settings.namespace, dead_letter_topics(catalog))
+        stats = indexer.run(stop, drain)
     finally:
         engine.dispose()
     log_stop(log, "dlq index", stats)
@@ -340,7 +376,7 @@ def kafka_if_known(settings: Settings) -> str | None:
         return None
 
 
-def read_health(settings: Settings) -> Any:
+def read_health(settings: Settings, catalog: Catalog) -> Any:
     """The health report: what is unreachable or not running is reported, never raised."""
     from herald.ops.health import health_report
 
@@ -351,25 +387,25 @@ def read_health(settings: Settings) -> Any:
     except ServiceError:
         engine = None
     try:
-        return health_report(settings, bootstrap, engine)
+        return health_report(settings, catalog, bootstrap, engine)
     finally:
         if engine is not None:
             engine.dispose()
 
 
-def ops_api_app(settings: Settings) -> Any:
+def ops_api_app(settings: Settings, catalog: Catalog) -> Any:
     """The ops API as an ASGI app. Kafka may be down: its parts then answer 503."""
     from herald.ops.ops_api import Wiring, create_ops_api
 
     bootstrap = kafka_if_known(settings)
     engine = sa.create_engine(resolve_database_url(settings), pool_pre_ping=True,
                               connect_args={"connect_timeout": 5})
-    return create_ops_api(Wiring(settings, engine, bootstrap))
+    return create_ops_api(Wiring(settings, catalog, engine, bootstrap))
 
 
-def run_api(settings: Settings) -> None:
+def run_api(settings: Settings, catalog: Catalog) -> None:
     check_database(resolve_database_url(settings))
     log_start(log, "api", consumes=[f"HTTP on {settings.api_host}:{settings.api_port} (ops API, console, "
                                     "/metrics)"], produces=["the outbox (replays, resends)", "the audit log"])
-    serve_http(ops_api_app(settings), "api", settings.api_host, settings.api_port,
+    serve_http(ops_api_app(settings, catalog), "api", settings.api_host, settings.api_port,
                settings.shutdown_timeout_s, log_level="warning", access_log=False)

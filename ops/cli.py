@@ -17,13 +17,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from herald.infra.catalogs import open_catalog
 from herald.infra.exit_deadline import arm_exit_deadline
 from herald.infra.logs import configure_logging
 from herald.infra.processes import ServiceError
 from herald.infra.settings import Settings, SettingsError, documented_settings, settings_reference
 
 if TYPE_CHECKING:
-    pass
+    from herald.schemas.catalog_model import Catalog
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="Herald: notifications that are never lost, on Apache Kafka.")
@@ -45,6 +46,20 @@ def _load_settings(ctx: typer.Context) -> None:
         configure_logging(ctx.obj.log_level, ctx.obj.log_format)
     except ValueError as exc:
         console.print(f"[red]settings error:[/red] HERALD_LOG_FORMAT / HERALD_LOG_LEVEL: {exc}")
+        raise typer.Exit(2) from None
+
+
+def process_catalog(ctx: typer.Context) -> Catalog:
+    """The process's catalog (HERALD_CATALOG), read here, at its entry point; a catalog that
+    does not check stops the process with every problem named, as `herald catalog check` does."""
+    from herald.schemas.catalog_file import CatalogError
+
+    try:
+        return open_catalog(_settings(ctx).catalog, os.environ)
+    except CatalogError as exc:
+        for problem in exc.problems:
+            console.print(str(problem), markup=False, highlight=False, soft_wrap=True)
+        console.print(f"[red]catalog error:[/red] {len(exc.problems)} problem(s); the catalog does not check")
         raise typer.Exit(2) from None
 
 
@@ -77,7 +92,9 @@ def up(
     settings = _settings(ctx)
     if settings.kafka_bootstrap is None or settings.database_url is None:
         _install_system_packages(with_test_tools=False)
-    endpoints = prepare(settings if brokers is None else dataclasses.replace(settings, kafka_brokers=brokers))
+    catalog = process_catalog(ctx)
+    endpoints = prepare(settings if brokers is None else dataclasses.replace(settings, kafka_brokers=brokers),
+                        catalog)
     console.print(f"kafka    {endpoints.kafka_bootstrap}\npostgres {endpoints.database_url}")
 
 
@@ -131,7 +148,7 @@ def status(
             raise typer.Exit(1)
         print(bootstrap)
         return
-    report = pipeline_status(_settings(ctx))
+    report = pipeline_status(_settings(ctx), process_catalog(ctx))
     if as_json:
         print(json.dumps(report))
         return
@@ -172,7 +189,7 @@ def ingest(ctx: typer.Context) -> None:
     """Serve POST /v1/events (signed HTTP ingest) on HERALD_INGEST_HOST:HERALD_INGEST_PORT."""
     from herald.ops.bootstrap import run_ingest
 
-    run_ingest(_settings(ctx))
+    run_ingest(_settings(ctx), process_catalog(ctx))
 
 
 @app.command()
@@ -184,19 +201,20 @@ def api(
     if openapi:
         from herald.ops.ops_api import Wiring, create_ops_api
 
-        document = create_ops_api(Wiring(_settings(ctx), None, None)).openapi()  # type: ignore[arg-type]
+        wiring = Wiring(_settings(ctx), process_catalog(ctx), None, None)  # type: ignore[arg-type]
+        document = create_ops_api(wiring).openapi()
         print(json.dumps(document, indent=2))
         return
     from herald.ops.bootstrap import run_api
 
-    run_api(_settings(ctx))
+    run_api(_settings(ctx), process_catalog(ctx))
 
 
 @app.command()
 def streams(
     ctx: typer.Context,
     processor: Annotated[str, typer.Option(
-        help="router (registration events -> notification requests), missing (the missing-notification "
+        help="router (the catalog's events -> notification requests), missing (the missing-notification "
              "detector), sessions (the session reconciler) or status (per-minute outcome counts for "
              "analysts); each runs as its own Faust app and process.")] = "router",
 ) -> None:
@@ -207,13 +225,13 @@ def streams(
     if processor not in PROCESSORS:
         console.print(f"[red]error:[/red] unknown processor {processor!r}; known: {', '.join(PROCESSORS)}")
         raise typer.Exit(2)
-    run_streams(_settings(ctx), processor)
+    run_streams(_settings(ctx), process_catalog(ctx), processor)
 
 
 @app.command()
 def deliver(
     ctx: typer.Context,
-    channel: Annotated[str, typer.Option(help="whatsapp or email")],
+    channel: Annotated[str, typer.Option(help="A channel of the catalog (`herald catalog show`).")],
     tier: Annotated[list[int] | None, typer.Option(
         help="Only this topic: 0 the requests, 1-3 a retry tier (repeatable); default all.")] = None,
     drain: Annotated[bool, typer.Option(help="Exit once the topics are drained.")] = False,
@@ -221,7 +239,12 @@ def deliver(
     """Run delivery workers of CHANNEL: one per topic, each a member of that topic's group."""
     from herald.ops.bootstrap import run_delivery
 
-    run_delivery(_settings(ctx), channel, stop_on_signals(_settings(ctx)), drain,
+    catalog = process_catalog(ctx)
+    if channel not in catalog.channels:
+        console.print(f"[red]error:[/red] no channel {channel!r} in the catalog; it declares "
+                      f"{', '.join(catalog.channels)}")
+        raise typer.Exit(2)
+    run_delivery(_settings(ctx), catalog, channel, stop_on_signals(_settings(ctx)), drain,
                  tuple(tier) if tier else None)  # its stop line says what it did
 
 
@@ -279,7 +302,7 @@ def health(
     consumer lag. Exit status 1 when unhealthy, for cron and probes."""
     from herald.ops.bootstrap import read_health
 
-    report = read_health(_settings(ctx))
+    report = read_health(_settings(ctx), process_catalog(ctx))
     if as_json:
         print(json.dumps(report.as_dict()))
     else:

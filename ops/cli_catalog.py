@@ -20,7 +20,7 @@ catalog_app = typer.Typer(help="The catalog of event kinds, notifications and ch
 out = Console()
 err = Console(stderr=True)
 FileArgument = Annotated[Path | None, typer.Argument(
-    metavar="[FILE]", help="A catalog file; default HERALD_CATALOG, or the registrations example.")]
+    metavar="[FILE]", help="A catalog file; default HERALD_CATALOG, or the default example's.")]
 
 
 def _loaded(ctx: typer.Context, file: Path | None) -> Catalog:

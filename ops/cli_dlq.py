@@ -23,13 +23,14 @@ from sqlalchemy.orm import Session
 
 from herald.infra.masking import mask_text, mask_value
 from herald.infra.settings import Settings
-from herald.schemas.catalog import CHANNELS
+from herald.schemas.catalog import channel_of_topic
 
 dlq = typer.Typer(help="Dead letters: list, show, replay and discard them, with an audit log.",
                   no_args_is_help=True)
 err = Console(stderr=True)
 
-TopicOption = Annotated[str | None, typer.Option(help="Original topic, or a channel (whatsapp, email).")]
+TopicOption = Annotated[str | None, typer.Option(
+    help="Original topic, or a channel of the catalog (e.g. email).")]
 ErrorOption = Annotated[str | None, typer.Option("--error-class", help="Exact error class.")]
 KeyOption = Annotated[str | None, typer.Option(help="Exact record key (e.g. a notification id).")]
 TextOption = Annotated[str | None, typer.Option(
@@ -73,9 +74,10 @@ def index(ctx: typer.Context,
           ) -> None:
     """Index every dead-letter topic into the database (a long-running consumer group)."""
     from herald.ops.bootstrap import run_dlq_index
-    from herald.ops.cli import stop_on_signals
+    from herald.ops.cli import process_catalog, stop_on_signals
 
-    run_dlq_index(_settings(ctx), stop_on_signals(_settings(ctx)), drain)  # its stop line says what it did
+    # Its stop line says what it did.
+    run_dlq_index(_settings(ctx), process_catalog(ctx), stop_on_signals(_settings(ctx)), drain)
 
 
 @dlq.command("list")
@@ -139,8 +141,7 @@ def _short_time(iso: str) -> str:
 def _short_topic(topic: str) -> str:
     """notifications.whatsapp.retry.3 as whatsapp.retry.3: a channel's topics by what --topic
     takes; other topics whole."""
-    channel_topic = topic.startswith("notifications.") and topic.split(".")[1] in CHANNELS
-    return topic.removeprefix("notifications.") if channel_topic else topic
+    return topic.removeprefix("notifications.") if channel_of_topic(topic) else topic
 
 
 def _short_key(key: str | None) -> str:

@@ -46,15 +46,22 @@ def _prepared(ctx: typer.Context) -> tuple[Settings, str, object]:
 def resend_missing(
     ctx: typer.Context,
     notification_type: Annotated[list[str] | None, typer.Option(
-        "--type", help="Only this notification type (welcome, upload_confirmation, e_ticket); repeatable.")
+        "--type", help="Only this notification of the catalog (`herald catalog show`); repeatable.")
     ] = None,
     dry_run: DryRun = False, as_json: AsJson = False,
 ) -> None:
     """Request every open missing notification again (same notification id) through the outbox."""
+    from herald.ops.cli import process_catalog
     from herald.ops.repairs import resend_missing as run
 
+    catalog = process_catalog(ctx)
     settings, bootstrap, engine = _prepared(ctx)
-    report = run(settings, bootstrap, engine, tuple(notification_type or ()), dry_run)  # type: ignore[arg-type]
+    try:
+        report = run(settings, catalog, bootstrap, engine, tuple(notification_type or ()),  # type: ignore[arg-type]
+                     dry_run)
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] --type: {exc}")
+        raise typer.Exit(2) from None
     _print(report, "missing notifications", as_json)
 
 

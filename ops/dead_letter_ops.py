@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from herald.producers.outbox import emit_encoded
 from herald.schemas import headers as h
-from herald.schemas.catalog import CHANNELS, notification_topic, retry_topic
+from herald.schemas.catalog import channel_of_topic, notification_topic, retry_topic
 from herald.schemas.tables import DEAD_LETTER_STATES, DeadLetter, DeadLetterAction
 
 REPLAY_TARGETS = ("original", "retry")
@@ -101,8 +101,9 @@ def _storable(text: str) -> bool:
 
 
 def topic_of(name: str) -> str:
-    """A channel's name stands for its notification topic; anything else is a topic name."""
-    return notification_topic(name) if name in CHANNELS else name
+    """A channel's name (no dot in it) stands for its notification topic; anything else is a
+    topic name."""
+    return notification_topic(name) if "." not in name else name
 
 
 def _escape_like(text: str) -> str:
@@ -137,7 +138,8 @@ def replay_topic(original_topic: str, target: str) -> str:
     check_target(target)
     if target == "original":
         return original_topic
-    if original_topic not in {notification_topic(c) for c in CHANNELS}:
+    channel = channel_of_topic(original_topic)
+    if channel is None or original_topic != notification_topic(channel):
         raise DeadLetterOpsError(f"{original_topic} has no retry tiers; replay it to the original topic")
     return retry_topic(original_topic, 1)
 

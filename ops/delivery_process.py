@@ -24,15 +24,16 @@ from herald.consumers.session_directory import SessionDirectory, SessionFeed
 from herald.consumers.worker import DeliveryWorker, WorkerConfig, WorkerStats
 from herald.infra.deadline import Deadline
 from herald.infra.kafka_io import consumer_config, producer_config
-from herald.infra.settings import Settings, SettingsError, env_name
+from herald.infra.settings import Settings
 from herald.schemas.catalog import (
-    CHANNELS,
     RETRY_TIERS,
     SESSION_EVENTS,
     consumer_group,
     delivery_topics,
     qualified,
 )
+from herald.schemas.catalog_model import Catalog, ChannelSpec, RetrySpec
+from herald.schemas.catalog_refs import connection_list
 
 log = logging.getLogger(__name__)
 
@@ -54,42 +55,18 @@ class DeliveryReport:
         return {name: sum(row[name] for row in self.as_dict().values()) for name in names}
 
 
-def retry_policies(settings: Settings) -> dict[str, RetryPolicy]:
-    """Each channel's retry policy, parsed once from its settings; a bad value names the
-    channel's variables."""
-    return {
-        "whatsapp": _parsed_policy("whatsapp", settings.whatsapp_retry_tiers_s,
-                                   settings.whatsapp_backoff_base_s, settings.whatsapp_backoff_cap_s,
-                                   settings.whatsapp_backoff_jitter, settings.whatsapp_max_attempts,
-                                   settings.whatsapp_max_age_s),
-        "email": _parsed_policy("email", settings.email_retry_tiers_s, settings.email_backoff_base_s,
-                                settings.email_backoff_cap_s, settings.email_backoff_jitter,
-                                settings.email_max_attempts, settings.email_max_age_s),
-    }
-
-
-def _parsed_policy(channel: str, tiers_s: tuple[float, ...], base_s: float, cap_s: float, jitter: str,
-                   max_attempts: int, max_age_s: float) -> RetryPolicy:
-    try:
-        if len(tiers_s) > RETRY_TIERS:
-            raise ValueError(f"at most {RETRY_TIERS} retry tiers (the catalog's topics)")
-        return RetryPolicy(tiers_s=tiers_s, base_s=base_s, cap_s=cap_s, jitter=Jitter(jitter),
-                           max_attempts=max_attempts, max_age_s=max_age_s)
-    except ValueError as exc:
-        names = ", ".join(env_name(f"{channel}_{name}") for name in RETRY_SETTINGS)
-        raise SettingsError(f"{channel} retry settings ({names}): {exc}") from None
-
-
-# The suffixes of a channel's retry settings, for error messages only.
-RETRY_SETTINGS = ("retry_tiers_s", "backoff_base_s", "backoff_cap_s", "backoff_jitter", "max_attempts",
-                  "max_age_s")
+def retry_policy(spec: RetrySpec) -> RetryPolicy:
+    """A channel's retry policy as the catalog declares it (checked there)."""
+    return RetryPolicy(tiers_s=spec.tiers, base_s=spec.base, cap_s=spec.cap, jitter=Jitter(spec.jitter),
+                       max_attempts=spec.max_attempts, max_age_s=spec.max_age)
 
 
 class DeliveryProcess:
-    def __init__(self, settings: Settings, bootstrap: str, channel: str,
+    def __init__(self, settings: Settings, catalog: Catalog, bootstrap: str, channel: str,
                  tiers: tuple[int, ...] | None = None) -> None:
-        if channel not in CHANNELS:
-            raise ValueError(f"unknown channel {channel!r}; known: {', '.join(CHANNELS)}")
+        if channel not in catalog.channels:
+            raise ValueError(f"unknown channel {channel!r}; the catalog declares: "
+                             f"{', '.join(catalog.channels)}")
         topics = delivery_topics(channel)
         chosen = tiers if tiers is not None else tuple(range(len(topics)))
         unknown = [t for t in chosen if not 0 <= t < len(topics)]
@@ -99,7 +76,8 @@ class DeliveryProcess:
         self._settings = settings
         self._bootstrap = bootstrap
         self._channel = channel
-        self._policy = retry_policies(settings)[channel]
+        self._spec: ChannelSpec = catalog.channels[channel]
+        self._policy = retry_policy(self._spec.retry)
         self._topics = [topics[t] for t in chosen]
         self._directory = SessionDirectory()
         self.workers: dict[str, DeliveryWorker] = {}
@@ -113,7 +91,7 @@ class DeliveryProcess:
     def run(self, stop: threading.Event, drain: bool = False) -> DeliveryReport:
         """Until `stop`; a worker that fails stops its siblings gracefully, and the error is
         raised here, so the process exits non-zero and its supervisor restarts it."""
-        feed = self._follow_sessions() if self._channel == "whatsapp" else None
+        feed = self._follow_sessions() if self._spec.kind == "whatsapp-gateway" else None
         threads, errors = [], []
 
         def run_worker(worker: DeliveryWorker) -> None:
@@ -154,7 +132,7 @@ class DeliveryProcess:
         settings = self._settings
         group = consumer_group("deliver", topic, settings.namespace)
         config = WorkerConfig(topic=topic, namespace=settings.namespace, consumer_group=group,
-                              concurrency=settings.delivery_concurrency,
+                              concurrency=self._spec.concurrency,
                               commit_interval_s=settings.delivery_commit_interval_s,
                               transaction_timeout_s=settings.delivery_transaction_timeout_s,
                               settle_timeout_s=settings.delivery_timeout_s + 2,
@@ -179,11 +157,11 @@ class DeliveryProcess:
             "transactional.id": transactional_id, "transaction.timeout.ms": int(timeout_s * 1000)}))
 
     def _provider(self) -> Provider:
-        settings = self._settings
-        instances = settings.whatsapp_instances if self._channel == "whatsapp" else (settings.email_url,)
+        spec = self._spec
+        gateway = spec.kind == "whatsapp-gateway"
+        instances = connection_list(spec, "instances" if gateway else "url")
         # The work in flight plus room for the probes of a failover.
-        client = delivery_client(settings.delivery_concurrency + 2 * len(instances),
-                                 settings.delivery_timeout_s)
-        if self._channel == "whatsapp":
-            return GatewayProvider(settings.whatsapp_instances, self._directory, client)
-        return HttpProvider(settings.email_url, EMAIL_API, client)
+        client = delivery_client(spec.concurrency + 2 * len(instances), self._settings.delivery_timeout_s)
+        if gateway:
+            return GatewayProvider(instances, self._directory, client)
+        return HttpProvider(instances[0], EMAIL_API, client)

@@ -25,6 +25,7 @@ from herald.ops.pipeline import Stage, needed_stages, stage_groups
 from herald.producers.leases import lease_holders
 from herald.producers.outbox import outbox_backlog
 from herald.schemas.catalog import MISSING_NOTIFICATIONS, SESSION_MISMATCHES, qualified
+from herald.schemas.catalog_model import Catalog
 from herald.schemas.codec import UndecodableRecord, decode_expecting
 
 STATES = ("ok", "warn", "fail")
@@ -55,10 +56,11 @@ class HealthReport:
                 **self.figures}
 
 
-def health_report(settings: Settings, kafka_bootstrap: str | None, engine: sa.Engine | None) -> HealthReport:
+def health_report(settings: Settings, catalog: Catalog, kafka_bootstrap: str | None,
+                  engine: sa.Engine | None) -> HealthReport:
     report = HealthReport()
     try:
-        stages = needed_stages(settings.namespace, settings.streams_app_id, settings.health_stages)
+        stages = needed_stages(catalog, settings.namespace, settings.streams_app_id, settings.health_stages)
     except ValueError as exc:
         report.checks.append(Check("stages", "fail", f"HERALD_HEALTH_STAGES: {exc}"))
         stages = ()

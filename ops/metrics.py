@@ -128,7 +128,7 @@ class PipelineCollector(Collector):
 
 
 def registry_of(*collectors: Collector) -> CollectorRegistry:
-    registry = CollectorRegistry(auto_describe=False)  # describing would scrape at registration
+    registry = CollectorRegistry(auto_describe=False)  # describing would scrape when registered
     for collector in collectors:
         registry.register(collector)
     return registry

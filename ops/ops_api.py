@@ -29,6 +29,7 @@ from herald.ops.api_tokens import Caller, caller_of
 from herald.ops.dead_letter_views import audit_entries, detail, summary
 from herald.ops.health import health_report, pipeline_figures
 from herald.ops.metrics import PipelineCollector, registry_of
+from herald.schemas.catalog_model import Catalog
 from herald.schemas.tables import DeadLetter
 
 
@@ -87,6 +88,7 @@ class Wiring:
     """What the routes need, built once at the entry point and kept in app.state."""
 
     settings: Settings
+    catalog: Catalog
     engine: sa.Engine
     kafka_bootstrap: str | None
 
@@ -178,14 +180,14 @@ def metrics(wiring: Wired) -> PlainTextResponse:
     """Prometheus metrics of the whole pipeline, read at scrape time (no token: scrapers are
     kept off by the network, as Prometheus' own exporters are)."""
     registry = registry_of(PipelineCollector(lambda: pipeline_figures(
-        health_report(wiring.settings, wiring.kafka_bootstrap, wiring.engine))))
+        health_report(wiring.settings, wiring.catalog, wiring.kafka_bootstrap, wiring.engine))))
     return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
 @probes.get("/v1/health", tags=["health"], responses={**ERRORS, 503: {"description": "Unhealthy"}})
 def health(_who: Viewer, wiring: Wired) -> JSONResponse:
     """The System Health widget; 503 when a check fails."""
-    report = health_report(wiring.settings, wiring.kafka_bootstrap, wiring.engine)
+    report = health_report(wiring.settings, wiring.catalog, wiring.kafka_bootstrap, wiring.engine)
     return JSONResponse(report.as_dict(), 200 if report.healthy else 503)
 
 

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 
 from herald.infra.settings import Settings
 from herald.schemas.catalog import (
-    CHANNELS,
     CORRECTIONS_STAGE,
     DELIVERY_STAGE,
     DLQ_INDEX_STAGE,
@@ -18,7 +17,6 @@ from herald.schemas.catalog import (
     MISSING_DELIVERIES,
     MISSING_NOTIFICATIONS,
     NOTIFICATION_STATUS,
-    REGISTRATION_EVENTS,
     SESSION_CHECKS,
     SESSION_CORRECTIONS,
     SESSION_EVENTS,
@@ -29,27 +27,37 @@ from herald.schemas.catalog import (
     dead_letter_topic,
     dead_letter_topics,
     delivery_topics,
+    event_topics,
     notification_topic,
     qualified,
     stream_processor_group,
 )
+from herald.schemas.catalog_model import Catalog
 
 ALL_STAGES = "*"
-_REQUESTS = tuple(notification_topic(channel) for channel in CHANNELS)
-# What each stream processor's group reads (its Faust agents' inputs), and what it writes.
-STREAM_INPUTS: dict[str, tuple[str, ...]] = {
-    "router": (REGISTRATION_EVENTS,),
-    "missing": (REGISTRATION_EVENTS, NOTIFICATION_STATUS, MISSING_DELIVERIES, MISSING_CHECKS),
-    "sessions": (SESSION_EVENTS, SESSION_CHECKS),
-    "status": (NOTIFICATION_STATUS, STATUS_PARTIALS),
-}
-STREAM_OUTPUTS: dict[str, tuple[str, ...]] = {
-    "router": (*_REQUESTS, dead_letter_topic(REGISTRATION_EVENTS)),
-    "missing": (MISSING_NOTIFICATIONS, *_REQUESTS, MISSING_DELIVERIES, MISSING_CHECKS),
-    "sessions": (SESSION_MISMATCHES, SESSION_CHECKS, dead_letter_topic(SESSION_EVENTS),
-                 dead_letter_topic(GATEWAY_OBSERVATIONS)),
-    "status": (STATUS_STATS, STATUS_PARTIALS, dead_letter_topic(NOTIFICATION_STATUS)),
-}
+
+
+def stream_inputs(catalog: Catalog) -> dict[str, tuple[str, ...]]:
+    """What each stream processor's group reads (its Faust agents' inputs)."""
+    events = event_topics(catalog)
+    return {
+        "router": events,
+        "missing": (*events, NOTIFICATION_STATUS, MISSING_DELIVERIES, MISSING_CHECKS),
+        "sessions": (SESSION_EVENTS, SESSION_CHECKS),
+        "status": (NOTIFICATION_STATUS, STATUS_PARTIALS),
+    }
+
+
+def stream_outputs(catalog: Catalog) -> dict[str, tuple[str, ...]]:
+    """What each stream processor writes."""
+    requests = tuple(map(notification_topic, catalog.channels))
+    return {
+        "router": (*requests, *map(dead_letter_topic, event_topics(catalog))),
+        "missing": (MISSING_NOTIFICATIONS, *requests, MISSING_DELIVERIES, MISSING_CHECKS),
+        "sessions": (SESSION_MISMATCHES, SESSION_CHECKS, dead_letter_topic(SESSION_EVENTS),
+                     dead_letter_topic(GATEWAY_OBSERVATIONS)),
+        "status": (STATUS_STATS, STATUS_PARTIALS, dead_letter_topic(NOTIFICATION_STATUS)),
+    }
 
 
 @dataclass(frozen=True)
@@ -65,23 +73,28 @@ class Stage:
     groups: tuple[GroupSpec, ...]  # each needs a live member; none for the relay (it leases shards)
 
 
-def pipeline_stages(namespace: str, streams_app_id: str) -> tuple[Stage, ...]:
-    """Every stage of the pipeline, in dataflow order."""
+def pipeline_stages(catalog: Catalog, namespace: str, streams_app_id: str) -> tuple[Stage, ...]:
+    """Every stage of the pipeline the catalog calls for, in dataflow order. The gateway
+    sessions' stages (sessions, corrections) only with a whatsapp-gateway channel."""
+    gateway = bool(catalog.channels_of_kind("whatsapp-gateway"))
     def group(stage: str, topic: str, topics: tuple[str, ...] | None = None) -> GroupSpec:
         return GroupSpec(consumer_group(stage, topic, namespace),
                          tuple(qualified(t, namespace) for t in topics or (topic,)))
 
     stages = [Stage("relay", "herald relay", ())]
-    for processor, inputs in STREAM_INPUTS.items():
+    for processor, inputs in stream_inputs(catalog).items():
+        if processor == "sessions" and not gateway:
+            continue
         spec = GroupSpec(stream_processor_group(streams_app_id, processor, namespace),
                          tuple(qualified(t, namespace) for t in inputs))
         stages.append(Stage(processor, f"herald streams --processor {processor}", (spec,)))
-    for channel in CHANNELS:
+    for channel in catalog.channels:
         stages.append(Stage(f"deliver:{channel}", f"herald deliver --channel {channel}",
                             tuple(group(DELIVERY_STAGE, topic) for topic in delivery_topics(channel))))
-    stages.append(Stage("corrections", "herald corrections", tuple(
-        group(CORRECTIONS_STAGE, topic) for topic in (SESSION_CORRECTIONS, SESSION_MISMATCHES))))
-    dead_letters = group(DLQ_INDEX_STAGE, "dlq", dead_letter_topics())
+    if gateway:
+        stages.append(Stage("corrections", "herald corrections", tuple(
+            group(CORRECTIONS_STAGE, topic) for topic in (SESSION_CORRECTIONS, SESSION_MISMATCHES))))
+    dead_letters = group(DLQ_INDEX_STAGE, "dlq", dead_letter_topics(catalog))
     stages.append(Stage("dlq-index", "herald dlq index", (dead_letters,)))
     return tuple(stages)
 
@@ -96,9 +109,10 @@ def stage_groups(stages: tuple[Stage, ...]) -> list[tuple[str, tuple[str, ...]]]
     return [(spec.group, spec.topics) for stage in stages for spec in stage.groups]
 
 
-def needed_stages(namespace: str, streams_app_id: str, names: tuple[str, ...]) -> tuple[Stage, ...]:
+def needed_stages(catalog: Catalog, namespace: str, streams_app_id: str,
+                  names: tuple[str, ...]) -> tuple[Stage, ...]:
     """The stages `names` picks (ALL_STAGES for every one); ValueError naming an unknown one."""
-    stages = pipeline_stages(namespace, streams_app_id)
+    stages = pipeline_stages(catalog, namespace, streams_app_id)
     if ALL_STAGES in names:
         return stages
     known = {stage.name for stage in stages}

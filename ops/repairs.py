@@ -1,9 +1,9 @@
 """The seeds' repair commands, done from Herald's derived state instead of a hand-run anti-join:
 
 - `resend_missing`: `notifications:resend-missing`. The open alerts of notifications.missing
-  name what is missing; each is requested again through the outbox from the registration as
-  the database has it now, with the same notification id, so a provider that already has it
-  drops the copy.
+  name what is missing and keep the event that called for it; each is requested again
+  through the outbox from that event, by the catalog's rules, with the same notification id,
+  so a provider that already has it drops the copy.
 - `sync_sessions`: `whatsapp:sync-sessions --auto-reconnect`. The open verdicts of
   sessions.mismatches are applied now, by the same code as `herald corrections`.
 """
@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
@@ -22,18 +23,18 @@ from herald.consumers.mismatches import MismatchCorrections, ReconnectPolicy
 from herald.infra.kafka_views import live_entries
 from herald.infra.settings import Settings
 from herald.producers.outbox import DomainEvent, emit
-from herald.producers.registrations import registration_event
 from herald.schemas.catalog import MISSING_NOTIFICATIONS, SESSION_MISMATCHES, notification_topic, qualified
+from herald.schemas.catalog_model import Catalog
 from herald.schemas.codec import UndecodableRecord, decode_expecting
-from herald.schemas.tables import Registration
-from herald.streams.rules import ROUTING_RULES, notification_requests
+from herald.schemas.event_json import event_from_json
+from herald.streams.rules import notification_requests
 
 
 @dataclass
 class Repair:
     """One line of a repair command's report."""
 
-    key: str  # registration|type, or a session id
+    key: str  # subject|notification, or a session id
     what: str  # the alert's or verdict's kind
     detail: str
     action: str  # what was done (or would be, in a dry run)
@@ -61,29 +62,32 @@ def _open_records(bootstrap: str, topic: str, schema_name: str) -> list[dict[str
     return records
 
 
-def resend_missing(settings: Settings, bootstrap: str, engine: sa.Engine, types: tuple[str, ...],
-                   dry_run: bool) -> RepairReport:
+def resend_missing(settings: Settings, catalog: Catalog, bootstrap: str, engine: sa.Engine,
+                   types: tuple[str, ...], dry_run: bool) -> RepairReport:
+    unknown = sorted(set(types) - set(catalog.notifications))
+    if unknown:
+        raise ValueError(f"no notification {', '.join(unknown)} in the catalog; it declares "
+                         f"{', '.join(catalog.notifications)}")
     alerts = _open_records(bootstrap, qualified(MISSING_NOTIFICATIONS, settings.namespace),
                            "herald.MissingNotification")
     report = RepairReport(dry_run)
-    for alert in sorted(alerts, key=lambda a: (a["notification_type"], a["registration_id"])):
+    for alert in sorted(alerts, key=lambda a: (a["notification_type"], a["subject_id"])):
         if types and alert["notification_type"] not in types:
             continue
         with Session(engine) as session, session.begin():
-            report.lines.append(_resend_one(session, alert, dry_run))
+            report.lines.append(_resend_one(session, catalog, alert, dry_run))
     return report
 
 
-def _resend_one(session: Session, alert: dict[str, Any], dry_run: bool) -> Repair:
-    key = f"{alert['registration_id']}|{alert['notification_type']}"
+def _resend_one(session: Session, catalog: Catalog, alert: dict[str, Any], dry_run: bool) -> Repair:
+    key = f"{alert['subject_id']}|{alert['notification_type']}"
     channels = tuple(alert["missing_channels"])
     missing = f"missing on {', '.join(channels)}"
-    registration = session.get(Registration, alert["registration_id"])
-    if registration is None:
-        return Repair(key, "missing", missing, "skipped: registration not in the database")
-    (status,) = [r.status for r in ROUTING_RULES if r.notification_type == alert["notification_type"]]
-    event = {**registration_event(registration, None).record, "status": status}
-    requests = [r for r in notification_requests(event)
+    kind = catalog.event_kind_of(alert["source_event_type"])
+    if not alert["source_event"] or kind not in catalog.events:
+        return Repair(key, "missing", missing, "skipped: the alert keeps no event of a declared kind")
+    event = event_from_json(orjson.loads(alert["source_event"]), catalog.event_schemas[kind])
+    requests = [r for r in notification_requests(catalog, kind, alert["source_event_type"], event)
                 if r["notification_type"] == alert["notification_type"] and r["channel"] in channels]
     if not dry_run:
         for request in requests:

@@ -15,6 +15,7 @@ from herald.infra.settings import Settings
 from herald.ops.bootstrap import describe, kafka_if_known
 from herald.ops.pipeline import Stage, pipeline_stages, stage_groups
 from herald.producers.leases import lease_holders
+from herald.schemas.catalog_model import Catalog
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class StageStatus:
         return asdict(self)
 
 
-def pipeline_status(settings: Settings) -> dict[str, object]:
+def pipeline_status(settings: Settings, catalog: Catalog) -> dict[str, object]:
     """Services and stages, as `herald status --json` prints them; never raises for what is down."""
     services = [{"service": name, "state": state, "where": where}
                 for name, state, where in describe(settings)]
@@ -39,15 +40,16 @@ def pipeline_status(settings: Settings) -> dict[str, object]:
     except ServiceError:
         engine = None
     try:
-        stages = stage_statuses(settings, bootstrap, engine)
+        stages = stage_statuses(settings, catalog, bootstrap, engine)
     finally:
         if engine is not None:
             engine.dispose()
     return {"services": services, "kafka_bootstrap": bootstrap, "stages": [s.as_dict() for s in stages]}
 
 
-def stage_statuses(settings: Settings, bootstrap: str | None, engine: sa.Engine | None) -> list[StageStatus]:
-    stages = pipeline_stages(settings.namespace, settings.streams_app_id)
+def stage_statuses(settings: Settings, catalog: Catalog, bootstrap: str | None,
+                   engine: sa.Engine | None) -> list[StageStatus]:
+    stages = pipeline_stages(catalog, settings.namespace, settings.streams_app_id)
     views = _views(stages, bootstrap)
     return [_relays(engine) if not stage.groups else _consumers(stage, views) for stage in stages]
 

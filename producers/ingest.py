@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from herald.infra.logs import bind
-from herald.producers.ingest_events import InvalidEvent, parse_event
+from herald.producers.ingest_events import EventKind, InvalidEvent, parse_event, request_bodies
 from herald.producers.outbox import DomainEvent, emit
 from herald.producers.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureRejected, verify
 from herald.schemas.headers import TRACEPARENT, new_traceparent, trace_id_of
@@ -43,6 +43,7 @@ _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # visible ASCII: the col
 
 @dataclass(frozen=True)
 class IngestConfig:
+    kinds: dict[str, EventKind]  # what it accepts: `ingest_events.event_kinds(catalog)`
     secrets: tuple[str, ...]
     tolerance_s: float = 300.0
     max_body_bytes: int = 262144
@@ -70,7 +71,7 @@ def create_ingest_app(engine: sa.Engine, config: IngestConfig) -> FastAPI:
 
     app = FastAPI(title="Herald ingest", lifespan=lifespan)
 
-    @app.post("/v1/events", status_code=202)
+    @app.post("/v1/events", status_code=202, openapi_extra={"requestBody": request_bodies(config.kinds)})
     async def post_event(request: Request) -> JSONResponse:
         request_id = _request_id(request.headers.get(REQUEST_ID_HEADER))
         # The caller's trace when it sent one, else a new one: its id is in every log line
@@ -81,7 +82,7 @@ def create_ingest_app(engine: sa.Engine, config: IngestConfig) -> FastAPI:
         try:
             body = await _read_body(request, config.max_body_bytes)
             _check_signature(request, body, config)
-            event = _parse(body, request_id, traceparent)
+            event = _parse(body, config.kinds, request_id, traceparent)
             key = _idempotency_key(request.headers.get(IDEMPOTENCY_HEADER))
             status, answer, replayed = await run_in_threadpool(_commit, engine, event, body, key, request_id)
         except Rejected as exc:
@@ -137,9 +138,9 @@ def _check_signature(request: Request, body: bytes, config: IngestConfig) -> Non
         raise Rejected(401, exc.code, str(exc)) from None
 
 
-def _parse(body: bytes, request_id: str, traceparent: str | None) -> DomainEvent:
+def _parse(body: bytes, kinds: dict[str, EventKind], request_id: str, traceparent: str | None) -> DomainEvent:
     try:
-        return parse_event(body, request_id, traceparent if trace_id_of(traceparent) else None)
+        return parse_event(body, kinds, request_id, traceparent if trace_id_of(traceparent) else None)
     except InvalidEvent as exc:
         raise Rejected(422, exc.code, str(exc), exc.field) from None
 

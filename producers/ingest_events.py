@@ -23,8 +23,12 @@ from typing import Any
 import orjson
 
 from herald.producers.outbox import MAX_KEY_LENGTH, DomainEvent
-from herald.schemas.catalog import REGISTRATION_EVENTS, SESSION_EVENTS
+from herald.schemas.catalog import SESSION_EVENTS
+from herald.schemas.catalog_model import Catalog
 from herald.schemas.codec import SchemaViolation, schema_json, shown_name, validate_record
+from herald.schemas.event_json import is_timestamp
+from herald.schemas.event_schemas import event_schema_name
+from herald.schemas.json_schema import record_json_schema
 
 
 class InvalidEvent(ValueError):
@@ -45,17 +49,22 @@ class EventKind:
     status_field: str | None = None  # when set, `type` must be "<kind>.<that field's value>"
 
 
-EVENT_KINDS: dict[str, EventKind] = {
-    "registration": EventKind(
-        "herald.RegistrationEvent", REGISTRATION_EVENTS, "registration_id",
-        ("registration.created", "registration.payment_uploaded", "registration.payment_verified"),
-        status_field="status"),
-    "session": EventKind(
-        "herald.SessionEvent", SESSION_EVENTS, "session_id",
-        ("session.opened", "session.updated", "session.reassigned", "session.qr_pending",
-         "session.connected", "session.disconnected")),
-}
-_TIMESTAMP_FIELDS = ("occurred_at",)
+# The gateway channel's sessions: Herald's own kind, beside the catalog's.
+SESSION_KIND = EventKind(
+    "herald.SessionEvent", SESSION_EVENTS, "session_id",
+    ("session.opened", "session.updated", "session.reassigned", "session.qr_pending",
+     "session.connected", "session.disconnected"))
+
+
+def event_kinds(catalog: Catalog) -> dict[str, EventKind]:
+    """What POST /v1/events accepts: the catalog's event kinds, and the gateway sessions'
+    when a channel is a whatsapp-gateway."""
+    kinds = {kind: EventKind(event_schema_name(catalog, kind), catalog.topic_of(kind), spec.key, spec.types,
+                             spec.type_field) for kind, spec in catalog.events.items()}
+    if catalog.channels_of_kind("whatsapp-gateway"):
+        kinds["session"] = SESSION_KIND
+    return kinds
+
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 _SHOWN_TYPE = re.compile(r"^[a-z_]{1,32}\.[a-z_]{1,32}$")
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
@@ -71,7 +80,19 @@ class FieldRule:
     pattern: re.Pattern[str] | None
 
 
-def parse_event(body: bytes, correlation_id: str, traceparent: str | None,
+def request_bodies(kinds: dict[str, EventKind]) -> dict[str, Any]:
+    """The OpenAPI request body of POST /v1/events: one alternative per accepted event type."""
+    alternatives = []
+    for kind in kinds.values():
+        data = record_json_schema(schema_json(kind.schema_name))
+        for event_type in kind.types:
+            properties = {"type": {"type": "string", "enum": [event_type]}, "data": data}
+            alternatives.append({"title": event_type, "type": "object", "required": ["type", "data"],
+                                 "additionalProperties": False, "properties": properties})
+    return {"required": True, "content": {"application/json": {"schema": {"oneOf": alternatives}}}}
+
+
+def parse_event(body: bytes, kinds: dict[str, EventKind], correlation_id: str, traceparent: str | None,
                 now: datetime | None = None) -> DomainEvent:
     """The DomainEvent a request body describes; InvalidEvent naming the field otherwise."""
     try:
@@ -85,7 +106,7 @@ def parse_event(body: bytes, correlation_id: str, traceparent: str | None,
         raise InvalidEvent("invalid_event", f"unknown top-level field(s) {', '.join(unknown)}; only type and "
                            "data are accepted", unknown[0])
     event_type, data = document.get("type"), document.get("data")
-    kind = _kind_of(event_type)
+    kind = _kind_of(kinds, event_type)
     if not isinstance(data, dict):
         raise InvalidEvent("invalid_event", "`data` must be a JSON object", "data")
     record = _record(kind, data, now or datetime.now(UTC))
@@ -95,13 +116,13 @@ def parse_event(body: bytes, correlation_id: str, traceparent: str | None,
                        traceparent=traceparent)
 
 
-def _kind_of(event_type: Any) -> EventKind:
+def _kind_of(kinds: dict[str, EventKind], event_type: Any) -> EventKind:
     if not isinstance(event_type, str):
-        raise InvalidEvent("invalid_event", 'type is required, e.g. "registration.payment_verified"',
-                           "type")
-    kind = EVENT_KINDS.get(event_type.split(".", 1)[0])
+        example = next(iter(kinds.values())).types[0]
+        raise InvalidEvent("invalid_event", f'type is required, e.g. "{example}"', "type")
+    kind = kinds.get(event_type.split(".", 1)[0])
     if kind is None or event_type not in kind.types:
-        accepted = ", ".join(t for k in EVENT_KINDS.values() for t in k.types)
+        accepted = ", ".join(t for k in kinds.values() for t in k.types)
         shown = f" {event_type!r}" if _SHOWN_TYPE.match(event_type) else ""
         raise InvalidEvent("unknown_type", f"unknown event type{shown}; accepted: {accepted}", "type")
     return kind
@@ -110,7 +131,7 @@ def _kind_of(event_type: Any) -> EventKind:
 def _record(kind: EventKind, data: dict[str, Any], now: datetime) -> dict[str, Any]:
     record = dict(data)
     record.setdefault("event_id", str(uuid.uuid4()))
-    for name in _TIMESTAMP_FIELDS:
+    for name in _timestamp_fields(kind.schema_name):
         if name in record:
             record[name] = _timestamp(record[name], f"data.{name}", now)
     if not isinstance(record["event_id"], str) or not _is_uuid(record["event_id"]):
@@ -147,6 +168,12 @@ def _check_declared_rules(kind: EventKind, record: dict[str, Any]) -> None:
     if len(record[kind.key_field]) > MAX_KEY_LENGTH:
         field = f"data.{kind.key_field}"
         raise InvalidEvent("schema_violation", f"{field} is longer than {MAX_KEY_LENGTH} characters", field)
+
+
+@cache
+def _timestamp_fields(schema_name: str) -> tuple[str, ...]:
+    """The fields a body may give as ISO 8601 or epoch milliseconds."""
+    return tuple(f["name"] for f in schema_json(schema_name)["fields"] if is_timestamp(f["type"]))
 
 
 @cache

@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session
 
 from herald.consumers import event_loop
 from herald.consumers.http_clients import delivery_client
+from herald.infra.catalogs import example_catalog_path, open_catalog
 from herald.infra.deadline import Deadline, wait_until
 from herald.infra.kafka_io import RDKAFKA_LOG, producer_config
 from herald.infra.processes import ProcessGroup
@@ -45,6 +46,7 @@ from herald.ops.launch import HERALD_ARGV
 from herald.producers.outbox import DomainEvent, emit
 from herald.producers.sessions import open_session
 from herald.proving.bench_relay import percentile
+from herald.proving.catalogs import provider_environ
 from herald.proving.cpu_usage import cpu_by_part, spent_since
 from herald.proving.demo import wait_for_groups
 from herald.proving.simulators.network import SimulatorNetwork
@@ -55,6 +57,7 @@ from herald.schemas.catalog import (
     qualified,
     topic_catalog,
 )
+from herald.schemas.catalog_model import Catalog
 from herald.schemas.codec import encode
 from herald.schemas.ids import notification_id
 from herald.schemas.migrations import scratch_database
@@ -63,12 +66,20 @@ SESSION = "bench-wa"
 WARMUP_S = 1.0
 
 
+def bench_catalog() -> Catalog:
+    """The registrations example's catalog: the one the bench's processes run."""
+    return open_catalog(example_catalog_path("registrations"), os.environ)
+
+
+CONCURRENCY = 64  # each channel's in the registrations example's catalog
+
+
 def requests_for(prefix: str, count: int, channel: str) -> list[dict[str, Any]]:
     now = datetime.now(UTC)
     return [{"notification_id": notification_id(f"{prefix}-{n:06d}", "e_ticket", channel),
-             "registration_id": f"{prefix}-{n:06d}", "notification_type": "e_ticket", "channel": channel,
+             "subject_id": f"{prefix}-{n:06d}", "notification_type": "e_ticket", "channel": channel,
              "recipient": f"+62813{n:07d}" if channel == "whatsapp" else f"b{n}@example.test",
-             "participant_name": f"B{n}", "source_event_id": str(uuid.uuid4()),
+             "template": "e_ticket", "params": {"name": f"B{n}"}, "source_event_id": str(uuid.uuid4()),
              "source_occurred_at": now, "workspace_id": "default"} for n in range(count)]
 
 
@@ -135,7 +146,7 @@ def raw_provider_eps(network: SimulatorNetwork, count: int, concurrency: int) ->
                     response = await client.post_json(
                         f"{network.whatsapp[0]}/sessions/{SESSION}/messages",
                         {"to": request["recipient"], "template": "e_ticket",
-                         "registration_id": request["registration_id"],
+                         "subject_id": request["subject_id"],
                          "notification_id": request["notification_id"]},
                         {"Idempotency-Key": request["notification_id"]})
                     response.raise_for_status()
@@ -161,7 +172,7 @@ class Bench:
     def namespaced(self, suffix: str) -> Settings:
         """Settings of a fresh namespace (its own topics and groups), for one phase."""
         namespace = f"{self.settings.namespace}{suffix}"
-        provision_topics(self.bootstrap, topic_catalog(namespace))
+        provision_topics(self.bootstrap, topic_catalog(bench_catalog(), namespace))
         return dataclasses.replace(self.settings, namespace=namespace)
 
     def cpu_by_part(self) -> dict[str, float]:
@@ -177,8 +188,8 @@ class Bench:
         return self.settings.kafka_bootstrap or ""
 
     def env(self, settings: Settings) -> dict[str, str]:
-        return child_environ(settings, os.environ, whatsapp_instances=self.network.whatsapp,
-                             email_url=self.network.email)
+        environ = child_environ(settings, os.environ)
+        return {**environ, **provider_environ(self.network.whatsapp, self.network.email)}
 
     def start_workers(self, settings: Settings, channel: str, count: int, prefix: str) -> list[str]:
         self.group.env = self.env(settings)
@@ -352,7 +363,7 @@ def count_lost_and_doubled(bench: Bench) -> dict[str, int]:
 @contextmanager
 def bench_stack(settings: Settings, bootstrap: str, server_url: str, latency_ms: float) -> Iterator[Bench]:
     run_id = f"benchd{uuid.uuid4().hex[:6]}"
-    provision_topics(bootstrap, topic_catalog(run_id))
+    provision_topics(bootstrap, topic_catalog(bench_catalog(), run_id))
     with scratch_database(server_url, run_id) as url, _topics_deleted(bootstrap, run_id):
         configured = dataclasses.replace(settings, kafka_bootstrap=bootstrap, database_url=url,
                                          namespace=run_id)
@@ -378,8 +389,8 @@ def run_bench_deliver(settings: Settings, bootstrap: str, server_url: str, campa
                       seconds: float, latency_ms: float, scale_records: int) -> dict[str, Any]:
     with bench_stack(settings, bootstrap, server_url, latency_ms) as bench:
         results: dict[str, Any] = {"latency_ms": latency_ms,
-                                   "concurrency": settings.delivery_concurrency}
-        results["raw_provider_eps"] = raw_provider_eps(bench.network, 2000, settings.delivery_concurrency)
+                                   "concurrency": CONCURRENCY}
+        results["raw_provider_eps"] = raw_provider_eps(bench.network, 2000, CONCURRENCY)
         engine = sa.create_engine(bench.settings.database_url or "")
         try:
             start_campaign_pipeline(bench, engine)

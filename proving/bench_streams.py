@@ -35,6 +35,8 @@ from confluent_kafka.admin import AdminClient
 from rich.console import Console
 from rich.table import Table
 
+from herald.examples.registrations.app import TOPIC as REGISTRATION_EVENTS
+from herald.infra.catalogs import open_catalog
 from herald.infra.deadline import Deadline
 from herald.infra.kafka_io import RDKAFKA_LOG, producer_config
 from herald.infra.processes import ProcessGroup
@@ -43,12 +45,12 @@ from herald.infra.settings import Settings, child_environ
 from herald.ops.launch import HERALD_ARGV
 from herald.ops.pipeline import streams_app_id
 from herald.proving.bench_relay import percentile
+from herald.proving.catalogs import write_catalog
 from herald.proving.cpu_usage import cpu_by_part, spent_since
 from herald.proving.demo import wait_for_groups
 from herald.schemas.catalog import (
     MISSING_NOTIFICATIONS,
     NOTIFICATION_STATUS,
-    REGISTRATION_EVENTS,
     SESSION_EVENTS,
     qualified,
     topic_catalog,
@@ -63,9 +65,10 @@ DELIVERED_AFTER_S = 1.0  # every other payment's e-tickets are sent this long af
 
 @dataclass(frozen=True)
 class StreamsBench:
-    settings: Settings  # namespaced, with the bench's SLA
+    settings: Settings  # namespaced, with the bench's catalog
     bootstrap: str
     group: ProcessGroup
+    sla_s: float  # the e-ticket's, in the bench's catalog
 
     def topic(self, name: str) -> str:
         return qualified(name, self.settings.namespace)
@@ -86,7 +89,7 @@ def sent_status(registration_id: str, channel: str) -> tuple[bytes, bytes]:
     now = datetime.now(UTC)
     nid = notification_id(registration_id, "e_ticket", channel)
     return nid.encode(), encode("herald.NotificationStatus", {
-        "notification_id": nid, "registration_id": registration_id, "notification_type": "e_ticket",
+        "notification_id": nid, "subject_id": registration_id, "notification_type": "e_ticket",
         "channel": channel, "status": "sent", "attempts": 1, "provider_message_id": "bench",
         "error": None, "error_class": None, "due_at": None, "gateway_instance": None,
         "source_occurred_at": now, "occurred_at": now})
@@ -227,7 +230,7 @@ class AlertWatch:
 
 def alert_phase(bench: StreamsBench, events: int, rate: float) -> dict[str, Any]:
     """Paced payments, half delivered in time; alert delays beyond each deadline, false alerts."""
-    sla_s = bench.settings.missing_sla_e_ticket_s
+    sla_s = bench.sla_s
     watch = AlertWatch(bench)
     producer = Producer(producer_config(bench.bootstrap, 60))
     deadlines: dict[str, float] = {}
@@ -289,14 +292,19 @@ def score_alerts(deadlines: dict[str, float], expected: set[str],
 @contextmanager
 def bench_processes(settings: Settings, bootstrap: str, sla_s: float) -> Iterator[StreamsBench]:
     namespace = f"bench-streams-{uuid.uuid4().hex[:8]}"
-    configured = dataclasses.replace(settings, namespace=namespace, kafka_bootstrap=bootstrap,
-                                     missing_sla_e_ticket_s=sla_s, missing_sla_welcome_s=3600.0,
-                                     session_grace_s=3600.0)
-    provision_topics(bootstrap, topic_catalog(namespace), settings.replication_factor)
     run_dir = settings.home / "logs" / namespace
+
+    def slas(document: dict[str, Any]) -> None:
+        document["notifications"]["e_ticket"]["sla"] = sla_s
+        document["notifications"]["welcome"]["sla"] = 3600.0
+    catalog_path = write_catalog(run_dir / "catalog.yaml", "registrations", slas)
+    configured = dataclasses.replace(settings, namespace=namespace, kafka_bootstrap=bootstrap,
+                                     catalog=catalog_path, session_grace_s=3600.0)
+    catalog = open_catalog(catalog_path, os.environ)
+    provision_topics(bootstrap, topic_catalog(catalog, namespace), settings.replication_factor)
     try:
         with ProcessGroup(run_dir, child_environ(configured, os.environ)) as group:
-            yield StreamsBench(configured, bootstrap, group)
+            yield StreamsBench(configured, bootstrap, group, sla_s)
     finally:
         delete_namespace_topics(bootstrap, f"{namespace}.")
         for name in MEASURED:  # the Faust workers' data directories

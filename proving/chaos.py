@@ -29,18 +29,23 @@ from herald.infra.processes import ProcessGroup, ServiceError
 from herald.infra.services import Endpoints
 from herald.infra.settings import Settings
 from herald.proving.chaos_writer import write_durably
-from herald.proving.demo import database_counts, open_demo_sessions, pipeline_env, start_pipeline
+from herald.proving.demo import (
+    CHANNELS,
+    create_example_tables,
+    database_counts,
+    open_demo_sessions,
+    pipeline_env,
+    start_pipeline,
+)
 from herald.proving.demo_faults import GATEWAY_REPORT_INTERVAL_S
 from herald.proving.simulators.network import SimulatorNetwork
 from herald.proving.simulators.store import MessageStore
-from herald.schemas.catalog import CHANNELS
 
 GOAL_RECOVERY_S = 10.0
 LATE_S = 3.0  # slower than this after its payment, an e-ticket is late (the demo's burst: p99 < 1 s)
 # Retries as fast as the demo's, but patient enough to outlast a 60 s outage: the delay is
 # capped at 5 s, so a provider back is tried again within 5 s (the defaults cap at minutes).
-CHAOS_RETRIES = {"retry_tiers_s": (0.5, 2.0), "backoff_base_s": 0.5, "backoff_cap_s": 5.0,
-                 "max_attempts": 100}
+CHAOS_RETRIES = {"tiers": [0.5, 2.0], "base": 0.5, "cap": 5.0, "max_attempts": 100}
 
 
 @dataclass(frozen=True)
@@ -115,7 +120,7 @@ def delivered(network: SimulatorNetwork, channel: str, prefix: str) -> list[dict
     a crashed or stopped simulator)."""
     store = MessageStore(network.run_dir / f"{channel}.sqlite")
     return [m for m in store.messages()
-            if m["registration_id"].startswith(prefix) and m["template"] == "e_ticket"]
+            if m["subject_id"].startswith(prefix) and m["template"] == "e_ticket"]
 
 
 def run_scenario(name: str, inject: Injector, settings: Settings, endpoints: Endpoints,
@@ -129,6 +134,7 @@ def run_scenario(name: str, inject: Injector, settings: Settings, endpoints: End
     with ProcessGroup(run_dir, pipeline_env(settings, endpoints, network)) as group, \
             ThreadPoolExecutor(2) as threads:
         network.start(group)
+        create_example_tables(endpoints.database_url)
         open_demo_sessions(endpoints.database_url, network)
         start_pipeline(group, settings, endpoints.kafka_bootstrap)
         run = ChaosRun(settings, endpoints, group, network, plan, prefix=f"REG-{run_id}-")
@@ -162,7 +168,7 @@ def _wait_for_deliveries(run: ChaosRun, count: int, deadline: Deadline) -> str:
             run.group.check_alive()
         except ServiceError as exc:
             return str(exc).splitlines()[0]  # a stage crashed: what it received so far is counted
-        if all(len({m["registration_id"] for m in delivered(run.network, c, run.prefix)}) >= count
+        if all(len({m["subject_id"] for m in delivered(run.network, c, run.prefix)}) >= count
                for c in CHANNELS):
             return ""
         time.sleep(0.5)
@@ -176,9 +182,9 @@ def count_outcome(name: str, run: ChaosRun, count: int) -> Outcome:
     for channel in CHANNELS:
         per_person: dict[tuple[str, str], int] = {}
         for message in delivered(run.network, channel, run.prefix):
-            pair = (message["registration_id"], channel)
+            pair = (message["subject_id"], channel)
             first_accepted.setdefault(pair, message["accepted_at_ms"])  # read in accepted order
-            person = (message["registration_id"], message["to"])
+            person = (message["subject_id"], message["to"])
             per_person[person] = per_person.get(person, 0) + 1
         duplicated += sum(n - 1 for n in per_person.values())
     written = count * len(CHANNELS)

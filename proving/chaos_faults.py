@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from confluent_kafka import Producer
 
+from herald.examples.registrations.app import TOPIC as REGISTRATION_EVENTS
 from herald.infra.deadline import Deadline, wait_until
 from herald.infra.kafka_io import producer_config
 from herald.infra.services import embedded_kafka, embedded_postgres
@@ -23,7 +24,7 @@ from herald.ops.launch import HERALD_ARGV
 from herald.proving.chaos import ChaosRun, Injector
 from herald.proving.demo import wait_for_groups
 from herald.proving.demo_faults import DEMO_SESSION
-from herald.schemas.catalog import REGISTRATION_EVENTS, consumer_group, notification_topic, qualified
+from herald.schemas.catalog import consumer_group, notification_topic, qualified
 from herald.schemas.tables import DeadLetter, MessagingSession
 
 POISON_PER_TOPIC = 100

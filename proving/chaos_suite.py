@@ -9,14 +9,17 @@ service is configured rather than embedded: Herald does not stop what it did not
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 
 from rich.console import Console
 from rich.table import Table
 
+from herald.infra.catalogs import open_catalog
 from herald.infra.services import Endpoints, start_services, stop_services
 from herald.infra.settings import Settings
 from herald.ops.bootstrap import prepare
+from herald.proving.catalogs import with_retries, write_catalog
 from herald.proving.chaos import CHAOS_RETRIES, ChaosPlan, Outcome, run_scenario
 from herald.proving.chaos_faults import SCENARIOS, Scenario
 from herald.proving.demo_faults import DEMO_SESSION_CHECKS
@@ -26,9 +29,9 @@ CLUSTER_HOME = "chaos-cluster"  # under HERALD_HOME: the three brokers' own dire
 
 def chaos_settings(settings: Settings) -> Settings:
     """Fast retries that outlast the outages, and the demo's quick session checks."""
-    retries = {f"{channel}_{name}": value for channel in ("whatsapp", "email")
-               for name, value in CHAOS_RETRIES.items()}
-    return dataclasses.replace(settings, **retries, **DEMO_SESSION_CHECKS)
+    path = write_catalog(settings.home / "chaos" / "registrations-catalog.yaml", "registrations",
+                         with_retries(**CHAOS_RETRIES))
+    return dataclasses.replace(settings, catalog=path, **DEMO_SESSION_CHECKS)
 
 
 def skip_reason(scenario: Scenario, settings: Settings) -> str:
@@ -46,7 +49,7 @@ def run_chaos(settings: Settings, names: list[str], plan: ChaosPlan,
     outcomes = []
     endpoints, started = start_services(settings)
     try:
-        prepare(settings)
+        prepare(settings, open_catalog(settings.catalog, os.environ))
         for name in names:
             scenario = SCENARIOS[name]
             reason = skip_reason(scenario, settings)
@@ -75,7 +78,7 @@ def _on_cluster(scenario: Scenario, settings: Settings, endpoints: Endpoints, pl
                                   database_url=endpoints.database_url)
     cluster_endpoints, started = start_services(cluster)
     try:
-        prepare(cluster)
+        prepare(cluster, open_catalog(cluster.catalog, os.environ))
         return _run(scenario, cluster, cluster_endpoints, plan)
     finally:
         stop_services(cluster, only=started)

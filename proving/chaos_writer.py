@@ -15,9 +15,8 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from herald.examples.registrations.app import Registration, change_status, register
 from herald.infra.deadline import Deadline
-from herald.producers.registrations import change_status, register
-from herald.schemas.tables import Registration
 
 WRITER_THREADS = 4
 STEPS = ("created", "payment_uploaded", "payment_verified")

@@ -130,14 +130,19 @@ bench = typer.Typer(help="Benchmarks that measure their own baselines in the sam
 @contextmanager
 def _prepared(ctx: typer.Context) -> Iterator[tuple[Settings, Endpoints]]:
     """Settings, and the services started (if embedded), migrated and provisioned; what this
-    started is stopped again at the end, as `make demo` does: a bench leaves a home as it found it."""
+    started is stopped again at the end, as `make demo` does: a bench leaves a home as it found it.
+    The benches play the registrations example: its catalog, whatever HERALD_CATALOG says."""
+    import dataclasses
+
+    from herald.infra.catalogs import example_catalog_path, open_catalog
     from herald.infra.services import start_services, stop_services
     from herald.ops.bootstrap import prepare
 
-    settings = _settings(ctx)
+    settings = dataclasses.replace(_settings(ctx), catalog=example_catalog_path("registrations"))
+    catalog = open_catalog(settings.catalog, os.environ)
     _endpoints, started = start_services(settings)
     try:
-        yield settings, prepare(settings)
+        yield settings, prepare(settings, catalog)
     finally:
         stopped = stop_services(settings, only=started)
         if stopped:

@@ -25,6 +25,8 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.orm import Session
 
+from herald.examples.registrations.app import Registration, change_status, create_tables, register
+from herald.infra.catalogs import open_catalog
 from herald.infra.deadline import Deadline
 from herald.infra.kafka_io import RDKAFKA_LOG
 from herald.infra.kafka_views import COORDINATOR_NOT_READY, group_views
@@ -34,8 +36,8 @@ from herald.infra.settings import Settings, child_environ
 from herald.ops.bootstrap import prepare, replication_factor
 from herald.ops.launch import HERALD_ARGV
 from herald.ops.pipeline import pipeline_stages, stage_groups
-from herald.producers.registrations import change_status, register
 from herald.producers.sessions import open_session, update_session
+from herald.proving.catalogs import provider_environ
 from herald.proving.demo_faults import (
     DEMO_SESSION,
     GATEWAY_REPORT_INTERVAL_S,
@@ -46,8 +48,11 @@ from herald.proving.demo_faults import (
     with_demo_retries,
 )
 from herald.proving.simulators.network import SimulatorNetwork
-from herald.schemas.catalog import CHANNELS, consumer_group, notification_topic, qualified
-from herald.schemas.tables import MessagingSession, OutboxRecord, Registration
+from herald.schemas.catalog import consumer_group, notification_topic, qualified
+from herald.schemas.catalog_model import Catalog
+from herald.schemas.tables import MessagingSession, OutboxRecord
+
+CHANNELS = ("whatsapp", "email")  # the registrations example's
 
 WRITER_THREADS = 4
 CATCH_UP_S = 120.0  # how long the stages may take to read what the burst left them
@@ -85,10 +90,10 @@ def pipeline_env(settings: Settings, endpoints: Endpoints, network: SimulatorNet
     The replication factor is resolved here too: a child given the bootstrap address no longer
     looks at the embedded cluster, and would create Faust's topics with one replica on three.
     """
-    return child_environ(settings, os.environ, kafka_bootstrap=endpoints.kafka_bootstrap,
-                         database_url=endpoints.database_url,
-                         replication_factor=replication_factor(settings),
-                         whatsapp_instances=network.whatsapp, email_url=network.email)
+    environ = child_environ(settings, os.environ, kafka_bootstrap=endpoints.kafka_bootstrap,
+                            database_url=endpoints.database_url,
+                            replication_factor=replication_factor(settings))
+    return {**environ, **provider_environ(network.whatsapp, network.email)}
 
 
 def start_pipeline(group: ProcessGroup, settings: Settings, bootstrap: str) -> None:
@@ -104,6 +109,15 @@ def start_pipeline(group: ProcessGroup, settings: Settings, bootstrap: str) -> N
     for channel in CHANNELS:
         group.start(f"deliver-{channel}", [*HERALD_ARGV, "deliver", "--channel", channel])
     wait_for_groups(bootstrap, pipeline_groups(settings), Deadline(90), group)
+
+
+def create_example_tables(database_url: str) -> None:
+    """The example app's own table (Herald's migrations make only Herald's)."""
+    engine = sa.create_engine(database_url)
+    try:
+        create_tables(engine)
+    finally:
+        engine.dispose()
 
 
 def open_demo_sessions(database_url: str, network: SimulatorNetwork) -> None:
@@ -202,7 +216,7 @@ def run_messages(network: SimulatorNetwork, channel: str, prefix: str,
                  template: str = "e_ticket") -> list[dict[str, Any]]:
     """What the channel's simulators accepted for this run's registrations, of one template."""
     return [m for m in network.messages(channel)
-            if m["registration_id"].startswith(prefix) and m["template"] == template]
+            if m["subject_id"].startswith(prefix) and m["template"] == template]
 
 
 def wait_for_deliveries(network: SimulatorNetwork, prefix: str, expected: int,
@@ -211,7 +225,7 @@ def wait_for_deliveries(network: SimulatorNetwork, prefix: str, expected: int,
     while not deadline.expired():
         group.check_alive()
         if min(network.accepted(c) for c in CHANNELS) >= expected:
-            counts = [len({m["registration_id"] for m in run_messages(network, c, prefix)}) for c in CHANNELS]
+            counts = [len({m["subject_id"] for m in run_messages(network, c, prefix)}) for c in CHANNELS]
             if min(counts) >= expected:
                 return
         time.sleep(0.5)
@@ -227,7 +241,7 @@ def count_result(result: DemoResult, ids: list[str], network: SimulatorNetwork,
         stats = network.stats(channel)
         per_registration: dict[str, list[dict[str, Any]]] = {}
         for m in messages:
-            per_registration.setdefault(m["registration_id"], []).append(m)
+            per_registration.setdefault(m["subject_id"], []).append(m)
         result.delivered[channel] = sum(1 for i in ids if i in per_registration)
         result.lost += len(ids) - result.delivered[channel]
         result.duplicates += sum(len(ms) - 1 for ms in per_registration.values())
@@ -261,7 +275,7 @@ def _epoch_ms(moment: datetime) -> float:
 FaultInjector = Callable[[ProcessGroup, SimulatorNetwork], None]
 
 
-def run_pipeline(settings: Settings, endpoints: Endpoints, count: int, timeout_s: float,
+def run_pipeline(settings: Settings, catalog: Catalog, endpoints: Endpoints, count: int, timeout_s: float,
                  inject_fault: FaultInjector | None = None, rate: float = 0.0,
                  faults: FaultReport | None = None) -> DemoResult:
     """Provision, start every stage as a process, write `count` registrations, count deliveries.
@@ -278,6 +292,7 @@ def run_pipeline(settings: Settings, endpoints: Endpoints, count: int, timeout_s
     with ProcessGroup(run_dir, pipeline_env(settings, endpoints, network)) as group, \
             ThreadPoolExecutor(1) as fault_thread:
         network.start(group)
+        create_example_tables(endpoints.database_url)
         open_demo_sessions(endpoints.database_url, network)
         start_pipeline(group, settings, endpoints.kafka_bootstrap)
         fault = fault_thread.submit(inject_fault, group, network) if inject_fault else None
@@ -293,8 +308,8 @@ def run_pipeline(settings: Settings, endpoints: Endpoints, count: int, timeout_s
         count_result(result, ids, network, verified_at)
         if faults is not None:
             finish_report(faults, [network.stats(c) for c in CHANNELS], endpoints.database_url)
-        wait_for_stages(result, settings, endpoints.kafka_bootstrap, delivered_at, group)
-        result.health = health_line(settings, endpoints)
+        wait_for_stages(result, settings, catalog, endpoints.kafka_bootstrap, delivered_at, group)
+        result.health = health_line(settings, catalog, endpoints)
     result.elapsed_s = time.monotonic() - started
     return result
 
@@ -303,22 +318,25 @@ def run_demo(settings: Settings, count: int, timeout_s: float, rate: float = 0.0
              faults: bool = True) -> DemoResult:
     _endpoints, started = start_services(settings)
     try:
-        endpoints = prepare(settings)
+        if faults:
+            settings = with_demo_retries(settings)
+        catalog = open_catalog(settings.catalog, os.environ)
+        endpoints = prepare(settings, catalog)
         if not faults:
-            return run_pipeline(settings, endpoints, count, timeout_s, rate=rate)
+            return run_pipeline(settings, catalog, endpoints, count, timeout_s, rate=rate)
         report = FaultReport()
-        return run_pipeline(with_demo_retries(settings), endpoints, count, timeout_s,
+        return run_pipeline(settings, catalog, endpoints, count, timeout_s,
                             inject_fault=demo_faults(count, report), rate=rate, faults=report)
     finally:
         stop_services(settings, only=started)
 
 
-def wait_for_stages(result: DemoResult, settings: Settings, bootstrap: str, delivered_at: float,
-                    group: ProcessGroup) -> None:
+def wait_for_stages(result: DemoResult, settings: Settings, catalog: Catalog, bootstrap: str,
+                    delivered_at: float, group: ProcessGroup) -> None:
     """Until every stage's consumer groups are at lag 0: under the burst the stream stages
     trail the deliveries, and stopping them behind would leave the next run a backlog."""
     deadline = Deadline(CATCH_UP_S)
-    groups = stage_groups(pipeline_stages(settings.namespace, settings.streams_app_id))
+    groups = stage_groups(pipeline_stages(catalog, settings.namespace, settings.streams_app_id))
     while True:
         group.check_alive()
         behind = {g: view.lag for g, view in group_views(bootstrap, groups).items() if view.lag}
@@ -331,13 +349,13 @@ def wait_for_stages(result: DemoResult, settings: Settings, bootstrap: str, deli
         time.sleep(1.0)
 
 
-def health_line(settings: Settings, endpoints: Endpoints) -> str:
+def health_line(settings: Settings, catalog: Catalog, endpoints: Endpoints) -> str:
     """What `herald health` says once the run is over (dead letters as the indexer saw them)."""
     from herald.ops.health import health_report
 
     engine = sa.create_engine(endpoints.database_url, poolclass=sa.pool.NullPool)
     try:
-        report = health_report(settings, endpoints.kafka_bootstrap, engine)
+        report = health_report(settings, catalog, endpoints.kafka_bootstrap, engine)
     finally:
         engine.dispose()
     dead = sum(report.figures.get("dlq_open", {}).values())

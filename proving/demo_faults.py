@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from herald.infra.deadline import wait_until
 from herald.infra.processes import ProcessGroup
 from herald.infra.settings import Settings
+from herald.proving.catalogs import with_retries, write_catalog
 from herald.proving.simulators.network import SimulatorNetwork
 from herald.schemas.headers import iso
 from herald.schemas.tables import MessagingSession
@@ -30,7 +31,7 @@ from herald.schemas.tables import MessagingSession
 DEMO_SESSION = "demo-wa"
 IDLE_SESSION = "demo-wa-idle"  # lost by the restarted gateway
 TRANSIENT_FAILURE_RATE = 0.1
-DEMO_RETRIES = {"retry_tiers_s": (0.5, 2.0, 10.0), "backoff_base_s": 0.5, "backoff_cap_s": 5.0}
+DEMO_RETRIES = {"tiers": [0.5, 2.0, 10.0], "base": 0.5, "cap": 5.0}
 DEMO_SESSION_CHECKS = {"session_grace_s": 5.0, "session_resync_interval_s": 1.0}
 GATEWAY_REPORT_INTERVAL_S = 1.0
 
@@ -70,10 +71,11 @@ class FaultReport:
                 (f"{IDLE_SESSION} marked disconnected, reconnect requested", recovered)]
 
 
-def with_demo_retries(settings: Settings) -> Settings:
-    overrides = {f"{channel}_{name}": value for channel in ("whatsapp", "email")
-                 for name, value in DEMO_RETRIES.items()}
-    return dataclasses.replace(settings, **overrides, **DEMO_SESSION_CHECKS)
+def with_demo_retries(settings: Settings, example: str = "registrations") -> Settings:
+    """The example's catalog with the demo's faster retries, written under the run's home."""
+    path = write_catalog(settings.home / "demo" / f"{example}-catalog.yaml", example,
+                         with_retries(**DEMO_RETRIES))
+    return dataclasses.replace(settings, catalog=path, **DEMO_SESSION_CHECKS)
 
 
 def demo_faults(count: int, report: FaultReport) -> Callable[[ProcessGroup, SimulatorNetwork], None]:

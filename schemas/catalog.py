@@ -1,16 +1,18 @@
 """The topic catalog: every topic Herald uses, with its partitions, cleanup policy and retention.
 
-Topic names come from the small functions here, never from literals elsewhere. A
-`namespace` prefixes every name so several pipelines (or tests) share one cluster apart.
+Topic names come from the small functions here, never from literals elsewhere: Herald's
+own topics, and those the declared catalog calls for (each event kind's, each channel's
+requests, retry tiers and dead letters). A `namespace` prefixes every name so several
+pipelines (or tests) share one cluster apart.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-CHANNELS: tuple[str, ...] = ("whatsapp", "email")
+from herald.schemas.catalog_model import RESERVED_CHANNELS, Catalog
+from herald.schemas.codec import full_name
 
-REGISTRATION_EVENTS = "registrations.events"
 SESSION_EVENTS = "sessions.events"
 NOTIFICATION_STATUS = "notifications.status"
 # Notifications past their SLA and not delivered: compacted, a tombstone once delivered.
@@ -19,8 +21,8 @@ MISSING_NOTIFICATIONS = "notifications.missing"
 # applied to the database through the outbox by `herald corrections`.
 SESSION_CORRECTIONS = "sessions.corrections"
 RETRY_TIERS = 3  # retry topics per channel; their delays are settings
-# The missing-notification detector's own inputs, keyed by registration id so they are
-# co-partitioned with registrations.events: sent statuses, and deadline checks.
+# The missing-notification detector's own inputs, keyed by subject id (the event key) so they
+# are co-partitioned with the event topics: sent statuses, and deadline checks.
 MISSING_DELIVERIES = "streams.missing.deliveries"
 MISSING_CHECKS = "streams.missing.checks"
 # Each gateway instance's periodic report of the sessions it holds, keyed by instance.
@@ -58,9 +60,36 @@ def qualified(name: str, namespace: str = "") -> str:
 
 
 def notification_topic(channel: str) -> str:
-    if channel not in CHANNELS:
-        raise ValueError(f"unknown channel {channel!r}; known: {', '.join(CHANNELS)}")
+    """A channel's request topic."""
     return f"notifications.{channel}"
+
+
+def channel_of_topic(topic: str) -> str | None:
+    """The channel whose request, retry or dead-letter topic `topic` is (a catalog name)."""
+    parts = topic.split(".")
+    if len(parts) >= 2 and parts[0] == "notifications" and parts[1] not in RESERVED_CHANNELS:
+        return parts[1]
+    return None
+
+
+def orphaned_channel_topics(existing: list[str] | tuple[str, ...] | set[str], catalog: Catalog,
+                            namespace: str = "") -> dict[str, tuple[str, ...]]:
+    """Topics (as on the broker) of channels the catalog no longer declares, by channel: what a
+    renamed or removed channel leaves behind."""
+    prefix = f"{namespace}." if namespace else ""
+    found: dict[str, list[str]] = {}
+    for topic in sorted(existing):
+        if not topic.startswith(prefix):
+            continue
+        channel = channel_of_topic(topic.removeprefix(prefix))
+        if channel is not None and channel not in catalog.channels:
+            found.setdefault(channel, []).append(topic)
+    return {channel: tuple(topics) for channel, topics in found.items()}
+
+
+def event_topics(catalog: Catalog) -> tuple[str, ...]:
+    """Each event kind's topic, in declaration order."""
+    return tuple(catalog.topic_of(kind) for kind in catalog.events)
 
 
 def retry_topic(topic: str, tier: int) -> str:
@@ -81,9 +110,9 @@ def stats_key(window_start_iso: str, notification_type: str, channel: str, statu
     return f"{window_start_iso}|{notification_type}|{channel}|{status}"
 
 
-def missing_key(registration_id: str, notification_type: str) -> str:
+def missing_key(subject_id: str, notification_type: str) -> str:
     """The key of one expected notification in notifications.missing and the detector's state."""
-    return f"{registration_id}|{notification_type}"
+    return f"{subject_id}|{notification_type}"
 
 
 def dead_letter_topic(topic: str) -> str:
@@ -91,9 +120,9 @@ def dead_letter_topic(topic: str) -> str:
     return f"{topic}.dlq"
 
 
-def dead_letter_topics() -> tuple[str, ...]:
+def dead_letter_topics(catalog: Catalog) -> tuple[str, ...]:
     """Every dead-letter topic of the catalog (catalog names): what the DLQ index reads."""
-    return tuple(spec.name for spec in topic_catalog() if spec.name.endswith(".dlq"))
+    return tuple(spec.name for spec in topic_catalog(catalog) if spec.name.endswith(".dlq"))
 
 
 DELIVERY_STAGE = "deliver"
@@ -117,55 +146,67 @@ def stream_processor_group(app_id: str, processor: str, namespace: str = "") -> 
     return qualified(app_id if processor == "router" else f"{app_id}-{processor}", namespace)
 
 
-def topic_catalog(namespace: str = "") -> tuple[TopicSpec, ...]:
+def topic_catalog(catalog: Catalog, namespace: str = "") -> tuple[TopicSpec, ...]:
     """Every topic with its settings; provisioning creates exactly these."""
-    specs = [
-        TopicSpec(REGISTRATION_EVENTS, 6, "delete", 7 * _DAY_MS, "registration id",
-                  "herald.RegistrationEvent"),
-        TopicSpec(dead_letter_topic(REGISTRATION_EVENTS), 1, "delete", 30 * _DAY_MS,
-                  "registration id", "any (undecodable input kept as it came)"),
+    specs = [*_event_topic_specs(catalog), *_own_topic_specs(_joined_partitions(catalog))]
+    for channel, spec in catalog.channels.items():
+        topic = notification_topic(channel)
+        for name in delivery_topics(channel):
+            specs.append(TopicSpec(name, spec.partitions, "delete", 7 * _DAY_MS, "notification id",
+                                   "herald.NotificationRequest"))
+        specs.append(TopicSpec(dead_letter_topic(topic), 1, "delete", 30 * _DAY_MS,
+                               "notification id", _ANY))
+    return tuple(
+        TopicSpec(qualified(s.name, namespace), s.partitions, s.cleanup_policy, s.retention_ms,
+                  s.key, s.value_schema)
+        for s in specs
+    )
+
+
+_ANY = "any (undecodable input kept as it came)"
+
+
+def _joined_partitions(catalog: Catalog) -> int:
+    """The partitions of the topics joined with the event topics (all alike: the catalog checks)."""
+    return next(iter(catalog.events.values())).partitions
+
+
+def _event_topic_specs(catalog: Catalog) -> list[TopicSpec]:
+    specs = []
+    for kind, spec in catalog.events.items():
+        topic, key = catalog.topic_of(kind), f"{kind} ({spec.key})"
+        specs.append(TopicSpec(topic, spec.partitions, "delete", 7 * _DAY_MS, key,
+                               full_name(catalog.event_schemas[kind])))
+        specs.append(TopicSpec(dead_letter_topic(topic), 1, "delete", 30 * _DAY_MS, key, _ANY))
+    return specs
+
+
+def _own_topic_specs(joined_partitions: int) -> list[TopicSpec]:
+    return [
         # Compacted: each record carries the whole session, so the latest per key is the state.
         TopicSpec(SESSION_EVENTS, 6, "compact", -1, "session id", "herald.SessionEvent"),
-        TopicSpec(dead_letter_topic(SESSION_EVENTS), 1, "delete", 30 * _DAY_MS, "session id",
-                  "any (undecodable input kept as it came)"),
-        TopicSpec(NOTIFICATION_STATUS, 6, "compact", -1, "notification id",
-                  "herald.NotificationStatus"),
-        TopicSpec(dead_letter_topic(NOTIFICATION_STATUS), 1, "delete", 30 * _DAY_MS, "notification id",
-                  "any (undecodable input kept as it came)"),
-        TopicSpec(MISSING_NOTIFICATIONS, 6, "compact", -1, "registration id|notification type",
+        TopicSpec(dead_letter_topic(SESSION_EVENTS), 1, "delete", 30 * _DAY_MS, "session id", _ANY),
+        TopicSpec(NOTIFICATION_STATUS, 6, "compact", -1, "notification id", "herald.NotificationStatus"),
+        TopicSpec(dead_letter_topic(NOTIFICATION_STATUS), 1, "delete", 30 * _DAY_MS, "notification id", _ANY),
+        TopicSpec(MISSING_NOTIFICATIONS, 6, "compact", -1, "subject id|notification",
                   "herald.MissingNotification"),
-        TopicSpec(MISSING_DELIVERIES, 6, "delete", _DAY_MS, "registration id",
+        TopicSpec(MISSING_DELIVERIES, joined_partitions, "delete", _DAY_MS, "subject id",
                   "herald.NotificationStatus"),
-        TopicSpec(MISSING_CHECKS, 6, "delete", _DAY_MS, "registration id",
+        TopicSpec(MISSING_CHECKS, joined_partitions, "delete", _DAY_MS, "subject id",
                   "any: the key of the expectation to check, utf-8"),
         # A day is far more than the reconciler reads back on start (a few grace periods).
         TopicSpec(GATEWAY_OBSERVATIONS, 3, "delete", _DAY_MS, "gateway instance (base URL)",
                   "herald.GatewayObservation"),
-        TopicSpec(dead_letter_topic(GATEWAY_OBSERVATIONS), 1, "delete", 30 * _DAY_MS,
-                  "gateway instance", "any (undecodable input kept as it came)"),
+        TopicSpec(dead_letter_topic(GATEWAY_OBSERVATIONS), 1, "delete", 30 * _DAY_MS, "gateway instance",
+                  _ANY),
         TopicSpec(SESSION_MISMATCHES, 6, "compact", -1, "session id", "herald.SessionMismatch"),
-        TopicSpec(dead_letter_topic(SESSION_MISMATCHES), 1, "delete", 30 * _DAY_MS,
-                  "session id", "any (undecodable input kept as it came)"),
+        TopicSpec(dead_letter_topic(SESSION_MISMATCHES), 1, "delete", 30 * _DAY_MS, "session id", _ANY),
         TopicSpec(SESSION_CHECKS, 6, "delete", _DAY_MS, "session id",
                   "any: the session id to re-evaluate, utf-8"),
         TopicSpec(STATUS_STATS, 6, "compact", -1, "window start|type|channel|status",
                   "herald.NotificationStatusStats"),
         TopicSpec(STATUS_PARTIALS, 6, "delete", _DAY_MS, "window start|type|channel|status",
                   "any: JSON {partition, count}"),
-        TopicSpec(SESSION_CORRECTIONS, 3, "delete", 7 * _DAY_MS, "session id",
-                  "herald.SessionEvent"),
-        TopicSpec(dead_letter_topic(SESSION_CORRECTIONS), 1, "delete", 30 * _DAY_MS,
-                  "session id", "any (undecodable input kept as it came)"),
+        TopicSpec(SESSION_CORRECTIONS, 3, "delete", 7 * _DAY_MS, "session id", "herald.SessionEvent"),
+        TopicSpec(dead_letter_topic(SESSION_CORRECTIONS), 1, "delete", 30 * _DAY_MS, "session id", _ANY),
     ]
-    for channel in CHANNELS:
-        topic = notification_topic(channel)
-        for name in delivery_topics(channel):
-            specs.append(TopicSpec(name, 6, "delete", 7 * _DAY_MS, "notification id",
-                                   "herald.NotificationRequest"))
-        specs.append(TopicSpec(dead_letter_topic(topic), 1, "delete", 30 * _DAY_MS,
-                               "notification id", "any (undecodable input kept as it came)"))
-    return tuple(
-        TopicSpec(qualified(s.name, namespace), s.partitions, s.cleanup_policy, s.retention_ms,
-                  s.key, s.value_schema)
-        for s in specs
-    )

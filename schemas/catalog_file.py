@@ -1,6 +1,6 @@
 """Reading a catalog file: YAML in, a checked `Catalog` out, or every problem at once.
 
-Each problem names the file, the entry (`notifications.e_ticket`) and the field
+Each problem names the file, the entry (`notifications.welcome`) and the field
 (`channels.whatsapp.to`), and says what is wrong without echoing a value: a connection
 setting may hold a secret. Secrets are `${VARIABLE}` references, resolved from the
 environment given here (read once, at the entry point); a literal secret is refused.
@@ -23,6 +23,7 @@ from herald.schemas.catalog_model import (
     CHANNEL_PATTERN,
     EVENT_TYPE_PATTERN,
     NAME_PATTERN,
+    RESERVED_CHANNELS,
     RESERVED_EVENT_KINDS,
     Catalog,
 )
@@ -36,7 +37,7 @@ _SECTIONS = ("events", "notifications", "channels")
 @dataclass(frozen=True)
 class Problem:
     file: str
-    entry: str  # "notifications.e_ticket", or "(catalog)" for the whole file
+    entry: str  # "notifications.welcome", or "(catalog)" for the whole file
     field: str  # dotted, within the entry; "" when the entry itself is wrong
     message: str
 
@@ -69,8 +70,8 @@ def load_catalog(path: Path, environ: Mapping[str, str]) -> Catalog:
         catalog = Catalog.model_validate({**document, "source": shown})
     except ValidationError as exc:
         raise CatalogError(problems + _validation_problems(exc, shown)) from None
-    schemas, schema_problems = _event_schemas(catalog, path.parent, shown)
-    catalog = catalog.model_copy(update={"event_schemas": schemas})
+    schemas, earlier, schema_problems = _event_schemas(catalog, path.parent, shown)
+    catalog = catalog.model_copy(update={"event_schemas": schemas, "earlier_event_schemas": earlier})
     problems += _name_problems(catalog, shown) + schema_problems
     if not schema_problems:
         problems += [Problem(shown, *where, message) for *where, message in reference_problems(catalog)]
@@ -123,7 +124,7 @@ def _shape_problems(document: Any, shown: str) -> list[Problem]:
         return [Problem(shown, "(catalog)", "", "must be a mapping with name, events, notifications "
                                                 "and channels")]
     return [Problem(shown, "(catalog)", key, "is set by Herald, not by the file")
-            for key in ("source", "event_schemas") if key in document]
+            for key in ("source", "event_schemas", "earlier_event_schemas") if key in document]
 
 
 def _resolved_references(document: dict[str, Any], shown: str,
@@ -196,6 +197,10 @@ def _name_problems(catalog: Catalog, shown: str) -> list[Problem]:
         for name in entries:
             if not re.match(pattern, name):
                 problems.append(Problem(shown, f"{section}.{name}", "", f"the name must match {pattern}"))
+    for channel in catalog.channels:
+        if channel in RESERVED_CHANNELS:
+            problems.append(Problem(shown, f"channels.{channel}", "",
+                                    f"notifications.{channel} is Herald's own topic; choose another name"))
     for kind, spec in catalog.events.items():
         if kind in RESERVED_EVENT_KINDS:
             problems.append(Problem(shown, f"events.{kind}", "", "is Herald's own event kind (the gateway "
@@ -207,19 +212,25 @@ def _name_problems(catalog: Catalog, shown: str) -> list[Problem]:
     return problems
 
 
-def _event_schemas(catalog: Catalog, base: Path,
-                   shown: str) -> tuple[dict[str, dict[str, Any]], list[Problem]]:
-    """Each event kind's Avro schema (its JSON), parsed to be sure it is one."""
-    schemas, problems = {}, []
+def _event_schemas(catalog: Catalog, base: Path, shown: str) -> tuple[
+        dict[str, dict[str, Any]], dict[str, dict[int, dict[str, Any]]], list[Problem]]:
+    """Each event kind's Avro schema (its JSON) and its earlier versions', parsed to be sure."""
+    schemas: dict[str, dict[str, Any]] = {}
+    earlier: dict[str, dict[int, dict[str, Any]]] = {}
+    problems = []
     for kind, spec in catalog.events.items():
-        earlier = {f"earlier_schemas.{schema_id}": f for schema_id, f in spec.earlier_schemas.items()}
-        for field, file_name in ({"schema": spec.schema_file} | earlier).items():
-            schema, problem = _avro_schema(base / file_name, file_name, must_be_record=field == "schema")
+        files = {("schema", None): spec.schema_file}
+        files |= {(f"earlier_schemas.{schema_id}", schema_id): f
+                  for schema_id, f in spec.earlier_schemas.items()}
+        for (field, schema_id), file_name in files.items():
+            schema, problem = _avro_schema(base / file_name, file_name, must_be_record=True)
             if problem is not None:
                 problems.append(Problem(shown, f"events.{kind}", field, problem))
-            elif field == "schema":
+            elif schema_id is None:
                 schemas[kind] = schema
-    return schemas, problems
+            else:
+                earlier.setdefault(kind, {})[schema_id] = schema
+    return schemas, earlier, problems
 
 
 def _avro_schema(path: Path, file_name: str, *, must_be_record: bool) -> tuple[Any, str | None]:

@@ -23,6 +23,8 @@ JITTERS = ("full", "equal", "decorrelated")
 MAX_RETRY_TIERS = 3
 # The gateway channel's own event kind: declared by Herald, never by a catalog.
 RESERVED_EVENT_KINDS = ("session",)
+# notifications.status and notifications.missing are Herald's own topics, not channels'.
+RESERVED_CHANNELS = ("status", "missing")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -64,8 +66,8 @@ class RetrySpec(_Entry):
 
     @model_validator(mode="after")
     def _ordered(self) -> RetrySpec:
-        if list(self.tiers) != sorted(self.tiers):
-            raise ValueError("tiers must be in increasing order")
+        if list(self.tiers) != sorted(set(self.tiers)):
+            raise ValueError("tiers must be distinct, in increasing order")
         if self.cap < self.base:
             raise ValueError("cap must be at least base")
         return self
@@ -117,6 +119,7 @@ class EventKindSpec(_Entry):
     key: str  # the field whose value is the record key (the aggregate id)
     types: tuple[str, ...] = Field(min_length=1)  # "<kind>.<what>"
     type_field: str | None = None  # when set, a type's <what> must equal this field's value
+    time_field: str = "occurred_at"  # when the event happened: a timestamp field
     workspace_field: str | None = None  # the tenant whose gateway session sends
     partitions: int = Field(default=6, ge=1, le=1000)
     schema_id: int | None = Field(default=None, ge=1, le=2**31 - 1)  # default: from the schema's text
@@ -133,6 +136,9 @@ class Catalog(_Entry):
     source: str = ""
     # Each event kind's Avro schema (JSON), read by the loader from its `schema` file.
     event_schemas: dict[str, dict[str, Any]] = Field(default_factory=dict, exclude=True, repr=False)
+    # And the schemas of their `earlier_schemas`, by kind and id.
+    earlier_event_schemas: dict[str, dict[int, dict[str, Any]]] = Field(default_factory=dict, exclude=True,
+                                                                        repr=False)
 
     def event_kind_of(self, event_type: str) -> str:
         return event_type.split(".", 1)[0]

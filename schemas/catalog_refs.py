@@ -32,6 +32,11 @@ def reference_problems(catalog: Catalog) -> list[Where]:
             problems.append((f"events.{kind}", "schema",
                              f"declares {name}, as events.{record_names[name]} does"))
         record_names.setdefault(name, kind)
+    partitions = {spec.partitions for spec in catalog.events.values()}
+    if len(partitions) > 1:  # the missing detector reads them together, co-partitioned
+        problems += [(f"events.{kind}", "partitions", "every event kind needs the same partitions "
+                                                      "(the missing-notification detector joins them)")
+                     for kind in list(catalog.events)[1:]]
     for name, notification in catalog.notifications.items():
         problems += _notification_problems(catalog, name, notification)
     for name, channel in catalog.channels.items():
@@ -42,11 +47,16 @@ def reference_problems(catalog: Catalog) -> list[Where]:
 def _event_kind_problems(catalog: Catalog, kind: str) -> list[Where]:
     spec, fields = catalog.events[kind], _fields(catalog.event_schemas[kind])
     entry, problems = f"events.{kind}", []
-    for setting, value in (("key", spec.key), ("workspace_field", spec.workspace_field)):
+    settings = (("key", spec.key, ("string",)), ("workspace_field", spec.workspace_field, ("string",)),
+                ("time_field", spec.time_field, ("timestamp",)))
+    for setting, value, kinds in settings:
         if value is not None:
-            problem = _needs(fields, value, ("string",), nullable=False)
+            problem = _needs(fields, value, kinds, nullable=False)
             if problem:
                 problems.append((entry, setting, problem))
+    problem = _needs(fields, "event_id", ("string",), nullable=False)
+    if problem:  # every event carries its id: the event-id header, the dedupe key
+        problems.append((entry, "schema", f"needs an event_id field (a string): {problem}"))
     if spec.type_field is not None:
         problem = _needs(fields, spec.type_field, ("string", "enum"), nullable=False)
         if problem:

@@ -1,7 +1,8 @@
 """Avro values in the Confluent wire format: magic byte 0, a 4-byte schema id, the Avro body.
 
-Schema ids are fixed here (no registry configured), so ecosystem tools that read the
-Confluent framing can decode Herald's records once the same ids are registered.
+Herald's own contracts have fixed ids here; the catalog's event schemas are registered at
+the entry point (`register_schema`). Until a Schema Registry assigns them, ids are part of
+the contract: never reused or renumbered.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ import io
 import json
 import re
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cache
 from importlib import resources
 from typing import Any, NoReturn
 
@@ -21,26 +22,48 @@ from fastavro.validation import ValidationError, validate
 MAGIC_BYTE = 0
 _HEADER = struct.Struct(">bI")
 
-# Schema name -> (id of its current version, file). Every version has an id of its own, as
-# in a Schema Registry: ids are part of the contract, never reused or renumbered.
+# Herald's own contracts: schema name -> (id of its current version, file in avro/).
 SCHEMA_FILES: dict[str, tuple[int, str]] = {
     "herald.SessionEvent": (4, "session_event.avsc"),
-    "herald.NotificationStatus": (5, "notification_status.avsc"),
-    "herald.NotificationRequest": (6, "notification_request.avsc"),
-    "herald.RegistrationEvent": (7, "registration_event.avsc"),
-    "herald.MissingNotification": (8, "missing_notification.avsc"),
     "herald.GatewayObservation": (9, "gateway_observation.avsc"),
     "herald.SessionMismatch": (10, "session_mismatch.avsc"),
-    "herald.NotificationStatusStats": (11, "notification_status_stats.avsc"),
+    "herald.NotificationRequest": (12, "notification_request.avsc"),
+    "herald.NotificationStatus": (13, "notification_status.avsc"),
+    "herald.MissingNotification": (14, "missing_notification.avsc"),
+    "herald.NotificationStatusStats": (15, "notification_status_stats.avsc"),
 }
 
 # Ids of earlier versions, still read: id -> (schema name, version in avro/history/). Data
-# written with one is resolved to the current version (Avro schema resolution).
+# written with one is read as the current version: fields by name or alias, the schema's
+# `herald.upgrade` for values an earlier version kept elsewhere, defaults for the rest.
+# (1 and 7 are an example's event schema, declared by its catalog.)
 EARLIER_VERSIONS: dict[int, tuple[str, str]] = {
-    1: ("herald.RegistrationEvent", "v1"),
     2: ("herald.NotificationRequest", "v1"),
     3: ("herald.NotificationStatus", "v1"),
+    5: ("herald.NotificationStatus", "v2"),
+    6: ("herald.NotificationRequest", "v2"),
+    8: ("herald.MissingNotification", "v1"),
+    11: ("herald.NotificationStatusStats", "v1"),
 }
+
+
+@dataclass(frozen=True)
+class _Schema:
+    name: str
+    schema_id: int
+    json: dict[str, Any]
+    parsed: Any
+
+
+@dataclass(frozen=True)
+class _Writer:
+    name: str
+    parsed: Any
+    current: bool  # written with the current version: read as is
+
+
+_CURRENT: dict[str, _Schema] = {}
+_WRITERS: dict[int, _Writer] = {}
 
 
 class SchemaViolation(ValueError):
@@ -64,7 +87,7 @@ class Decoded:
 
 
 def load_schema_json(file_name: str, history: str | None = None) -> dict[str, Any]:
-    """The JSON of a schema file, or of one of its historical versions (e.g. 'v1')."""
+    """The JSON of one of Herald's schema files, or of a historical version (e.g. 'v1')."""
     base = resources.files("herald.schemas") / "avro"
     if history is not None:
         base = base / "history" / file_name.removesuffix(".avsc")
@@ -72,34 +95,47 @@ def load_schema_json(file_name: str, history: str | None = None) -> dict[str, An
     return json.loads((base / file_name).read_text(encoding="utf-8"))
 
 
-@cache
+def full_name(schema: Mapping[str, Any]) -> str:
+    name, namespace = str(schema["name"]), schema.get("namespace")
+    return name if "." in name or not namespace else f"{namespace}.{name}"
+
+
+def register_schema(schema: dict[str, Any], schema_id: int,
+                    earlier: Mapping[int, dict[str, Any]] | None = None) -> str:
+    """Make a schema (and the ids of its earlier versions) known to `encode` and `decode`;
+    returns its full name. An id already naming another schema is refused."""
+    name = full_name(schema)
+    for known_id, version in {schema_id: schema, **(earlier or {})}.items():
+        known = _WRITERS.get(known_id)
+        if known is not None and known.name != name:
+            raise ValueError(f"schema id {known_id} already names {known.name}, not {name}")
+        _WRITERS[known_id] = _Writer(name, fastavro.parse_schema(version, named_schemas={}),
+                                     current=version is schema)
+    _CURRENT[name] = _Schema(name, schema_id, schema, _WRITERS[schema_id].parsed)
+    return name
+
+
+def _register_herald_schemas() -> None:
+    for name, (schema_id, file_name) in SCHEMA_FILES.items():
+        earlier = {i: load_schema_json(file_name, version)
+                   for i, (n, version) in EARLIER_VERSIONS.items() if n == name}
+        register_schema(load_schema_json(file_name), schema_id, earlier)
+
+
 def schema_json(schema_name: str) -> dict[str, Any]:
     """The current version's JSON, with the attributes Avro ignores (such as `maxLength`)."""
-    return load_schema_json(_lookup(schema_name)[1])
+    return _lookup(schema_name).json
 
 
-@cache
 def parsed_schema(schema_name: str) -> Any:
-    _schema_id, file_name = _lookup(schema_name)
-    return fastavro.parse_schema(load_schema_json(file_name), named_schemas={})
+    return _lookup(schema_name).parsed
 
 
-@cache
-def _writer_schemas() -> dict[int, tuple[str, Any]]:
-    """Schema id -> (schema name, the parsed schema the data was written with)."""
-    writers = {schema_id: (name, parsed_schema(name)) for name, (schema_id, _f) in SCHEMA_FILES.items()}
-    for schema_id, (name, version) in EARLIER_VERSIONS.items():
-        file_name = _lookup(name)[1]
-        writers[schema_id] = (name, fastavro.parse_schema(load_schema_json(file_name, version),
-                                                          named_schemas={}))
-    return writers
-
-
-def _lookup(schema_name: str) -> tuple[int, str]:
+def _lookup(schema_name: str) -> _Schema:
     try:
-        return SCHEMA_FILES[schema_name]
+        return _CURRENT[schema_name]
     except KeyError:
-        raise KeyError(f"unknown schema {schema_name!r}; known: {sorted(SCHEMA_FILES)}") from None
+        raise KeyError(f"unknown schema {schema_name!r}; known: {sorted(_CURRENT)}") from None
 
 
 def validate_record(schema_name: str, record: dict[str, Any]) -> None:
@@ -176,10 +212,10 @@ def _words(avro_type: Any) -> str:
 def encode(schema_name: str, record: dict[str, Any]) -> bytes:
     """Validate then serialise `record` in the Confluent wire format."""
     validate_record(schema_name, record)
-    schema_id, _file = _lookup(schema_name)
+    schema = _lookup(schema_name)
     body = io.BytesIO()
-    body.write(_HEADER.pack(MAGIC_BYTE, schema_id))
-    fastavro.schemaless_writer(body, parsed_schema(schema_name), record)
+    body.write(_HEADER.pack(MAGIC_BYTE, schema.schema_id))
+    fastavro.schemaless_writer(body, schema.parsed, record)
     return body.getvalue()
 
 
@@ -192,20 +228,42 @@ def decode(data: bytes | None) -> Decoded:
     magic, schema_id = _HEADER.unpack_from(data)
     if magic != MAGIC_BYTE:
         raise UndecodableRecord(f"magic byte is {magic}, expected {MAGIC_BYTE}")
-    writer = _writer_schemas().get(schema_id)
+    writer = _WRITERS.get(schema_id)
     if writer is None:
         raise UndecodableRecord(f"unknown schema id {schema_id}")
-    schema_name, writer_schema = writer
-    reader_schema = parsed_schema(schema_name)
     body = io.BytesIO(data[_HEADER.size :])
     try:
-        record = fastavro.schemaless_reader(
-            body, writer_schema, None if writer_schema is reader_schema else reader_schema)
+        record = fastavro.schemaless_reader(body, writer.parsed, None)
     except Exception as exc:  # fastavro raises many types for corrupt bodies
-        raise UndecodableRecord(f"corrupt {schema_name} body: {exc!r}") from None
+        raise UndecodableRecord(f"corrupt {writer.name} body: {exc!r}") from None
     if body.tell() != len(data) - _HEADER.size:
-        raise UndecodableRecord(f"{schema_name} body has trailing bytes")
-    return Decoded(schema_name, record)
+        raise UndecodableRecord(f"{writer.name} body has trailing bytes")
+    if not writer.current:
+        record = upgraded(record, _lookup(writer.name).json)
+    return Decoded(writer.name, record)
+
+
+def upgraded(record: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
+    """A record of an earlier version as the current version: each field by its name or an
+    alias, else as the schema's `herald.upgrade` builds it from earlier fields, else its default.
+    (Not Avro's resolution: a catalog's name was an enum once, and is a string now.)"""
+    rules = current.get("herald.upgrade", {})
+    result: dict[str, Any] = {}
+    for field in current["fields"]:
+        name = field["name"]
+        found = next((n for n in (name, *field.get("aliases", ())) if n in record), None)
+        if found is not None:
+            result[name] = record[found]
+        elif name in rules:
+            rule = rules[name]
+            result[name] = ({k: str(record.get(v, "")) for k, v in rule.items()} if isinstance(rule, dict)
+                            else record.get(rule))
+        elif "default" in field:
+            default = field["default"]
+            result[name] = type(default)(default) if isinstance(default, dict | list) else default
+        else:
+            raise UndecodableRecord(f"{full_name(current)}: an earlier version has no {name}")
+    return result
 
 
 def decode_expecting(data: bytes | None, schema_name: str) -> dict[str, Any]:
@@ -214,3 +272,6 @@ def decode_expecting(data: bytes | None, schema_name: str) -> dict[str, Any]:
     if decoded.schema_name != schema_name:
         raise UndecodableRecord(f"expected {schema_name}, got {decoded.schema_name}")
     return decoded.record
+
+
+_register_herald_schemas()

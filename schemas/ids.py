@@ -8,9 +8,9 @@ import uuid
 _NOTIFICATION_NAMESPACE = uuid.UUID("6f1d0b7e-3c55-4c1e-9a57-1f3f6d1b8a42")
 
 
-def notification_id(registration_id: str, notification_type: str, channel: str) -> str:
-    """One id per (registration, type, channel); sent to providers as Idempotency-Key."""
-    return str(uuid.uuid5(_NOTIFICATION_NAMESPACE, f"{registration_id}|{notification_type}|{channel}"))
+def notification_id(subject_id: str, notification_type: str, channel: str) -> str:
+    """One id per (subject, notification, channel); sent to providers as Idempotency-Key."""
+    return str(uuid.uuid5(_NOTIFICATION_NAMESPACE, f"{subject_id}|{notification_type}|{channel}"))
 
 
 def derived_event_id(source_event_id: str, output_key: str) -> str:

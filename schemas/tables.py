@@ -1,5 +1,6 @@
-"""Tables: the registration domain, the outbox its changes are written to, and the index of
-dead letters that ops search and replay (with its audit log)."""
+"""Herald's own tables: the outbox domain changes are written to, the gateway channel's
+sessions, the ingest idempotency keys, the index of dead letters that ops search and replay
+(with its audit log) and the API tokens. Domain tables belong to the services (see examples/)."""
 
 from __future__ import annotations
 
@@ -16,25 +17,6 @@ SESSION_STATUSES = ("qr_pending", "connected", "disconnected")
 
 class Base(DeclarativeBase):
     pass
-
-
-class Registration(Base):
-    __tablename__ = "registrations"
-
-    id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
-    participant_name: Mapped[str] = mapped_column(sa.String(200))
-    phone: Mapped[str] = mapped_column(sa.String(32))
-    email: Mapped[str] = mapped_column(sa.String(320))
-    workspace_id: Mapped[str] = mapped_column(sa.String(64), server_default="default")
-    status: Mapped[str] = mapped_column(sa.String(32))
-    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
-    status_changed_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
-
-    __table_args__ = (
-        sa.CheckConstraint(
-            "status IN ('created', 'payment_uploaded', 'payment_verified')",
-            name="registrations_status_valid"),
-    )
 
 
 class MessagingSession(Base):

@@ -10,27 +10,27 @@ import faust
 
 from herald.infra.kafka_io import partition_names
 from herald.schemas.catalog import (
-    CHANNELS,
     GATEWAY_OBSERVATIONS,
     MISSING_NOTIFICATIONS,
     NOTIFICATION_STATUS,
-    REGISTRATION_EVENTS,
     SESSION_EVENTS,
     SESSION_MISMATCHES,
     STATUS_STATS,
     STREAM_PROCESSORS,
     TopicSpec,
     dead_letter_topic,
+    event_topics,
+    notification_topic,
     qualified,
 )
-from herald.schemas.catalog import notification_topic as channel_topic
+from herald.schemas.catalog_model import Catalog
 from herald.schemas.headers import from_kafka
 from herald.schemas.records import OutgoingRecord, SourceRecord
 from herald.streams.config import StreamsConfig
 from herald.streams.faust_io import RAW_BYTES, Send, header_pairs
 from herald.streams.faust_kafka import read_committed_only
 from herald.streams.missing_agents import add_missing_detector
-from herald.streams.router import route
+from herald.streams.router import Router
 from herald.streams.session_agents import add_session_reconciler
 from herald.streams.status_agents import add_status_stats
 
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 # Each processor is a Faust app of its own (its own consumer group and process), so a slow
 # or restarting monitor never holds up the router, which is on every notification's path:
-# sharing one event loop, the detector raised the demo's e-ticket latency from 91 ms to 8.9 s.
+# sharing one event loop, the detector raised the demo's notification latency from 91 ms to 8.9 s.
 PROCESSORS = STREAM_PROCESSORS
 
 
@@ -84,7 +84,8 @@ def create_app(config: StreamsConfig, bootstrap: str, processor: str = "router")
     _log_rebalances(app, processor)
     outputs = {
         name: app.topic(qualified(name, namespace), **RAW_BYTES)
-        for name in [*(channel_topic(c) for c in CHANNELS), dead_letter_topic(REGISTRATION_EVENTS),
+        for name in [*map(notification_topic, config.catalog.channels),
+                     *map(dead_letter_topic, event_topics(config.catalog)),
                      MISSING_NOTIFICATIONS, SESSION_MISMATCHES, STATUS_STATS,
                      *map(dead_letter_topic, (GATEWAY_OBSERVATIONS, NOTIFICATION_STATUS, SESSION_EVENTS))]
     }
@@ -104,7 +105,7 @@ def create_app(config: StreamsConfig, bootstrap: str, processor: str = "router")
     elif processor == "status":
         add_status_stats(app, config, send)
     else:
-        _add_router(app, namespace, send)
+        _add_router(app, config.catalog, namespace, send)
     return app
 
 
@@ -118,14 +119,15 @@ def _log_rebalances(app: faust.App, processor: str) -> None:
         log.info("streams %s: partitions assigned: %s", processor, partition_names(assigned))
 
 
-def _add_router(app: faust.App, namespace: str, send: Send) -> None:
-    source_topic = app.topic(qualified(REGISTRATION_EVENTS, namespace), **RAW_BYTES)
+def _add_router(app: faust.App, catalog: Catalog, namespace: str, send: Send) -> None:
+    names = {qualified(topic, namespace): topic for topic in event_topics(catalog)}
+    router = Router(catalog)
 
-    @app.agent(source_topic, name="router")
-    async def router(stream: faust.StreamT) -> None:
+    @app.agent(app.topic(*names, **RAW_BYTES), name="router")
+    async def route(stream: faust.StreamT) -> None:
         async for event in stream.events():
             message = event.message
-            source = SourceRecord(REGISTRATION_EVENTS, message.partition, message.offset,
+            source = SourceRecord(names[message.topic], message.partition, message.offset,
                                   event.key, event.value, from_kafka(header_pairs(event.headers)))
-            for record in route(source):
+            for record in router.route(source):
                 await send(record)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from herald.schemas.catalog import stream_processor_group
-from herald.streams.missing import Policy
+from herald.schemas.catalog_model import Catalog
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,7 @@ class StreamsConfig:
     replication_factor: int  # of the topics Faust creates (table changelogs)
     commit_interval_s: float  # how often a processor commits its offsets
     session_timeout_s: float  # the group's session timeout
-    missing_policy: Policy  # SLA per notification type, automatic resends
+    catalog: Catalog  # the event kinds, notifications (SLAs, resends) and channels
     missing_scan_interval_s: float  # how often the detector looks for deadlines passed
     session_grace_s: float  # how long a gateway may be silent before its sessions count as gone
     session_resync_interval_s: float  # how often the reconciler compares everything again

@@ -2,7 +2,7 @@
 for undecodable input.
 
 Each input topic has one processor that dead-letters what it cannot decode (the first reader
-in the dataflow: the router for registrations.events, the status counter for
+in the dataflow: the router for the event topics, the status counter for
 notifications.status, the session reconciler for sessions.events and gateway.observations);
 other readers of the topic skip such a record with a log line, so one bad record makes one
 dead letter.

@@ -1,18 +1,18 @@
 """The missing-notification detector's logic without Faust: expectations, deliveries, deadlines.
 
-One `Expectation` per (registration, notification type), the state the seeds' SQL anti-join
-recomputes by hand (`notifications:resend-missing --dry-run`). A status change that a
-routing rule turns into a notification starts it: expected since the change, due by the
-type's SLA, on the rule's channels. Each `sent` status marks its channel delivered.
+One `Expectation` per (subject, notification), the state the seeds' SQL anti-join
+recomputes by hand (`notifications:resend-missing --dry-run`). An event that triggers a
+notification with an SLA in the catalog starts it: expected since the event, due by the
+SLA, on the notification's channels. Each `sent` status marks its channel delivered.
 
 Deadlines are not Faust timers (Faust has no per-key timer, and its window-close callback
 is unreliable): a periodic scan asks `needs_check` of every local entry, and the agent that
 owns the key then calls `check`, which re-reads the state before emitting anything. So an
 entry checked twice, or by a worker that lost the partition meanwhile, alerts once.
 
-Inputs may arrive in any order: a delivery seen before the status change that calls for it
-is kept, and its expectation starts already satisfied. A settled entry is kept for the
-input's retention, so a status change read again is not expected anew. Every function here
+Inputs may arrive in any order: a delivery seen before the event that calls for it is kept,
+and its expectation starts already satisfied. A settled entry is kept for the input's
+retention, so an event read again is not expected anew. Every function here
 is pure: it takes the state (None when there is none) and returns the new state (None to
 forget it) with the records to produce.
 """
@@ -24,26 +24,28 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from herald.schemas.catalog import MISSING_NOTIFICATIONS, missing_key, notification_topic
+from herald.schemas.catalog_model import Catalog
 from herald.schemas.codec import encode
+from herald.schemas.event_json import event_from_json, event_to_json
 from herald.schemas.ids import derived_event_id
 from herald.schemas.records import OutgoingRecord, derived_headers
-from herald.streams.rules import ROUTING_RULES, notification_requests
+from herald.streams.rules import guards_pass, notification_requests
 
-# How long a settled entry is kept: one delivered everywhere (so a status change read again,
-# after a restart or a reset of the group, is recognised instead of expected anew), or a
-# delivery whose status change never came. The retention of registrations.events: no input
-# older than that can arrive again.
+# How long a settled entry is kept: one delivered everywhere (so an event read again, after
+# a restart or a reset of the group, is recognised instead of expected anew), or a delivery
+# whose event never came. The retention of the event topics: no input older than that can
+# arrive again.
 FORGET_AFTER_MS = 7 * 24 * 60 * 60 * 1000
-_EVENT_FIELDS = ("event_id", "registration_id", "status", "participant_name", "phone", "email",
-                 "workspace_id")
 
 
 @dataclass(frozen=True)
 class Expectation:
-    registration_id: str
+    subject_id: str  # the key of the event that calls for the notification
     notification_type: str
-    channels: tuple[str, ...] = ()  # empty until the status change that calls for it is seen
+    channels: tuple[str, ...] = ()  # empty until the event that calls for it is seen
     delivered: tuple[str, ...] = ()
     expected_since_ms: int | None = None
     deadline_ms: int | None = None
@@ -52,11 +54,14 @@ class Expectation:
     alerted_at_ms: int | None = None
     resend_attempts: int = 0
     next_resend_ms: int | None = None
-    event: dict[str, Any] = field(default_factory=dict)  # the status change, to resend from
+    event: dict[str, Any] = field(default_factory=dict)  # the event as JSON, to resend from
+    event_kind: str = ""
+    event_type: str = ""
+    workspace_id: str = "default"
 
     @property
     def key(self) -> str:
-        return missing_key(self.registration_id, self.notification_type)
+        return missing_key(self.subject_id, self.notification_type)
 
     @property
     def missing(self) -> tuple[str, ...]:
@@ -71,36 +76,57 @@ class Expectation:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Expectation:
-        return cls(**{**data, "channels": tuple(data["channels"]), "delivered": tuple(data["delivered"])})
+        if "subject_id" not in data:
+            # Written before catalogs: the first field (dicts keep their order) was the subject's id.
+            first, *_rest = data
+            data = {"subject_id": data[first], **{k: v for k, v in data.items() if k != first}}
+        fields = {k: v for k, v in data.items() if k in _FIELDS}
+        return cls(**{**fields, "channels": tuple(data["channels"]), "delivered": tuple(data["delivered"])})
+
+
+_FIELDS = frozenset(Expectation.__dataclass_fields__)
 
 
 @dataclass(frozen=True)
 class Policy:
-    sla_ms: Mapping[str, int]  # per notification type
-    max_resends: int = 0  # 0: alert only
+    """The catalog's SLAs and bounded resends, per notification."""
+
+    catalog: Catalog
+
+    def sla_ms(self, notification_type: str) -> int:
+        spec = self.catalog.notifications.get(notification_type)
+        return int((spec.sla or 0) * 1000) if spec is not None else 0
+
+    def max_resends(self, notification_type: str) -> int:
+        """0 for a notification the catalog no longer declares: its entries only alert."""
+        spec = self.catalog.notifications.get(notification_type)
+        return spec.resends if spec is not None else 0
 
 
-def expect(states: Mapping[str, Expectation], event: Mapping[str, Any], now_ms: int,
-           policy: Policy) -> dict[str, Expectation | None]:
-    """A RegistrationEvent: the expectations its rules start, by key (None: forget that key)."""
+def expect(states: Mapping[str, Expectation], kind: str, event_type: str, event: Mapping[str, Any],
+           now_ms: int, policy: Policy) -> dict[str, Expectation | None]:
+    """An event: the expectations it starts, by key (None: forget that key)."""
     started: dict[str, Expectation | None] = {}
-    for rule in ROUTING_RULES:
-        if rule.status == event["status"]:
-            key = missing_key(event["registration_id"], rule.notification_type)
-            started[key] = _started(states.get(key), event, rule.notification_type, rule.channels,
-                                    now_ms, policy)
+    subject = str(event[policy.catalog.events[kind].key])
+    for name, notification in policy.catalog.notifications_on(event_type):
+        if notification.sla is not None and guards_pass(notification, event):
+            key = missing_key(subject, name)
+            started[key] = _started(states.get(key), kind, event_type, event, name, now_ms, policy)
     return started
 
 
-def _started(known: Expectation | None, event: Mapping[str, Any], notification_type: str,
-             channels: tuple[str, ...], now_ms: int, policy: Policy) -> Expectation | None:
+def _started(known: Expectation | None, kind: str, event_type: str, event: Mapping[str, Any],
+             notification_type: str, now_ms: int, policy: Policy) -> Expectation | None:
     if known is not None and known.expected_since_ms is not None:
-        return known  # the same change again (a replay): the first one set the deadline
-    since = _epoch_ms(event["occurred_at"])
+        return known  # the same event again (a replay): the first one set the deadline
+    spec = policy.catalog.events[kind]
+    since = _epoch_ms(event[spec.time_field])
+    channels = tuple(policy.catalog.notifications[notification_type].channels)
     expectation = replace(
-        known or Expectation(event["registration_id"], notification_type, first_seen_ms=now_ms),
-        channels=channels, expected_since_ms=since, deadline_ms=since + policy.sla_ms[notification_type],
-        event={k: event[k] for k in _EVENT_FIELDS} | {"occurred_at_ms": since})
+        known or Expectation(str(event[spec.key]), notification_type, first_seen_ms=now_ms),
+        channels=channels, expected_since_ms=since, deadline_ms=since + policy.sla_ms(notification_type),
+        event=event_to_json(event), event_kind=kind, event_type=event_type,
+        workspace_id=str(event[spec.workspace_field]) if spec.workspace_field else "default")
     if expectation.complete:  # delivered before it was expected
         return replace(expectation, completed_at_ms=now_ms)
     return expectation
@@ -111,7 +137,7 @@ def delivered(state: Expectation | None, status: Mapping[str, Any],
     """A NotificationStatus: `sent` marks its channel delivered; a late delivery resolves."""
     if status["status"] != "sent":
         return state, []
-    state = state or Expectation(status["registration_id"], status["notification_type"], first_seen_ms=now_ms)
+    state = state or Expectation(status["subject_id"], status["notification_type"], first_seen_ms=now_ms)
     if status["channel"] in state.delivered:
         return state, []
     state = replace(state, delivered=(*state.delivered, status["channel"]))
@@ -148,23 +174,25 @@ def check(state: Expectation | None, now_ms: int,
         return None, []  # settled, or an orphan delivery, past its time to keep
     state = replace(state, alerted_at_ms=state.alerted_at_ms or now_ms)
     resends: list[OutgoingRecord] = []
-    if state.resend_attempts < policy.max_resends:
+    max_resends = policy.max_resends(state.notification_type)
+    if state.resend_attempts < max_resends:
         attempts = state.resend_attempts + 1
         # The next resend waits one SLA more, and only while attempts remain.
-        next_ms = now_ms + policy.sla_ms[state.notification_type] if attempts < policy.max_resends else None
+        next_ms = now_ms + policy.sla_ms(state.notification_type) if attempts < max_resends else None
         state = replace(state, resend_attempts=attempts, next_resend_ms=next_ms)
-        resends = _resends(state)
+        resends = _resends(state, policy.catalog)
     return state, [_alert(state, now_ms), *resends]
 
 
 def _alert(state: Expectation, now_ms: int) -> OutgoingRecord:
     assert state.expected_since_ms is not None and state.deadline_ms is not None
-    record = {"registration_id": state.registration_id, "notification_type": state.notification_type,
-              "workspace_id": state.event.get("workspace_id", "default"),
+    record = {"subject_id": state.subject_id, "notification_type": state.notification_type,
+              "workspace_id": state.workspace_id,
               "expected_since": _datetime(state.expected_since_ms), "deadline": _datetime(state.deadline_ms),
               "missing_channels": list(state.missing), "delivered_channels": list(state.delivered),
               "detected_at": _datetime(state.alerted_at_ms or now_ms),
-              "resend_attempts": state.resend_attempts}
+              "resend_attempts": state.resend_attempts, "source_event_type": state.event_type,
+              "source_event": orjson.dumps(state.event).decode()}
     return OutgoingRecord(MISSING_NOTIFICATIONS, state.key.encode(),
                           encode("herald.MissingNotification", record), _headers(state, "missing"))
 
@@ -173,11 +201,13 @@ def _tombstone(state: Expectation) -> OutgoingRecord:
     return OutgoingRecord(MISSING_NOTIFICATIONS, state.key.encode(), None, _headers(state, "resolved"))
 
 
-def _resends(state: Expectation) -> list[OutgoingRecord]:
+def _resends(state: Expectation, catalog: Catalog) -> list[OutgoingRecord]:
     """The same requests again, same notification ids, for the channels still missing."""
-    event = {**state.event, "occurred_at": _datetime(state.event["occurred_at_ms"])}
+    if state.event_kind not in catalog.events:
+        return []  # an entry from before catalogs, or of a kind no longer declared: alert only
+    event = event_from_json(state.event, catalog.event_schemas[state.event_kind])
     records = []
-    for request in notification_requests(event):
+    for request in notification_requests(catalog, state.event_kind, state.event_type, event):
         if request["notification_type"] == state.notification_type and request["channel"] in state.missing:
             headers = _headers(state, f"resend.{state.resend_attempts}|{request['channel']}")
             records.append(OutgoingRecord(notification_topic(request["channel"]),

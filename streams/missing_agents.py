@@ -1,13 +1,13 @@
 """The missing-notification detector in Faust: two agents, a timer and a changelogged table.
 
-- `missing-deliveries` re-keys every `sent` status by registration id (statuses are keyed by
-  notification id), so deliveries meet the status changes that expect them in one partition.
-- `missing-detector` owns the state: it reads registrations.events, those deliveries and
-  deadline checks, all keyed by registration id and co-partitioned, and applies the pure
+- `missing-deliveries` re-keys every `sent` status by subject id (statuses are keyed by
+  notification id), so deliveries meet the events that expect them in one partition.
+- `missing-detector` owns the state: it reads the catalog's event topics, those deliveries
+  and deadline checks, all keyed by subject id and co-partitioned, and applies the pure
   rules of `streams.missing` to a table whose changelog Faust keeps (and replays on restart).
 - A timer on every worker takes the entries whose deadline passed from an in-memory index
   (written with the table, rebuilt after each recovery) and sends a check keyed by the
-  registration: the agent that owns that key re-reads the state and decides. Faust has no
+  subject: the agent that owns that key re-reads the state and decides. Faust has no
   per-key timer, and its window-close callback is not relied on.
 """
 
@@ -25,15 +25,17 @@ from herald.schemas.catalog import (
     MISSING_CHECKS,
     MISSING_DELIVERIES,
     NOTIFICATION_STATUS,
-    REGISTRATION_EVENTS,
     missing_key,
     qualified,
 )
 from herald.schemas.codec import UndecodableRecord, decode_expecting
+from herald.schemas.event_schemas import event_schema_name
+from herald.schemas.headers import from_kafka
 from herald.schemas.records import OutgoingRecord
 from herald.streams.config import StreamsConfig
-from herald.streams.faust_io import RAW_BYTES, RECHECK_AFTER_MS, SEND_FAILURES, JsonTable, Send
+from herald.streams.faust_io import RAW_BYTES, RECHECK_AFTER_MS, SEND_FAILURES, JsonTable, Send, header_pairs
 from herald.streams.missing import Expectation, Policy, check, delivered, due_ms, expect, needs_check
+from herald.streams.rules import event_type_of
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +87,13 @@ class ExpectationTable(JsonTable[Expectation]):
 
 def add_missing_detector(app: faust.App, config: StreamsConfig, send: Send) -> None:
     """Wire the detector into `app`; `send` produces the records it derives."""
-    namespace, policy = config.namespace, config.missing_policy
-    events_name = qualified(REGISTRATION_EVENTS, namespace)
+    namespace, policy, catalog = config.namespace, Policy(config.catalog), config.catalog
+    kinds = {qualified(catalog.topic_of(kind), namespace): kind for kind in catalog.events}
     deliveries_name = qualified(MISSING_DELIVERIES, namespace)
     checks = app.topic(qualified(MISSING_CHECKS, namespace), **RAW_BYTES)
     deliveries = app.topic(deliveries_name, **RAW_BYTES)
-    table = ExpectationTable(app.Table("missing-expectations", partitions=6, default=None,
+    partitions = next(iter(catalog.events.values())).partitions  # all alike: the catalog checks
+    table = ExpectationTable(app.Table("missing-expectations", partitions=partitions, default=None,
                                        key_type=bytes, value_type=bytes))
 
     @table.on_recover
@@ -102,15 +105,15 @@ def add_missing_detector(app: faust.App, config: StreamsConfig, send: Send) -> N
         async for event in stream.events():
             status = _decoded(event.value, "herald.NotificationStatus", event)
             if status is not None and status["status"] == "sent":
-                await deliveries.send(key=status["registration_id"].encode(), value=event.value)
+                await deliveries.send(key=status["subject_id"].encode(), value=event.value)
 
-    inputs = app.topic(events_name, deliveries_name, checks.get_topic_name(), **RAW_BYTES)
+    inputs = app.topic(*kinds, deliveries_name, checks.get_topic_name(), **RAW_BYTES)
 
     @app.agent(inputs, name="missing-detector")
     async def detect(stream: faust.StreamT) -> None:
         async for event in stream.events():
             now_ms = int(time.time() * 1000)
-            for record in _apply(table, event, now_ms, policy, events_name, deliveries_name):
+            for record in _apply(table, event, now_ms, policy, kinds, deliveries_name):
                 await send(record)
 
     @app.timer(interval=config.missing_scan_interval_s)
@@ -121,7 +124,7 @@ def add_missing_detector(app: faust.App, config: StreamsConfig, send: Send) -> N
             state = table.get(key)
             if state is not None and needs_check(state, now_ms):
                 try:
-                    await checks.send(key=state.registration_id.encode(), value=key.encode())
+                    await checks.send(key=state.subject_id.encode(), value=key.encode())
                 except SEND_FAILURES as exc:
                     log.warning("deadline checks wait for the broker (%s: %s)", type(exc).__name__, exc)
                     for unsent in due[n:]:
@@ -131,20 +134,17 @@ def add_missing_detector(app: faust.App, config: StreamsConfig, send: Send) -> N
 
 
 def _apply(table: ExpectationTable, event: faust.EventT, now_ms: int, policy: Policy,
-           events_name: str, deliveries_name: str) -> list[OutgoingRecord]:
+           kinds: dict[str, str], deliveries_name: str) -> list[OutgoingRecord]:
     """One input of the detector: the table updated, the records to produce returned."""
     topic = event.message.topic
-    if topic == events_name:
-        registration = _decoded(event.value, "herald.RegistrationEvent", event)
-        if registration is not None:
-            for key, state in expect(table, registration, now_ms, policy).items():
-                table.put(key, state)
+    if topic in kinds:
+        _expect(table, event, now_ms, policy, kinds[topic])
         return []
     if topic == deliveries_name:
         status = _decoded(event.value, "herald.NotificationStatus", event)
         if status is None:
             return []
-        key = missing_key(status["registration_id"], status["notification_type"])
+        key = missing_key(status["subject_id"], status["notification_type"])
         state, records = delivered(table.get(key), status, now_ms)
     else:
         key = event.value.decode()
@@ -153,11 +153,22 @@ def _apply(table: ExpectationTable, event: faust.EventT, now_ms: int, policy: Po
     return records
 
 
+def _expect(table: ExpectationTable, event: faust.EventT, now_ms: int, policy: Policy, kind: str) -> None:
+    record = _decoded(event.value, event_schema_name(policy.catalog, kind), event)
+    if record is None:
+        return
+    event_type = event_type_of(policy.catalog, kind, record, from_kafka(header_pairs(event.headers)))
+    if event_type is None:
+        return  # the router dead-letters it; nothing is expected of it
+    for key, state in expect(table, kind, event_type, record, now_ms, policy).items():
+        table.put(key, state)
+
+
 def _decoded(value: bytes | None, schema_name: str, event: faust.EventT) -> dict[str, Any] | None:
     try:
         return decode_expecting(value, schema_name)
     except UndecodableRecord as exc:
-        # The router dead-letters undecodable registration events, the status counter
+        # The router dead-letters undecodable events, the status counter
         # undecodable statuses (see streams.faust_io): the detector skips them, loudly.
         log.error("missing detector skips %s[%d]@%d: %s", event.message.topic,
                   event.message.partition, event.message.offset, exc)

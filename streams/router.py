@@ -6,27 +6,47 @@ Kept pure so it is tested on its own; `streams.app` only moves bytes in and out.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from herald.schemas.catalog import notification_topic
+from herald.schemas.catalog_model import Catalog
 from herald.schemas.codec import SchemaViolation, UndecodableRecord, decode_expecting, encode
+from herald.schemas.event_schemas import event_schema_name
 from herald.schemas.ids import derived_event_id
 from herald.schemas.records import OutgoingRecord, SourceRecord, dead_letter, derived_headers
-from herald.streams.rules import notification_requests
+from herald.streams.rules import event_type_of, notification_requests
 
 log = logging.getLogger(__name__)
 
 
-def route(source: SourceRecord) -> list[OutgoingRecord]:
-    try:
-        event = decode_expecting(source.value, "herald.RegistrationEvent")
-        return [_request_record(source, request) for request in notification_requests(event)]
-    except (UndecodableRecord, SchemaViolation) as exc:
-        return [dead_letter(source, type(exc).__name__, str(exc))]
-    except Exception as exc:
-        # A bug must not crash-loop the agent on one record (its offset would never advance):
-        # the record goes to the DLQ with the error, loudly, and the partition moves on.
-        log.exception("router failed on %s[%d]@%d", source.topic, source.partition, source.offset)
-        return [dead_letter(source, type(exc).__name__, f"unexpected router error: {exc!r}")]
+class UnknownEventType(ValueError):
+    """An event whose type is none its kind declares: dead-lettered, never guessed at."""
+
+
+class Router:
+    """Routes each event topic's records by the catalog's rules."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self._catalog = catalog
+        self._kinds: Mapping[str, str] = {catalog.topic_of(kind): kind for kind in catalog.events}
+
+    def route(self, source: SourceRecord) -> list[OutgoingRecord]:
+        try:
+            kind = self._kinds[source.topic]
+            event = decode_expecting(source.value, event_schema_name(self._catalog, kind))
+            event_type = event_type_of(self._catalog, kind, event, source.headers)
+            if event_type is None:
+                raise UnknownEventType(f"the event-type header names no type of {kind}, and neither "
+                                       "does its type field")
+            requests = notification_requests(self._catalog, kind, event_type, event)
+            return [_request_record(source, request) for request in requests]
+        except (UndecodableRecord, SchemaViolation, UnknownEventType) as exc:
+            return [dead_letter(source, type(exc).__name__, str(exc))]
+        except Exception as exc:
+            # A bug must not crash-loop the agent on one record (its offset would never advance):
+            # the record goes to the DLQ with the error, loudly, and the partition moves on.
+            log.exception("router failed on %s[%d]@%d", source.topic, source.partition, source.offset)
+            return [dead_letter(source, type(exc).__name__, f"unexpected router error: {exc!r}")]
 
 
 def _request_record(source: SourceRecord, request: dict[str, object]) -> OutgoingRecord:

@@ -1,49 +1,79 @@
-"""Which domain event becomes which notification, on which channels. One table, in one place."""
+"""Which event becomes which notification, on which channels: the catalog's rules, applied.
+
+Pure: an event (its kind, type and record) in, the NotificationRequest records it calls
+for out, in the catalog's order.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
+from herald.schemas import headers as h
+from herald.schemas.catalog_model import Catalog, NotificationSpec
 from herald.schemas.ids import notification_id
 
 
-@dataclass(frozen=True)
-class RoutingRule:
-    status: str  # registration status that triggers the notification
-    notification_type: str
-    channels: tuple[str, ...]
+def event_type_of(catalog: Catalog, kind: str, record: Mapping[str, Any],
+                  headers: Mapping[str, str]) -> str | None:
+    """The event's declared type: its event-type header, else its type field's value; None
+    when neither names a type of its kind."""
+    spec = catalog.events[kind]
+    if headers.get(h.EVENT_TYPE) in spec.types:
+        return headers[h.EVENT_TYPE]
+    if spec.type_field is not None:
+        candidate = f"{kind}.{record.get(spec.type_field)}"
+        if candidate in spec.types:
+            return candidate
+    return None
 
 
-ROUTING_RULES: tuple[RoutingRule, ...] = (
-    # The seeds' three notifications. A welcome can wait for the inbox; the upload is
-    # acknowledged where the participant just sent the proof from; the e-ticket, the one that
-    # must arrive, goes both ways.
-    RoutingRule("created", "welcome", ("email",)),
-    RoutingRule("payment_uploaded", "upload_confirmation", ("whatsapp",)),
-    RoutingRule("payment_verified", "e_ticket", ("whatsapp", "email")),
-)
-
-_RECIPIENT_FIELD = {"whatsapp": "phone", "email": "email"}
-
-
-def notification_requests(event: dict[str, Any]) -> list[dict[str, Any]]:
-    """NotificationRequest records for one RegistrationEvent (none when no rule matches)."""
+def notification_requests(catalog: Catalog, kind: str, event_type: str,
+                          event: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """NotificationRequest records for one event (none when no notification is called for)."""
+    spec = catalog.events[kind]
+    subject = str(event[spec.key])
+    workspace = str(event[spec.workspace_field]) if spec.workspace_field else "default"
     requests = []
-    for rule in ROUTING_RULES:
-        if rule.status != event["status"]:
+    for name, notification in catalog.notifications_on(event_type):
+        if not guards_pass(notification, event):
             continue
-        for channel in rule.channels:
+        params = template_params(notification, event)
+        for channel, route in notification.channels.items():
             requests.append({
-                "notification_id": notification_id(event["registration_id"],
-                                                   rule.notification_type, channel),
-                "registration_id": event["registration_id"],
-                "notification_type": rule.notification_type,
+                "notification_id": notification_id(subject, name, channel),
+                "subject_id": subject,
+                "notification_type": name,
                 "channel": channel,
-                "recipient": event[_RECIPIENT_FIELD[channel]],
-                "participant_name": event["participant_name"],
-                "source_event_id": event["event_id"],
-                "source_occurred_at": event["occurred_at"],
-                "workspace_id": event["workspace_id"],
+                "recipient": str(event[route.to]),
+                "template": notification.template or name,
+                "params": params,
+                "source_event_id": str(event["event_id"]),
+                "source_occurred_at": event[spec.time_field],
+                "workspace_id": workspace,
             })
     return requests
+
+
+def guards_pass(notification: NotificationSpec, event: Mapping[str, Any]) -> bool:
+    """Whether the event has, in every guarded field, the value (or one of the values) asked."""
+    for field, wanted in notification.when.items():
+        allowed = wanted if isinstance(wanted, tuple) else (wanted,)
+        if event.get(field) not in allowed:
+            return False
+    return True
+
+
+def template_params(notification: NotificationSpec, event: Mapping[str, Any]) -> dict[str, str]:
+    """The template's parameters as text; a null field is left out."""
+    return {param: _text(event[field]) for param, field in notification.params.items()
+            if event.get(field) is not None}
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime):
+        return h.iso(value)
+    return str(value)

@@ -17,6 +17,7 @@ from herald.infra.deadline import Deadline, wait_until
 from herald.infra.processes import ProcessGroup, free_port
 from herald.infra.settings import Settings, child_environ
 from herald.ops.launch import HERALD_ARGV
+from herald.proving.catalogs import provider_environ
 from herald.proving.simulators.network import SimulatorNetwork
 
 HERALD = HERALD_ARGV
@@ -47,10 +48,12 @@ def read_topic(bootstrap: str, topic: str, *, at_least: int = 0, timeout_s: floa
 
 
 def process_env(settings: Settings, network: SimulatorNetwork | None = None) -> dict[str, str]:
-    """The environment of a herald child process, pointed at `network`'s simulators."""
+    """The environment of a herald child process, pointed at `network`'s simulators (the
+    variables the example catalogs read their providers' URLs from)."""
+    environ = child_environ(settings, os.environ)
     if network is None:
-        return child_environ(settings, os.environ)
-    return child_environ(settings, os.environ, whatsapp_instances=network.whatsapp, email_url=network.email)
+        return environ
+    return {**environ, **provider_environ(network.whatsapp, network.email)}
 
 
 @contextmanager

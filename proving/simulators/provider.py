@@ -37,7 +37,7 @@ from herald.schemas.headers import trace_id_of
 
 log = logging.getLogger(__name__)
 KINDS = ("whatsapp", "email")
-_MESSAGE_FIELDS = ("to", "template", "registration_id", "notification_id")
+_MESSAGE_FIELDS = ("to", "template", "subject_id", "notification_id")
 
 
 class Faults(BaseModel):

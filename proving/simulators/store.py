@@ -25,7 +25,7 @@ CREATE TABLE IF NOT EXISTS messages (
     session_id TEXT,
     recipient TEXT NOT NULL,
     template TEXT NOT NULL,
-    registration_id TEXT NOT NULL,
+    subject_id TEXT NOT NULL,
     notification_id TEXT NOT NULL,
     accepted_at_ms REAL NOT NULL
 );
@@ -63,7 +63,7 @@ class MessageStore:
                     self._db.execute(
                         "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (key, fingerprint, json.dumps(answer), instance, message.get("session_id"),
-                         message["to"], message["template"], message["registration_id"],
+                         message["to"], message["template"], message["subject_id"],
                          message["notification_id"], time.time() * 1000))
                     self._count("accepted")  # O(1) to read, for callers polling progress
                     result = Accepted(201, answer)
@@ -97,7 +97,7 @@ class MessageStore:
             accepted = self._db.execute("SELECT count(*) FROM messages").fetchone()[0]
             duplicates = self._db.execute(
                 "SELECT coalesce(sum(n - 1), 0) FROM (SELECT count(*) AS n FROM messages "
-                "GROUP BY registration_id, template, recipient HAVING count(*) > 1)").fetchone()[0]
+                "GROUP BY subject_id, template, recipient HAVING count(*) > 1)").fetchone()[0]
             by_instance = dict(self._db.execute(
                 "SELECT instance, count(*) FROM messages GROUP BY instance").fetchall())
             counters = dict(self._db.execute("SELECT name, value FROM counters").fetchall())
@@ -107,9 +107,9 @@ class MessageStore:
     def messages(self) -> list[dict[str, Any]]:
         with self._lock:
             cursor = self._db.execute(
-                "SELECT idempotency_key, instance, session_id, recipient, template, registration_id, "
+                "SELECT idempotency_key, instance, session_id, recipient, template, subject_id, "
                 "notification_id, accepted_at_ms, answer FROM messages ORDER BY accepted_at_ms")
             rows = cursor.fetchall()
         return [{"idempotency_key": r[0], "instance": r[1], "session_id": r[2], "to": r[3],
-                 "template": r[4], "registration_id": r[5], "notification_id": r[6],
+                 "template": r[4], "subject_id": r[5], "notification_id": r[6],
                  "accepted_at_ms": r[7], "message_id": json.loads(r[8])["message_id"]} for r in rows]

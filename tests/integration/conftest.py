@@ -17,12 +17,14 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from herald.examples.registrations.app import create_tables
 from herald.infra.kafka_local import EmbeddedKafka
 from herald.infra.provisioning import delete_namespace_topics, provision_topics
 from herald.infra.services import Endpoints, start_services, stop_services
 from herald.infra.settings import Settings
 from herald.schemas.catalog import topic_catalog
 from herald.schemas.migrations import scratch_database
+from tests.catalogs import example
 from tests.containers import docker_engine_answers, kafka_container, postgres_container
 
 
@@ -51,16 +53,21 @@ def namespace() -> str:
 
 @pytest.fixture
 def topics(endpoints: Endpoints, namespace: str) -> Iterator[None]:
-    """The whole catalog under this test's namespace; removed afterwards with what it spawned."""
-    provision_topics(endpoints.kafka_bootstrap, topic_catalog(namespace))
+    """The whole catalog (the registrations example's) under this test's namespace; removed
+    afterwards with what it spawned."""
+    provision_topics(endpoints.kafka_bootstrap, topic_catalog(example(), namespace))
     yield
     delete_namespace_topics(endpoints.kafka_bootstrap, f"{namespace}.")
 
 
 @pytest.fixture
 def database_url(endpoints: Endpoints, namespace: str) -> Iterator[str]:
-    """A database of this test's own, migrated to the newest schema, dropped afterwards."""
+    """A database of this test's own, migrated to the newest schema, with the registrations
+    example app's own table (the suite plays that app); dropped afterwards."""
     with scratch_database(endpoints.database_url, namespace) as url:
+        engine = sa.create_engine(url)
+        create_tables(engine)
+        engine.dispose()
         yield url
 
 

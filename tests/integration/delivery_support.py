@@ -12,9 +12,11 @@ from typing import Any
 
 from confluent_kafka import Message, Producer
 
+from herald.infra.catalogs import open_catalog
 from herald.infra.kafka_io import producer_config
 from herald.infra.settings import Settings
 from herald.ops.delivery_process import DeliveryProcess, DeliveryReport
+from herald.proving.catalogs import with_concurrency, with_providers, with_retries, write_catalog
 from herald.proving.simulators.network import SimulatorNetwork
 from herald.schemas import headers as h
 from herald.schemas.catalog import (
@@ -24,32 +26,37 @@ from herald.schemas.catalog import (
     notification_topic,
     qualified,
 )
+from herald.schemas.catalog_model import Catalog
 from herald.schemas.codec import decode, encode
 from herald.schemas.ids import notification_id
 from tests.support import read_topic
 
 # Retries fast enough for a test: tiers from 0.2 s, delays of at most 1 s.
-FAST_RETRIES = {"tiers_s": (0.2, 0.5, 1.0), "base_s": 0.2, "cap_s": 1.0, "max_attempts": 30}
+FAST_RETRIES = {"tiers": [0.2, 0.5, 1.0], "base": 0.2, "cap": 1.0, "max_attempts": 30}
 
 
-def fast_settings(settings: Settings, network: SimulatorNetwork, **retries: Any) -> Settings:
-    """`settings` pointed at `network`, with both channels retrying as FAST_RETRIES (+ `retries`)."""
-    policy = {**FAST_RETRIES, **retries}
-    overrides: dict[str, Any] = {"whatsapp_instances": network.whatsapp, "email_url": network.email}
-    for channel in ("whatsapp", "email"):
-        overrides[f"{channel}_retry_tiers_s"] = policy["tiers_s"]
-        overrides[f"{channel}_backoff_base_s"] = policy["base_s"]
-        overrides[f"{channel}_backoff_cap_s"] = policy["cap_s"]
-        overrides[f"{channel}_max_attempts"] = policy["max_attempts"]
-    return dataclasses.replace(settings, **overrides)
+def fast_settings(settings: Settings, network: SimulatorNetwork, concurrency: int | None = None,
+                  **retries: Any) -> Settings:
+    """`settings` with a catalog of their own: the registrations example's, its channels pointed
+    at `network` and retrying as FAST_RETRIES (+ `retries`), with `concurrency` if given."""
+    changes = [with_providers(network.whatsapp, network.email), with_retries(**{**FAST_RETRIES, **retries})]
+    if concurrency is not None:
+        changes.append(with_concurrency(concurrency))
+    path = settings.home / "test-catalogs" / f"{settings.namespace}-{uuid.uuid4().hex[:6]}.yaml"
+    return dataclasses.replace(settings, catalog=write_catalog(path, "registrations", *changes))
+
+
+def catalog_of(settings: Settings) -> Catalog:
+    """The catalog `settings` name, read as a process reads it."""
+    return open_catalog(settings.catalog, {})
 
 
 def request_record(n: int, channel: str, workspace: str = "default") -> dict[str, Any]:
     registration_id = f"REG-{n:05d}"
     return {"notification_id": notification_id(registration_id, "e_ticket", channel),
-            "registration_id": registration_id, "notification_type": "e_ticket", "channel": channel,
+            "subject_id": registration_id, "notification_type": "e_ticket", "channel": channel,
             "recipient": f"+62812{n:07d}" if channel == "whatsapp" else f"p{n}@example.test",
-            "participant_name": f"P{n}", "source_event_id": f"e-{n}",
+            "template": "e_ticket", "params": {"name": f"P{n}"}, "source_event_id": f"e-{n}",
             "source_occurred_at": datetime.now(UTC), "workspace_id": workspace}
 
 
@@ -96,7 +103,7 @@ def delivering(settings: Settings, channel: str, tiers: tuple[int, ...] | None =
                ) -> Iterator[dict[str, DeliveryReport]]:
     """A `herald deliver` process's workers, in this process; the report once they stopped."""
     stop = threading.Event()
-    process = DeliveryProcess(settings, settings.kafka_bootstrap, channel, tiers)
+    process = DeliveryProcess(settings, catalog_of(settings), settings.kafka_bootstrap, channel, tiers)
     outcome: dict[str, DeliveryReport] = {}
     thread = threading.Thread(target=lambda: outcome.setdefault("report", process.run(stop)))
     thread.start()

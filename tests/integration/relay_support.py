@@ -14,15 +14,16 @@ import sqlalchemy as sa
 from confluent_kafka import Message, Producer
 from sqlalchemy.orm import Session
 
+from herald.examples.registrations.app import TOPIC as REGISTRATION_EVENTS
+from herald.examples.registrations.app import change_status, register
 from herald.infra.kafka_io import producer_config
 from herald.infra.settings import Settings
 from herald.ops.bootstrap import relay_config
 from herald.producers.outbox import outbox_backlog
-from herald.producers.registrations import change_status, register
 from herald.producers.relay import Relay
 from herald.producers.sessions import open_session, update_session
 from herald.schemas import headers as h
-from herald.schemas.catalog import REGISTRATION_EVENTS, SESSION_EVENTS, qualified
+from herald.schemas.catalog import SESSION_EVENTS, qualified
 from herald.schemas.codec import decode
 from herald.schemas.tables import MessagingSession
 from tests.support import read_topic

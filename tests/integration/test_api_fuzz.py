@@ -23,9 +23,10 @@ from herald.ops.api_tokens import create_token
 from herald.ops.ops_api import Wiring, create_ops_api
 from herald.schemas.catalog import topic_catalog
 from herald.schemas.migrations import scratch_database
+from tests.catalogs import example
 from tests.support import HERALD, process_env, wait_until
 
-DOCUMENT = create_ops_api(Wiring(None, None, None)).openapi()  # type: ignore[arg-type]
+DOCUMENT = create_ops_api(Wiring(None, example(), None, None)).openapi()  # type: ignore[arg-type]
 schema = schemathesis.openapi.from_dict(DOCUMENT)
 
 
@@ -34,7 +35,7 @@ def served(base_settings, endpoints):
     namespace = f"f{uuid.uuid4().hex[:10]}"
     with ExitStack() as stack:
         url = stack.enter_context(scratch_database(endpoints.database_url, namespace))
-        provision_topics(endpoints.kafka_bootstrap, topic_catalog(namespace))
+        provision_topics(endpoints.kafka_bootstrap, topic_catalog(example(), namespace))
         stack.callback(delete_namespace_topics, endpoints.kafka_bootstrap, f"{namespace}.")
         engine = sa.create_engine(url)
         with Session(engine) as session, session.begin():

@@ -15,6 +15,7 @@ from herald.infra.kafka_io import RDKAFKA_LOG
 from herald.infra.processes import free_port
 from herald.infra.provisioning import delete_namespace_topics, provision_topics
 from herald.schemas.catalog import topic_catalog
+from tests.catalogs import example
 from tests.support import HERALD
 
 
@@ -114,20 +115,20 @@ def test_unknown_setting_is_refused_before_anything_runs(tmp_path):
 
 
 def test_provisioning_twice_changes_nothing(endpoints, namespace, topics):
-    report = provision_topics(endpoints.kafka_bootstrap, topic_catalog(namespace))
+    report = provision_topics(endpoints.kafka_bootstrap, topic_catalog(example(), namespace))
     assert report.created == ()
-    assert len(report.existing) == len(topic_catalog(namespace))
+    assert len(report.existing) == len(topic_catalog(example(), namespace))
 
 
 def test_deleting_a_namespace_takes_its_topics_only(endpoints, namespace):
-    provision_topics(endpoints.kafka_bootstrap, topic_catalog(f"{namespace}a"))
-    provision_topics(endpoints.kafka_bootstrap, topic_catalog(f"{namespace}b"))
+    provision_topics(endpoints.kafka_bootstrap, topic_catalog(example(), f"{namespace}a"))
+    provision_topics(endpoints.kafka_bootstrap, topic_catalog(example(), f"{namespace}b"))
     deleted = delete_namespace_topics(endpoints.kafka_bootstrap, f"{namespace}a")
-    assert sorted(deleted) == sorted(spec.name for spec in topic_catalog(f"{namespace}a"))
+    assert sorted(deleted) == sorted(spec.name for spec in topic_catalog(example(), f"{namespace}a"))
     left = set(AdminClient({"bootstrap.servers": endpoints.kafka_bootstrap}).list_topics(timeout=10).topics)
-    assert {spec.name for spec in topic_catalog(f"{namespace}b")} <= left
+    assert {spec.name for spec in topic_catalog(example(), f"{namespace}b")} <= left
     assert not any(name.startswith(f"{namespace}a") for name in left)
-    assert len(delete_namespace_topics(endpoints.kafka_bootstrap, namespace)) == len(topic_catalog())
+    assert len(delete_namespace_topics(endpoints.kafka_bootstrap, namespace)) == len(topic_catalog(example()))
     with pytest.raises(ValueError, match="empty namespace"):
         delete_namespace_topics(endpoints.kafka_bootstrap, "")
 
@@ -138,4 +139,4 @@ def test_a_cluster_id_starting_with_a_dash_formats_and_starts(private_broker, mo
     state = private_broker.start()
     meta = (private_broker.dir / "data" / "meta.properties").read_text()
     assert "cluster.id=-AAAAAAAAAAAAAAAAAAAAA\n" in meta, meta
-    provision_topics(state.bootstrap, topic_catalog())  # the broker answers
+    provision_topics(state.bootstrap, topic_catalog(example()))  # the broker answers

@@ -11,10 +11,12 @@ import threading
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, ConfigResource
 
+from herald.examples.registrations.app import TOPIC as REGISTRATION_EVENTS
 from herald.infra.kafka_io import RDKAFKA_LOG, producer_config
 from herald.infra.kafka_local import EmbeddedKafka
 from herald.infra.provisioning import provision_topics
-from herald.schemas.catalog import REGISTRATION_EVENTS, qualified, topic_catalog
+from herald.schemas.catalog import qualified, topic_catalog
+from tests.catalogs import example
 from tests.support import read_topic, wait_until
 
 
@@ -23,7 +25,7 @@ def test_three_brokers_lose_no_acknowledged_record_when_one_is_killed(base_setti
     try:
         state = cluster.start(timeout_s=180)
         assert state.nodes == 3 and len(state.bootstrap.split(",")) == 3
-        provision_topics(state.bootstrap, topic_catalog("c"), state.replication_factor)
+        provision_topics(state.bootstrap, topic_catalog(example(), "c"), state.replication_factor)
         admin = AdminClient({"bootstrap.servers": state.bootstrap, "logger": RDKAFKA_LOG})
         topic = qualified(REGISTRATION_EVENTS, "c")
 

@@ -82,6 +82,13 @@ def test_a_dead_letter_replayed_from_the_console_is_delivered(settings, engine, 
             wait.until(shown.text_to_be_present_in_element((By.ID, "health-checks"), "dead letters"))
             browser.save_screenshot(str(log_dir / "console-health.png"))
             browser.find_element(By.CSS_SELECTOR, "nav button[data-tab=dlq]").click()
+            topics = [o.get_attribute("value") for o in
+                      browser.find_elements(By.CSS_SELECTOR, "#f-topic option")]
+            assert topics[:3] == ["", "whatsapp", "email"], "the catalog's channels, to filter by"
+            assert "registrations.events" in topics
+            missing_types = [o.get_attribute("value") for o in
+                             browser.find_elements(By.CSS_SELECTOR, "#m-type option")]
+            assert missing_types == ["", "welcome", "upload_confirmation", "e_ticket"], "those with an SLA"
             wait.until(shown.element_to_be_clickable((By.CSS_SELECTOR, f"tr[data-id='{dead_id}']"))).click()
             wait.until(shown.text_to_be_present_in_element((By.ID, "d-error"), "ProviderRejected"))
             assert "@example.test" in browser.find_element(By.ID, "d-payload").text, "whole, for an operator"

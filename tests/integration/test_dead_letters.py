@@ -19,14 +19,16 @@ from confluent_kafka import Consumer, Producer
 from sqlalchemy.orm import Session
 
 from herald.consumers.dead_letter_index import DeadLetterIndexer
+from herald.examples.registrations.app import TOPIC as REGISTRATION_EVENTS
 from herald.infra.kafka_io import consumer_config, producer_config
 from herald.ops.bootstrap import run_dlq_index
 from herald.ops.dead_letter_ops import DeadLetterFilter, DeadLetterOpsError, discard, replay
 from herald.schemas import headers as h
-from herald.schemas.catalog import REGISTRATION_EVENTS, notification_topic, qualified, retry_topic
+from herald.schemas.catalog import dead_letter_topics, notification_topic, qualified, retry_topic
 from herald.schemas.codec import encode
 from herald.schemas.records import Failure, SourceRecord, dead_letter, retry_record
 from herald.schemas.tables import DeadLetter, DeadLetterAction, OutboxRecord
+from tests.catalogs import example
 from tests.integration.delivery_support import (
     delivering,
     fast_settings,
@@ -66,7 +68,7 @@ def put_dead_letters(settings, sources: list[SourceRecord], error_class: str = "
 
 
 def index(settings) -> object:
-    return run_dlq_index(settings, threading.Event(), drain=True)
+    return run_dlq_index(settings, example(), threading.Event(), drain=True)
 
 
 def replayed_records(settings, topic: str, at_least: int):
@@ -102,7 +104,8 @@ def test_reindexing_from_the_start_changes_nothing(settings, engine):
     index(settings)
     # As after a crash between the database commit and the offset commit: all read again.
     consumer = Consumer(consumer_config(settings.kafka_bootstrap, f"{settings.namespace}.fresh-group"))
-    stats = DeadLetterIndexer(consumer, engine, settings.namespace).run(threading.Event(), drain=True)
+    indexer = DeadLetterIndexer(consumer, engine, settings.namespace, dead_letter_topics(example()))
+    stats = indexer.run(threading.Event(), drain=True)
     assert (stats.indexed, stats.already_indexed) == (0, 5), "a crash before the commit indexes nothing twice"
 
 

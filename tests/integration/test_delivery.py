@@ -5,7 +5,6 @@ Counted at the simulators (what a person would receive), and on the status and D
 
 from __future__ import annotations
 
-import dataclasses
 from collections import Counter
 from datetime import datetime
 
@@ -117,7 +116,7 @@ def test_a_retry_never_runs_before_its_due_time(settings, sims):
     network, _group = sims
     network.faults(network.email, fail_next=40, status=503)
     produce_requests(settings, "email", range(40))
-    slow = fast_settings(settings, network, tiers_s=(0.5, 1.0, 2.0), base_s=1.0, cap_s=2.0)
+    slow = fast_settings(settings, network, tiers=[0.5, 1.0, 2.0], base=1.0, cap=2.0)
     with delivering(slow, "email") as outcome:
         wait_until(lambda: accepted(network, "email") >= 40, 90, "every retry")
         scheduled = [s for s in statuses(settings, 80) if s["status"] == "retry_scheduled"]
@@ -138,7 +137,7 @@ def test_kill_9_of_one_of_two_workers_loses_and_doubles_nothing(settings, sims, 
     produce_requests(settings, "email", range(600))
     # 4 in flight at 30 ms: about 130/s per worker, so the kill lands with most of the work left
     # (at the default concurrency both workers finished all 600 before the kill once).
-    configured = dataclasses.replace(fast_settings(settings, network), delivery_concurrency=4)
+    configured = fast_settings(settings, network, concurrency=4)
     group.env = process_env(configured, network)
     victim = group.start("deliver-1", [*HERALD, "deliver", "--channel", "email", "--tier", "0"])
     group.start("deliver-2", [*HERALD, "deliver", "--channel", "email", "--tier", "0"])
@@ -153,7 +152,7 @@ def test_kill_9_of_one_of_two_workers_loses_and_doubles_nothing(settings, sims, 
         return accepted(network, "email") >= 600
 
     wait_until(sibling_finished, 120, "the sibling to finish the work")
-    delivered = Counter(m["registration_id"] for m in network.messages("email"))
+    delivered = Counter(m["subject_id"] for m in network.messages("email"))
     assert len(delivered) == 600, "lost"
     assert network.stats("email")["duplicates"] == 0 and max(delivered.values()) == 1, "doubled"
 
@@ -165,7 +164,7 @@ def test_a_rebalance_commits_finished_work_before_handing_partitions_over(settin
     network.faults(network.email, latency_ms=30)
     produce_requests(settings, "email", range(1500))
     # 4 in flight at 30 ms: about 130/s, so the joiner arrives mid-stream.
-    configured = dataclasses.replace(fast_settings(settings, network), delivery_concurrency=4)
+    configured = fast_settings(settings, network, concurrency=4)
     with delivering(configured, "email", tiers=(0,)) as outcome:
         wait_until(lambda: accepted(network, "email") >= 100, 60, "the first worker under way")
         group.env = process_env(configured, network)

@@ -7,11 +7,13 @@ from __future__ import annotations
 import os
 import signal
 
+from herald.infra.catalogs import open_catalog
 from herald.infra.processes import ProcessGroup
 from herald.infra.services import Endpoints
 from herald.proving.demo import run_pipeline
 from herald.proving.demo_faults import FaultReport, demo_faults, with_demo_retries
 from herald.proving.simulators.network import SimulatorNetwork
+from tests.catalogs import example
 from tests.support import HERALD, wait_until
 
 
@@ -20,7 +22,7 @@ def endpoints_of(settings) -> Endpoints:
 
 
 def test_every_verified_registration_gets_one_e_ticket_per_channel(settings):
-    result = run_pipeline(settings, endpoints_of(settings), 300, timeout_s=180)
+    result = run_pipeline(settings, example(), endpoints_of(settings), 300, timeout_s=180)
     assert result.delivered == {"whatsapp": 300, "email": 300}
     assert (result.lost, result.duplicates) == (0, 0)
     assert result.published_events == result.written_events == 900
@@ -42,7 +44,7 @@ def test_kill_9_of_router_and_delivery_worker_mid_run(settings):
         kill_and_restart(group, "streams", [*HERALD, "streams"])
         kill_and_restart(group, "deliver-email", [*HERALD, "deliver", "--channel", "email"])
 
-    result = run_pipeline(settings, endpoints_of(settings), 600, timeout_s=240, inject_fault=fault)
+    result = run_pipeline(settings, example(), endpoints_of(settings), 600, timeout_s=240, inject_fault=fault)
     assert result.delivered == {"whatsapp": 600, "email": 600}
     assert (result.lost, result.duplicates) == (0, 0)
     assert result.caught_up_s is not None, f"stages still behind after the kills: {result.behind}"
@@ -52,8 +54,9 @@ def test_the_demos_faults_lose_and_double_nothing(settings):
     """10 % transient failures at every provider and a gateway instance crash mid-run; the
     instance comes back without its sessions and the session reconciler handles the lost one."""
     report = FaultReport()
-    result = run_pipeline(with_demo_retries(settings), endpoints_of(settings), 300, timeout_s=240,
-                          inject_fault=demo_faults(300, report), faults=report)
+    configured = with_demo_retries(settings)
+    result = run_pipeline(configured, open_catalog(configured.catalog, {}), endpoints_of(settings), 300,
+                          timeout_s=240, inject_fault=demo_faults(300, report), faults=report)
     assert result.delivered == {"whatsapp": 300, "email": 300}
     assert (result.lost, result.duplicates) == (0, 0)
     assert report.provider_failures > 0, "the faults must have bitten to mean anything"

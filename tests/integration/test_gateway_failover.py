@@ -4,7 +4,6 @@ instance has any more fails as "session lost: reconnect needed"."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections import Counter
 
 import sqlalchemy as sa
@@ -47,7 +46,7 @@ def test_a_gateway_instance_crash_under_load(settings, engine, log_dir):
         declare_sessions(engine, {"s-1": ("ws-1", wa1), "s-2": ("ws-2", wa2), "s-3": ("ws-3", wa1)})
         for instance in network.whatsapp:
             network.faults(instance, latency_ms=30)
-        configured = dataclasses.replace(fast_settings(settings, network), delivery_concurrency=4)
+        configured = fast_settings(settings, network, concurrency=4)
         group.env = process_env(configured, network)
         group.start("relay", [*HERALD, "relay"])
         group.start("corrections", [*HERALD, "corrections"])
@@ -91,5 +90,5 @@ def test_a_gateway_instance_crash_under_load(settings, engine, log_dir):
 
 
 def network_duplicates(messages: list[dict]) -> int:
-    per_person = Counter((m["registration_id"], m["template"], m["to"]) for m in messages)
+    per_person = Counter((m["subject_id"], m["template"], m["to"]) for m in messages)
     return sum(n - 1 for n in per_person.values())

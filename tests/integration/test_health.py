@@ -13,15 +13,16 @@ import httpx
 from confluent_kafka import Producer
 from sqlalchemy.orm import Session
 
+from herald.examples.registrations.app import register
 from herald.infra.deadline import Deadline
 from herald.infra.kafka_io import producer_config
 from herald.infra.processes import ProcessGroup, free_port
 from herald.infra.services import embedded_kafka
 from herald.ops.api_tokens import create_token
-from herald.ops.pipeline import STREAM_INPUTS, streams_app_id
-from herald.producers.registrations import register
+from herald.ops.pipeline import stream_inputs, streams_app_id
 from herald.proving.demo import wait_for_groups
 from herald.schemas.catalog import NOTIFICATION_STATUS, qualified
+from tests.catalogs import example
 from tests.integration.test_status_stats import outcomes, produce_in_transaction
 from tests.support import HERALD, process_env, wait_until
 
@@ -70,7 +71,7 @@ def test_a_killed_router_fails_health_and_every_view_agrees_with_kafkas_tool(bas
                                    health_max_lag_s=3.0, status_stats_flush_interval_s=0.3,
                                    api_port=free_port())
     router, counter = streams_app_id(settings, "router"), streams_app_id(settings, "status")
-    inputs = {name: tuple(qualified(t, settings.namespace) for t in STREAM_INPUTS[name])
+    inputs = {name: tuple(qualified(t, settings.namespace) for t in stream_inputs(example())[name])
               for name in ("router", "status")}
     with Session(engine) as session, session.begin():
         token = create_token(session, "watcher", "viewer")

@@ -16,9 +16,11 @@ from sqlalchemy.orm import Session
 
 from herald.infra.processes import ProcessGroup, free_port
 from herald.producers.ingest import IngestConfig, create_ingest_app
+from herald.producers.ingest_events import event_kinds
 from herald.producers.signing import sign
 from herald.schemas import headers as h
 from herald.schemas.tables import OutboxRecord
+from tests.catalogs import example
 from tests.integration.relay_support import outbox_size, registration_records, running_relay
 from tests.support import HERALD, process_env, served_in_thread, wait_until
 
@@ -41,7 +43,8 @@ def signed(body: bytes, secret: str = SECRET, at: float | None = None, **headers
 @pytest.fixture
 def client(engine: sa.Engine) -> Iterator[httpx.Client]:
     """The ingest app served by uvicorn in a thread of this process, and a client of it."""
-    app = create_ingest_app(engine, IngestConfig(secrets=("old-secret", SECRET), max_body_bytes=4096))
+    app = create_ingest_app(engine, IngestConfig(kinds=event_kinds(example()), secrets=("old-secret", SECRET),
+                                                 max_body_bytes=4096))
     with served_in_thread(app) as base, httpx.Client(base_url=base, timeout=30) as http:
         yield http
 

@@ -18,8 +18,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from herald.producers.ingest import IngestConfig, create_ingest_app
+from herald.producers.ingest_events import event_kinds
 from herald.producers.signing import sign
 from herald.schemas.migrations import scratch_database
+from tests.catalogs import example
 from tests.support import served_in_thread
 
 SECRET = "fuzz-secret"
@@ -33,7 +35,8 @@ def http(endpoints) -> Iterator[httpx.Client]:
     """One server and one kept-alive connection for every example: a reset fails the test."""
     with scratch_database(endpoints.database_url, f"z{uuid.uuid4().hex[:10]}") as url:
         engine = sa.create_engine(url, pool_size=4)
-        app = create_ingest_app(engine, IngestConfig(secrets=(SECRET,), max_body_bytes=262144))
+        app = create_ingest_app(engine, IngestConfig(kinds=event_kinds(example()), secrets=(SECRET,),
+                                                     max_body_bytes=262144))
         try:
             with served_in_thread(app, log_level="critical") as base, \
                     httpx.Client(base_url=base, timeout=30, limits=httpx.Limits(max_connections=1)) as client:

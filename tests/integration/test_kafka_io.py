@@ -7,10 +7,11 @@ from collections import Counter
 from aiokafka.partitioner import DefaultPartitioner
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from herald.examples.registrations.app import TOPIC as REGISTRATION_EVENTS
 from herald.infra import kafka_io
 from herald.infra.deadline import Deadline
 from herald.infra.kafka_io import produce_confirmed, producer_config
-from herald.schemas.catalog import REGISTRATION_EVENTS, qualified
+from herald.schemas.catalog import qualified
 from tests.support import read_topic
 
 

@@ -16,12 +16,14 @@ from datetime import UTC, datetime
 
 from confluent_kafka import Producer
 
+from herald.examples.registrations.app import TOPIC as REGISTRATION_EVENTS
 from herald.infra.deadline import Deadline
 from herald.infra.kafka_io import producer_config
 from herald.infra.processes import ProcessGroup
 from herald.ops.pipeline import streams_app_id
+from herald.proving.catalogs import write_catalog
 from herald.proving.demo import wait_for_groups
-from herald.schemas.catalog import MISSING_NOTIFICATIONS, NOTIFICATION_STATUS, REGISTRATION_EVENTS, qualified
+from herald.schemas.catalog import MISSING_NOTIFICATIONS, NOTIFICATION_STATUS, qualified
 from herald.schemas.catalog import notification_topic as channel_topic
 from herald.schemas.codec import decode, encode
 from herald.schemas.ids import notification_id
@@ -31,10 +33,21 @@ from tests.unit.test_router import event
 SLA_S = 8.0  # beyond the worker's start after its group is ready, with room
 
 
+def with_slas(settings, e_ticket_s: float, resends: int = 0):
+    """`settings` with a catalog of their own: the registrations example's, the e-ticket due
+    within `e_ticket_s` (resent up to `resends` times), the welcome within an hour."""
+    def slas(document):
+        document["notifications"]["e_ticket"].update(sla=e_ticket_s, resends=resends)
+        document["notifications"]["welcome"]["sla"] = 3600.0
+    path = write_catalog(settings.home / "test-catalogs" / f"{settings.namespace}.yaml", "registrations",
+                         slas)
+    return dataclasses.replace(settings, catalog=path, missing_scan_interval_s=0.5)
+
+
 def status(registration_id: str, channel: str) -> tuple[bytes, bytes]:
     now = datetime.now(UTC)
     nid = notification_id(registration_id, "e_ticket", channel)
-    record = {"notification_id": nid, "registration_id": registration_id, "notification_type": "e_ticket",
+    record = {"notification_id": nid, "subject_id": registration_id, "notification_type": "e_ticket",
               "channel": channel, "status": "sent", "attempts": 1, "provider_message_id": "m",
               "error": None, "error_class": None, "due_at": None, "gateway_instance": None,
               "source_occurred_at": now, "occurred_at": now}
@@ -42,8 +55,7 @@ def status(registration_id: str, channel: str) -> tuple[bytes, bytes]:
 
 
 def test_overdue_e_tickets_alert_once_across_a_kill_and_a_late_delivery_resolves(settings, log_dir):
-    settings = dataclasses.replace(settings, missing_sla_e_ticket_s=SLA_S, missing_sla_welcome_s=3600.0,
-                                   missing_scan_interval_s=0.5)
+    settings = with_slas(settings, SLA_S)
     ns = settings.namespace
     producer = Producer(producer_config(settings.kafka_bootstrap, 30))
 
@@ -100,8 +112,7 @@ def test_overdue_e_tickets_alert_once_across_a_kill_and_a_late_delivery_resolves
 def test_two_workers_and_a_rebalance_in_between_alert_each_overdue_e_ticket_once(settings, log_dir):
     """Expectations recorded by one worker, half its partitions then moved to a second one
     (which recovers them from the changelog) before the deadline: each alerts exactly once."""
-    settings = dataclasses.replace(settings, missing_sla_e_ticket_s=20.0, missing_sla_welcome_s=3600.0,
-                                   missing_scan_interval_s=0.5)
+    settings = with_slas(settings, 20.0)
     ns = settings.namespace
     producer = Producer(producer_config(settings.kafka_bootstrap, 30))
     with ProcessGroup(log_dir, process_env(settings)) as group:
@@ -138,8 +149,7 @@ def produce_registration(producer: Producer, namespace: str, registration_id: st
 def test_auto_resend_requests_the_missing_channel_again_with_the_same_id_and_stops_at_the_bound(
         settings, log_dir):
     sla_s = 3.0
-    settings = dataclasses.replace(settings, missing_sla_e_ticket_s=sla_s, missing_sla_welcome_s=3600.0,
-                                   missing_scan_interval_s=0.5, missing_auto_resends=2)
+    settings = with_slas(settings, sla_s, resends=2)
     ns = settings.namespace
     producer = Producer(producer_config(settings.kafka_bootstrap, 30))
     with ProcessGroup(log_dir, process_env(settings)) as group:
@@ -162,8 +172,7 @@ def test_auto_resend_requests_the_missing_channel_again_with_the_same_id_and_sto
 def test_a_sent_status_from_an_aborted_transaction_is_no_delivery(settings, log_dir):
     """A delivery worker's transaction that wrote `sent` and was aborted (its input is delivered
     again): the e-ticket is still missing at its deadline, for the channel it aborted on."""
-    settings = dataclasses.replace(settings, missing_sla_e_ticket_s=SLA_S, missing_sla_welcome_s=3600.0,
-                                   missing_scan_interval_s=0.5)
+    settings = with_slas(settings, SLA_S)
     ns = settings.namespace
     producer = Producer(producer_config(settings.kafka_bootstrap, 30))
     worker = Producer(producer_config(settings.kafka_bootstrap, 30, **{"transactional.id": f"{ns}-worker"}))

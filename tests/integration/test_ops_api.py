@@ -94,6 +94,21 @@ def test_reads_need_a_token_and_lists_are_masked_while_an_operator_sees_one_whol
     assert health.status_code == 200 and health.json()["dlq_open"] == {"notifications.whatsapp": 3}
 
 
+def test_the_catalog_and_its_notification_names_are_what_the_routes_know(api):
+    client, tokens, _first = api
+    viewer = bearer(tokens["viewer"])
+    catalog = client.get("/v1/catalog", headers=viewer).json()
+    assert catalog["name"] == "registrations" and list(catalog["channels"]) == ["whatsapp", "email"]
+    assert catalog["events"]["registration"]["topic"] == "registrations.events"
+    assert catalog["notifications"]["e_ticket"]["sla_s"] == 300.0
+    assert "notifications.email" in catalog["dead_letter_topics"]
+    unknown = client.get("/v1/missing", params={"notification_type": "refund_notice"}, headers=viewer)
+    assert unknown.status_code == 422 and "no notification refund_notice in the catalog" in unknown.text
+    resend = client.post("/v1/missing/resend", json={"types": ["refund_notice"], "dry_run": True},
+                         headers=bearer(tokens["operator"]))
+    assert resend.status_code == 422 and resend.json()["error"] == "unknown_notification"
+
+
 def test_replay_over_http_reaches_the_outbox_and_the_audit_log(api, engine):
     client, tokens, first = api
     operator = bearer(tokens["operator"])

@@ -9,11 +9,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from herald.examples.registrations.app import InvalidTransition, Registration, change_status, register
 from herald.producers.outbox import DomainEvent, emit
-from herald.producers.registrations import InvalidTransition, change_status, register
 from herald.producers.sessions import InvalidSessionStatus, open_session, update_session
 from herald.schemas.codec import SchemaViolation, decode
-from herald.schemas.tables import OutboxRecord, Registration
+from herald.schemas.tables import OutboxRecord
 
 
 def new_registration(session: Session, registration_id: str = "REG-1") -> Registration:

@@ -16,15 +16,16 @@ from concurrent.futures import ThreadPoolExecutor
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from herald.examples.registrations.app import change_status, register
 from herald.infra.processes import ProcessGroup, free_port
 from herald.infra.provisioning import provision_topics
 from herald.infra.settings import Settings
 from herald.producers.leases import lease_holders
 from herald.producers.outbox import OUTBOX_SHARDS, outbox_backlog
-from herald.producers.registrations import change_status, register
 from herald.schemas import headers as h
 from herald.schemas.catalog import topic_catalog
 from herald.schemas.codec import decode
+from tests.catalogs import example
 from tests.integration.relay_support import (
     audit_lifecycles,
     audit_sequences,
@@ -152,7 +153,7 @@ def test_a_long_transaction_that_commits_a_low_id_late_is_published_in_order(set
 
 def test_broker_down_while_writers_commit_5000_events_loses_nothing(settings, engine, private_broker):
     bootstrap = private_broker.start().bootstrap
-    provision_topics(bootstrap, topic_catalog(settings.namespace))
+    provision_topics(bootstrap, topic_catalog(example(), settings.namespace))
     with running_relay(settings, bootstrap=bootstrap, flush_timeout_s=3.0) as relay:
         written = write_lifecycles(engine, 100, prefix="BEFORE")
         wait_until(lambda: outbox_size(engine) == 0, 60, "the first events to be published")
@@ -227,7 +228,7 @@ def test_a_killed_relays_shards_are_taken_over(settings, engine, log_dir):
 def test_sigterm_stops_within_the_shutdown_deadline_and_keeps_unacknowledged_rows(
         settings, engine, log_dir, private_broker):
     bootstrap = private_broker.start().bootstrap
-    provision_topics(bootstrap, topic_catalog(settings.namespace))
+    provision_topics(bootstrap, topic_catalog(example(), settings.namespace))
     env = process_env(dataclasses.replace(settings, kafka_bootstrap=bootstrap, relay_flush_timeout_s=300.0,
                                           relay_shutdown_timeout_s=2.0))
     with ProcessGroup(log_dir, env) as group:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
@@ -12,7 +13,6 @@ from confluent_kafka import Producer
 from sqlalchemy.orm import Session
 
 from herald.infra.kafka_io import producer_config
-from herald.producers.registrations import change_status, register
 from herald.producers.sessions import open_session
 from herald.schemas.catalog import MISSING_NOTIFICATIONS, SESSION_MISMATCHES, qualified
 from herald.schemas.codec import decode, encode
@@ -30,12 +30,19 @@ def publish(settings, topic: str, records: list[tuple[str, str | None, dict | No
     assert producer.flush(30) == 0
 
 
-def alert(registration_id: str, notification_type: str, missing: list[str]) -> dict:
+def alert(registration_id: str, notification_type: str, missing: list[str], kept: bool = True) -> dict:
+    """An open alert as the detector writes it, keeping the event that called for it."""
     now = datetime.now(UTC)
-    return {"registration_id": registration_id, "notification_type": notification_type,
+    event = {"event_id": str(uuid.uuid4()), "registration_id": registration_id, "status": "payment_verified",
+             "participant_name": f"P{registration_id[-1]}", "phone": f"+6281200000{registration_id[-1]}",
+             "email": f"p{registration_id[-1]}@example.test",
+             "occurred_at": int((now - timedelta(minutes=10)).timestamp() * 1000), "workspace_id": "default"}
+    return {"subject_id": registration_id, "notification_type": notification_type,
             "workspace_id": "default", "expected_since": now - timedelta(minutes=10),
             "deadline": now - timedelta(minutes=5), "missing_channels": missing,
-            "delivered_channels": [], "detected_at": now, "resend_attempts": 0}
+            "delivered_channels": [], "detected_at": now, "resend_attempts": 0,
+            "source_event_type": "registration.payment_verified" if kept else "",
+            "source_event": json.dumps(event) if kept else ""}
 
 
 def herald(settings, *args: str) -> subprocess.CompletedProcess[str]:
@@ -45,20 +52,13 @@ def herald(settings, *args: str) -> subprocess.CompletedProcess[str]:
     return result
 
 
-def test_resend_missing_requests_each_open_alert_again_with_the_same_notification_id(settings, engine):
-    with Session(engine) as session, session.begin():
-        for n in (1, 2, 3):
-            register(session, registration_id=f"REG-{n}", participant_name=f"P{n}", phone=f"+6281200000{n}",
-                     email=f"p{n}@example.test")
-            change_status(session, f"REG-{n}", "payment_uploaded")
-            change_status(session, f"REG-{n}", "payment_verified")
-        session.execute(sa.delete(OutboxRecord))
+def test_resend_missing_requests_each_open_alert_again_from_the_event_it_kept(settings, engine):
     publish(settings, MISSING_NOTIFICATIONS, [
         ("REG-1|e_ticket", "herald.MissingNotification", alert("REG-1", "e_ticket", ["whatsapp", "email"])),
         ("REG-2|e_ticket", "herald.MissingNotification", alert("REG-2", "e_ticket", ["email"])),
         ("REG-3|e_ticket", "herald.MissingNotification", alert("REG-3", "e_ticket", ["email"])),
         ("REG-3|e_ticket", None, None),  # delivered since: resolved
-        ("REG-9|welcome", "herald.MissingNotification", alert("REG-9", "welcome", ["email"])),
+        ("REG-9|welcome", "herald.MissingNotification", alert("REG-9", "welcome", ["email"], kept=False)),
     ])
     preview = json.loads(herald(settings, "resend-missing", "--dry-run", "--json").stdout)
     with Session(engine) as session:
@@ -69,14 +69,21 @@ def test_resend_missing_requests_each_open_alert_again_with_the_same_notificatio
                 for row in session.scalars(sa.select(OutboxRecord))}
     assert {(line["key"], line["action"]) for line in preview["lines"]} == {
         ("REG-1|e_ticket", "would resend"), ("REG-2|e_ticket", "would resend"),
-        ("REG-9|welcome", "skipped: registration not in the database")}
+        ("REG-9|welcome", "skipped: the alert keeps no event of a declared kind")}
     assert [line["action"] for line in done["lines"]] == ["resent", "resent"]
     assert set(sent) == {
         ("notifications.whatsapp", notification_id("REG-1", "e_ticket", "whatsapp")),
         ("notifications.email", notification_id("REG-1", "e_ticket", "email")),
         ("notifications.email", notification_id("REG-2", "e_ticket", "email"))}
     whatsapp = sent[("notifications.whatsapp", notification_id("REG-1", "e_ticket", "whatsapp"))]
-    assert (whatsapp["recipient"], whatsapp["participant_name"]) == ("+62812000001", "P1")
+    assert (whatsapp["recipient"], whatsapp["params"]) == ("+62812000001", {"name": "P1"})
+
+
+def test_resend_missing_refuses_a_notification_the_catalog_does_not_declare(settings):
+    result = subprocess.run([*HERALD, "resend-missing", "--type", "refund_notice"], env=process_env(settings),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "no notification refund_notice in the catalog" in result.stderr
 
 
 def verdict(session_id: str, workspace: str, kind: str, observed: str | None = None) -> dict:

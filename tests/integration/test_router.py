@@ -7,13 +7,14 @@ from collections import Counter
 
 from confluent_kafka import Producer
 
+from herald.examples.registrations.app import TOPIC as REGISTRATION_EVENTS
 from herald.infra.kafka_io import producer_config
 from herald.infra.processes import ProcessGroup
 from herald.schemas import headers as h
-from herald.schemas.catalog import REGISTRATION_EVENTS, dead_letter_topic, notification_topic, qualified
+from herald.schemas.catalog import dead_letter_topic, notification_topic, qualified
 from herald.schemas.codec import decode, encode
 from herald.schemas.ids import notification_id
-from herald.streams.rules import ROUTING_RULES
+from tests.catalogs import example
 from tests.support import HERALD, process_env, read_topic
 from tests.unit.test_router import event
 
@@ -42,11 +43,11 @@ def test_router_process_routes_and_dead_letters_poison(settings, log_dir):
 
     for channel, records in per_channel.items():
         requests = [decode(m.value()).record for m in records]
-        types = [rule.notification_type for rule in ROUTING_RULES if channel in rule.channels]
-        assert Counter((r["registration_id"], r["notification_type"]) for r in requests) == {
+        types = [name for name, spec in example().notifications.items() if channel in spec.channels]
+        assert Counter((r["subject_id"], r["notification_type"]) for r in requests) == {
             (f"REG-{n:02d}", t): 1 for n in range(20) for t in types}
         for message, request in zip(records, requests, strict=True):
-            registration_id = request["registration_id"]
+            registration_id = request["subject_id"]
             expected_id = notification_id(registration_id, request["notification_type"], channel)
             assert request["notification_id"] == expected_id
             assert message.key() == request["notification_id"].encode()

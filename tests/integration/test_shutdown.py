@@ -21,6 +21,7 @@ from herald.ops.pipeline import pipeline_stages
 from herald.proving.demo import wait_for_groups
 from herald.schemas.catalog import topic_catalog
 from herald.schemas.migrations import scratch_database
+from tests.catalogs import example
 from tests.support import HERALD, process_env
 
 PROCESSES = {
@@ -38,11 +39,11 @@ def test_every_process_stops_within_a_bound_on_sigterm_with_kafka_down_and_logs_
     """Kafka down; with it up, test_docs_run.py stops every stage the way docs/running.md says."""
     state = private_broker.start()
     with scratch_database(endpoints.database_url, namespace) as url:
-        provision_topics(state.bootstrap, topic_catalog(namespace))
+        provision_topics(state.bootstrap, topic_catalog(example(), namespace))
         settings = dataclasses.replace(base_settings, kafka_bootstrap=state.bootstrap, database_url=url,
                                        namespace=namespace, api_port=free_port(), ingest_port=free_port(),
                                        ingest_secrets="s3cret", shutdown_timeout_s=2 * BOUND_S)
-        stages = pipeline_stages(namespace, settings.streams_app_id)
+        stages = pipeline_stages(example(), namespace, settings.streams_app_id)
         groups = [g.group for stage in stages for g in stage.groups]
         with ProcessGroup(log_dir, process_env(settings)) as group:
             for name, argv in PROCESSES.items():

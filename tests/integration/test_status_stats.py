@@ -20,11 +20,12 @@ from herald.infra.deadline import Deadline
 from herald.infra.kafka_io import producer_config
 from herald.infra.kafka_views import group_views
 from herald.infra.processes import ProcessGroup
-from herald.ops.pipeline import STREAM_INPUTS, streams_app_id
+from herald.ops.pipeline import stream_inputs, streams_app_id
 from herald.proving.demo import wait_for_groups
 from herald.schemas.catalog import NOTIFICATION_STATUS, STATUS_STATS, dead_letter_topic, qualified
 from herald.schemas.codec import decode, encode
 from herald.streams.status_stats import Bucket
+from tests.catalogs import example
 from tests.doc_blocks import ROOT, blocks
 from tests.support import HERALD, process_env, read_topic, wait_until
 
@@ -39,7 +40,7 @@ def outcomes(count: int, start: datetime) -> list[dict]:
     for n in range(count):
         at = start + timedelta(milliseconds=n * 180_000 // count)
         records.append({
-            "notification_id": str(uuid.uuid4()), "registration_id": f"REG-{n}",
+            "notification_id": str(uuid.uuid4()), "subject_id": f"REG-{n}",
             "notification_type": TYPES[n % 3], "channel": CHANNELS[n % 2], "status": STATES[n % 5 % 3],
             "attempts": 1, "provider_message_id": None, "error": None, "error_class": None, "due_at": None,
             "gateway_instance": None, "source_occurred_at": at, "occurred_at": at})
@@ -115,7 +116,7 @@ def test_aborted_and_repeated_outcomes_are_not_counted_and_the_group_ends_at_lag
     producer.init_transactions(30)
     group_id = streams_app_id(settings, "status")
 
-    inputs = [qualified(topic, settings.namespace) for topic in STREAM_INPUTS["status"]]
+    inputs = [qualified(topic, settings.namespace) for topic in stream_inputs(example())["status"]]
 
     def settled(total: int) -> bool:  # every record read and committed, markers included
         (view,) = group_views(settings.kafka_bootstrap, [(group_id, inputs)]).values()
@@ -149,7 +150,7 @@ def test_the_counter_keeps_up_with_outcomes_written_in_many_small_transactions(s
                                         **{"transactional.id": f"{settings.namespace}-small"}))
     producer.init_transactions(30)
     group_id = streams_app_id(settings, "status")
-    inputs = [qualified(topic, settings.namespace) for topic in STREAM_INPUTS["status"]]
+    inputs = [qualified(topic, settings.namespace) for topic in stream_inputs(example())["status"]]
     with ProcessGroup(log_dir, process_env(settings)) as group:
         start_counter(group, settings)
         for at in range(0, len(records), 5):

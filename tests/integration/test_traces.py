@@ -31,8 +31,7 @@ def test_one_trace_id_finds_the_ingest_request_the_delivery_and_the_provider_cal
     traced = dataclasses.replace(settings, log_format="json", log_level="DEBUG", ingest_port=free_port(),
                                  ingest_secrets=SECRET)
     with simulator_network(log_dir, gateway_instances=1, reporting_to=traced) as (network, _sims):
-        env = process_env(dataclasses.replace(traced, email_url=network.email,
-                                              whatsapp_instances=network.whatsapp))
+        env = process_env(traced, network)
         with ProcessGroup(log_dir, env) as group:
             for name, argv in (("ingest", ["ingest"]), ("relay", ["relay"]), ("streams", ["streams"]),
                                ("deliver-email", ["deliver", "--channel", "email"])):

@@ -141,6 +141,13 @@ def test_types_must_be_of_their_kind_and_match_the_type_field(tmp_path):
     assert found == {("events.parcel", "types.1"), ("events.parcel", "types.2")}
 
 
+def test_channel_names_of_herald_s_own_topics_are_reserved(tmp_path):
+    def change(c):
+        c["channels"]["status"] = c["channels"].pop("sms")
+        c["notifications"]["shipped"]["channels"] = {"status": {"to": "phone"}}
+    assert ("channels.status", "") in where(problems(tmp_path, change))
+
+
 def test_the_gateway_session_kind_is_reserved(tmp_path):
     def change(c):
         c["events"]["session"] = c["events"].pop("parcel")
@@ -200,7 +207,8 @@ def test_sla_and_resends_are_bounded(tmp_path, notification, field, message):
 
 
 @pytest.mark.parametrize("retry, field, message", [
-    ({"tiers": ["30s", "5s"]}, "retry", "tiers must be in increasing order"),
+    ({"tiers": ["30s", "5s"]}, "retry", "tiers must be distinct, in increasing order"),
+    ({"tiers": ["5s", "5s"]}, "retry", "tiers must be distinct, in increasing order"),
     ({"tiers": ["1s", "2s", "3s", "4s"]}, "retry.tiers", "at most 3"),
     ({"jitter": "half"}, "retry.jitter", "'full', 'equal' or 'decorrelated'"),
     ({"base": "10s", "cap": "5s"}, "retry", "cap must be at least base"),

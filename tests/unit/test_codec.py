@@ -1,13 +1,14 @@
 import io
+import json
 import struct
 from datetime import UTC, datetime
 from importlib import resources
 
 import fastavro
 import pytest
-from fastavro.read import SchemaResolutionError
 from fastavro.utils import generate_many
 
+from herald.infra.catalogs import example_catalog_path
 from herald.schemas.codec import (
     EARLIER_VERSIONS,
     SCHEMA_FILES,
@@ -17,6 +18,8 @@ from herald.schemas.codec import (
     decode_expecting,
     encode,
     load_schema_json,
+    upgraded,
+    validate_record,
 )
 
 
@@ -34,7 +37,7 @@ def registration_event(**overrides):
 def test_round_trip_uses_confluent_framing():
     data = encode("herald.RegistrationEvent", registration_event())
     magic, schema_id = struct.unpack(">bI", data[:5])
-    assert (magic, schema_id) == (0, SCHEMA_FILES["herald.RegistrationEvent"][0])
+    assert (magic, schema_id) == (0, 7), "the id the registrations example's catalog pins"
     decoded = decode(data)
     assert decoded.schema_name == "herald.RegistrationEvent"
     assert decoded.record == registration_event()
@@ -88,19 +91,35 @@ def test_the_newest_history_version_is_the_current_schema():
         assert load_schema_json(file_name, history=newest) == load_schema_json(file_name)
 
 
-def test_data_written_with_an_earlier_version_is_read_as_the_current_one():
-    """A v1 RegistrationEvent (id 1, no workspace) decodes with the current schema's default."""
-    schema_id = next(i for i, (name, v) in EARLIER_VERSIONS.items()
-                     if (name, v) == ("herald.RegistrationEvent", "v1"))
-    writer = fastavro.parse_schema(load_schema_json("registration_event.avsc", history="v1"),
-                                   named_schemas={})
+def test_data_written_with_an_earlier_version_of_a_catalogs_schema_is_read_as_the_current_one():
+    """A v1 RegistrationEvent (id 1, no workspace: the example catalog's `earlier_schemas`)
+    decodes as the current version, with its default."""
+    history = example_catalog_path("registrations").parent / "schemas" / "history"
+    v1 = json.loads((history / "registration_event_v1.avsc").read_text())
     body = io.BytesIO()
-    body.write(struct.pack(">bI", 0, schema_id))
+    body.write(struct.pack(">bI", 0, 1))
     v1_record = {k: v for k, v in registration_event().items() if k != "workspace_id"}
-    fastavro.schemaless_writer(body, writer, v1_record)
+    fastavro.schemaless_writer(body, fastavro.parse_schema(v1, named_schemas={}), v1_record)
     decoded = decode(body.getvalue())
     assert decoded.schema_name == "herald.RegistrationEvent"
     assert decoded.record == {**v1_record, "workspace_id": "default"}
+
+
+def test_a_request_written_before_catalogs_is_read_with_its_template_and_params():
+    """Version 2 requests (enums, the participant's name) as version 3 (names, template, params)."""
+    v2 = fastavro.parse_schema(load_schema_json("notification_request.avsc", history="v2"), named_schemas={})
+    old = {"notification_id": "n-1", "registration_id": "REG-1", "notification_type": "e_ticket",
+           "channel": "email", "recipient": "a@example.test", "participant_name": "Ani",
+           "source_event_id": "e-1", "source_occurred_at": datetime(2026, 1, 2, tzinfo=UTC),
+           "workspace_id": "ws-1"}
+    body = io.BytesIO()
+    body.write(struct.pack(">bI", 0, 6))
+    fastavro.schemaless_writer(body, v2, old)
+    record = decode_expecting(body.getvalue(), "herald.NotificationRequest")
+    assert record == {"notification_id": "n-1", "subject_id": "REG-1", "notification_type": "e_ticket",
+                      "channel": "email", "recipient": "a@example.test", "template": "e_ticket",
+                      "params": {"name": "Ani"}, "source_event_id": "e-1",
+                      "source_occurred_at": datetime(2026, 1, 2, tzinfo=UTC), "workspace_id": "ws-1"}
 
 
 def test_every_earlier_version_id_names_a_history_file():
@@ -114,32 +133,36 @@ def history_versions(file_name):
     return sorted(p.name.removesuffix(".avsc") for p in folder.iterdir() if p.name.endswith(".avsc"))
 
 
-def resolves(writer_json, reader_json, samples=25):
-    """Write samples with `writer_json`, read them with `reader_json` (Avro schema resolution)."""
-    writer = fastavro.parse_schema(writer_json, named_schemas={})
-    reader = fastavro.parse_schema(reader_json, named_schemas={})
-    for sample in generate_many(writer, samples):
-        buffer = io.BytesIO()
-        fastavro.schemaless_writer(buffer, writer, sample)
-        buffer.seek(0)
-        fastavro.schemaless_reader(buffer, writer, reader)
+def version_ids(schema_name):
+    """Each history version of one of Herald's schemas with the id its data carries."""
+    current_id, file_name = SCHEMA_FILES[schema_name]
+    ids = {version: schema_id for schema_id, (name, version) in EARLIER_VERSIONS.items()
+           if name == schema_name}
+    versions = history_versions(file_name)
+    return {version: ids.get(version, current_id) for version in versions}
 
 
 @pytest.mark.parametrize("schema_name", sorted(SCHEMA_FILES))
-def test_current_schema_reads_every_historical_version(schema_name):
-    """Backward compatibility: data written with any earlier version resolves with the current one."""
+def test_the_current_version_reads_data_of_every_historical_version(schema_name):
+    """Backward compatibility: data written with any earlier version decodes as the current one."""
     _schema_id, file_name = SCHEMA_FILES[schema_name]
-    versions = history_versions(file_name)
+    versions = version_ids(schema_name)
     assert versions, f"{file_name} has no history: copy it to avro/history/ as v1.avsc"
-    for version in versions:
-        resolves(load_schema_json(file_name, history=version), load_schema_json(file_name))
+    for version, schema_id in versions.items():
+        writer = fastavro.parse_schema(load_schema_json(file_name, history=version), named_schemas={})
+        for sample in generate_many(writer, 25):
+            body = io.BytesIO()
+            body.write(struct.pack(">bI", 0, schema_id))
+            fastavro.schemaless_writer(body, writer, sample)
+            validate_record(schema_name, decode_expecting(body.getvalue(), schema_name))
 
 
-def test_compatibility_check_catches_a_breaking_change():
-    current = load_schema_json("registration_event.avsc")
+def test_a_field_no_earlier_version_had_and_without_a_default_is_refused():
+    current = load_schema_json("notification_status.avsc")
     breaking = {**current, "fields": [*current["fields"], {"name": "venue", "type": "string"}]}
-    with pytest.raises(SchemaResolutionError):
-        resolves(current, breaking)
+    record = {f["name"]: None for f in current["fields"]}
+    with pytest.raises(UndecodableRecord, match="an earlier version has no venue"):
+        upgraded(record, breaking)
 
 
 def test_violation_lists_the_fields_by_their_path_in_the_record():

@@ -84,15 +84,26 @@ def _port(service: dict) -> str:
 
 def test_simulator_urls_point_at_simulator_services():
     env = next(iter(HERALD_SERVICES.values()))["environment"]
-    assert env["HERALD_EMAIL_URL"] == f"http://simulator-email:{_port(SERVICES['simulator-email'])}"
-    instances = env["HERALD_WHATSAPP_INSTANCES"].split(",")
+    assert env["EMAIL_PROVIDER_URL"] == f"http://simulator-email:{_port(SERVICES['simulator-email'])}"
+    instances = env["WHATSAPP_GATEWAY_URLS"].split(",")
     gateways = sorted(name for name in SERVICES if name.startswith("gateway-"))
     assert len(gateways) >= 2, "failover needs more than one gateway instance"
     assert instances == [f"http://{name}:{_port(SERVICES[name])}" for name in gateways]
 
 
+def test_the_default_catalog_reads_its_providers_from_the_services_environment():
+    from herald.infra.catalogs import read_catalog
+    from herald.schemas.catalog_refs import connection_list
+
+    env = next(iter(HERALD_SERVICES.values()))["environment"]
+    catalog = read_catalog(None, env)
+    assert connection_list(catalog.channels["whatsapp"], "instances") == tuple(
+        env["WHATSAPP_GATEWAY_URLS"].split(","))
+    assert catalog.channels["email"].connection["url"] == env["EMAIL_PROVIDER_URL"]
+
+
 def test_gateway_instances_report_their_sessions_under_the_url_sessions_name():
-    instances = next(iter(HERALD_SERVICES.values()))["environment"]["HERALD_WHATSAPP_INSTANCES"].split(",")
+    instances = next(iter(HERALD_SERVICES.values()))["environment"]["WHATSAPP_GATEWAY_URLS"].split(",")
     for name in (n for n in SERVICES if n.startswith("gateway-")):
         argv = SERVICES[name]["command"]
         assert float(argv[argv.index("--report-interval-s") + 1]) > 0, name

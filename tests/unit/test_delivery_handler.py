@@ -12,8 +12,9 @@ from herald.schemas.codec import decode, encode
 from herald.schemas.records import SourceRecord
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
-REQUEST = {"notification_id": "n-1", "registration_id": "REG-1", "notification_type": "e_ticket",
-           "channel": "email", "recipient": "a@example.test", "participant_name": "Ani",
+REQUEST = {"notification_id": "n-1", "subject_id": "REG-1", "notification_type": "e_ticket",
+           "channel": "email", "recipient": "a@example.test",
+           "template": "e_ticket", "params": {"name": "Ani"},
            "source_event_id": "e-1", "source_occurred_at": NOW, "workspace_id": "default"}
 POLICY = RetryPolicy(tiers_s=(5.0, 30.0, 300.0), base_s=5.0, cap_s=300.0, jitter=Jitter.FULL,
                      max_attempts=3, max_age_s=3600.0)

@@ -4,8 +4,10 @@ import threading
 
 import pytest
 
-from herald.infra.settings import Settings, SettingsError
-from herald.ops.delivery_process import RETRY_SETTINGS, DeliveryProcess, retry_policies
+from herald.consumers.retry_policy import Jitter
+from herald.infra.settings import Settings
+from herald.ops.delivery_process import DeliveryProcess, retry_policy
+from tests.catalogs import example, written_catalog
 
 
 class FailingWorker:
@@ -23,7 +25,7 @@ class PatientWorker:
 
 
 def test_a_failing_worker_stops_its_siblings_and_its_error_is_raised(monkeypatch):
-    process = DeliveryProcess(Settings.from_environ({}), "127.0.0.1:9", "email", (0, 1))
+    process = DeliveryProcess(Settings.from_environ({}), example(), "127.0.0.1:9", "email", (0, 1))
     patient = PatientWorker()
     workers = iter([patient, FailingWorker()])
     monkeypatch.setattr(process, "build_worker", lambda _topic: next(workers))
@@ -34,29 +36,16 @@ def test_a_failing_worker_stops_its_siblings_and_its_error_is_raised(monkeypatch
 
 def test_an_unknown_tier_or_channel_is_refused():
     with pytest.raises(ValueError, match="no tier 4"):
-        DeliveryProcess(Settings.from_environ({}), "b:1", "email", (4,))
-    with pytest.raises(ValueError, match="unknown channel 'sms'"):
-        DeliveryProcess(Settings.from_environ({}), "b:1", "sms")
+        DeliveryProcess(Settings.from_environ({}), example(), "b:1", "email", (4,))
+    with pytest.raises(ValueError, match="unknown channel 'sms'; the catalog declares: whatsapp, email"):
+        DeliveryProcess(Settings.from_environ({}), example(), "b:1", "sms")
 
 
-def test_bad_retry_settings_name_their_variables():
-    settings = Settings.from_environ({"HERALD_EMAIL_BACKOFF_JITTER": "gentle"})
-    with pytest.raises(SettingsError, match="HERALD_EMAIL_BACKOFF_JITTER"):
-        retry_policies(settings)
-    too_many = Settings.from_environ({"HERALD_WHATSAPP_RETRY_TIERS_S": "1,2,3,4"})
-    with pytest.raises(SettingsError, match="at most 3 retry tiers"):
-        retry_policies(too_many)
-
-
-def test_each_channels_policy_comes_from_its_own_settings():
-    settings = Settings.from_environ({"HERALD_EMAIL_MAX_ATTEMPTS": "3",
-                                      "HERALD_WHATSAPP_BACKOFF_JITTER": "decorrelated",
-                                      "HERALD_WHATSAPP_RETRY_TIERS_S": "1,60"})
-    policies = retry_policies(settings)
-    assert sorted(policies) == ["email", "whatsapp"]
-    assert (policies["email"].max_attempts, policies["email"].jitter) == (3, "full")
-    assert (policies["whatsapp"].tiers_s, policies["whatsapp"].jitter) == ((1.0, 60.0), "decorrelated")
-    assert policies["whatsapp"].max_attempts == settings.whatsapp_max_attempts
-    # Every name an error message gives is a real setting of each channel.
-    for channel in policies:
-        assert all(hasattr(settings, f"{channel}_{suffix}") for suffix in RETRY_SETTINGS)
+def test_each_channels_policy_comes_from_its_catalog_entry(tmp_path):
+    def change(document):
+        document["channels"]["email"]["retry"] = {"max_attempts": 3, "jitter": "equal"}
+        document["channels"]["whatsapp"]["retry"].update(tiers=["1s", "1m"], jitter="decorrelated")
+    _path, catalog = written_catalog(tmp_path, change)
+    email, whatsapp = (retry_policy(catalog.channels[c].retry) for c in ("email", "whatsapp"))
+    assert (email.max_attempts, email.jitter, email.tiers_s) == (3, Jitter.EQUAL, (5.0, 30.0, 300.0))
+    assert (whatsapp.tiers_s, whatsapp.jitter, whatsapp.max_attempts) == ((1.0, 60.0), Jitter.DECORRELATED, 8)

@@ -12,8 +12,8 @@ from herald.consumers.session_directory import SessionDirectory
 from herald.schemas.codec import decode, encode
 
 A, B = "http://wa-1", "http://wa-2"
-REQUEST = {"notification_id": "n-1", "registration_id": "REG-1", "notification_type": "e_ticket",
-           "channel": "whatsapp", "recipient": "+62811", "participant_name": "Ani",
+REQUEST = {"notification_id": "n-1", "subject_id": "REG-1", "notification_type": "e_ticket",
+           "channel": "whatsapp", "recipient": "+62811", "template": "e_ticket", "params": {"name": "Ani"},
            "source_event_id": "e-1", "source_occurred_at": datetime(2026, 1, 1, tzinfo=UTC),
            "workspace_id": "ws-1"}
 

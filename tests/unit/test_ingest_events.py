@@ -5,8 +5,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from herald.producers.ingest_events import InvalidEvent, parse_event
-from herald.schemas.catalog import REGISTRATION_EVENTS, SESSION_EVENTS
+from herald.producers.ingest_events import InvalidEvent, event_kinds, parse_event
+from herald.schemas.catalog import SESSION_EVENTS
+from tests.catalogs import example
+
+REGISTRATION_EVENTS = "registrations.events"
+KINDS = event_kinds(example())
 
 
 def registration(**data_overrides):
@@ -17,7 +21,7 @@ def registration(**data_overrides):
 
 
 def parse(document):
-    return parse_event(json.dumps(document).encode(), "req-1", None)
+    return parse_event(json.dumps(document).encode(), KINDS, "req-1", None)
 
 
 def test_a_registration_event_becomes_a_keyed_domain_event():
@@ -58,7 +62,7 @@ def test_rejections_name_the_field(document, code, field):
 @pytest.mark.parametrize("body", [b"{not json", b"\xff\xfe", b"[1, 2]"])
 def test_a_body_that_is_not_a_json_object_is_rejected(body):
     with pytest.raises(InvalidEvent) as rejected:
-        parse_event(body, "req-1", None)
+        parse_event(body, KINDS, "req-1", None)
     assert rejected.value.code in {"invalid_json", "invalid_event"}
 
 
@@ -111,7 +115,7 @@ def test_no_rejection_echoes_the_values_it_was_given(overrides):
 
 def test_arrays_nested_1000_deep_are_json_but_no_event():
     with pytest.raises(InvalidEvent) as rejected:  # once a RecursionError: 500
-        parse_event(b"[" * 1000 + b"]" * 1000, "req-1", None)
+        parse_event(b"[" * 1000 + b"]" * 1000, KINDS, "req-1", None)
     assert rejected.value.code == "invalid_event"
 
 
@@ -123,5 +127,35 @@ def test_arrays_nested_1000_deep_are_json_but_no_event():
 ])
 def test_bodies_json_cannot_hold_are_invalid_json(body):
     with pytest.raises(InvalidEvent) as rejected:
-        parse_event(body, "req-1", None)
+        parse_event(body, KINDS, "req-1", None)
     assert rejected.value.code == "invalid_json"
+
+
+def test_the_accepted_kinds_are_the_catalogs_and_the_gateway_sessions():
+    assert set(KINDS) == {"registration", "session"}
+    tasks = event_kinds(example("tasks"))
+    assert set(tasks) == {"task"}, "no whatsapp-gateway channel: no session events"
+    event = parse_event(json.dumps({"type": "task.assigned", "data": {
+        "task_id": "T-1", "task_title": "Review", "user_id": "42", "user_email": "a@example.test",
+        "role_name": "reviewer", "action": "assigned", "occurred_at": 1_795_000_000_000}}).encode(),
+        tasks, "req-1", None)
+    assert (event.topic, event.key, event.event_type) == ("task.events", "T-1", "task.assigned")
+    with pytest.raises(InvalidEvent) as raised:
+        parse_event(json.dumps(registration()).encode(), tasks, "req-1", None)
+    assert raised.value.code == "unknown_type"
+    assert "accepted: task.assigned, task.reassigned" in str(raised.value)
+
+
+def test_the_openapi_document_has_a_request_body_per_event_type_of_the_catalog():
+    from herald.producers.ingest import IngestConfig, create_ingest_app
+
+    document = create_ingest_app(None, IngestConfig(kinds=event_kinds(example("tasks")),  # type: ignore[arg-type]
+                                                    secrets=("s",))).openapi()
+    body = document["paths"]["/v1/events"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    (assigned,) = [b for b in body["oneOf"] if b["title"] == "task.assigned"]
+    data = assigned["properties"]["data"]
+    assert assigned["properties"]["type"]["enum"] == ["task.assigned"]
+    assert data["properties"]["action"] == {"type": "string", "enum": ["assigned", "reassigned"]}
+    assert data["properties"]["task_title"]["maxLength"] == 255
+    assert "event_id" not in data["required"] and "user_email" in data["required"]
+    assert [b["title"] for b in body["oneOf"]] == ["task.assigned", "task.reassigned"]

@@ -13,11 +13,12 @@ from herald.schemas.codec import decode
 from herald.schemas.ids import notification_id
 from herald.streams.missing import FORGET_AFTER_MS, Expectation, Policy, check, delivered, expect, needs_check
 from herald.streams.missing_agents import DeadlineIndex
+from tests.catalogs import example, written_catalog
 
 OCCURRED = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 T0 = int(OCCURRED.timestamp() * 1000)
-SLA_MS = 300_000
-POLICY = Policy(sla_ms={"welcome": 600_000, "upload_confirmation": 120_000, "e_ticket": SLA_MS})
+SLA_MS = 300_000  # the registrations example's e-ticket SLA
+POLICY = Policy(example())
 KEY = "REG-7|e_ticket"
 
 
@@ -28,12 +29,18 @@ def verified(event_id="7d3c1c1e-0f7e-4c55-8f0a-1c2b3d4e5f60"):
 
 
 def sent(channel, status="sent"):
-    return {"registration_id": "REG-7", "notification_type": "e_ticket", "channel": channel,
+    return {"subject_id": "REG-7", "notification_type": "e_ticket", "channel": channel,
             "status": status}
 
 
 def expected(state=None, policy=POLICY, event=None):
-    return expect({KEY: state} if state else {}, event or verified(), T0 + 5, policy)[KEY]
+    return expect({KEY: state} if state else {}, "registration", "registration.payment_verified",
+                  event or verified(), T0 + 5, policy)[KEY]
+
+
+def resending(tmp_path, times):
+    _path, catalog = written_catalog(tmp_path, lambda d: d["notifications"]["e_ticket"].update(resends=times))
+    return Policy(catalog)
 
 
 def test_a_verified_payment_expects_an_e_ticket_on_both_channels_by_its_sla():
@@ -53,6 +60,8 @@ def test_an_overdue_notification_alerts_exactly_once():
     assert body["missing_channels"] == ["whatsapp", "email"] and body["delivered_channels"] == []
     assert body["deadline"] == OCCURRED + timedelta(milliseconds=SLA_MS)
     assert body["workspace_id"] == "ws-9" and body["resend_attempts"] == 0
+    assert body["source_event_type"] == "registration.payment_verified"
+    assert json.loads(body["source_event"])["registration_id"] == "REG-7", "kept, to resend from"
     assert not needs_check(state, T0 + 10 * SLA_MS)
     assert check(state, T0 + 10 * SLA_MS, POLICY) == (state, []), "a second scan finds it handled"
 
@@ -101,8 +110,8 @@ def test_only_sent_counts_as_delivered():
     assert delivered(again, sent("email"), T0 + 2) == (again, []), "a repeated sent changes nothing"
 
 
-def test_resends_are_bounded_spaced_by_the_sla_and_reuse_the_notification_ids():
-    policy = Policy(sla_ms=POLICY.sla_ms, max_resends=2)
+def test_resends_are_bounded_spaced_by_the_sla_and_reuse_the_notification_ids(tmp_path):
+    policy = resending(tmp_path, 2)
     state, _ = delivered(expected(policy=policy), sent("email"), T0 + 1)
     state, records = check(state, T0 + SLA_MS, policy)
     alert, resend = records
@@ -111,6 +120,8 @@ def test_resends_are_bounded_spaced_by_the_sla_and_reuse_the_notification_ids():
     request = decode(resend.value).record
     assert request["notification_id"] == notification_id("REG-7", "e_ticket", "whatsapp")
     assert resend.key == request["notification_id"].encode() and request["recipient"] == "+628111"
+    assert (request["template"], request["params"]) == ("e_ticket", {"name": "Budi"})
+    assert request["source_occurred_at"] == OCCURRED, "from the event kept, its time as it was"
     assert not needs_check(state, T0 + 2 * SLA_MS - 1)
     state, records = check(state, T0 + 2 * SLA_MS, policy)
     assert [r.topic for r in records] == [MISSING_NOTIFICATIONS, "notifications.whatsapp"]
@@ -141,7 +152,7 @@ def test_the_deadline_index_yields_each_due_key_once_and_only_when_due():
     state = expected()
     index.note(KEY, state)
     index.note(KEY, state)  # written twice: still one key to look at
-    index.note("REG-8|e_ticket", replace(state, registration_id="REG-8", deadline_ms=T0 + 2 * SLA_MS))
+    index.note("REG-8|e_ticket", replace(state, subject_id="REG-8", deadline_ms=T0 + 2 * SLA_MS))
     index.note("REG-9|e_ticket", None)  # forgotten: nothing to look at
     assert index.pop_due(T0 + SLA_MS - 1) == []
     assert index.pop_due(T0 + SLA_MS) == [KEY]
@@ -154,3 +165,21 @@ def test_the_deadline_index_is_rebuilt_from_the_states():
     alerted, _ = check(expected(), T0 + SLA_MS, POLICY)
     index.rebuild({KEY: expected(), "REG-7|welcome": alerted})
     assert index.pop_due(T0 + SLA_MS) == [KEY], "an alerted entry without resends waits for no time"
+
+
+def test_only_notifications_with_an_sla_are_expected(tmp_path):
+    _path, catalog = written_catalog(tmp_path, lambda d: d["notifications"]["welcome"].update(sla=None))
+    created = {**verified(), "status": "created"}
+    assert expect({}, "registration", "registration.created", created, T0, Policy(catalog)) == {}
+    assert set(expect({}, "registration", "registration.created", created, T0, POLICY)) == {"REG-7|welcome"}
+
+
+def test_an_entry_written_before_catalogs_still_loads_and_only_alerts():
+    legacy = {"registration_id": "REG-7", "notification_type": "e_ticket", "channels": ["email"],
+              "delivered": [], "expected_since_ms": T0, "deadline_ms": T0 + SLA_MS, "first_seen_ms": T0,
+              "completed_at_ms": None, "alerted_at_ms": None, "resend_attempts": 0, "next_resend_ms": None,
+              "event": {"event_id": "e", "registration_id": "REG-7", "occurred_at_ms": T0}}
+    state = Expectation.from_json(legacy)
+    assert (state.subject_id, state.key) == ("REG-7", KEY)
+    _state, records = check(state, T0 + SLA_MS, POLICY)
+    assert [r.topic for r in records] == [MISSING_NOTIFICATIONS]

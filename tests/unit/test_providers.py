@@ -20,8 +20,8 @@ from herald.schemas import headers as h
 from herald.schemas.codec import decode
 from herald.schemas.records import SourceRecord
 
-REQUEST = {"notification_id": "n-1", "registration_id": "REG-1", "notification_type": "e_ticket",
-           "channel": "whatsapp", "recipient": "+62811", "participant_name": "Ani",
+REQUEST = {"notification_id": "n-1", "subject_id": "REG-1", "notification_type": "e_ticket",
+           "channel": "whatsapp", "recipient": "+62811", "template": "e_ticket", "params": {"name": "Ani"},
            "source_event_id": "e-1", "source_occurred_at": datetime(2026, 1, 1, tzinfo=UTC),
            "workspace_id": "default"}
 
@@ -59,9 +59,8 @@ def test_sends_notification_id_as_idempotency_key():
     assert seen[0].headers["Content-Type"] == "application/json"
     assert seen[0].headers["User-Agent"] == "herald-delivery"
     assert json.loads(seen[0].content) == {
-        "to": REQUEST["recipient"], "template": REQUEST["notification_type"],
-        "registration_id": REQUEST["registration_id"], "notification_id": "n-1",
-        "params": {"name": REQUEST["participant_name"]}}
+        "to": REQUEST["recipient"], "template": REQUEST["template"],
+        "subject_id": REQUEST["subject_id"], "notification_id": "n-1", "params": REQUEST["params"]}
     assert seen[0].extensions["timeout"] == {"connect": 5, "read": 5, "write": 5, "pool": 5}
 
 

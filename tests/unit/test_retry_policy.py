@@ -44,6 +44,12 @@ def test_full_jitter_stays_within_its_bounds_for_random_draws():
         assert 0.0 <= delay <= min(300.0, 5.0 * 2 ** (attempt - 1))
 
 
+def test_equal_jitter_keeps_half_the_ceiling_and_draws_the_other_half():
+    equal = policy(jitter=Jitter.EQUAL)
+    assert [backoff_delay(equal, n, None, lowest) for n in (1, 2, 3, 9)] == [2.5, 5.0, 10.0, 150.0]
+    assert [backoff_delay(equal, n, None, highest) for n in (1, 2, 3, 9)] == [5.0, 10.0, 20.0, 300.0]
+
+
 def test_decorrelated_jitter_grows_from_the_previous_delay_and_is_capped():
     decorrelated = policy(jitter=Jitter.DECORRELATED)
     assert backoff_delay(decorrelated, 1, None, highest) == 15.0

@@ -3,12 +3,12 @@ from datetime import UTC, datetime
 import pytest
 
 from herald.schemas import headers as h
-from herald.schemas.catalog import CHANNELS
-from herald.schemas.codec import decode, encode, parsed_schema
+from herald.schemas.codec import decode, encode
 from herald.schemas.ids import notification_id
 from herald.schemas.records import SourceRecord
-from herald.streams.router import route
-from herald.streams.rules import ROUTING_RULES, notification_requests
+from herald.streams.router import Router
+from herald.streams.rules import notification_requests
+from tests.catalogs import example, written_catalog
 
 OCCURRED = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 
@@ -23,6 +23,15 @@ def source(value, headers=None):
     return SourceRecord("registrations.events", 3, 42, b"REG-7", value, headers or {})
 
 
+def route(record):
+    return Router(example()).route(record)
+
+
+def requests_for(status, catalog=None):
+    return notification_requests(catalog or example(), "registration", f"registration.{status}",
+                                 event(status))
+
+
 def test_notification_id_is_deterministic_and_distinct_per_channel():
     assert notification_id("REG-7", "e_ticket", "email") == notification_id("REG-7", "e_ticket", "email")
     assert notification_id("REG-7", "e_ticket", "email") != notification_id("REG-7", "e_ticket", "whatsapp")
@@ -30,39 +39,40 @@ def test_notification_id_is_deterministic_and_distinct_per_channel():
 
 
 def test_payment_verified_becomes_an_e_ticket_per_channel():
-    requests = notification_requests(event())
+    requests = requests_for("payment_verified")
     assert {(r["channel"], r["recipient"]) for r in requests} == {("whatsapp", "+628111"),
                                                                  ("email", "budi@example.test")}
     assert all(r["notification_type"] == "e_ticket" for r in requests)
     assert all(r["workspace_id"] == "ws-9" for r in requests), "the tenant's session sends it"
     assert all(r["notification_id"] == notification_id("REG-7", "e_ticket", r["channel"]) for r in requests)
+    assert all((r["template"], r["params"]) == ("e_ticket", {"name": "Budi"}) for r in requests)
 
 
-def test_each_status_becomes_its_notification_on_the_channels_its_rule_names():
+def test_each_status_becomes_its_notification_on_the_channels_the_catalog_names():
     expected = {"created": {("welcome", "email", "budi@example.test")},
                 "payment_uploaded": {("upload_confirmation", "whatsapp", "+628111")},
                 "payment_verified": {("e_ticket", "whatsapp", "+628111"),
                                      ("e_ticket", "email", "budi@example.test")}}
     for status, notifications in expected.items():
-        requests = notification_requests(event(status))
+        requests = requests_for(status)
         assert {(r["notification_type"], r["channel"], r["recipient"]) for r in requests} == notifications
         assert all(r["notification_id"] == notification_id("REG-7", r["notification_type"], r["channel"])
                    for r in requests)
 
 
-def enum_symbols(schema_name, field_name):
-    (field,) = [f for f in parsed_schema(schema_name)["fields"] if f["name"] == field_name]
-    return field["type"]["symbols"]
-
-
-def test_the_rule_table_names_only_what_the_schemas_and_catalog_know():
-    statuses = enum_symbols("herald.RegistrationEvent", "status")
-    types = enum_symbols("herald.NotificationRequest", "notification_type")
-    assert sorted(rule.status for rule in ROUTING_RULES) == sorted(statuses), "one rule per status"
-    for rule in ROUTING_RULES:
-        assert rule.notification_type in types
-        assert rule.channels and set(rule.channels) <= set(CHANNELS)
-        assert len(set(rule.channels)) == len(rule.channels)
+def test_guards_templates_and_params_come_from_the_catalog(tmp_path):
+    def change(document):
+        ticket = document["notifications"]["e_ticket"]
+        ticket.update(when={"workspace_id": ["ws-9", "ws-10"]}, template="eticket_v2",
+                      params={"who": "participant_name", "at": "occurred_at", "ref": "registration_id"})
+        document["notifications"]["vip"] = {"trigger": ["registration.payment_verified"],
+                                            "when": {"workspace_id": "ws-1"},
+                                            "channels": {"email": {"to": "email"}}}
+    _path, catalog = written_catalog(tmp_path, change)
+    (request, *_rest) = requests_for("payment_verified", catalog)
+    assert request["template"] == "eticket_v2"
+    assert request["params"] == {"who": "Budi", "at": "2026-03-01T08:00:00.000+00:00", "ref": "REG-7"}
+    assert {r["notification_type"] for r in requests_for("payment_verified", catalog)} == {"e_ticket"}
 
 
 def test_route_encodes_requests_keyed_by_notification_id_with_contract_headers():
@@ -97,8 +107,22 @@ def test_poison_record_goes_to_the_dead_letter_topic_with_its_reason():
     assert dead.headers[h.EVENT_ID] == "e1"
 
 
+def test_an_event_type_its_kind_does_not_declare_is_dead_lettered(tmp_path):
+    declared = {**event(), "status": "created"}
+    value = encode("herald.RegistrationEvent", declared)
+    record = SourceRecord("registrations.events", 0, 1, b"REG-7", value,
+                          {h.EVENT_TYPE: "registration.refunded"})
+    assert [r.topic for r in route(record)] == ["notifications.email"], "the type field decides then"
+
+    def without_type_field(document):
+        document["events"]["registration"]["type_field"] = None
+    _path, catalog = written_catalog(tmp_path, without_type_field)
+    (dead,) = Router(catalog).route(record)
+    assert (dead.topic, dead.headers[h.ERROR_CLASS]) == ("registrations.events.dlq", "UnknownEventType")
+
+
 def test_a_bug_dead_letters_the_record_instead_of_crash_looping(monkeypatch, caplog):
-    def broken_rules(_event):
+    def broken_rules(*_args):
         raise ZeroDivisionError("rule table bug")
 
     monkeypatch.setattr("herald.streams.router.notification_requests", broken_rules)
@@ -117,21 +141,25 @@ def test_each_processors_changelog_topics_are_known_before_its_worker_starts(pro
     from herald.ops.bootstrap import streams_config
     from herald.streams.app import changelog_topics, create_app
 
-    app = create_app(streams_config(Settings.from_environ({"HERALD_NAMESPACE": "n1"})), "127.0.0.1:1",
-                     processor)
+    app = create_app(streams_config(Settings.from_environ({"HERALD_NAMESPACE": "n1"}), example()),
+                     "127.0.0.1:1", processor)
     specs = changelog_topics(app)
     prefix = "n1.herald-streams" + ("" if processor == "router" else f"-{processor}")
     assert {s.name for s in specs} == {f"{prefix}-{t}-changelog" for t in tables}
     assert all((s.partitions, s.cleanup_policy) == (6, "compact") for s in specs)
 
 
-def test_the_streams_config_takes_each_notification_types_sla_from_the_settings():
+def test_the_missing_policy_takes_each_notifications_sla_and_resends_from_the_catalog(tmp_path):
     from herald.infra.settings import Settings
     from herald.ops.bootstrap import streams_config
+    from herald.streams.missing import Policy
 
-    config = streams_config(Settings.from_environ({"HERALD_MISSING_SLA_E_TICKET_S": "90",
-                                                   "HERALD_MISSING_AUTO_RESENDS": "2"}))
-    assert config.missing_policy.sla_ms["e_ticket"] == 90_000
-    assert set(config.missing_policy.sla_ms) == {rule.notification_type for rule in ROUTING_RULES}
-    assert config.missing_policy.max_resends == 2
+    def change(document):
+        document["notifications"]["e_ticket"].update(sla="90s", resends=2)
+    _path, catalog = written_catalog(tmp_path, change)
+    config = streams_config(Settings.from_environ({}), catalog)
+    policy = Policy(config.catalog)
+    assert (policy.sla_ms("e_ticket"), policy.max_resends("e_ticket")) == (90_000, 2)
+    assert (policy.sla_ms("welcome"), policy.max_resends("welcome")) == (900_000, 0)
+    assert policy.max_resends("no_longer_declared") == 0
     assert config.group("missing") == "herald-streams-missing"

@@ -29,8 +29,8 @@ def test_unknown_key_is_rejected_by_name():
 
 
 def test_unparseable_value_names_variable_and_type():
-    with pytest.raises(SettingsError, match=r"HERALD_DELIVERY_CONCURRENCY='many' is not a valid int"):
-        Settings.from_environ({"HERALD_DELIVERY_CONCURRENCY": "many"})
+    with pytest.raises(SettingsError, match=r"HERALD_RELAY_BATCH_SIZE='many' is not a valid int"):
+        Settings.from_environ({"HERALD_RELAY_BATCH_SIZE": "many"})
 
 
 def test_other_variables_are_ignored():
@@ -65,10 +65,16 @@ def test_child_environ_replaces_inherited_settings():
 
 
 def test_a_list_setting_is_comma_separated_and_round_trips():
-    settings = Settings.from_environ({"HERALD_WHATSAPP_INSTANCES": "http://a:1, http://b:2",
-                                      "HERALD_EMAIL_RETRY_TIERS_S": "1,10.5"})
-    assert settings.whatsapp_instances == ("http://a:1", "http://b:2")
-    assert settings.email_retry_tiers_s == (1.0, 10.5)
+    settings = Settings.from_environ({"HERALD_HEALTH_STAGES": "relay, deliver:email",
+                                      "HERALD_SESSION_AUTO_RECONNECT_WORKSPACES": "w1,w2"})
+    assert settings.health_stages == ("relay", "deliver:email")
+    assert settings.session_auto_reconnect_workspaces == ("w1", "w2")
     assert Settings.from_environ(settings.to_environ()) == settings
-    with pytest.raises(SettingsError, match=r"HERALD_EMAIL_RETRY_TIERS_S='x' is not a valid float"):
-        Settings.from_environ({"HERALD_EMAIL_RETRY_TIERS_S": "1,x"})
+    with pytest.raises(SettingsError, match=r"HERALD_RELAY_POLL_INTERVAL_S='x' is not a valid float"):
+        Settings.from_environ({"HERALD_RELAY_POLL_INTERVAL_S": "x"})
+
+
+def test_the_catalog_setting_is_a_path_that_round_trips():
+    settings = Settings.from_environ({"HERALD_CATALOG": "/etc/herald/catalog.yaml"})
+    assert settings.catalog == Path("/etc/herald/catalog.yaml")
+    assert Settings.from_environ(settings.to_environ()) == settings

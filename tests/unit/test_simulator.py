@@ -7,7 +7,7 @@ import pytest
 
 from herald.proving.simulators.provider import create_simulator
 
-BODY = {"to": "+62811", "template": "e_ticket", "registration_id": "REG-1", "notification_id": "n-1"}
+BODY = {"to": "+62811", "template": "e_ticket", "subject_id": "REG-1", "notification_id": "n-1"}
 KEY = {"Idempotency-Key": "n-1"}
 
 

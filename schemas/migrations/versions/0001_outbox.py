@@ -1,7 +1,10 @@
-"""registrations and outbox
+"""the outbox
 
 Revision ID: 0001
 Revises:
+
+It also created an example's domain table once: that table is the example app's own now
+(see examples/), and databases made before keep theirs.
 """
 
 import sqlalchemy as sa
@@ -15,18 +18,6 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_table(
-        "registrations",
-        sa.Column("id", sa.String(64), primary_key=True),
-        sa.Column("participant_name", sa.String(200), nullable=False),
-        sa.Column("phone", sa.String(32), nullable=False),
-        sa.Column("email", sa.String(320), nullable=False),
-        sa.Column("status", sa.String(32), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("status_changed_at", sa.DateTime(timezone=True), nullable=False),
-        sa.CheckConstraint("status IN ('created', 'payment_uploaded', 'payment_verified')",
-                           name="registrations_status_valid"),
-    )
     op.create_table(
         "outbox",
         sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
@@ -43,4 +34,3 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("outbox")
-    op.drop_table("registrations")

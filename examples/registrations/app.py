@@ -1,18 +1,52 @@
-"""The registration domain: each status change writes its row and its event in one transaction."""
+"""The registrations example's domain app (seed 000): each status change writes its row and
+its event in one transaction, through Herald's outbox.
+
+The table is the app's own, never Herald's: `create_tables` makes it (Herald's migrations
+make only Herald's tables).
+"""
 
 from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy.orm import Session
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from herald.producers.outbox import DomainEvent, emit
-from herald.schemas.catalog import REGISTRATION_EVENTS
-from herald.schemas.tables import Registration
 
+TOPIC = "registrations.events"  # as catalog.yaml declares
+SCHEMA = "herald.RegistrationEvent"
 # status -> the status it may move to next.
 NEXT_STATUS = {"created": "payment_uploaded", "payment_uploaded": "payment_verified"}
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Registration(Base):
+    __tablename__ = "registrations"
+
+    id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    participant_name: Mapped[str] = mapped_column(sa.String(200))
+    phone: Mapped[str] = mapped_column(sa.String(32))
+    email: Mapped[str] = mapped_column(sa.String(320))
+    workspace_id: Mapped[str] = mapped_column(sa.String(64), server_default="default")
+    status: Mapped[str] = mapped_column(sa.String(32))
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    status_changed_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+
+    __table_args__ = (
+        sa.CheckConstraint(
+            "status IN ('created', 'payment_uploaded', 'payment_verified')",
+            name="registrations_status_valid"),
+    )
+
+
+def create_tables(engine: sa.Engine) -> None:
+    """The app's table, unless it is there (databases Herald migrated before 0.2 have it)."""
+    Base.metadata.create_all(engine, checkfirst=True)
 
 
 class InvalidTransition(ValueError):
@@ -65,7 +99,6 @@ def registration_event(registration: Registration, correlation_id: str | None) -
         "occurred_at": registration.status_changed_at,
         "workspace_id": registration.workspace_id,
     }
-    return DomainEvent(topic=REGISTRATION_EVENTS, key=registration.id,
-                       schema_name="herald.RegistrationEvent",
+    return DomainEvent(topic=TOPIC, key=registration.id, schema_name=SCHEMA,
                        event_type=f"registration.{registration.status}", record=record,
                        correlation_id=correlation_id)
