@@ -36,6 +36,9 @@ KeyOption = Annotated[str | None, typer.Option(help="Exact record key (e.g. a no
 TextOption = Annotated[str | None, typer.Option(
     "--search", help="Text in the key, error, headers or decoded payload.")]
 SinceOption = Annotated[datetime | None, typer.Option(help="Failed at or after (ISO 8601, UTC if no zone).")]
+FieldOption = Annotated[list[str] | None, typer.Option(
+    "--field", metavar="PATH=VALUE",
+    help="A field of the decoded payload has this value, e.g. params.user_id=42 (repeatable).")]
 ActorOption = Annotated[str | None, typer.Option(help="Who does this, for the audit log; default user@host.")]
 DryRunOption = Annotated[bool, typer.Option(help="Say what would happen; change nothing.")]
 AllOption = Annotated[bool, typer.Option("--all", help="Every open dead letter the filters match.")]
@@ -53,11 +56,24 @@ def _actor(given: str | None) -> str:
     return given or f"cli:{getpass.getuser()}@{socket.gethostname()}"
 
 
+def _fields(given: list[str] | None) -> tuple[tuple[str, str], ...]:
+    """--field PATH=VALUE options as (path, value) pairs."""
+    pairs = []
+    for item in given or ():
+        path, equals, value = item.partition("=")
+        if not equals:
+            err.print("[red]error:[/red] --field takes PATH=VALUE, e.g. params.user_id=42")
+            raise typer.Exit(2)
+        pairs.append((path.strip(), value))
+    return tuple(pairs)
+
+
 def _filter(ids: list[int] | None, every: bool, topic: str | None, error_class: str | None, key: str | None,
-            search: str | None, since: datetime | None, state: str | None = "open") -> Any:
+            search: str | None, since: datetime | None, fields: list[str] | None = None,
+            state: str | None = "open") -> Any:
     from herald.ops.dead_letter_ops import DeadLetterFilter
 
-    criteria = (topic, error_class, key, search, since)
+    criteria = (topic, error_class, key, search, since, *(fields or ()))
     if not ids and not every:
         err.print("[red]error:[/red] name dead letters by ID, or pass --all (with filters to narrow it)")
         raise typer.Exit(2)
@@ -65,7 +81,7 @@ def _filter(ids: list[int] | None, every: bool, topic: str | None, error_class: 
         err.print("[red]error:[/red] give IDs or --all with filters, not both")
         raise typer.Exit(2)
     return DeadLetterFilter(ids=tuple(ids or ()), topic=topic, error_class=error_class, key=key, text=search,
-                            since=_since(since), state=state)
+                            since=_since(since), state=state, fields=_fields(fields))
 
 
 @dlq.command("index")
@@ -83,6 +99,7 @@ def index(ctx: typer.Context,
 @dlq.command("list")
 def list_(ctx: typer.Context, topic: TopicOption = None, error_class: ErrorOption = None,
           key: KeyOption = None, search: TextOption = None, since: SinceOption = None,
+          field: FieldOption = None,
           state: Annotated[str, typer.Option(help="open, replayed, discarded or any.")] = "open",
           limit: Annotated[int, typer.Option(min=1, max=1000, help="Rows per page.")] = 50,
           page: Annotated[int, typer.Option(min=1, help="Page number, newest first.")] = 1,
@@ -94,7 +111,7 @@ def list_(ctx: typer.Context, topic: TopicOption = None, error_class: ErrorOptio
 
     selection = _checked(lambda: DeadLetterFilter(
         topic=topic, error_class=error_class, key=key, text=search, since=_since(since),
-        state=None if state == "any" else state))
+        state=None if state == "any" else state, fields=_fields(field)))
     engine = database_engine(_settings(ctx))
     with Session(engine) as session:
         found = list_dead_letters(session, selection, limit=limit, offset=(page - 1) * limit)
@@ -177,29 +194,31 @@ def show(ctx: typer.Context, dead_letter_id: Annotated[int, typer.Argument(metav
 def replay(ctx: typer.Context, ids: Annotated[list[int] | None, typer.Argument(metavar="[ID]...")] = None,
            every: AllOption = False, topic: TopicOption = None, error_class: ErrorOption = None,
            key: KeyOption = None, search: TextOption = None, since: SinceOption = None,
+           field: FieldOption = None,
            to: Annotated[str, typer.Option(help="original: the topic it failed on; retry: its first "
                                                 "retry tier (notification topics).")] = "original",
+           limit: Annotated[int | None, typer.Option(min=1, help="At most this many, oldest first.")] = None,
            dry_run: DryRunOption = False, actor: ActorOption = None,
            batch_size: Annotated[int, typer.Option(min=1, max=5000, help="Rows per transaction.")] = 200,
            ) -> None:
     """Put dead letters back (key, value, headers; replay count + 1) through the outbox."""
     from herald.ops import dead_letter_ops as ops
 
-    selection = _checked(lambda: _filter(ids, every, topic, error_class, key, search, since))
+    selection = _checked(lambda: _filter(ids, every, topic, error_class, key, search, since, field))
     _run_action(ctx, lambda engine, hook: ops.replay(
         engine, selection, actor=_actor(actor), target=to, dry_run=dry_run, batch_size=batch_size,
-        after_batch=hook), dry_run)
+        limit=limit, after_batch=hook), dry_run)
 
 
 @dlq.command("discard")
 def discard(ctx: typer.Context, ids: Annotated[list[int] | None, typer.Argument(metavar="[ID]...")] = None,
             every: AllOption = False, topic: TopicOption = None, error_class: ErrorOption = None,
             key: KeyOption = None, search: TextOption = None, since: SinceOption = None,
-            dry_run: DryRunOption = False, actor: ActorOption = None) -> None:
+            field: FieldOption = None, dry_run: DryRunOption = False, actor: ActorOption = None) -> None:
     """Mark dead letters discarded: nothing is produced; the audit log keeps who and which."""
     from herald.ops import dead_letter_ops as ops
 
-    selection = _checked(lambda: _filter(ids, every, topic, error_class, key, search, since))
+    selection = _checked(lambda: _filter(ids, every, topic, error_class, key, search, since, field))
     _run_action(ctx, lambda engine, _hook: ops.discard(
         engine, selection, actor=_actor(actor), dry_run=dry_run), dry_run)
 

@@ -9,6 +9,7 @@ locked while a batch takes them, so two replays at once take each row once.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -44,6 +45,8 @@ class DeadLetterFilter:
     text: str | None = None  # in the key, the error, the headers or the decoded payload
     since: datetime | None = None  # failed at or after
     state: str | None = "open"
+    # (path in the decoded payload, value): e.g. ("params.user_id", "42"), a catalog's parameter.
+    fields: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.state is not None and self.state not in DEAD_LETTER_STATES:
@@ -54,6 +57,12 @@ class DeadLetterFilter:
             if value is not None and not _storable(value):
                 raise DeadLetterOpsError(f"{name} has characters no text column can hold (NUL, or a "
                                          "lone surrogate); nothing can match it")
+        for path, value in self.fields:
+            if not _FIELD_PATH.match(path):
+                raise DeadLetterOpsError("a field is a dotted path of names in the payload, e.g. "
+                                         "params.user_id (at most 4 levels)")
+            if not _storable(value):
+                raise DeadLetterOpsError(f"the value for {path} has characters no text column can hold")
         if any(not 1 <= i < 2**63 for i in self.ids):
             raise DeadLetterOpsError("dead letter ids are from 1 to 2^63 - 1")
         if self.since is not None:  # any offset Python takes; PostgreSQL takes fewer
@@ -76,6 +85,8 @@ class DeadLetterFilter:
                                 sa.cast(DeadLetter.payload_json, sa.Text).ilike(pattern)))
         if self.since:
             found.append(DeadLetter.last_failed_at >= self.since)
+        for path, value in self.fields:
+            found.append(sa.func.jsonb_extract_path_text(DeadLetter.payload_json, *path.split(".")) == value)
         if self.state:
             found.append(DeadLetter.state == self.state)
         return found
@@ -87,7 +98,12 @@ class DeadLetterFilter:
             given["since"] = h.iso(self.since)
         if self.ids:
             given["ids"] = list(self.ids)
+        if self.fields:
+            given["fields"] = dict(self.fields)
         return given
+
+
+_FIELD_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}(\.[A-Za-z_][A-Za-z0-9_]{0,63}){0,3}$")
 
 
 def _storable(text: str) -> bool:
@@ -195,10 +211,11 @@ BatchHook = Callable[["ActionResult"], None]  # called after each committed batc
 
 
 def replay(engine: sa.Engine, selection: DeadLetterFilter, *, actor: str, target: str = "original",
-           dry_run: bool = False, batch_size: int = 200,
+           dry_run: bool = False, batch_size: int = 200, limit: int | None = None,
            after_batch: BatchHook | None = None) -> ActionResult:
-    """Replay the open dead letters `selection` matches, in batches (see the module's doc)."""
-    return _act(engine, "replay", selection, actor, target, dry_run, batch_size, after_batch)
+    """Replay the open dead letters `selection` matches, oldest first, at most `limit` of them,
+    in batches (see the module's doc)."""
+    return _act(engine, "replay", selection, actor, target, dry_run, batch_size, after_batch, limit)
 
 
 def discard(engine: sa.Engine, selection: DeadLetterFilter, *, actor: str, dry_run: bool = False,
@@ -208,19 +225,22 @@ def discard(engine: sa.Engine, selection: DeadLetterFilter, *, actor: str, dry_r
 
 
 def _act(engine: sa.Engine, action: str, selection: DeadLetterFilter, actor: str, target: str | None,
-         dry_run: bool, batch_size: int, after_batch: BatchHook | None) -> ActionResult:
+         dry_run: bool, batch_size: int, after_batch: BatchHook | None,
+         limit: int | None = None) -> ActionResult:
     if selection.state not in ("open", None):
         raise DeadLetterOpsError(f"only open dead letters can be {action}ed; the filter asks for "
                                  f"{selection.state}")
     if target is not None:
         check_target(target)  # before any work
-    run = _ActionRun(engine, DeadLetterFilter(**{**asdict(selection), "state": "open"}), actor, target)
+    if limit is not None and limit < 1:
+        raise DeadLetterOpsError("a limit is at least 1")
+    run = _ActionRun(engine, DeadLetterFilter(**{**asdict(selection), "state": "open"}), actor, target, limit)
     if dry_run:
         return run.preview(action)
     if not run.start(action, selection):
         return run.result
     last_id = 0
-    while last_id := run.take_batch(last_id, batch_size):
+    while run.wants_more() and (last_id := run.take_batch(last_id, batch_size)):
         if after_batch:
             after_batch(run.result)
     run.finish()
@@ -231,17 +251,21 @@ class _ActionRun:
     """One replay or discard: its audit entry, its counts, and the batches it takes."""
 
     def __init__(self, engine: sa.Engine, selection: DeadLetterFilter, actor: str,
-                 target: str | None) -> None:
+                 target: str | None, limit: int | None = None) -> None:
         self._engine = engine
         self._selection = selection  # open rows only
         self._actor = actor
         self._target = target
+        self._limit = limit  # rows to act on at most, oldest first; None: every one
         self.result = ActionResult("", 0)
 
     def _matching_open(self, session: Session) -> int:
-        count = session.scalar(sa.select(sa.func.count()).select_from(DeadLetter)
-                               .where(*self._selection.conditions()))
-        return int(count or 0)
+        count = int(session.scalar(sa.select(sa.func.count()).select_from(DeadLetter)
+                                   .where(*self._selection.conditions())) or 0)
+        return count if self._limit is None else min(count, self._limit)
+
+    def wants_more(self) -> bool:
+        return self._limit is None or self.result.done < self._limit
 
     def _count_not_open(self, session: Session) -> None:
         """Ids asked for by name that are not open, each with why: replayed or discarded already
@@ -260,7 +284,8 @@ class _ActionRun:
 
     def preview(self, action: str) -> ActionResult:
         with Session(self._engine) as session:
-            rows = session.scalars(sa.select(DeadLetter).where(*self._selection.conditions())).all()
+            rows = session.scalars(sa.select(DeadLetter).where(*self._selection.conditions())
+                                   .order_by(DeadLetter.id).limit(self._limit)).all()
             self.result = ActionResult(action, len(rows), dry_run=True)
             self._count_not_open(session)
         for row in rows:
@@ -286,9 +311,10 @@ class _ActionRun:
         Returns the last id looked at (0 when none were left)."""
         now = datetime.now(UTC)
         with Session(self._engine) as session, session.begin():
+            wanted = batch_size if self._limit is None else min(batch_size, self._limit - self.result.done)
             rows = session.scalars(
                 sa.select(DeadLetter).where(*self._selection.conditions(), DeadLetter.id > after_id)
-                .order_by(DeadLetter.id).limit(batch_size).with_for_update()).all()
+                .order_by(DeadLetter.id).limit(wanted).with_for_update()).all()
             taken = [row for row in rows if self._admit(row)]
             for row in taken:
                 self._resolve(session, row, now)

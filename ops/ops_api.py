@@ -60,18 +60,22 @@ class DeadLetterSelection(BaseModel):
     key: str | None = None
     search: str | None = None
     since: datetime | None = None
+    # A field of the decoded payload with this value: {"params.user_id": "42"}.
+    fields: dict[str, str] = Field(default_factory=dict, max_length=8)
     dry_run: bool = False
 
     def to_filter(self) -> ops.DeadLetterFilter:
-        criteria = (self.topic, self.error_class, self.key, self.search, self.since)
+        criteria = (self.topic, self.error_class, self.key, self.search, self.since, *self.fields)
         if not self.ids and not self.all and all(c is None for c in criteria):
             raise ops.DeadLetterOpsError("name dead letters by ids, by filters, or with all=true")
         return ops.DeadLetterFilter(ids=tuple(self.ids), topic=self.topic, error_class=self.error_class,
-                                    key=self.key, text=self.search, since=self.since)
+                                    key=self.key, text=self.search, since=self.since,
+                                    fields=tuple(self.fields.items()))
 
 
 class ReplayRequest(DeadLetterSelection):
     to: Literal["original", "retry"] = "original"
+    limit: int | None = Field(default=None, ge=1, description="At most this many, oldest first.")
 
 
 class ReplayOne(BaseModel):
@@ -195,10 +199,17 @@ def health(_who: Viewer, wiring: Wired) -> JSONResponse:
 def list_dlq(_who: Viewer, db: Db, topic: str | None = None, error_class: str | None = None,
              key: str | None = None, search: str | None = None, since: datetime | None = None,
              state: Literal["open", "replayed", "discarded", "any"] = "open", limit: Limit = 50,
-             offset: Offset = 0) -> dict[str, Any]:
+             offset: Offset = 0,
+             field: Annotated[list[str] | None, Query(
+                 description="PATH=VALUE: a field of the decoded payload, e.g. params.user_id=42")] = None,
+             ) -> dict[str, Any]:
     """Dead letters, newest first, phone numbers and emails masked."""
+    fields = tuple(tuple(item.split("=", 1)) for item in field or () if "=" in item)
+    if len(fields) != len(field or ()):
+        raise api_error(422, "invalid_field", "field takes PATH=VALUE, e.g. params.user_id=42")
     selection = ops.DeadLetterFilter(topic=topic, error_class=error_class, key=key, text=search,
-                                     since=since, state=None if state == "any" else state)
+                                     since=since, state=None if state == "any" else state,
+                                     fields=fields)  # type: ignore[arg-type]
     page = ops.list_dead_letters(db, selection, limit=limit, offset=offset)
     return {"total": page.total, "limit": limit, "offset": offset, "items": [summary(r) for r in page.rows]}
 
@@ -237,7 +248,7 @@ def replay_one(dead_letter_id: RowId, body: ReplayOne, who: Operator, wiring: Wi
 def replay_many(body: ReplayRequest, who: Operator, wiring: Wired) -> dict[str, Any]:
     """Replay every open dead letter the ids or filters select; dry_run only counts."""
     return ops.replay(wiring.engine, body.to_filter(), actor=who.actor, target=body.to,
-                      dry_run=body.dry_run).as_dict()
+                      dry_run=body.dry_run, limit=body.limit).as_dict()
 
 
 @dead_letters.post("/discard", responses=OPERATOR_ERRORS)

@@ -82,13 +82,29 @@ def simulator(
 
 def demo(
     ctx: typer.Context,
+    example: Annotated[str, typer.Option(
+        help="The example catalog to play: registrations (seeds 000, 002, 004) or tasks (seed 001).")
+    ] = "registrations",
     registrations: Annotated[int, typer.Option(help="How many registrations to verify.")] = 1000,
+    tasks: Annotated[int, typer.Option(help="tasks: how many tasks to assign.")] = 400,
+    outage_s: Annotated[float, typer.Option(help="tasks: how long the broker is stopped mid-run.")] = 15.0,
     timeout_s: Annotated[float, typer.Option(help="Give up waiting for delivery after this.")] = 300,
     rate: Annotated[float, typer.Option(help="Registrations per second; 0 writes a burst.")] = 0.0,
     faults: Annotated[bool, typer.Option(
         help="Inject 10% transient provider failures and a gateway instance crash.")] = True,
 ) -> None:
     """Run the whole pipeline on the embedded default and report what the providers received."""
+    if example == "tasks":
+        from herald.proving.demo_tasks import print_tasks_report, run_tasks_demo
+
+        outcome = run_tasks_demo(_settings(ctx), tasks, timeout_s, outage_s)
+        print_tasks_report(outcome)
+        if outcome.lost or outcome.duplicates or outcome.writer_errors:
+            raise typer.Exit(1)
+        return
+    if example != "registrations":
+        raise typer.BadParameter(f"no example {example!r}; known: registrations, tasks",
+                                 param_hint="--example")
     from herald.proving.demo import print_report, run_demo
 
     result = run_demo(_settings(ctx), registrations, timeout_s, rate, faults)

@@ -79,7 +79,8 @@ class DemoResult:
     health: str = ""  # `herald health` at the end: its state and what it counted
 
     def summary_json(self) -> str:
-        return json.dumps({"registrations": self.registrations, "delivered": self.delivered,
+        return json.dumps({"example": "registrations", "registrations": self.registrations,
+                           "delivered": self.delivered,
                            "lost": self.lost, "duplicates": self.duplicates,
                            "p50_ms": round(self.p50_ms, 1), "p99_ms": round(self.p99_ms, 1)})
 

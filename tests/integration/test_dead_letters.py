@@ -22,10 +22,17 @@ from herald.consumers.dead_letter_index import DeadLetterIndexer
 from herald.examples.registrations.app import TOPIC as REGISTRATION_EVENTS
 from herald.infra.kafka_io import consumer_config, producer_config
 from herald.ops.bootstrap import run_dlq_index
-from herald.ops.dead_letter_ops import DeadLetterFilter, DeadLetterOpsError, discard, replay
+from herald.ops.dead_letter_ops import (
+    DeadLetterFilter,
+    DeadLetterOpsError,
+    discard,
+    list_dead_letters,
+    replay,
+)
 from herald.schemas import headers as h
 from herald.schemas.catalog import dead_letter_topics, notification_topic, qualified, retry_topic
 from herald.schemas.codec import encode
+from herald.schemas.ids import notification_id
 from herald.schemas.records import Failure, SourceRecord, dead_letter, retry_record
 from herald.schemas.tables import DeadLetter, DeadLetterAction, OutboxRecord
 from tests.catalogs import example
@@ -199,6 +206,29 @@ def test_retry_target_discard_and_filters(settings, engine):
     assert h.ATTEMPT not in retried.headers and h.FIRST_FAILED_AT not in retried.headers
     assert h.parse_iso(retried.headers[h.DUE_AT]) <= datetime.now(UTC)
     assert states == {"replayed": 1, "discarded": 5, "open": 2}
+
+
+def test_dead_letters_are_found_by_a_payload_field_and_replayed_a_limited_number_oldest_first(
+        settings, engine):
+    """Seed 001's `?user_id=` and `--limit`: by a field of the request (a catalog parameter)."""
+    put_dead_letters(settings, [failed_request(n) for n in range(6)])
+    index(settings)
+    with Session(engine) as session:
+        found = list_dead_letters(session, DeadLetterFilter(fields=(("params.name", "P3"),)))
+        ids = sorted(session.scalars(sa.select(DeadLetter.id)))
+    assert [row.key_text for row in found.rows] == [notification_id("REG-00003", "e_ticket", "whatsapp")]
+    with pytest.raises(DeadLetterOpsError, match="dotted path"):
+        DeadLetterFilter(fields=(("params..name", "P3"),))
+    listed = subprocess.run([*HERALD, "dlq", "list", "--field", "params.name=P4", "--json"],
+                            env=process_env(settings), capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    assert [json.loads(line)["key"] for line in listed.stdout.splitlines()] == [
+        notification_id("REG-00004", "e_ticket", "whatsapp")]
+    assert replay(engine, DeadLetterFilter(), actor="t", limit=2, dry_run=True).matched == 2
+    done = replay(engine, DeadLetterFilter(), actor="t", limit=2)
+    with Session(engine) as session:
+        replayed = sorted(session.scalars(sa.select(DeadLetter.id).where(DeadLetter.state == "replayed")))
+    assert (done.done, replayed) == (2, ids[:2])
 
 
 def test_a_dead_lettered_notification_replayed_from_the_cli_is_delivered_once(settings, engine, log_dir):

@@ -1,0 +1,28 @@
+"""The tasks example (seed 001) as `herald demo --example tasks` plays it, on this test's own
+topics and database: assignments through the outbox, the provider rejecting some, the
+operator listing them by user and replaying one by id and the rest with --since/--limit;
+every notification arrives once. (The demo also stops the broker mid-run; here the shared
+broker stays up: other tests use it.)"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from herald.infra.catalogs import example_catalog_path, open_catalog
+from herald.infra.provisioning import provision_topics
+from herald.infra.services import Endpoints
+from herald.proving.demo_tasks import REJECTED, _run
+from herald.schemas.catalog import topic_catalog
+
+
+def test_every_assignment_is_notified_once_with_the_rejected_ones_replayed_by_the_operator(settings):
+    configured = dataclasses.replace(settings, catalog=example_catalog_path("tasks"))
+    provision_topics(settings.kafka_bootstrap, topic_catalog(open_catalog(configured.catalog, {}),
+                                                             settings.namespace))
+    result = _run(configured, Endpoints(settings.kafka_bootstrap, settings.database_url), 60, timeout_s=180,
+                  outage_s=0.0, rate=30.0)
+    assert result.delivered == {"email": 60}
+    assert (result.lost, result.duplicates, result.writer_errors) == (0, 0, 0)
+    assert result.dead_lettered == REJECTED
+    assert sum(result.listed_for_user.values()) == REJECTED, "each failed one listed under its user"
+    assert result.replayed == {"one": 1, "rest": REJECTED - 1}
