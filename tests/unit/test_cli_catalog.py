@@ -1,6 +1,5 @@
 """`herald catalog check` exits 1 naming the entry and field; `show` prints the routes."""
 
-import logging
 
 import pytest
 import yaml
@@ -8,15 +7,6 @@ from typer.testing import CliRunner
 
 from herald.infra.catalogs import example_catalog_path
 from herald.ops.cli import app
-
-
-@pytest.fixture
-def logging_kept():
-    """The CLI configures the process's logging at start; this test process keeps its own."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:], root.level = handlers, level
 
 
 def run(*args: str):
