@@ -146,32 +146,29 @@ def _resolved_references(document: dict[str, Any], shown: str,
             if _SECRET_KEY.search(str(key)) and not (isinstance(value, str) and _REFERENCE.fullmatch(value)):
                 problems.append(Problem(shown, f"channels.{name}", field,
                                         "is a secret: write ${VARIABLE}, never the value"))
-            resolved[key], unset = _filled(value)(environ)
+            resolved[key], unset = _filled(value, environ)
             problems += [Problem(shown, f"channels.{name}", field,
                                  f"needs the environment variable {var}, which is not set") for var in unset]
         resolved_channels[name] = {**channel, "connection": resolved}
     return {**document, "channels": resolved_channels}, problems
 
 
-def _filled(value: Any) -> Any:
-    def fill(environ: Mapping[str, str]) -> tuple[Any, list[str]]:
-        unset: list[str] = []
+def _filled(value: Any, environ: Mapping[str, str]) -> tuple[Any, list[str]]:
+    """`value` with its ${VARIABLE}s filled in, and the variables that were not set."""
+    unset: list[str] = []
 
-        def one(text: str) -> str:
-            def substitute(match: re.Match[str]) -> str:
-                variable, default = match.group(1), match.group(2)
-                if variable in environ:
-                    return environ[variable]
-                if default is None:
-                    unset.append(variable)
-                    return ""
-                return default
-            return _REFERENCE.sub(substitute, text)
+    def substitute(match: re.Match[str]) -> str:
+        variable, default = match.group(1), match.group(2)
+        if variable in environ:
+            return environ[variable]
+        if default is None:
+            unset.append(variable)
+            return ""
+        return default
 
-        if isinstance(value, list):
-            return tuple(one(str(item)) for item in value), unset
-        return (one(value) if isinstance(value, str) else value), unset
-    return fill
+    if isinstance(value, list):
+        return tuple(_REFERENCE.sub(substitute, str(item)) for item in value), unset
+    return (_REFERENCE.sub(substitute, value) if isinstance(value, str) else value), unset
 
 
 def _validation_problems(exc: ValidationError, shown: str) -> list[Problem]:

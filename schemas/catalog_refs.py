@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from herald.schemas.catalog_model import Catalog, ChannelSpec, NotificationSpec
+from herald.schemas.codec import full_name
 
 Where = tuple[str, str, str]
 _SCALARS = ("string", "int", "long", "float", "double", "boolean")
@@ -27,7 +28,7 @@ def reference_problems(catalog: Catalog) -> list[Where]:
         if topic in topics:
             problems.append((f"events.{kind}", "topic", f"is also the topic of events.{topics[topic]}"))
         topics.setdefault(topic, kind)
-        name = _full_name(catalog.event_schemas[kind])
+        name = full_name(catalog.event_schemas[kind])
         if name in record_names:
             problems.append((f"events.{kind}", "schema",
                              f"declares {name}, as events.{record_names[name]} does"))
@@ -126,12 +127,6 @@ def connection_list(spec: ChannelSpec, setting: str) -> tuple[str, ...]:
 
 def _fields(schema: dict[str, Any]) -> dict[str, Any]:
     return {f["name"]: f["type"] for f in schema.get("fields", []) if isinstance(f, dict) and "name" in f}
-
-
-def _full_name(schema: dict[str, Any]) -> str:
-    name = str(schema.get("name", ""))
-    namespace = schema.get("namespace")
-    return name if "." in name or not namespace else f"{namespace}.{name}"
 
 
 def _needs(fields: dict[str, Any], field: str, kinds: tuple[str, ...], *, nullable: bool) -> str | None:

@@ -88,7 +88,9 @@ class ExpectationTable(JsonTable[Expectation]):
 def add_missing_detector(app: faust.App, config: StreamsConfig, send: Send) -> None:
     """Wire the detector into `app`; `send` produces the records it derives."""
     namespace, policy, catalog = config.namespace, Policy(config.catalog), config.catalog
-    kinds = {qualified(catalog.topic_of(kind), namespace): kind for kind in catalog.events}
+    # topic as on the broker -> (kind, its schema's name), looked up once, not per record
+    kinds = {qualified(catalog.topic_of(kind), namespace): (kind, event_schema_name(catalog, kind))
+             for kind in catalog.events}
     deliveries_name = qualified(MISSING_DELIVERIES, namespace)
     checks = app.topic(qualified(MISSING_CHECKS, namespace), **RAW_BYTES)
     deliveries = app.topic(deliveries_name, **RAW_BYTES)
@@ -134,11 +136,11 @@ def add_missing_detector(app: faust.App, config: StreamsConfig, send: Send) -> N
 
 
 def _apply(table: ExpectationTable, event: faust.EventT, now_ms: int, policy: Policy,
-           kinds: dict[str, str], deliveries_name: str) -> list[OutgoingRecord]:
+           kinds: dict[str, tuple[str, str]], deliveries_name: str) -> list[OutgoingRecord]:
     """One input of the detector: the table updated, the records to produce returned."""
     topic = event.message.topic
     if topic in kinds:
-        _expect(table, event, now_ms, policy, kinds[topic])
+        _expect(table, event, now_ms, policy, *kinds[topic])
         return []
     if topic == deliveries_name:
         status = _decoded(event.value, "herald.NotificationStatus", event)
@@ -153,8 +155,9 @@ def _apply(table: ExpectationTable, event: faust.EventT, now_ms: int, policy: Po
     return records
 
 
-def _expect(table: ExpectationTable, event: faust.EventT, now_ms: int, policy: Policy, kind: str) -> None:
-    record = _decoded(event.value, event_schema_name(policy.catalog, kind), event)
+def _expect(table: ExpectationTable, event: faust.EventT, now_ms: int, policy: Policy, kind: str,
+            schema_name: str) -> None:
+    record = _decoded(event.value, schema_name, event)
     if record is None:
         return
     event_type = event_type_of(policy.catalog, kind, record, from_kafka(header_pairs(event.headers)))

@@ -28,12 +28,14 @@ class Router:
 
     def __init__(self, catalog: Catalog) -> None:
         self._catalog = catalog
-        self._kinds: Mapping[str, str] = {catalog.topic_of(kind): kind for kind in catalog.events}
+        # topic -> (kind, its schema's name), looked up once, not per record
+        self._kinds: Mapping[str, tuple[str, str]] = {
+            catalog.topic_of(kind): (kind, event_schema_name(catalog, kind)) for kind in catalog.events}
 
     def route(self, source: SourceRecord) -> list[OutgoingRecord]:
         try:
-            kind = self._kinds[source.topic]
-            event = decode_expecting(source.value, event_schema_name(self._catalog, kind))
+            kind, schema_name = self._kinds[source.topic]
+            event = decode_expecting(source.value, schema_name)
             event_type = event_type_of(self._catalog, kind, event, source.headers)
             if event_type is None:
                 raise UnknownEventType(f"the event-type header names no type of {kind}, and neither "
