@@ -87,7 +87,11 @@ def _resend_one(session: Session, catalog: Catalog, alert: dict[str, Any], dry_r
     if not alert["source_event"] or kind not in catalog.events:
         return Repair(key, "missing", missing, "skipped: the alert keeps no event of a declared kind")
     event = event_from_json(orjson.loads(alert["source_event"]), catalog.event_schemas[kind])
-    requests = [r for r in notification_requests(catalog, kind, alert["source_event_type"], event)
+    try:
+        requested = notification_requests(catalog, kind, alert["source_event_type"], event)
+    except KeyError as exc:  # the catalog now reads a field the kept event lacks
+        return Repair(key, "missing", missing, f"skipped: the kept event has no field {exc}")
+    requests = [r for r in requested
                 if r["notification_type"] == alert["notification_type"] and r["channel"] in channels]
     if not dry_run:
         for request in requests:

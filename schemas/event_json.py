@@ -6,13 +6,14 @@ timestamps become datetimes again, so the record encodes and routes as it first 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 
-def event_to_json(record: Mapping[str, Any]) -> dict[str, Any]:
-    return {name: _json_value(value) for name, value in record.items()}
+def event_to_json(record: Mapping[str, Any], only: Collection[str] | None = None) -> dict[str, Any]:
+    """The record as JSON; with `only`, just those of its fields."""
+    return {name: _json_value(value) for name, value in record.items() if only is None or name in only}
 
 
 def event_from_json(data: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:

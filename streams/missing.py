@@ -13,14 +13,15 @@ entry checked twice, or by a worker that lost the partition meanwhile, alerts on
 Inputs may arrive in any order: a delivery seen before the event that calls for it is kept,
 and its expectation starts already satisfied. A settled entry is kept for the input's
 retention, so an event read again is not expected anew. Every function here
-is pure: it takes the state (None when there is none) and returns the new state (None to
+is pure (but for a log line): it takes the state (None when there is none) and returns the new state (None to
 forget it) with the records to produce.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,7 +33,9 @@ from herald.schemas.codec import encode
 from herald.schemas.event_json import event_from_json, event_to_json
 from herald.schemas.ids import derived_event_id
 from herald.schemas.records import OutgoingRecord, derived_headers
-from herald.streams.rules import guards_pass, notification_requests
+from herald.streams.rules import fields_read, guards_pass, notification_requests
+
+log = logging.getLogger(__name__)
 
 # How long a settled entry is kept: one delivered everywhere (so an event read again, after
 # a restart or a reset of the group, is recognised instead of expected anew), or a delivery
@@ -54,7 +57,7 @@ class Expectation:
     alerted_at_ms: int | None = None
     resend_attempts: int = 0
     next_resend_ms: int | None = None
-    event: dict[str, Any] = field(default_factory=dict)  # the event as JSON, to resend from
+    event: dict[str, Any] = field(default_factory=dict)  # the fields resends read, as JSON
     event_kind: str = ""
     event_type: str = ""
     workspace_id: str = "default"
@@ -72,7 +75,8 @@ class Expectation:
         return bool(self.channels) and not self.missing
 
     def as_json(self) -> dict[str, Any]:
-        return asdict(self)
+        # Shallow, unlike dataclasses.asdict (which deep-copies the event): it is only dumped.
+        return dict(self.__dict__)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Expectation:
@@ -92,6 +96,14 @@ class Policy:
     """The catalog's SLAs and bounded resends, per notification."""
 
     catalog: Catalog
+    # (kind, event type) -> the fields an expectation keeps: only those a resend reads, so
+    # the table (and its changelog) holds no more of the event, personal data included.
+    kept_fields: Mapping[tuple[str, str], frozenset[str]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        kept = {(kind, event_type): fields_read(self.catalog, kind, event_type)
+                for kind, spec in self.catalog.events.items() for event_type in spec.types}
+        object.__setattr__(self, "kept_fields", kept)
 
     def sla_ms(self, notification_type: str) -> int:
         spec = self.catalog.notifications.get(notification_type)
@@ -125,7 +137,8 @@ def _started(known: Expectation | None, kind: str, event_type: str, event: Mappi
     expectation = replace(
         known or Expectation(str(event[spec.key]), notification_type, first_seen_ms=now_ms),
         channels=channels, expected_since_ms=since, deadline_ms=since + policy.sla_ms(notification_type),
-        event=event_to_json(event), event_kind=kind, event_type=event_type,
+        event=event_to_json(event, policy.kept_fields[kind, event_type]),
+        event_kind=kind, event_type=event_type,
         workspace_id=str(event[spec.workspace_field]) if spec.workspace_field else "default")
     if expectation.complete:  # delivered before it was expected
         return replace(expectation, completed_at_ms=now_ms)
@@ -206,8 +219,14 @@ def _resends(state: Expectation, catalog: Catalog) -> list[OutgoingRecord]:
     if state.event_kind not in catalog.events:
         return []  # an entry from before catalogs, or of a kind no longer declared: alert only
     event = event_from_json(state.event, catalog.event_schemas[state.event_kind])
+    try:
+        requests = notification_requests(catalog, state.event_kind, state.event_type, event)
+    except KeyError as exc:  # the catalog now reads a field kept events lack: alert only
+        log.warning("%s: no resend, the kept %s event has no field %s (the catalog changed since)",
+                    state.notification_type, state.event_type, exc)
+        return []
     records = []
-    for request in notification_requests(catalog, state.event_kind, state.event_type, event):
+    for request in requests:
         if request["notification_type"] == state.notification_type and request["channel"] in state.missing:
             headers = _headers(state, f"resend.{state.resend_attempts}|{request['channel']}")
             records.append(OutgoingRecord(notification_topic(request["channel"]),

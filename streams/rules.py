@@ -56,6 +56,17 @@ def notification_requests(catalog: Catalog, kind: str, event_type: str,
     return requests
 
 
+def fields_read(catalog: Catalog, kind: str, event_type: str) -> frozenset[str]:
+    """The event's fields that `notification_requests` reads for this type: all a resend needs."""
+    spec = catalog.events[kind]
+    read = {"event_id", spec.key, spec.time_field, *filter(None, (spec.workspace_field, spec.type_field))}
+    for _name, notification in catalog.notifications_on(event_type):
+        read.update(notification.when)
+        read.update(notification.params.values())
+        read.update(route.to for route in notification.channels.values())
+    return frozenset(read)
+
+
 def guards_pass(notification: NotificationSpec, event: Mapping[str, Any]) -> bool:
     """Whether the event has, in every guarded field, the value (or one of the values) asked."""
     for field, wanted in notification.when.items():

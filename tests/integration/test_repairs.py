@@ -30,13 +30,16 @@ def publish(settings, topic: str, records: list[tuple[str, str | None, dict | No
     assert producer.flush(30) == 0
 
 
-def alert(registration_id: str, notification_type: str, missing: list[str], kept: bool = True) -> dict:
-    """An open alert as the detector writes it, keeping the event that called for it."""
+def alert(registration_id: str, notification_type: str, missing: list[str], kept: bool = True,
+          lacking: str = "") -> dict:
+    """An open alert as the detector writes it, keeping the event that called for it (without
+    the field `lacking`: one kept before the catalog read it)."""
     now = datetime.now(UTC)
     event = {"event_id": str(uuid.uuid4()), "registration_id": registration_id, "status": "payment_verified",
              "participant_name": f"P{registration_id[-1]}", "phone": f"+6281200000{registration_id[-1]}",
              "email": f"p{registration_id[-1]}@example.test",
              "occurred_at": int((now - timedelta(minutes=10)).timestamp() * 1000), "workspace_id": "default"}
+    event.pop(lacking, None)
     return {"subject_id": registration_id, "notification_type": notification_type,
             "workspace_id": "default", "expected_since": now - timedelta(minutes=10),
             "deadline": now - timedelta(minutes=5), "missing_channels": missing,
@@ -58,6 +61,8 @@ def test_resend_missing_requests_each_open_alert_again_from_the_event_it_kept(se
         ("REG-2|e_ticket", "herald.MissingNotification", alert("REG-2", "e_ticket", ["email"])),
         ("REG-3|e_ticket", "herald.MissingNotification", alert("REG-3", "e_ticket", ["email"])),
         ("REG-3|e_ticket", None, None),  # delivered since: resolved
+        ("REG-4|e_ticket", "herald.MissingNotification",
+         alert("REG-4", "e_ticket", ["whatsapp"], lacking="phone")),
         ("REG-9|welcome", "herald.MissingNotification", alert("REG-9", "welcome", ["email"], kept=False)),
     ])
     preview = json.loads(herald(settings, "resend-missing", "--dry-run", "--json").stdout)
@@ -69,8 +74,10 @@ def test_resend_missing_requests_each_open_alert_again_from_the_event_it_kept(se
                 for row in session.scalars(sa.select(OutboxRecord))}
     assert {(line["key"], line["action"]) for line in preview["lines"]} == {
         ("REG-1|e_ticket", "would resend"), ("REG-2|e_ticket", "would resend"),
+        ("REG-4|e_ticket", "skipped: the kept event has no field 'phone'"),
         ("REG-9|welcome", "skipped: the alert keeps no event of a declared kind")}
-    assert [line["action"] for line in done["lines"]] == ["resent", "resent"]
+    assert [line["action"] for line in done["lines"]] == ["resent", "resent",
+                                                          "skipped: the kept event has no field 'phone'"]
     assert set(sent) == {
         ("notifications.whatsapp", notification_id("REG-1", "e_ticket", "whatsapp")),
         ("notifications.email", notification_id("REG-1", "e_ticket", "email")),

@@ -183,3 +183,21 @@ def test_an_entry_written_before_catalogs_still_loads_and_only_alerts():
     assert (state.subject_id, state.key) == ("REG-7", KEY)
     _state, records = check(state, T0 + SLA_MS, POLICY)
     assert [r.topic for r in records] == [MISSING_NOTIFICATIONS]
+
+
+def test_an_expectation_keeps_only_the_fields_a_resend_reads(tmp_path):
+    _path, catalog = written_catalog(tmp_path, lambda d: d["notifications"]["e_ticket"].update(params={}))
+    policy = Policy(catalog)
+    state = expected(policy=policy, event={**verified(), "unread": "kept nowhere"})
+    assert set(state.event) == set(verified()) - {"participant_name"}, "no name, no stray field"
+    _state, records = check(state, T0 + SLA_MS, policy)
+    assert "participant_name" not in decode(records[0].value).record["source_event"]
+
+
+def test_a_kept_event_lacking_a_field_the_catalog_now_reads_alerts_without_resending(tmp_path, caplog):
+    kept = expected()
+    state = replace(kept, event={k: v for k, v in kept.event.items() if k != "phone"})
+    state, records = check(state, T0 + SLA_MS, resending(tmp_path, 1))
+    assert [r.topic for r in records] == [MISSING_NOTIFICATIONS], "the alert, and no crash"
+    assert state.alerted_at_ms == T0 + SLA_MS
+    assert "no field 'phone'" in caplog.text and "+628111" not in caplog.text
