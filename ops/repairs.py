@@ -27,7 +27,7 @@ from herald.schemas.catalog import MISSING_NOTIFICATIONS, SESSION_MISMATCHES, no
 from herald.schemas.catalog_model import Catalog
 from herald.schemas.codec import UndecodableRecord, decode_expecting
 from herald.schemas.event_json import event_from_json
-from herald.streams.rules import notification_requests
+from herald.streams.rules import EventLacksField, notification_requests
 
 
 @dataclass
@@ -89,8 +89,8 @@ def _resend_one(session: Session, catalog: Catalog, alert: dict[str, Any], dry_r
     event = event_from_json(orjson.loads(alert["source_event"]), catalog.event_schemas[kind])
     try:
         requested = notification_requests(catalog, kind, alert["source_event_type"], event)
-    except KeyError as exc:  # the catalog now reads a field the kept event lacks
-        return Repair(key, "missing", missing, f"skipped: the kept event has no field {exc}")
+    except EventLacksField as exc:  # the catalog now reads a field the kept event lacks
+        return Repair(key, "missing", missing, f"skipped: the kept event has no field {exc.field!r}")
     requests = [r for r in requested
                 if r["notification_type"] == alert["notification_type"] and r["channel"] in channels]
     if not dry_run:

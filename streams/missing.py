@@ -33,7 +33,7 @@ from herald.schemas.codec import encode
 from herald.schemas.event_json import event_from_json, event_to_json
 from herald.schemas.ids import derived_event_id
 from herald.schemas.records import OutgoingRecord, derived_headers
-from herald.streams.rules import fields_read, guards_pass, notification_requests
+from herald.streams.rules import EventLacksField, fields_read, guards_pass, notification_requests
 
 log = logging.getLogger(__name__)
 
@@ -221,9 +221,9 @@ def _resends(state: Expectation, catalog: Catalog) -> list[OutgoingRecord]:
     event = event_from_json(state.event, catalog.event_schemas[state.event_kind])
     try:
         requests = notification_requests(catalog, state.event_kind, state.event_type, event)
-    except KeyError as exc:  # the catalog now reads a field kept events lack: alert only
-        log.warning("%s: no resend, the kept %s event has no field %s (the catalog changed since)",
-                    state.notification_type, state.event_type, exc)
+    except EventLacksField as exc:  # the catalog now reads a field kept events lack: alert only
+        log.warning("%s: no resend, the kept %s event has no field %r (the catalog changed since)",
+                    state.notification_type, state.event_type, exc.field)
         return []
     records = []
     for request in requests:

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from herald.schemas import headers as h
-from herald.schemas.catalog_model import Catalog, NotificationSpec
+from herald.schemas.catalog_model import Catalog, EventKindSpec, NotificationSpec
 from herald.schemas.ids import notification_id
 
 
@@ -29,10 +29,27 @@ def event_type_of(catalog: Catalog, kind: str, record: Mapping[str, Any],
     return None
 
 
+class EventLacksField(KeyError):
+    """An event (one kept from before a catalog change) lacks a field the catalog now reads."""
+
+    def __init__(self, field: str) -> None:
+        super().__init__(field)
+        self.field = field
+
+
 def notification_requests(catalog: Catalog, kind: str, event_type: str,
                           event: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """NotificationRequest records for one event (none when no notification is called for)."""
+    """NotificationRequest records for one event (none when no notification is called for);
+    EventLacksField names a field the catalog reads that the event does not have."""
     spec = catalog.events[kind]
+    try:
+        return _requests(catalog, spec, event_type, event)
+    except KeyError as exc:  # only the event is indexed in there
+        raise EventLacksField(str(exc.args[0])) from None
+
+
+def _requests(catalog: Catalog, spec: EventKindSpec, event_type: str,
+              event: Mapping[str, Any]) -> list[dict[str, Any]]:
     subject = str(event[spec.key])
     workspace = str(event[spec.workspace_field]) if spec.workspace_field else "default"
     requests = []
