@@ -52,7 +52,7 @@ def pid_alive(pid: int | None) -> bool:
     return True
 
 
-def spawn_detached(argv: Sequence[str], log_path: Path) -> int:
+def spawn_detached(argv: Sequence[str], log_path: Path, extra_env: Mapping[str, str] | None = None) -> int:
     """Start a server that outlives the call that started it (`herald up`); its pid.
 
     Spawned without a Popen handle: a handle dropped while its server runs warns at exit,
@@ -62,7 +62,8 @@ def spawn_detached(argv: Sequence[str], log_path: Path) -> int:
     actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                (os.POSIX_SPAWN_OPEN, 1, str(log_path), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644),
                (os.POSIX_SPAWN_DUP2, 1, 2)]
-    return os.posix_spawnp(argv[0], list(argv), dict(os.environ), file_actions=actions, setsid=True)
+    return os.posix_spawnp(argv[0], list(argv), {**os.environ, **(extra_env or {})},
+                           file_actions=actions, setsid=True)
 
 
 def spawn(

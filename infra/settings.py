@@ -30,7 +30,7 @@ class Settings:
     home: Path = field(default=Path(".herald"), metadata=_doc(
         "Where the embedded Kafka and PostgreSQL keep jars, data, logs and state."))
     maven_repo: Path | None = field(default=None, metadata=_doc(
-        "Maven local repository for the Kafka jars; unset means <home>/m2."))
+        "Maven local repository for the Kafka jars and the registry's archive; unset means <home>/m2."))
     catalog: Path | None = field(default=None, metadata=_doc(
         "The catalog file (YAML) declaring the event kinds, notifications and channels; unset "
         "means the default example's (`herald catalog show` prints it). `herald catalog check FILE` "
@@ -39,6 +39,13 @@ class Settings:
         "Bootstrap servers of an existing Kafka; unset means the embedded broker."))
     database_url: str | None = field(default=None, metadata=_doc(
         "SQLAlchemy URL of an existing PostgreSQL; unset means the embedded cluster."))
+    schema_registry_url: str | None = field(default=None, metadata=_doc(
+        "URL of an existing Confluent-compatible schema registry (Confluent Schema Registry, "
+        "Karapace, Apicurio's `/apis/ccompat/v7`); unset means the embedded Apicurio Registry."))
+    registry_version: str = field(default="3.3.3", metadata=_doc(
+        "Apicurio Registry release the embedded schema registry runs, fetched from Maven Central."))
+    registry_heap_mb: int = field(default=384, metadata=_doc(
+        "Maximum JVM heap of the embedded schema registry, in MiB."))
     kafka_version: str = field(default="4.3.1", metadata=_doc(
         "Apache Kafka release the embedded broker runs, fetched from Maven Central."))
     kafka_heap_mb: int = field(default=512, metadata=_doc(

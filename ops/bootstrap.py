@@ -18,14 +18,22 @@ from herald.infra.kafka_views import group_views
 from herald.infra.logs import log_start, log_stop
 from herald.infra.processes import ServiceError
 from herald.infra.provisioning import provision_topics, topic_names
+from herald.infra.schema_registry import (
+    RegistrySchemas,
+    connect_schema_registry,
+    provision_schemas,
+    registry_client,
+)
 from herald.infra.services import (
     Endpoints,
     check_database,
     check_kafka,
     embedded_kafka,
     embedded_postgres,
+    embedded_registry,
     resolve_database_url,
     resolve_endpoints,
+    resolve_registry_url,
     start_services,
 )
 from herald.infra.settings import Settings
@@ -67,13 +75,33 @@ def _names(settings: Settings, *topics: str) -> list[str]:
 
 def prepare(settings: Settings, catalog: Catalog) -> Endpoints:
     """Start what is needed, bring the schema up to date, create missing topics (refusing a
-    catalog that would orphan unread records of a channel it no longer declares)."""
+    catalog that would orphan unread records of a channel it no longer declares), register
+    their schemas (refusing a change the registry finds incompatible)."""
     endpoints, _started = start_services(settings)
     migrate(endpoints.database_url)
     refuse_orphaned_channels(endpoints.kafka_bootstrap, catalog, settings.namespace)
-    provision_topics(endpoints.kafka_bootstrap, topic_catalog(catalog, settings.namespace),
-                     replication_factor(settings))
+    specs = topic_catalog(catalog, settings.namespace)
+    provision_topics(endpoints.kafka_bootstrap, specs, replication_factor(settings))
+    client = registry_client(endpoints.schema_registry_url)  # kept by the codec for this process
+    provision_schemas(client, specs)
+    connect_schema_registry(client, specs)
     return endpoints
+
+
+def use_schema_registry(settings: Settings, catalog: Catalog) -> RegistrySchemas:
+    """The codec on the schema registry, for a pipeline stage: fails fast, naming the registry
+    and how to start it, when it does not answer."""
+    return connect_schema_registry(registry_client(resolve_registry_url(settings)),
+                                   topic_catalog(catalog, settings.namespace))
+
+
+def use_schema_registry_if_up(settings: Settings, catalog: Catalog) -> None:
+    """The same for an ops command or the API, which answer while the registry is away: then
+    what they read shows as undecodable, and a line says why."""
+    try:
+        use_schema_registry(settings, catalog)
+    except ServiceError as exc:
+        log.warning("records are shown undecoded: %s", exc)
 
 
 def refuse_orphaned_channels(bootstrap: str, catalog: Catalog, namespace: str) -> None:
@@ -132,6 +160,12 @@ def describe(settings: Settings) -> list[tuple[str, str, str]]:
     else:
         pg = embedded_postgres(settings).state()
         rows.append(("postgres", "embedded" if pg else "stopped", pg.url if pg else "-"))
+    if settings.schema_registry_url:
+        rows.append(("schema registry", "configured", settings.schema_registry_url))
+    else:
+        registry = embedded_registry(settings).state()
+        rows.append(("schema registry", f"embedded Apicurio {settings.registry_version}" if registry
+                     else "stopped", registry.url if registry else "-"))
     return rows
 
 
@@ -219,6 +253,7 @@ def run_ingest(settings: Settings, catalog: Catalog) -> None:
                            "requests; set one secret (or several, comma-separated, while rotating)")
     database_url = resolve_database_url(settings)
     check_database(database_url)
+    use_schema_registry(settings, catalog)
     engine = sa.create_engine(database_url, pool_pre_ping=True, pool_size=10)
     app = create_ingest_app(engine, IngestConfig(
         kinds=event_kinds(catalog), secrets=secrets, tolerance_s=settings.ingest_tolerance_s,
@@ -252,6 +287,7 @@ def run_streams(settings: Settings, catalog: Catalog, processor: str = "router")
     from herald.streams.app import changelog_topics, create_app
 
     endpoints = reachable_endpoints(settings, need_database=False)
+    use_schema_registry(settings, catalog)
     # Its changelog and repartition topics get the replicas the catalog's topics get.
     replicated = dataclasses.replace(settings, replication_factor=replication_factor(settings))
     app = create_app(streams_config(replicated, catalog), endpoints.kafka_bootstrap, processor)
@@ -284,6 +320,7 @@ def run_delivery(settings: Settings, catalog: Catalog, channel: str, stop: threa
                  drain: bool = False, tiers: tuple[int, ...] | None = None) -> DeliveryReport:
     """Workers of CHANNEL: its request topic (tier 0) and each retry tier, unless `tiers` picks."""
     endpoints = reachable_endpoints(settings, need_database=False)
+    use_schema_registry(settings, catalog)
     settle_garbage_collector()
     from herald.ops.metrics import DeliveryCollector, serve_metrics
 
@@ -301,7 +338,7 @@ def run_delivery(settings: Settings, catalog: Catalog, channel: str, stop: threa
     return report
 
 
-def run_corrections(settings: Settings, stop: threading.Event) -> dict[str, Any]:
+def run_corrections(settings: Settings, catalog: Catalog, stop: threading.Event) -> dict[str, Any]:
     """Apply what Kafka learned about sessions to the database (through the outbox): the
     corrections delivery workers found, and the session reconciler's mismatches. One consumer
     group per topic, each on a thread of its own; returns each one's counters."""
@@ -311,6 +348,7 @@ def run_corrections(settings: Settings, stop: threading.Event) -> dict[str, Any]
     from herald.consumers.mismatches import MismatchCorrections, ReconnectPolicy
 
     endpoints = reachable_endpoints(settings)
+    use_schema_registry(settings, catalog)
     engine = sa.create_engine(endpoints.database_url, pool_pre_ping=True)
     client = httpx.Client(timeout=10.0)
     handlers: list[Corrections] = [
@@ -352,6 +390,7 @@ def run_dlq_index(settings: Settings, catalog: Catalog, stop: threading.Event, d
     from herald.consumers.dead_letter_index import INDEX_STAGE, DeadLetterIndexer
 
     endpoints = reachable_endpoints(settings)
+    use_schema_registry(settings, catalog)
     engine = sa.create_engine(endpoints.database_url, pool_pre_ping=True)
     group = consumer_group(INDEX_STAGE, "dlq", settings.namespace)
     consumer = Consumer(consumer_config(endpoints.kafka_bootstrap, group, **{
@@ -381,6 +420,7 @@ def read_health(settings: Settings, catalog: Catalog) -> Any:
     from herald.ops.health import health_report
 
     bootstrap = kafka_if_known(settings)
+    use_schema_registry_if_up(settings, catalog)
     try:
         engine: sa.Engine | None = sa.create_engine(
             resolve_database_url(settings), poolclass=sa.NullPool, connect_args={"connect_timeout": 5})
@@ -398,6 +438,7 @@ def ops_api_app(settings: Settings, catalog: Catalog) -> Any:
     from herald.ops.ops_api import Wiring, create_ops_api
 
     bootstrap = kafka_if_known(settings)
+    use_schema_registry_if_up(settings, catalog)
     engine = sa.create_engine(resolve_database_url(settings), pool_pre_ping=True,
                               connect_args={"connect_timeout": 5})
     return create_ops_api(Wiring(settings, catalog, engine, bootstrap))

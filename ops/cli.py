@@ -83,19 +83,20 @@ def up(
         min=1, max=5, help="Embedded Kafka brokers: 3 makes a cluster with replication factor 3 and "
                            "min ISR 2 (default HERALD_KAFKA_BROKERS, 1).")] = None,
 ) -> None:
-    """Install missing system packages, start the embedded Kafka and PostgreSQL (unless HERALD_*
-    points elsewhere), migrate, provision."""
+    """Install missing system packages, start the embedded Kafka, PostgreSQL and schema registry
+    (unless HERALD_* points elsewhere), migrate, provision topics and schemas."""
     import dataclasses
 
     from herald.ops.bootstrap import prepare
 
     settings = _settings(ctx)
-    if settings.kafka_bootstrap is None or settings.database_url is None:
+    if None in (settings.kafka_bootstrap, settings.database_url, settings.schema_registry_url):
         _install_system_packages(with_test_tools=False)
     catalog = process_catalog(ctx)
     endpoints = prepare(settings if brokers is None else dataclasses.replace(settings, kafka_brokers=brokers),
                         catalog)
-    console.print(f"kafka    {endpoints.kafka_bootstrap}\npostgres {endpoints.database_url}")
+    console.print(f"kafka    {endpoints.kafka_bootstrap}\npostgres {endpoints.database_url}\n"
+                  f"registry {endpoints.schema_registry_url}")
 
 
 @app.command("system-packages")
@@ -120,7 +121,7 @@ def down(
     ctx: typer.Context,
     purge: Annotated[bool, typer.Option(help="Also delete their data (topics, database).")] = False,
 ) -> None:
-    """Stop the embedded Kafka and PostgreSQL."""
+    """Stop the embedded schema registry, Kafka and PostgreSQL."""
     from herald.infra.services import purge_services, stop_services
 
     stopped = stop_services(_settings(ctx))
@@ -136,6 +137,9 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
     kafka: Annotated[bool, typer.Option("--kafka", help="Print only Kafka's bootstrap address (exit 1 when "
                                                         "none runs), e.g. for KAFKA_BOOTSTRAP.")] = False,
+    registry: Annotated[bool, typer.Option("--registry", help="Print only the schema registry's URL (exit 1 "
+                                                              "when none answers), e.g. for "
+                                                              "SCHEMA_REGISTRY_URL.")] = False,
 ) -> None:
     """Say what runs where: the services, then each stage (its members and lag, or relays)."""
     from herald.ops.bootstrap import kafka_if_known
@@ -148,6 +152,9 @@ def status(
             raise typer.Exit(1)
         print(bootstrap)
         return
+    if registry:
+        _print_registry_url(_settings(ctx))
+        return
     report = pipeline_status(_settings(ctx), process_catalog(ctx))
     if as_json:
         print(json.dumps(report))
@@ -158,6 +165,16 @@ def status(
     for row in report["stages"]:  # type: ignore[attr-defined]
         table.add_row(row["stage"], row["state"], row["where"], "" if row["lag"] is None else str(row["lag"]))
     Console().print(table)
+
+
+def _print_registry_url(settings: Settings) -> None:
+    from herald.infra.services import resolve_registry_url
+
+    try:
+        print(resolve_registry_url(settings))
+    except ServiceError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
 
 
 @app.command()
@@ -254,7 +271,8 @@ def corrections(ctx: typer.Context) -> None:
     gateway instance, and the session reconciler's mismatches (disconnect, reconnect, move)."""
     from herald.ops.bootstrap import run_corrections
 
-    run_corrections(_settings(ctx), stop_on_signals(_settings(ctx)))  # its stop line says what it did
+    # Its stop line says what it did.
+    run_corrections(_settings(ctx), process_catalog(ctx), stop_on_signals(_settings(ctx)))
 
 
 from herald.ops.cli_catalog import catalog_app  # noqa: E402

@@ -51,11 +51,13 @@ def resend_missing(
     dry_run: DryRun = False, as_json: AsJson = False,
 ) -> None:
     """Request every open missing notification again (same notification id) through the outbox."""
+    from herald.ops.bootstrap import use_schema_registry
     from herald.ops.cli import process_catalog
     from herald.ops.repairs import resend_missing as run
 
     catalog = process_catalog(ctx)
     settings, bootstrap, engine = _prepared(ctx)
+    use_schema_registry(settings, catalog)
     try:
         report = run(settings, catalog, bootstrap, engine, tuple(notification_type or ()),  # type: ignore[arg-type]
                      dry_run)
@@ -75,9 +77,13 @@ def sync(
 ) -> None:
     """Apply the session reconciler's open verdicts now: lost sessions marked disconnected
     (and reconnected, with --auto-reconnect), moved sessions given their new instance."""
+    from herald.ops.bootstrap import use_schema_registry
+    from herald.ops.cli import process_catalog
     from herald.ops.repairs import sync_sessions
 
+    catalog = process_catalog(ctx)
     settings, bootstrap, engine = _prepared(ctx)
+    use_schema_registry(settings, catalog)
     actor = f"cli:{getpass.getuser()}@{socket.gethostname()}"
     report = sync_sessions(settings, bootstrap, engine, workspace, auto_reconnect, dry_run,  # type: ignore[arg-type]
                            actor)

@@ -24,8 +24,7 @@ def example_document(example: str = "registrations") -> dict[str, Any]:
     document = yaml.safe_load(path.read_text(encoding="utf-8"))
     for spec in document["events"].values():
         spec["schema"] = str(path.parent / spec["schema"])
-        earlier = spec.get("earlier_schemas", {})
-        spec["earlier_schemas"] = {i: str(path.parent / f) for i, f in earlier.items()}
+        spec["earlier_schemas"] = [str(path.parent / f) for f in spec.get("earlier_schemas", [])]
     return document
 
 

@@ -210,23 +210,22 @@ def _name_problems(catalog: Catalog, shown: str) -> list[Problem]:
 
 
 def _event_schemas(catalog: Catalog, base: Path, shown: str) -> tuple[
-        dict[str, dict[str, Any]], dict[str, dict[int, dict[str, Any]]], list[Problem]]:
+        dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]], list[Problem]]:
     """Each event kind's Avro schema (its JSON) and its earlier versions', parsed to be sure."""
     schemas: dict[str, dict[str, Any]] = {}
-    earlier: dict[str, dict[int, dict[str, Any]]] = {}
+    earlier: dict[str, list[dict[str, Any]]] = {}
     problems = []
     for kind, spec in catalog.events.items():
-        files = {("schema", None): spec.schema_file}
-        files |= {(f"earlier_schemas.{schema_id}", schema_id): f
-                  for schema_id, f in spec.earlier_schemas.items()}
-        for (field, schema_id), file_name in files.items():
+        files = [("schema", spec.schema_file)]
+        files += [(f"earlier_schemas.{n}", f) for n, f in enumerate(spec.earlier_schemas)]
+        for field, file_name in files:
             schema, problem = _avro_schema(base / file_name, file_name, must_be_record=True)
             if problem is not None:
                 problems.append(Problem(shown, f"events.{kind}", field, problem))
-            elif schema_id is None:
+            elif field == "schema":
                 schemas[kind] = schema
             else:
-                earlier.setdefault(kind, {})[schema_id] = schema
+                earlier.setdefault(kind, []).append(schema)
     return schemas, earlier, problems
 
 

@@ -122,8 +122,9 @@ class EventKindSpec(_Entry):
     time_field: str = "occurred_at"  # when the event happened: a timestamp field
     workspace_field: str | None = None  # the tenant whose gateway session sends
     partitions: int = Field(default=6, ge=1, le=1000)
-    schema_id: int | None = Field(default=None, ge=1, le=2**31 - 1)  # default: from the schema's text
-    earlier_schemas: dict[int, str] = Field(default_factory=dict)  # id -> file of an earlier version
+    # Files of the schema's earlier versions, oldest first: provisioning registers them before
+    # the current one, so data written with them keeps a schema id the registry resolves.
+    earlier_schemas: tuple[str, ...] = ()
 
 
 class Catalog(_Entry):
@@ -136,9 +137,9 @@ class Catalog(_Entry):
     source: str = ""
     # Each event kind's Avro schema (JSON), read by the loader from its `schema` file.
     event_schemas: dict[str, dict[str, Any]] = Field(default_factory=dict, exclude=True, repr=False)
-    # And the schemas of their `earlier_schemas`, by kind and id.
-    earlier_event_schemas: dict[str, dict[int, dict[str, Any]]] = Field(default_factory=dict, exclude=True,
-                                                                        repr=False)
+    # And the schemas of their `earlier_schemas`, by kind, oldest first.
+    earlier_event_schemas: dict[str, list[dict[str, Any]]] = Field(default_factory=dict, exclude=True,
+                                                                   repr=False)
 
     def event_kind_of(self, event_type: str) -> str:
         return event_type.split(".", 1)[0]

@@ -1,8 +1,9 @@
 """Avro values in the Confluent wire format: magic byte 0, a 4-byte schema id, the Avro body.
 
-Herald's own contracts have fixed ids here; the catalog's event schemas are registered at
-the entry point (`register_schema`). Until a Schema Registry assigns them, ids are part of
-the contract: never reused or renumbered.
+Schema ids are a schema registry's: a process's entry point plugs one in (`use_schema_source`)
+and the codec asks it for the id of each schema it writes and for the schema of each id it
+meets, once per id per process. Herald's own contracts and the catalog's event schemas are
+known here by name with their earlier versions, oldest first (what provisioning registers).
 """
 
 from __future__ import annotations
@@ -11,59 +12,64 @@ import io
 import json
 import re
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 import fastavro
+from fastavro.schema import to_parsing_canonical_form
 from fastavro.validation import ValidationError, validate
 
 MAGIC_BYTE = 0
 _HEADER = struct.Struct(">bI")
 
-# Herald's own contracts: schema name -> (id of its current version, file in avro/).
-SCHEMA_FILES: dict[str, tuple[int, str]] = {
-    "herald.SessionEvent": (4, "session_event.avsc"),
-    "herald.GatewayObservation": (9, "gateway_observation.avsc"),
-    "herald.SessionMismatch": (10, "session_mismatch.avsc"),
-    "herald.NotificationRequest": (12, "notification_request.avsc"),
-    "herald.NotificationStatus": (13, "notification_status.avsc"),
-    "herald.MissingNotification": (14, "missing_notification.avsc"),
-    "herald.NotificationStatusStats": (15, "notification_status_stats.avsc"),
+# Herald's own contracts: schema name -> its file in avro/ (earlier versions: avro/history/).
+SCHEMA_FILES: dict[str, str] = {
+    "herald.SessionEvent": "session_event.avsc",
+    "herald.GatewayObservation": "gateway_observation.avsc",
+    "herald.SessionMismatch": "session_mismatch.avsc",
+    "herald.NotificationRequest": "notification_request.avsc",
+    "herald.NotificationStatus": "notification_status.avsc",
+    "herald.MissingNotification": "missing_notification.avsc",
+    "herald.NotificationStatusStats": "notification_status_stats.avsc",
 }
+# A schema with this attribute says how values of its earlier versions that Avro's schema
+# resolution cannot carry over are found (a name that was an enum once and is a string now).
+UPGRADE_RULES = "herald.upgrade"
 
-# Ids of earlier versions, still read: id -> (schema name, version in avro/history/). Data
-# written with one is read as the current version: fields by name or alias, the schema's
-# `herald.upgrade` for values an earlier version kept elsewhere, defaults for the rest.
-# (1 and 7 are an example's event schema, declared by its catalog.)
-EARLIER_VERSIONS: dict[int, tuple[str, str]] = {
-    2: ("herald.NotificationRequest", "v1"),
-    3: ("herald.NotificationStatus", "v1"),
-    5: ("herald.NotificationStatus", "v2"),
-    6: ("herald.NotificationRequest", "v2"),
-    8: ("herald.MissingNotification", "v1"),
-    11: ("herald.NotificationStatusStats", "v1"),
-}
+
+class SchemaSource(Protocol):
+    """Where ids come from: a schema registry, plugged in at a process's entry point."""
+
+    def id_of(self, schema_name: str, schema: Mapping[str, Any]) -> int:
+        """The registry's id of this (registered) schema."""
+
+    def schema_of(self, schema_id: int) -> dict[str, Any] | None:
+        """The schema the registry knows by this id, or None when it knows no such id."""
 
 
 @dataclass(frozen=True)
 class _Schema:
     name: str
-    schema_id: int
     json: dict[str, Any]
     parsed: Any
+    history: tuple[dict[str, Any], ...]  # earlier versions, oldest first
+    canonical: str
+    earlier_canonical: frozenset[str]
 
 
 @dataclass(frozen=True)
 class _Writer:
     name: str
     parsed: Any
-    current: bool  # written with the current version: read as is
+    how: str  # "current": read as is; "upgrade": Herald's earlier version; "resolve": Avro's resolution
 
 
 _CURRENT: dict[str, _Schema] = {}
+_IDS: dict[str, int] = {}  # schema name -> the registry's id of its current version
 _WRITERS: dict[int, _Writer] = {}
+_SOURCE: list[SchemaSource] = []  # none, or the one the entry point plugged in
 
 
 class SchemaViolation(ValueError):
@@ -100,26 +106,76 @@ def full_name(schema: Mapping[str, Any]) -> str:
     return name if "." in name or not namespace else f"{namespace}.{name}"
 
 
-def register_schema(schema: dict[str, Any], schema_id: int,
-                    earlier: Mapping[int, dict[str, Any]] | None = None) -> str:
-    """Make a schema (and the ids of its earlier versions) known to `encode` and `decode`;
-    returns its full name. An id already naming another schema is refused."""
-    name = full_name(schema)
-    for known_id, version in {schema_id: schema, **(earlier or {})}.items():
-        known = _WRITERS.get(known_id)
-        if known is not None and known.name != name:
-            raise ValueError(f"schema id {known_id} already names {known.name}, not {name}")
-        _WRITERS[known_id] = _Writer(name, fastavro.parse_schema(version, named_schemas={}),
-                                     current=version is schema)
-    _CURRENT[name] = _Schema(name, schema_id, schema, _WRITERS[schema_id].parsed)
+def register_schema(schema: dict[str, Any], earlier: Sequence[dict[str, Any]] = ()) -> str:
+    """Make a schema and its earlier versions (oldest first) known to `encode` and `decode`;
+    returns its full name. Its id comes from the schema registry."""
+    name, canonical = full_name(schema), _canonical(schema)
+    known = _CURRENT.get(name)
+    if known is not None and known.canonical != canonical:  # another version: its id is another
+        _IDS.pop(name, None)
+    _CURRENT[name] = _Schema(name, schema, fastavro.parse_schema(schema, named_schemas={}), tuple(earlier),
+                             canonical, frozenset(_canonical(version) for version in earlier))
     return name
 
 
+def _canonical(schema: Mapping[str, Any]) -> str:
+    return str(to_parsing_canonical_form(fastavro.parse_schema(dict(schema), named_schemas={})))
+
+
+def schema_versions(schema_name: str) -> tuple[dict[str, Any], ...]:
+    """Every version of a schema, oldest first, ending with the current one."""
+    schema = _lookup(schema_name)
+    # avro/history/ ends with a copy of the current version, which is registered once.
+    return (*(v for v in schema.history if _canonical(v) != schema.canonical), schema.json)
+
+
+def needs_own_upgrade(schema_name: str) -> bool:
+    """Whether data of its earlier versions is read with Herald's upgrade rules, not Avro's."""
+    return UPGRADE_RULES in _lookup(schema_name).json
+
+
+def known_schema_names() -> tuple[str, ...]:
+    return tuple(_CURRENT)
+
+
+def use_schema_source(source: SchemaSource | None) -> None:
+    """Plug in (or, with None, unplug) the schema registry the process asks for ids."""
+    _SOURCE[:] = [source] if source is not None else []
+
+
+def assign_schema_id(schema_name: str, schema_id: int) -> None:
+    """The registry's id of a schema's current version; an id naming another schema is refused."""
+    known = _WRITERS.get(schema_id)
+    if known is not None and known.name != schema_name:
+        raise ValueError(f"schema id {schema_id} already names {known.name}, not {schema_name}")
+    schema = _lookup(schema_name)
+    _IDS[schema_name] = schema_id
+    _WRITERS[schema_id] = _Writer(schema_name, schema.parsed, "current")
+
+
+def schema_id(schema_name: str) -> int:
+    """The id `encode` writes for a schema: asked of the registry once, then kept."""
+    found = _IDS.get(schema_name)
+    if found is None:
+        if not _SOURCE:
+            raise LookupError(f"no schema registry id for {schema_name}: the process has no schema "
+                              "registry plugged in (herald.infra.schema_registry.connect_schema_registry)")
+        found = _SOURCE[0].id_of(schema_name, _lookup(schema_name).json)
+        assign_schema_id(schema_name, found)
+    return found
+
+
 def _register_herald_schemas() -> None:
-    for name, (schema_id, file_name) in SCHEMA_FILES.items():
-        earlier = {i: load_schema_json(file_name, version)
-                   for i, (n, version) in EARLIER_VERSIONS.items() if n == name}
-        register_schema(load_schema_json(file_name), schema_id, earlier)
+    for file_name in SCHEMA_FILES.values():
+        register_schema(load_schema_json(file_name), earlier_versions(file_name))
+
+
+def earlier_versions(file_name: str) -> list[dict[str, Any]]:
+    """The earlier versions of one of Herald's schema files (avro/history/<name>/v1.avsc ...)."""
+    folder = resources.files("herald.schemas") / "avro" / "history" / file_name.removesuffix(".avsc")
+    versions = sorted((int(f.name[1:].removesuffix(".avsc")), f.name.removesuffix(".avsc"))
+                      for f in folder.iterdir() if re.fullmatch(r"v\d+\.avsc", f.name))
+    return [load_schema_json(file_name, version) for _number, version in versions]
 
 
 def schema_json(schema_name: str) -> dict[str, Any]:
@@ -214,7 +270,7 @@ def encode(schema_name: str, record: dict[str, Any]) -> bytes:
     validate_record(schema_name, record)
     schema = _lookup(schema_name)
     body = io.BytesIO()
-    body.write(_HEADER.pack(MAGIC_BYTE, schema.schema_id))
+    body.write(_HEADER.pack(MAGIC_BYTE, _IDS.get(schema_name) or schema_id(schema_name)))
     fastavro.schemaless_writer(body, schema.parsed, record)
     return body.getvalue()
 
@@ -228,19 +284,42 @@ def decode(data: bytes | None) -> Decoded:
     magic, schema_id = _HEADER.unpack_from(data)
     if magic != MAGIC_BYTE:
         raise UndecodableRecord(f"magic byte is {magic}, expected {MAGIC_BYTE}")
-    writer = _WRITERS.get(schema_id)
-    if writer is None:
-        raise UndecodableRecord(f"unknown schema id {schema_id}")
+    writer = _WRITERS.get(schema_id) or _writer_from_registry(schema_id)
     body = io.BytesIO(data[_HEADER.size :])
+    reader = _CURRENT[writer.name].parsed if writer.how == "resolve" else None
     try:
-        record = fastavro.schemaless_reader(body, writer.parsed, None)
-    except Exception as exc:  # fastavro raises many types for corrupt bodies
+        record = fastavro.schemaless_reader(body, writer.parsed, reader)
+    except Exception as exc:  # fastavro raises many types for corrupt bodies and failed resolutions
         raise UndecodableRecord(f"corrupt {writer.name} body: {exc!r}") from None
     if body.tell() != len(data) - _HEADER.size:
         raise UndecodableRecord(f"{writer.name} body has trailing bytes")
-    if not writer.current:
+    if writer.how == "upgrade":
         record = upgraded(record, _lookup(writer.name).json)
     return Decoded(writer.name, record)
+
+
+def _writer_from_registry(schema_id: int) -> _Writer:
+    """The writer's schema of an id met for the first time, asked of the registry (which may
+    keep the caller waiting while it is unreachable); an id it does not know is undecodable."""
+    if not _SOURCE:
+        raise UndecodableRecord(f"unknown schema id {schema_id} (no schema registry to ask)")
+    schema = _SOURCE[0].schema_of(schema_id)
+    if schema is None:
+        raise UndecodableRecord(f"schema id {schema_id} is unknown to the schema registry")
+    try:
+        name, canonical = full_name(schema), _canonical(schema)
+    except Exception:  # a registry may hold any schema under an id: not one of ours
+        raise UndecodableRecord(f"schema id {schema_id} is not an Avro record schema") from None
+    current = _CURRENT.get(name)
+    if current is None:
+        raise UndecodableRecord(f"schema id {schema_id} is {name}, which this process does not read")
+    if canonical == current.canonical:
+        writer = _Writer(name, current.parsed, "current")
+    else:
+        how = "upgrade" if canonical in current.earlier_canonical else "resolve"
+        writer = _Writer(name, fastavro.parse_schema(schema, named_schemas={}), how)
+    _WRITERS[schema_id] = writer
+    return writer
 
 
 def upgraded(record: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,8 +1,9 @@
-"""Real Kafka and PostgreSQL for integration tests, and a fresh namespace per test.
+"""Real Kafka, PostgreSQL and schema registry for integration tests, and a fresh namespace
+per test.
 
-Services, in order: HERALD_KAFKA_BOOTSTRAP / HERALD_DATABASE_URL when set; containers
-when a Docker engine answers; else the embedded default (started here, stopped after,
-unless it was already running).
+Services, in order: HERALD_KAFKA_BOOTSTRAP / HERALD_DATABASE_URL / HERALD_SCHEMA_REGISTRY_URL
+when set; containers when a Docker engine answers; else the embedded default (started here,
+stopped after, unless it was already running).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import sqlalchemy as sa
 from herald.examples.registrations.app import create_tables
 from herald.infra.kafka_local import EmbeddedKafka
 from herald.infra.provisioning import delete_namespace_topics, provision_topics
+from herald.infra.schema_registry import connect_schema_registry, provision_schemas, registry_client
 from herald.infra.services import Endpoints, start_services, stop_services
 from herald.infra.settings import Settings
 from herald.schemas.catalog import topic_catalog
@@ -51,11 +53,22 @@ def namespace() -> str:
     return f"t{uuid.uuid4().hex[:10]}"
 
 
+@pytest.fixture(scope="session")
+def registry(endpoints: Endpoints):
+    """The suite's schema registry client; the codec asks it, as a process's would."""
+    client = registry_client(endpoints.schema_registry_url)
+    yield client
+    client.close()
+
+
 @pytest.fixture
-def topics(endpoints: Endpoints, namespace: str) -> Iterator[None]:
-    """The whole catalog (the registrations example's) under this test's namespace; removed
-    afterwards with what it spawned."""
-    provision_topics(endpoints.kafka_bootstrap, topic_catalog(example(), namespace))
+def topics(endpoints: Endpoints, namespace: str, registry) -> Iterator[None]:
+    """The whole catalog (the registrations example's) under this test's namespace, its
+    schemas registered, the codec on them; topics removed afterwards with what it spawned."""
+    specs = topic_catalog(example(), namespace)
+    provision_topics(endpoints.kafka_bootstrap, specs)
+    provision_schemas(registry, specs)
+    connect_schema_registry(registry, specs)
     yield
     delete_namespace_topics(endpoints.kafka_bootstrap, f"{namespace}.")
 
@@ -75,7 +88,8 @@ def database_url(endpoints: Endpoints, namespace: str) -> Iterator[str]:
 def settings(base_settings: Settings, endpoints: Endpoints, namespace: str, database_url: str,
              topics: None) -> Settings:
     return dataclasses.replace(base_settings, kafka_bootstrap=endpoints.kafka_bootstrap,
-                               database_url=database_url, namespace=namespace)
+                               database_url=database_url, namespace=namespace,
+                               schema_registry_url=endpoints.schema_registry_url)
 
 
 @pytest.fixture

@@ -85,7 +85,8 @@ def test_bench_baselines_measures_kafkas_producer_performance_and_pgbench(settin
 
 
 def test_a_bench_on_a_home_where_nothing_runs_stops_what_it_started(base_settings, tmp_path):
-    """It starts the embedded Kafka and PostgreSQL it needs, and leaves the home as it found it."""
+    """It starts the embedded Kafka, PostgreSQL and schema registry it needs, and leaves the home
+    as it found it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
     env.update(HERALD_HOME=str(tmp_path / "home"), HERALD_MAVEN_REPO=str(base_settings.home / "m2"),
                HERALD_KAFKA_HEAP_MB="384")
@@ -93,9 +94,9 @@ def test_a_bench_on_a_home_where_nothing_runs_stops_what_it_started(base_setting
         result = subprocess.run([*HERALD, "bench", "baselines", "--records", "2000", "--seconds", "1"],
                                 env=env, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stderr[-3000:]
-        assert "stopped what this started: kafka, postgres" in result.stderr
+        assert "stopped what this started: schema registry, kafka, postgres" in result.stderr
         status = json.loads(subprocess.run([*HERALD, "status", "--json"], env=env, capture_output=True,
                                            text=True, timeout=120).stdout)
-        assert [s["state"] for s in status["services"]] == ["stopped", "stopped"]
+        assert [s["state"] for s in status["services"]] == ["stopped", "stopped", "stopped"]
     finally:
         subprocess.run([*HERALD, "down"], env=env, capture_output=True, timeout=120)

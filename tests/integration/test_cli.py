@@ -32,22 +32,24 @@ def test_up_status_down_on_a_private_home(base_settings, tmp_path):
         up = herald("up", env=env)
         assert up.returncode == 0, up.stderr
         assert "kafka    127.0.0.1:" in up.stderr and "postgres postgresql" in up.stderr, up.stderr
+        assert "registry http://127.0.0.1:" in up.stderr and "/apis/ccompat/v7" in up.stderr, up.stderr
         status = herald("status", env=env)
         assert "embedded 4.3.1" in status.stdout, status.stdout
         report = json.loads(herald("status", "--json", env=env).stdout)
-        assert [(s["service"], s["state"]) for s in report["services"]] == [("kafka", "embedded 4.3.1"),
-                                                                            ("postgres", "embedded")]
+        assert [(s["service"], s["state"]) for s in report["services"]] == [
+            ("kafka", "embedded 4.3.1"), ("postgres", "embedded"),
+            ("schema registry", "embedded Apicurio 3.3.3")]
         stages = {s["stage"]: (s["state"], s["where"]) for s in report["stages"]}
         assert stages["router"] == ("stopped", "start: herald streams --processor router"), stages
         assert stages["relay"] == ("stopped", "start: herald relay"), "each stage, and how to start it"
         again = herald("up", env=env)  # idempotent: reuses what runs
         assert again.returncode == 0, again.stderr
-        assert again.stderr.splitlines()[-2:] == up.stderr.splitlines()[-2:], (up.stderr, again.stderr)
+        assert again.stderr.splitlines()[-3:] == up.stderr.splitlines()[-3:], (up.stderr, again.stderr)
     finally:
         down = herald("down", "--purge", env=env)
-    assert down.returncode == 0 and "stopped: kafka, postgres" in down.stderr, down.stderr
+    assert down.returncode == 0 and "stopped: schema registry, kafka, postgres" in down.stderr, down.stderr
     after = herald("status", env=env).stdout
-    assert after.count("stopped") == 2, after
+    assert after.count("stopped") == 3, after
     assert not list((tmp_path / "home" / "kafka").glob("data/*"))
 
 

@@ -84,9 +84,13 @@ def test_running_the_stages_yourself_as_the_docs_say(base_settings, tmp_path):
         bootstrap = subprocess.run([*HERALD, "status", "--kafka"], env=env, capture_output=True, text=True,
                                    timeout=60, check=True).stdout.strip()
 
+        registry = subprocess.run([*HERALD, "status", "--registry"], env=env, capture_output=True, text=True,
+                                  timeout=60, check=True).stdout.strip()
+
         def counted() -> bool:
             printed = subprocess.run([sys.executable, "-c", analysts], cwd=ROOT, capture_output=True,
-                                     text=True, timeout=60, env={**env, "KAFKA_BOOTSTRAP": bootstrap}).stdout
+                                     text=True, timeout=60, env={**env, "KAFKA_BOOTSTRAP": bootstrap,
+                                                      "SCHEMA_REGISTRY_URL": registry}).stdout
             rows = [line.split()[1:] for line in printed.splitlines()]
             return ["e_ticket", "email", "sent", "1"] in rows
 
@@ -95,7 +99,7 @@ def test_running_the_stages_yourself_as_the_docs_say(base_settings, tmp_path):
         assert health.returncode == 0, health.stdout
         began = time.monotonic()
         stopped = shell.run(stop, 120)
-        assert "stopped: kafka, postgres" in stopped, stopped
+        assert "stopped: schema registry, kafka, postgres" in stopped, stopped
         # `kill $(jobs -p); wait` is SIGTERM to every stage with Kafka up (test_shutdown.py: down).
         took_s = time.monotonic() - began
         assert took_s < STOP_BOUND_S, f"the stop block took {took_s:.0f} s"

@@ -30,7 +30,8 @@ def test_router_process_routes_and_dead_letters_poison(settings, log_dir):
             producer.produce(source, key=registration_id.encode(),
                              value=encode("herald.RegistrationEvent", record),
                              headers=[(h.EVENT_ID, b"x"), (h.CORRELATION_ID, f"corr-{n}".encode())])
-    producer.produce(source, key=b"REG-poison", value=b"\x00\x00\x00\x00\x63garbage")
+    # An id no registry gave: far above any this suite's registry hands out.
+    producer.produce(source, key=b"REG-poison", value=b"\x00\x77\x35\x94\x00garbage")
     assert producer.flush(30) == 0
 
     with ProcessGroup(log_dir, process_env(settings)) as group:
@@ -57,4 +58,4 @@ def test_router_process_routes_and_dead_letters_poison(settings, log_dir):
     reason = dict(dead[0].headers())
     assert dead[0].key() == b"REG-poison"
     assert reason[h.ERROR_CLASS] == b"UndecodableRecord"
-    assert reason[h.ERROR_MESSAGE] == b"unknown schema id 99"
+    assert reason[h.ERROR_MESSAGE] == b"schema id 2000000000 is unknown to the schema registry"

@@ -6,6 +6,7 @@ counted, and the counter's group ends at lag 0 on the transactional topic."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -23,7 +24,7 @@ from herald.infra.processes import ProcessGroup
 from herald.ops.pipeline import stream_inputs, streams_app_id
 from herald.proving.demo import wait_for_groups
 from herald.schemas.catalog import NOTIFICATION_STATUS, STATUS_STATS, dead_letter_topic, qualified
-from herald.schemas.codec import decode, encode
+from herald.schemas.codec import decode, encode, load_schema_json, schema_versions
 from herald.streams.status_stats import Bucket
 from tests.catalogs import example
 from tests.doc_blocks import ROOT, blocks
@@ -173,6 +174,7 @@ def test_the_documented_example_consumer_prints_the_counts(settings, log_dir):
         produce(producer, qualified(NOTIFICATION_STATUS, settings.namespace), records)
         wait_until(lambda: sum(latest_counts(settings).values()) >= len(records), 60, "every outcome counted")
     env = {**os.environ, "KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+           "SCHEMA_REGISTRY_URL": settings.schema_registry_url,
            "STATS_TOPIC": qualified(STATUS_STATS, settings.namespace)}
     printed = subprocess.run([sys.executable, "-c", example], cwd=ROOT, env=env, capture_output=True,
                              text=True, timeout=120, check=True).stdout
@@ -182,3 +184,18 @@ def test_the_documented_example_consumer_prints_the_counts(settings, log_dir):
         rows[f"{datetime.fromisoformat(start).isoformat(timespec='milliseconds')}|{notification_type}|"
              f"{channel}|{status}"] = int(count)
     assert rows == Counter(Bucket.of(r).key for r in records)
+
+
+def test_the_documented_registry_calls_list_the_subjects_and_give_the_schemas(settings):
+    """docs/analysts.md's REST calls, run as written in a shell, against this suite's registry."""
+    (calls,) = blocks("docs/analysts.md", "# For analysts", "sh")
+    env = {**os.environ, "HERALD_SCHEMA_REGISTRY_URL": settings.schema_registry_url}
+    printed = subprocess.run(["bash", "-c", f"set -e\n{calls}"], cwd=ROOT, env=env, capture_output=True,
+                             text=True, timeout=120, check=True).stdout.splitlines()
+    subjects, versions, latest, by_id = (json.loads(line) for line in printed)
+    stats_subject = f"{qualified(STATUS_STATS, settings.namespace)}-value"
+    assert stats_subject in subjects and "notifications.status.stats-value" in subjects, subjects
+    assert versions == list(range(1, len(schema_versions("herald.NotificationStatusStats")) + 1)), (
+        "each earlier version, then the current one")
+    assert json.loads(latest["schema"]) == load_schema_json("notification_status_stats.avsc")
+    assert "schema" in by_id and json.loads(by_id["schema"])["type"] == "record"

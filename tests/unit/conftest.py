@@ -4,6 +4,8 @@ import logging
 
 import pytest
 
+MOCK_REGISTRY = "mock://herald-unit-tests"
+
 
 @pytest.fixture
 def logging_kept():
@@ -12,3 +14,19 @@ def logging_kept():
     handlers, level = list(root.handlers), root.level
     yield
     root.handlers[:], root.level = handlers, level
+
+
+@pytest.fixture(autouse=True, scope="session")
+def schema_registry():
+    """Unit tests' schema registry: confluent-kafka's own mock, holding Herald's schemas and the
+    examples' as provisioning registers them (integration tests use a real registry)."""
+    from herald.infra.schema_registry import connect_schema_registry, provision_schemas, registry_client
+    from herald.schemas.catalog import topic_catalog
+    from herald.schemas.codec import use_schema_source
+    from tests.catalogs import example
+
+    specs = (*topic_catalog(example("registrations")), *topic_catalog(example("tasks")))
+    client = registry_client(MOCK_REGISTRY)
+    provision_schemas(client, specs)
+    yield connect_schema_registry(client, specs)
+    use_schema_source(None)

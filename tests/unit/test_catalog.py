@@ -62,7 +62,7 @@ def test_a_channel_or_event_kind_added_to_the_catalog_gets_its_topics(tmp_path):
         document["events"]["ticket"] = {**document["events"]["registration"], "topic": None,
                                         "types": ["ticket.created"], "type_field": None}
         document["events"]["ticket"]["schema"] = str(tmp_path / "ticket.avsc")
-        document["events"]["ticket"].pop("schema_id"), document["events"]["ticket"].pop("earlier_schemas")
+        document["events"]["ticket"].pop("earlier_schemas")
         document["channels"]["sms"] = {**document["channels"]["whatsapp"], "partitions": 3}
     schema = example().event_schemas["registration"] | {"name": "TicketEvent"}
     (tmp_path / "ticket.avsc").write_text(json.dumps(schema))

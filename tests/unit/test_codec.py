@@ -1,4 +1,3 @@
-import io
 import json
 import struct
 from datetime import UTC, datetime
@@ -10,7 +9,6 @@ from fastavro.utils import generate_many
 
 from herald.infra.catalogs import example_catalog_path
 from herald.schemas.codec import (
-    EARLIER_VERSIONS,
     SCHEMA_FILES,
     SchemaViolation,
     UndecodableRecord,
@@ -18,9 +16,11 @@ from herald.schemas.codec import (
     decode_expecting,
     encode,
     load_schema_json,
+    schema_versions,
     upgraded,
     validate_record,
 )
+from tests.unit.registry_ids import registered_id, written_with
 
 
 def registration_event(**overrides):
@@ -37,7 +37,7 @@ def registration_event(**overrides):
 def test_round_trip_uses_confluent_framing():
     data = encode("herald.RegistrationEvent", registration_event())
     magic, schema_id = struct.unpack(">bI", data[:5])
-    assert (magic, schema_id) == (0, 7), "the id the registrations example's catalog pins"
+    assert (magic, schema_id) == (0, registered_id("herald.RegistrationEvent")), "the registry's id"
     decoded = decode(data)
     assert decoded.schema_name == "herald.RegistrationEvent"
     assert decoded.record == registration_event()
@@ -59,11 +59,16 @@ def test_extra_field_is_a_violation():
     (None, "no value"),
     (b"\x00\x00", "shorter than the 5-byte header"),
     (b"{\"json\": true}", "magic byte is 123"),
-    (b"\x00\x00\x00\x03\xe7rest", "unknown schema id 999"),
-    (b"\x00\x00\x00\x00\x01\xff\xff\xff", "corrupt herald.RegistrationEvent body"),
+    (b"\x00\x00\x00\x03\xe7rest", "schema id 999 is unknown to the schema registry"),
 ])
 def test_undecodable_bytes_say_why(data, reason):
     with pytest.raises(UndecodableRecord, match=reason):
+        decode(data)
+
+
+def test_a_corrupt_body_is_undecodable():
+    data = struct.pack(">bI", 0, registered_id("herald.RegistrationEvent")) + b"\xff\xff\xff"
+    with pytest.raises(UndecodableRecord, match=r"corrupt herald\.RegistrationEvent body"):
         decode(data)
 
 
@@ -79,53 +84,41 @@ def test_decode_expecting_rejects_another_schema():
         decode_expecting(data, "herald.NotificationRequest")
 
 
-def test_schema_ids_are_unique():
-    ids = [schema_id for schema_id, _file in SCHEMA_FILES.values()]
-    assert len(ids) == len(set(ids))
-    assert not set(ids) & set(EARLIER_VERSIONS), "an id names one version, forever"
+def test_every_version_of_every_schema_has_an_id_of_its_own():
+    ids = [registered_id(name, version) for name in SCHEMA_FILES for version in schema_versions(name)]
+    assert len(ids) == len(set(ids)), "an id names one version, forever"
 
 
 def test_the_newest_history_version_is_the_current_schema():
-    for _schema_id, file_name in SCHEMA_FILES.values():
+    for file_name in SCHEMA_FILES.values():
         newest = history_versions(file_name)[-1]
         assert load_schema_json(file_name, history=newest) == load_schema_json(file_name)
 
 
 def test_data_written_with_an_earlier_version_of_a_catalogs_schema_is_read_as_the_current_one():
-    """A v1 RegistrationEvent (id 1, no workspace: the example catalog's `earlier_schemas`)
-    decodes as the current version, with its default."""
+    """A v1 RegistrationEvent (no workspace: the example catalog's `earlier_schemas`), written
+    with the id the registry gave that version, decodes as the current version, with its default."""
     history = example_catalog_path("registrations").parent / "schemas" / "history"
     v1 = json.loads((history / "registration_event_v1.avsc").read_text())
-    body = io.BytesIO()
-    body.write(struct.pack(">bI", 0, 1))
     v1_record = {k: v for k, v in registration_event().items() if k != "workspace_id"}
-    fastavro.schemaless_writer(body, fastavro.parse_schema(v1, named_schemas={}), v1_record)
-    decoded = decode(body.getvalue())
+    decoded = decode(written_with("herald.RegistrationEvent", v1, v1_record))
     assert decoded.schema_name == "herald.RegistrationEvent"
     assert decoded.record == {**v1_record, "workspace_id": "default"}
 
 
 def test_a_request_written_before_catalogs_is_read_with_its_template_and_params():
     """Version 2 requests (enums, the participant's name) as version 3 (names, template, params)."""
-    v2 = fastavro.parse_schema(load_schema_json("notification_request.avsc", history="v2"), named_schemas={})
     old = {"notification_id": "n-1", "registration_id": "REG-1", "notification_type": "e_ticket",
            "channel": "email", "recipient": "a@example.test", "participant_name": "Ani",
            "source_event_id": "e-1", "source_occurred_at": datetime(2026, 1, 2, tzinfo=UTC),
            "workspace_id": "ws-1"}
-    body = io.BytesIO()
-    body.write(struct.pack(">bI", 0, 6))
-    fastavro.schemaless_writer(body, v2, old)
-    record = decode_expecting(body.getvalue(), "herald.NotificationRequest")
+    v2 = load_schema_json("notification_request.avsc", history="v2")
+    data = written_with("herald.NotificationRequest", v2, old)
+    record = decode_expecting(data, "herald.NotificationRequest")
     assert record == {"notification_id": "n-1", "subject_id": "REG-1", "notification_type": "e_ticket",
                       "channel": "email", "recipient": "a@example.test", "template": "e_ticket",
                       "params": {"name": "Ani"}, "source_event_id": "e-1",
                       "source_occurred_at": datetime(2026, 1, 2, tzinfo=UTC), "workspace_id": "ws-1"}
-
-
-def test_every_earlier_version_id_names_a_history_file():
-    for name, version in EARLIER_VERSIONS.values():
-        _schema_id, file_name = SCHEMA_FILES[name]
-        assert version in history_versions(file_name)[:-1], f"{name} {version}"
 
 
 def history_versions(file_name):
@@ -133,28 +126,30 @@ def history_versions(file_name):
     return sorted(p.name.removesuffix(".avsc") for p in folder.iterdir() if p.name.endswith(".avsc"))
 
 
-def version_ids(schema_name):
-    """Each history version of one of Herald's schemas with the id its data carries."""
-    current_id, file_name = SCHEMA_FILES[schema_name]
-    ids = {version: schema_id for schema_id, (name, version) in EARLIER_VERSIONS.items()
-           if name == schema_name}
-    versions = history_versions(file_name)
-    return {version: ids.get(version, current_id) for version in versions}
-
-
 @pytest.mark.parametrize("schema_name", sorted(SCHEMA_FILES))
 def test_the_current_version_reads_data_of_every_historical_version(schema_name):
-    """Backward compatibility: data written with any earlier version decodes as the current one."""
-    _schema_id, file_name = SCHEMA_FILES[schema_name]
-    versions = version_ids(schema_name)
+    """Backward compatibility: data written with any earlier version (with the id the registry
+    gave it) decodes as the current one."""
+    file_name = SCHEMA_FILES[schema_name]
+    versions = history_versions(file_name)
     assert versions, f"{file_name} has no history: copy it to avro/history/ as v1.avsc"
-    for version, schema_id in versions.items():
-        writer = fastavro.parse_schema(load_schema_json(file_name, history=version), named_schemas={})
-        for sample in generate_many(writer, 25):
-            body = io.BytesIO()
-            body.write(struct.pack(">bI", 0, schema_id))
-            fastavro.schemaless_writer(body, writer, sample)
-            validate_record(schema_name, decode_expecting(body.getvalue(), schema_name))
+    for version in versions:
+        writer = load_schema_json(file_name, history=version)
+        for sample in generate_many(fastavro.parse_schema(writer, named_schemas={}), 25):
+            data = written_with(schema_name, writer, sample)
+            validate_record(schema_name, decode_expecting(data, schema_name))
+
+
+def test_a_newer_producers_version_is_read_through_avro_schema_resolution():
+    """A version this process has never seen (a field added with a default, by a newer
+    producer) is fetched by id from the registry once and resolved to the current schema."""
+    current = load_schema_json("notification_status.avsc")
+    newer = {**current, "fields": [*current["fields"], {"name": "venue", "type": "string", "default": ""}]}
+    record = next(iter(generate_many(fastavro.parse_schema(current, named_schemas={}), 1)))
+    data = written_with("herald.NotificationStatus", newer, {**record, "venue": "Hall A"})
+    decoded = decode_expecting(data, "herald.NotificationStatus")
+    assert decoded == decode_expecting(written_with("herald.NotificationStatus", current, record),
+                                       "herald.NotificationStatus")
 
 
 def test_a_field_no_earlier_version_had_and_without_a_default_is_refused():

@@ -1,0 +1,206 @@
+"""Herald's schemas in a Confluent-compatible schema registry (Confluent Schema Registry,
+Karapace, Apicurio's ccompat API), through confluent-kafka's own client.
+
+Subjects follow Confluent's TopicNameStrategy: `<topic as on the broker>-value`. Provisioning
+registers each schema's versions in order; a process asks for the ids it writes at start
+and for each id it meets once. While the registry is unreachable a lookup waits and retries:
+an outage delays a record with an id not yet seen, it never dead-letters one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from confluent_kafka.schema_registry import (
+    ConfigCompatibilityLevel,
+    Schema,
+    SchemaRegistryClient,
+    ServerConfig,
+)
+from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+from herald.infra.processes import ServiceError
+from herald.schemas.catalog import TopicSpec
+from herald.schemas.codec import (
+    assign_schema_id,
+    known_schema_names,
+    needs_own_upgrade,
+    schema_versions,
+    use_schema_source,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+_NOT_FOUND = 404
+_RETRY_FIRST_S, _RETRY_CAP_S = 0.5, 5.0
+
+
+class SchemaRefused(ServiceError):
+    """The registry refused a schema version: the message names the subject and what broke."""
+
+
+class SchemaNotRegistered(ServiceError):
+    """A schema the process writes is not registered under its subject: provision first."""
+
+
+def subject_of(topic: str) -> str:
+    """Confluent's TopicNameStrategy for record values."""
+    return f"{topic}-value"
+
+
+def schema_subjects(specs: tuple[TopicSpec, ...]) -> dict[str, str]:
+    """{subject: schema name} for every topic whose values are one of the codec's schemas."""
+    known = set(known_schema_names())
+    return {subject_of(spec.name): spec.value_schema for spec in specs if spec.value_schema in known}
+
+
+def compatibility_level(schema_name: str) -> ConfigCompatibilityLevel:
+    """BACKWARD_TRANSITIVE: a reader of the newest version reads every record ever written.
+    A schema whose history Herald upgrades itself (an enum that became a string, which Avro's
+    resolution refuses) is checked against its latest version only, BACKWARD."""
+    if needs_own_upgrade(schema_name):
+        return ConfigCompatibilityLevel.BACKWARD
+    return ConfigCompatibilityLevel.BACKWARD_TRANSITIVE
+
+
+def registry_client(url: str) -> SchemaRegistryClient:
+    """confluent-kafka's client (its own in-memory mock for a `mock://` URL, in unit tests)."""
+    return SchemaRegistryClient.new_client({"url": url.rstrip("/")})
+
+
+def _avro(schema: Mapping[str, Any]) -> Schema:
+    return Schema(json.dumps(schema), "AVRO")
+
+
+def _reason(exc: SchemaRegistryError) -> str:
+    """The registry's message without a Java exception's class name in front."""
+    message = str(exc.error_message)
+    head, _sep, rest = message.partition(": ")
+    return rest if rest and "Exception" in head else message
+
+
+@dataclass
+class RegistrySchemas:
+    """The codec's schema source: a registry client, and the subject each schema name is
+    looked up under. Counts how often it waited for an unreachable registry."""
+
+    client: SchemaRegistryClient
+    subjects: dict[str, str]  # schema name -> a subject it is registered under
+    waits: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def id_of(self, schema_name: str, schema: Mapping[str, Any]) -> int:
+        subject = self.subjects.get(schema_name)
+        if subject is None:
+            raise SchemaNotRegistered(f"{schema_name} is on none of this process's topics, so it has no "
+                                      "subject to look its id up under")
+        found = self._answer(lambda: self.client.lookup_schema(subject, _avro(schema)))
+        if found is None or found.schema_id is None:
+            raise SchemaNotRegistered(f"{schema_name} is not registered under subject {subject}: "
+                                      "provision it (`herald up`)")
+        return int(found.schema_id)
+
+    def schema_of(self, schema_id: int) -> dict[str, Any] | None:
+        found = self._answer(lambda: self.client.get_schema(schema_id))
+        return None if found is None else dict(json.loads(found.schema_str or "null") or {})
+
+    def _answer(self, call: Callable[[], T]) -> T | None:
+        """The registry's answer; None for "not found"; waits and retries while it is unreachable."""
+        delay = _RETRY_FIRST_S
+        while True:
+            try:
+                return call()
+            except SchemaRegistryError as exc:
+                if exc.http_status_code == _NOT_FOUND:
+                    return None
+                if exc.http_status_code < 500:
+                    raise ServiceError(f"the schema registry refused a lookup: {_reason(exc)}") from None
+                problem = f"answers {exc.http_status_code}"
+            except Exception as exc:  # the client's transport raises its own types
+                problem = f"is unreachable ({type(exc).__name__})"
+            with self._lock:
+                self.waits += 1
+            log.warning("the schema registry %s; retrying in %.1f s (records with a schema id not yet "
+                        "seen wait; none is dead-lettered for it)", problem, delay)
+            time.sleep(delay)
+            delay = min(_RETRY_CAP_S, delay * 2)
+
+
+def connect_schema_registry(client: SchemaRegistryClient, specs: tuple[TopicSpec, ...]) -> RegistrySchemas:
+    """Plug the registry into the codec for this process and learn the id of every schema its
+    topics carry now, so those keep working while the registry is away."""
+    subjects: dict[str, str] = {}
+    for subject, name in schema_subjects(specs).items():
+        subjects.setdefault(name, subject)
+    source = RegistrySchemas(client, subjects)
+    use_schema_source(source)
+    for name in subjects:
+        assign_schema_id(name, source.id_of(name, schema_versions(name)[-1]))
+    return source
+
+
+@dataclass(frozen=True)
+class SchemaReport:
+    registered: tuple[str, ...]  # "<subject> v<n>", newly registered
+    subjects: int
+
+
+def provision_schemas(client: SchemaRegistryClient, specs: tuple[TopicSpec, ...]) -> SchemaReport:
+    """Register every schema version the topics carry under its subject, in order, and set the
+    subjects' compatibility. A version the registry refuses raises SchemaRefused."""
+    plan = schema_subjects(specs)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        done = list(pool.map(lambda item: _provision_subject(client, *item), plan.items()))
+    return SchemaReport(tuple(entry for entries in done for entry in entries), len(plan))
+
+
+def _provision_subject(client: SchemaRegistryClient, subject: str, name: str) -> list[str]:
+    versions = schema_versions(name)
+    level = compatibility_level(name)
+    try:
+        if not _registered_versions(client, subject):
+            return _adopt(client, subject, versions, level)
+        added = [f"{subject} v{client.register_schema_full_response(subject, _avro(v)).version}"
+                 for v in versions if _lookup(client, subject, v) is None]
+        client.set_config(subject, ServerConfig(compatibility=level))
+        return added
+    except SchemaRegistryError as exc:
+        raise SchemaRefused(f"the schema registry refuses {name} under subject {subject} "
+                            f"({level.value}): {_reason(exc)}") from None
+
+
+def _adopt(client: SchemaRegistryClient, subject: str, versions: tuple[dict[str, Any], ...],
+           level: ConfigCompatibilityLevel) -> list[str]:
+    """A new subject: its versions were written before this registry knew them (as data that
+    exists), so they go in unchecked, in order; the subject's level holds from then on."""
+    client.register_schema(subject, _avro(versions[0]))
+    client.set_config(subject, ServerConfig(compatibility=ConfigCompatibilityLevel.NONE))
+    for version in versions[1:]:
+        client.register_schema(subject, _avro(version))
+    client.set_config(subject, ServerConfig(compatibility=level))
+    return [f"{subject} v{n}" for n in range(1, len(versions) + 1)]
+
+
+def _registered_versions(client: SchemaRegistryClient, subject: str) -> list[int]:
+    try:
+        return list(client.get_versions(subject))
+    except SchemaRegistryError as exc:
+        if exc.http_status_code == _NOT_FOUND:
+            return []
+        raise
+
+
+def _lookup(client: SchemaRegistryClient, subject: str, schema: Mapping[str, Any]) -> int | None:
+    try:
+        return client.lookup_schema(subject, _avro(schema)).schema_id
+    except SchemaRegistryError as exc:
+        if exc.http_status_code == _NOT_FOUND:
+            return None
+        raise
