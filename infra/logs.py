@@ -26,7 +26,7 @@ from herald.infra.masking import mask_text
 REQUEST_ID: ContextVar[str | None] = ContextVar("herald_request_id", default=None)
 TRACE_ID: ContextVar[str | None] = ContextVar("herald_trace_id", default=None)
 LOG_FORMATS = ("text", "json")
-QUIET_LIBRARIES = ("alembic", "httpx", "aiokafka", "faust", "mode", "uvicorn.access")
+QUIET_LIBRARIES = ("alembic", "httpx", "httpx2", "aiokafka", "faust", "mode", "uvicorn.access")
 
 
 def bind(*, request_id: str | None, trace_id: str | None) -> None:

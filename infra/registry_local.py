@@ -83,11 +83,15 @@ def create_database(database_url: str) -> None:
         engine.dispose()
 
 
-def answers(url: str, timeout_s: float = 2.0) -> bool:
-    """Whether a registry answers its Confluent-compatible API at `url`."""
+def answers(url: str, timeout_s: float = 2.0, healthy: bool = False) -> bool:
+    """Whether a registry answers its Confluent-compatible API at `url`: any HTTP answer, or
+    with `healthy` a 200 (right after its database restarted, Apicurio's first query fails
+    with a 500 on a stale pooled connection, and the next succeeds)."""
     try:
         with urllib.request.urlopen(f"{url}/subjects", timeout=timeout_s) as response:
             return bool(response.status == 200)
+    except urllib.error.HTTPError:
+        return not healthy
     except (urllib.error.URLError, OSError):
         return False
 
@@ -198,7 +202,7 @@ class EmbeddedRegistry:
                 self.state_file.unlink(missing_ok=True)
                 raise ServiceError(f"the schema registry exited during start-up; {self.log_file}:\n"
                                    f"{tail(self.log_file)}")
-            if answers(state.url):
+            if answers(state.url, healthy=True):
                 return
             time.sleep(0.25)
         self.stop()

@@ -62,17 +62,29 @@ def schema_subjects(specs: tuple[TopicSpec, ...]) -> dict[str, str]:
 
 
 def compatibility_level(schema_name: str) -> ConfigCompatibilityLevel:
-    """BACKWARD_TRANSITIVE: a reader of the newest version reads every record ever written.
+    """FULL_TRANSITIVE: a reader of the newest version reads every record ever written (the
+    compacted topics keep them forever), and a reader pinned to any earlier version (a Flink
+    table, a ksqlDB stream, a Connect sink declared before the change) reads every new one. So
+    a field is added or removed only with a default, and a type changes only as Avro promotes.
     A schema whose history Herald upgrades itself (an enum that became a string, which Avro's
-    resolution refuses) is checked against its latest version only, BACKWARD."""
+    resolution refuses) is checked against its latest version only: FULL."""
     if needs_own_upgrade(schema_name):
-        return ConfigCompatibilityLevel.BACKWARD
-    return ConfigCompatibilityLevel.BACKWARD_TRANSITIVE
+        return ConfigCompatibilityLevel.FULL
+    return ConfigCompatibilityLevel.FULL_TRANSITIVE
+
+
+_CLIENTS: dict[str, SchemaRegistryClient] = {}
+_CLIENTS_LOCK = threading.Lock()
 
 
 def registry_client(url: str) -> SchemaRegistryClient:
-    """confluent-kafka's client (its own in-memory mock for a `mock://` URL, in unit tests)."""
-    return SchemaRegistryClient.new_client({"url": url.rstrip("/")})
+    """confluent-kafka's client for `url`, one per process (it caches what it learnt, and its
+    connections outlive a call); its own in-memory mock for a `mock://` URL, in unit tests."""
+    url = url.rstrip("/")
+    with _CLIENTS_LOCK:
+        if url not in _CLIENTS:
+            _CLIENTS[url] = SchemaRegistryClient.new_client({"url": url})
+        return _CLIENTS[url]
 
 
 def _avro(schema: Mapping[str, Any]) -> Schema:
@@ -144,6 +156,29 @@ def connect_schema_registry(client: SchemaRegistryClient, specs: tuple[TopicSpec
     for name in subjects:
         assign_schema_id(name, source.id_of(name, schema_versions(name)[-1]))
     return source
+
+
+def register_and_connect(url: str, specs: tuple[TopicSpec, ...]) -> RegistrySchemas:
+    """Provision the topics' schemas, then put this process's codec on them (what `herald up`
+    does for its catalog, and a bench or test for a namespace of its own)."""
+    client = registry_client(url)
+    provision_schemas(client, specs)
+    return connect_schema_registry(client, specs)
+
+
+def delete_subjects(client: SchemaRegistryClient, specs: tuple[TopicSpec, ...]) -> int:
+    """Delete the topics' subjects for good (a bench's or a test's namespace, once its topics
+    are gone); how many there were."""
+    deleted = 0
+    for subject in schema_subjects(specs):
+        try:
+            client.delete_subject(subject)
+            client.delete_subject(subject, permanent=True)
+            deleted += 1
+        except SchemaRegistryError as exc:
+            if exc.http_status_code != _NOT_FOUND:
+                raise
+    return deleted
 
 
 @dataclass(frozen=True)

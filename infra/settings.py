@@ -28,7 +28,7 @@ def _doc(text: str) -> dict[str, str]:
 @dataclass(frozen=True)
 class Settings:
     home: Path = field(default=Path(".herald"), metadata=_doc(
-        "Where the embedded Kafka and PostgreSQL keep jars, data, logs and state."))
+        "Where the embedded Kafka, PostgreSQL and schema registry keep data, logs and state."))
     maven_repo: Path | None = field(default=None, metadata=_doc(
         "Maven local repository for the Kafka jars and the registry's archive; unset means <home>/m2."))
     catalog: Path | None = field(default=None, metadata=_doc(

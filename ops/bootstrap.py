@@ -21,7 +21,7 @@ from herald.infra.provisioning import provision_topics, topic_names
 from herald.infra.schema_registry import (
     RegistrySchemas,
     connect_schema_registry,
-    provision_schemas,
+    register_and_connect,
     registry_client,
 )
 from herald.infra.services import (
@@ -82,9 +82,7 @@ def prepare(settings: Settings, catalog: Catalog) -> Endpoints:
     refuse_orphaned_channels(endpoints.kafka_bootstrap, catalog, settings.namespace)
     specs = topic_catalog(catalog, settings.namespace)
     provision_topics(endpoints.kafka_bootstrap, specs, replication_factor(settings))
-    client = registry_client(endpoints.schema_registry_url)  # kept by the codec for this process
-    provision_schemas(client, specs)
-    connect_schema_registry(client, specs)
+    register_and_connect(endpoints.schema_registry_url, specs)
     return endpoints
 
 

@@ -41,6 +41,8 @@ from herald.infra.deadline import Deadline, wait_until
 from herald.infra.kafka_io import RDKAFKA_LOG, producer_config
 from herald.infra.processes import ProcessGroup
 from herald.infra.provisioning import delete_namespace_topics, provision_topics
+from herald.infra.schema_registry import delete_subjects, register_and_connect, registry_client
+from herald.infra.services import resolve_registry_url
 from herald.infra.settings import Settings, child_environ
 from herald.ops.launch import HERALD_ARGV
 from herald.producers.outbox import DomainEvent, emit
@@ -52,6 +54,7 @@ from herald.proving.demo import wait_for_groups
 from herald.proving.simulators.network import SimulatorNetwork
 from herald.schemas.catalog import (
     SESSION_EVENTS,
+    TopicSpec,
     consumer_group,
     notification_topic,
     qualified,
@@ -168,11 +171,15 @@ class Bench:
     group: ProcessGroup
     expected: dict[str, set[str]] = dataclasses.field(
         default_factory=lambda: {"whatsapp": set(), "email": set()})
+    registered: list[TopicSpec] = dataclasses.field(default_factory=list)  # subjects to delete at the end
 
     def namespaced(self, suffix: str) -> Settings:
         """Settings of a fresh namespace (its own topics and groups), for one phase."""
         namespace = f"{self.settings.namespace}{suffix}"
-        provision_topics(self.bootstrap, topic_catalog(bench_catalog(), namespace))
+        specs = topic_catalog(bench_catalog(), namespace)
+        provision_topics(self.bootstrap, specs)
+        register_and_connect(resolve_registry_url(self.settings), specs)
+        self.registered.extend(specs)
         return dataclasses.replace(self.settings, namespace=namespace)
 
     def cpu_by_part(self) -> dict[str, float]:
@@ -363,7 +370,9 @@ def count_lost_and_doubled(bench: Bench) -> dict[str, int]:
 @contextmanager
 def bench_stack(settings: Settings, bootstrap: str, server_url: str, latency_ms: float) -> Iterator[Bench]:
     run_id = f"benchd{uuid.uuid4().hex[:6]}"
-    provision_topics(bootstrap, topic_catalog(bench_catalog(), run_id))
+    specs = topic_catalog(bench_catalog(), run_id)
+    provision_topics(bootstrap, specs)
+    register_and_connect(resolve_registry_url(settings), specs)
     with scratch_database(server_url, run_id) as url, _topics_deleted(bootstrap, run_id):
         configured = dataclasses.replace(settings, kafka_bootstrap=bootstrap, database_url=url,
                                          namespace=run_id)
@@ -373,7 +382,11 @@ def bench_stack(settings: Settings, bootstrap: str, server_url: str, latency_ms:
             for url_ in (*network.whatsapp, network.email):
                 network.faults(url_, latency_ms=latency_ms)
             network.place_session(network.whatsapp[0], SESSION)
-            yield Bench(configured, network, group)
+            bench = Bench(configured, network, group, registered=list(specs))
+            try:
+                yield bench
+            finally:
+                delete_subjects(registry_client(resolve_registry_url(settings)), tuple(bench.registered))
 
 
 @contextmanager

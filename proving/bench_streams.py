@@ -41,6 +41,8 @@ from herald.infra.deadline import Deadline
 from herald.infra.kafka_io import RDKAFKA_LOG, producer_config
 from herald.infra.processes import ProcessGroup
 from herald.infra.provisioning import delete_namespace_topics, provision_topics
+from herald.infra.schema_registry import delete_subjects, register_and_connect, registry_client
+from herald.infra.services import resolve_registry_url
 from herald.infra.settings import Settings, child_environ
 from herald.ops.launch import HERALD_ARGV
 from herald.ops.pipeline import streams_app_id
@@ -301,12 +303,15 @@ def bench_processes(settings: Settings, bootstrap: str, sla_s: float) -> Iterato
     configured = dataclasses.replace(settings, namespace=namespace, kafka_bootstrap=bootstrap,
                                      catalog=catalog_path, session_grace_s=3600.0)
     catalog = open_catalog(catalog_path, os.environ)
-    provision_topics(bootstrap, topic_catalog(catalog, namespace), settings.replication_factor)
+    specs = topic_catalog(catalog, namespace)
+    provision_topics(bootstrap, specs, settings.replication_factor)
+    register_and_connect(resolve_registry_url(settings), specs)
     try:
         with ProcessGroup(run_dir, child_environ(configured, os.environ)) as group:
             yield StreamsBench(configured, bootstrap, group, sla_s)
     finally:
         delete_namespace_topics(bootstrap, f"{namespace}.")
+        delete_subjects(registry_client(resolve_registry_url(settings)), specs)
         for name in MEASURED:  # the Faust workers' data directories
             data_dir = settings.home / "streams-data" / streams_app_id(configured, name)
             shutil.rmtree(data_dir, ignore_errors=True)

@@ -74,10 +74,22 @@ def simulator(
         report = ReportTarget(resolve_endpoints(settings, need_database=False).kafka_bootstrap,
                               qualified(GATEWAY_OBSERVATIONS, settings.namespace),
                               advertised_url or f"http://{host}:{port}", report_interval_s)
+        _reports_on_the_registry(settings, report.topic)
     app_ = create_simulator(kind, store_path, name=name, sessions_file=sessions_file,
                             forget_sessions=forget_sessions, report=report)
     serve_http(app_, f"simulator {kind}", host, port, settings.shutdown_timeout_s, log_level="warning",
                access_log=False)
+
+
+def _reports_on_the_registry(settings: Settings, topic: str) -> None:
+    """The id of the reports' schema, as a gateway would learn it: from the registry, under the
+    observations topic's subject (provisioned by `herald up`)."""
+    from herald.infra.schema_registry import connect_schema_registry, registry_client
+    from herald.infra.services import resolve_registry_url
+    from herald.schemas.catalog import TopicSpec
+
+    reports = TopicSpec(topic, 1, "delete", -1, "gateway instance", "herald.GatewayObservation")
+    connect_schema_registry(registry_client(resolve_registry_url(settings)), (reports,))
 
 
 def demo(

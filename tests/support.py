@@ -15,10 +15,13 @@ from confluent_kafka import Consumer, Message, TopicPartition
 
 from herald.infra.deadline import Deadline, wait_until
 from herald.infra.processes import ProcessGroup, free_port
+from herald.infra.provisioning import provision_topics
+from herald.infra.schema_registry import register_and_connect
 from herald.infra.settings import Settings, child_environ
 from herald.ops.launch import HERALD_ARGV
 from herald.proving.catalogs import provider_environ
 from herald.proving.simulators.network import SimulatorNetwork
+from herald.schemas.catalog import TopicSpec
 
 HERALD = HERALD_ARGV
 __all__ = ["HERALD", "process_env", "read_topic", "served_in_thread", "simulator_network", "wait_until"]
@@ -45,6 +48,12 @@ def read_topic(bootstrap: str, topic: str, *, at_least: int = 0, timeout_s: floa
         return records
     finally:
         consumer.close()
+
+
+def provision(bootstrap: str, registry_url: str, specs: tuple[TopicSpec, ...]) -> None:
+    """Topics and their schemas, as `herald up` provisions them, this process's codec on them."""
+    provision_topics(bootstrap, specs)
+    register_and_connect(registry_url, specs)
 
 
 def process_env(settings: Settings, network: SimulatorNetwork | None = None) -> dict[str, str]:

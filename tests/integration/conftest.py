@@ -17,11 +17,17 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from herald.examples.registrations.app import create_tables
 from herald.infra.kafka_local import EmbeddedKafka
 from herald.infra.provisioning import delete_namespace_topics, provision_topics
-from herald.infra.schema_registry import connect_schema_registry, provision_schemas, registry_client
+from herald.infra.schema_registry import (
+    connect_schema_registry,
+    delete_subjects,
+    provision_schemas,
+    registry_client,
+)
 from herald.infra.services import Endpoints, start_services, stop_services
 from herald.infra.settings import Settings
 from herald.schemas.catalog import topic_catalog
@@ -54,11 +60,9 @@ def namespace() -> str:
 
 
 @pytest.fixture(scope="session")
-def registry(endpoints: Endpoints):
+def registry(endpoints: Endpoints) -> SchemaRegistryClient:
     """The suite's schema registry client; the codec asks it, as a process's would."""
-    client = registry_client(endpoints.schema_registry_url)
-    yield client
-    client.close()
+    return registry_client(endpoints.schema_registry_url)
 
 
 @pytest.fixture
@@ -70,6 +74,7 @@ def topics(endpoints: Endpoints, namespace: str, registry) -> Iterator[None]:
     provision_schemas(registry, specs)
     connect_schema_registry(registry, specs)
     yield
+    delete_subjects(registry, specs)
     delete_namespace_topics(endpoints.kafka_bootstrap, f"{namespace}.")
 
 

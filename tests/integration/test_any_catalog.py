@@ -18,7 +18,6 @@ from confluent_kafka import Consumer, TopicPartition
 
 from herald.infra.catalogs import open_catalog
 from herald.infra.processes import ProcessGroup, ServiceError, free_port
-from herald.infra.provisioning import provision_topics
 from herald.ops.bootstrap import refuse_orphaned_channels
 from herald.producers.signing import sign
 from herald.schemas.catalog import (
@@ -32,7 +31,7 @@ from herald.schemas.catalog import (
 from herald.schemas.codec import decode
 from tests.catalogs import written_catalog
 from tests.integration.delivery_support import produce_requests, session_on
-from tests.support import HERALD, process_env, read_topic, simulator_network, wait_until
+from tests.support import HERALD, process_env, provision, read_topic, simulator_network, wait_until
 
 SECRET = "parcel-secret"
 PARCELS = 12
@@ -97,7 +96,8 @@ def test_a_catalog_herald_never_saw_is_ingested_routed_delivered_alerted_and_cou
     with simulator_network(log_dir, gateway_instances=1) as (network, _sims):
         path = parcel_catalog(tmp_path, network)
         catalog = open_catalog(path, {})
-        provision_topics(settings.kafka_bootstrap, topic_catalog(catalog, settings.namespace))
+        provision(settings.kafka_bootstrap, settings.schema_registry_url,
+                  topic_catalog(catalog, settings.namespace))
         configured = dataclasses.replace(settings, catalog=path, ingest_port=free_port(),
                                          ingest_secrets=SECRET, missing_scan_interval_s=0.5)
         session_on(configured, network, "parcels-wa", "default", network.whatsapp[0])

@@ -18,13 +18,13 @@ from schemathesis.checks import not_a_server_error
 from sqlalchemy.orm import Session
 
 from herald.infra.processes import free_port
-from herald.infra.provisioning import delete_namespace_topics, provision_topics
+from herald.infra.provisioning import delete_namespace_topics
 from herald.ops.api_tokens import create_token
 from herald.ops.ops_api import Wiring, create_ops_api
 from herald.schemas.catalog import topic_catalog
 from herald.schemas.migrations import scratch_database
 from tests.catalogs import example
-from tests.support import HERALD, process_env, wait_until
+from tests.support import HERALD, process_env, provision, wait_until
 
 DOCUMENT = create_ops_api(Wiring(None, example(), None, None)).openapi()  # type: ignore[arg-type]
 schema = schemathesis.openapi.from_dict(DOCUMENT)
@@ -35,7 +35,8 @@ def served(base_settings, endpoints):
     namespace = f"f{uuid.uuid4().hex[:10]}"
     with ExitStack() as stack:
         url = stack.enter_context(scratch_database(endpoints.database_url, namespace))
-        provision_topics(endpoints.kafka_bootstrap, topic_catalog(example(), namespace))
+        provision(endpoints.kafka_bootstrap, endpoints.schema_registry_url,
+                  topic_catalog(example(), namespace))
         stack.callback(delete_namespace_topics, endpoints.kafka_bootstrap, f"{namespace}.")
         engine = sa.create_engine(url)
         with Session(engine) as session, session.begin():

@@ -18,7 +18,7 @@ from tests.support import HERALD, wait_until
 
 
 def endpoints_of(settings) -> Endpoints:
-    return Endpoints(settings.kafka_bootstrap, settings.database_url)
+    return Endpoints(settings.kafka_bootstrap, settings.database_url, settings.schema_registry_url)
 
 
 def test_every_verified_registration_gets_one_e_ticket_per_channel(settings):

@@ -16,13 +16,12 @@ from herald.infra.deadline import Deadline
 from herald.infra.exit_deadline import EXIT_PAST_DEADLINE
 from herald.infra.logs import herald_version
 from herald.infra.processes import ProcessGroup, free_port, tail
-from herald.infra.provisioning import provision_topics
 from herald.ops.pipeline import pipeline_stages
 from herald.proving.demo import wait_for_groups
 from herald.schemas.catalog import topic_catalog
 from herald.schemas.migrations import scratch_database
 from tests.catalogs import example
-from tests.support import HERALD, process_env
+from tests.support import HERALD, process_env, provision
 
 PROCESSES = {
     "relay": ["relay"], "ingest": ["ingest"], "api": ["api"], "router": ["streams"],
@@ -39,8 +38,9 @@ def test_every_process_stops_within_a_bound_on_sigterm_with_kafka_down_and_logs_
     """Kafka down; with it up, test_docs_run.py stops every stage the way docs/running.md says."""
     state = private_broker.start()
     with scratch_database(endpoints.database_url, namespace) as url:
-        provision_topics(state.bootstrap, topic_catalog(example(), namespace))
+        provision(state.bootstrap, endpoints.schema_registry_url, topic_catalog(example(), namespace))
         settings = dataclasses.replace(base_settings, kafka_bootstrap=state.bootstrap, database_url=url,
+                                       schema_registry_url=endpoints.schema_registry_url,
                                        namespace=namespace, api_port=free_port(), ingest_port=free_port(),
                                        ingest_secrets="s3cret", shutdown_timeout_s=2 * BOUND_S)
         stages = pipeline_stages(example(), namespace, settings.streams_app_id)

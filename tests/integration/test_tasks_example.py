@@ -9,17 +9,18 @@ from __future__ import annotations
 import dataclasses
 
 from herald.infra.catalogs import example_catalog_path, open_catalog
-from herald.infra.provisioning import provision_topics
 from herald.infra.services import Endpoints
 from herald.proving.demo_tasks import REJECTED, _run
 from herald.schemas.catalog import topic_catalog
+from tests.support import provision
 
 
 def test_every_assignment_is_notified_once_with_the_rejected_ones_replayed_by_the_operator(settings):
     configured = dataclasses.replace(settings, catalog=example_catalog_path("tasks"))
-    provision_topics(settings.kafka_bootstrap, topic_catalog(open_catalog(configured.catalog, {}),
-                                                             settings.namespace))
-    result = _run(configured, Endpoints(settings.kafka_bootstrap, settings.database_url), 60, timeout_s=180,
+    provision(settings.kafka_bootstrap, settings.schema_registry_url,
+              topic_catalog(open_catalog(configured.catalog, {}), settings.namespace))
+    endpoints = Endpoints(settings.kafka_bootstrap, settings.database_url, settings.schema_registry_url)
+    result = _run(configured, endpoints, 60, timeout_s=180,
                   outage_s=0.0, rate=30.0)
     assert result.delivered == {"email": 60}
     assert (result.lost, result.duplicates, result.writer_errors) == (0, 0, 0)

@@ -10,6 +10,7 @@ import pytest
 import typer
 import yaml
 
+from herald.infra.registry_local import CCOMPAT_PATH, DATABASE, jdbc_settings
 from herald.infra.settings import Settings
 from herald.ops.cli import app
 from tests.containers import apache_kafka_env
@@ -20,7 +21,7 @@ SERVICES = COMPOSE["services"]
 HERALD_IMAGE, SIMULATORS_IMAGE = "herald:local", "herald-simulators:local"
 HERALD_SERVICES = {name: s for name, s in SERVICES.items()
                    if s.get("image") in (HERALD_IMAGE, SIMULATORS_IMAGE)}
-KAFKA_SERVICES = {name: s for name, s in SERVICES.items() if s["image"].startswith("apache/kafka:")}
+KAFKA_SERVICES = {name: s for name, s in SERVICES.items() if s.get("image", "").startswith("apache/kafka:")}
 CLI = typer.main.get_command(app)
 
 
@@ -120,7 +121,7 @@ def test_gateway_instances_share_one_message_store():
 def test_processes_wait_for_setup_and_setup_waits_for_healthy_services():
     setup = SERVICES["setup"]["depends_on"]
     assert {name for name, dep in setup.items() if dep["condition"] == "service_healthy"} == {
-        *KAFKA_SERVICES, "postgres"}
+        *KAFKA_SERVICES, "postgres", "schema-registry"}
     for name in ("relay", "streams", "deliver-whatsapp", "deliver-email", "corrections"):
         assert SERVICES[name]["depends_on"]["setup"]["condition"] == "service_completed_successfully"
 
@@ -167,3 +168,21 @@ def test_docker_waits_for_a_process_longer_than_its_own_exit_deadline():
     herald = list(HERALD_SERVICES.values())
     grace_s = {float(service["stop_grace_period"].removesuffix("s")) for service in herald}
     assert grace_s and min(grace_s) > Settings().shutdown_timeout_s
+
+
+def test_the_schema_registry_is_the_embedded_one_stored_the_same_way():
+    """The release the embedded default runs, on PostgreSQL with the settings it is given
+    there, in the database the init script creates, at the URL every Herald process reads."""
+    registry = SERVICES["schema-registry"]
+    assert registry["image"] == f"apicurio/apicurio-registry:{Settings.from_environ({}).registry_version}"
+    herald_env = SERVICES["relay"]["environment"]
+    expected = jdbc_settings(herald_env["HERALD_DATABASE_URL"])
+    given = registry["environment"]
+    assert {k: v for k, v in expected.items() if k in given} == given
+    assert given["APICURIO_DATASOURCE_URL"].endswith(f"/{DATABASE}")
+    init = (ROOT / "infra/docker/postgres-init.sql").read_text()
+    assert f"CREATE DATABASE {DATABASE};" in init
+    mounted = [v.split(":")[0] for v in SERVICES["postgres"]["volumes"] if "initdb" in v]
+    assert (ROOT / mounted[0]).resolve() == ROOT / "infra/docker/postgres-init.sql"
+    assert herald_env["HERALD_SCHEMA_REGISTRY_URL"] == f"http://schema-registry:8080{CCOMPAT_PATH}"
+    assert registry["ports"] == ["127.0.0.1:8080:8080"], "analysts reach it from the host only"
