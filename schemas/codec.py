@@ -139,8 +139,12 @@ def known_schema_names() -> tuple[str, ...]:
 
 
 def use_schema_source(source: SchemaSource | None) -> None:
-    """Plug in (or, with None, unplug) the schema registry the process asks for ids."""
+    """Plug in (or, with None, unplug) the schema registry the process asks for ids. The ids
+    learnt so far are forgotten: another registry gives other ids (and connecting learns the
+    current ones again at once)."""
     _SOURCE[:] = [source] if source is not None else []
+    _IDS.clear()
+    _WRITERS.clear()
 
 
 def assign_schema_id(schema_name: str, schema_id: int) -> None:
