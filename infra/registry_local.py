@@ -10,15 +10,15 @@ state live in `<home>/registry`. Clients speak Confluent's API at `/apis/ccompat
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import tarfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,17 +70,24 @@ def jdbc_settings(database_url: str) -> dict[str, str]:
     }
 
 
-def create_database(database_url: str) -> None:
-    """The registry's database, created once (Apicurio creates its tables itself)."""
+@contextmanager
+def _server(database_url: str) -> Iterator[sa.Connection]:
+    """A connection to Herald's PostgreSQL outside any transaction (CREATE/DROP DATABASE)."""
     engine = sa.create_engine(database_url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
     try:
         with engine.connect() as conn:
-            exists = conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :name"),
-                                  {"name": DATABASE}).first()
-            if exists is None:
-                conn.execute(sa.text(f'CREATE DATABASE "{DATABASE}"'))
+            yield conn
     finally:
         engine.dispose()
+
+
+def create_database(database_url: str) -> None:
+    """The registry's database, created once (Apicurio creates its tables itself)."""
+    with _server(database_url) as conn:
+        exists = conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :name"),
+                              {"name": DATABASE}).first()
+        if exists is None:
+            conn.execute(sa.text(f'CREATE DATABASE "{DATABASE}"'))
 
 
 def answers(url: str, timeout_s: float = 2.0, healthy: bool = False) -> bool:
@@ -139,7 +146,6 @@ class EmbeddedRegistry:
         self.state_file.unlink(missing_ok=True)
         if state is None:
             return False
-        os.kill(state.pid, signal.SIGTERM)
         terminate(state.pid, Deadline(timeout_s))
         return True
 
@@ -148,14 +154,11 @@ class EmbeddedRegistry:
         self.stop()
         if database_url is None:
             return
-        engine = sa.create_engine(database_url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
         try:
-            with engine.connect() as conn:
+            with _server(database_url) as conn:
                 conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{DATABASE}"'))
         except sa.exc.OperationalError:
             pass  # PostgreSQL is gone too: its purge takes the registry's database with it
-        finally:
-            engine.dispose()
 
     def app_dir(self) -> Path:
         """The unpacked distribution, fetching the archive with mvn on first use."""

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 from confluent_kafka.schema_registry import (
@@ -169,15 +170,14 @@ def register_and_connect(url: str, specs: tuple[TopicSpec, ...]) -> RegistrySche
 def delete_subjects(client: SchemaRegistryClient, specs: tuple[TopicSpec, ...]) -> int:
     """Delete the topics' subjects for good (a bench's or a test's namespace, once its topics
     are gone); how many there were."""
+    def delete(subject: str) -> bool:
+        client.delete_subject(subject)
+        client.delete_subject(subject, permanent=True)
+        return True
+
     deleted = 0
     for subject in schema_subjects(specs):
-        try:
-            client.delete_subject(subject)
-            client.delete_subject(subject, permanent=True)
-            deleted += 1
-        except SchemaRegistryError as exc:
-            if exc.http_status_code != _NOT_FOUND:
-                raise
+        deleted += _unless_missing(partial(delete, subject), False)
     return deleted
 
 
@@ -224,18 +224,18 @@ def _adopt(client: SchemaRegistryClient, subject: str, versions: tuple[dict[str,
 
 
 def _registered_versions(client: SchemaRegistryClient, subject: str) -> list[int]:
-    try:
-        return list(client.get_versions(subject))
-    except SchemaRegistryError as exc:
-        if exc.http_status_code == _NOT_FOUND:
-            return []
-        raise
+    return _unless_missing(lambda: list(client.get_versions(subject)), [])
 
 
 def _lookup(client: SchemaRegistryClient, subject: str, schema: Mapping[str, Any]) -> int | None:
+    return _unless_missing(lambda: client.lookup_schema(subject, _avro(schema)).schema_id, None)
+
+
+def _unless_missing(call: Callable[[], T], missing: T) -> T:
+    """The registry's answer, or `missing` when it says 404 (no such subject, version or id)."""
     try:
-        return client.lookup_schema(subject, _avro(schema)).schema_id
+        return call()
     except SchemaRegistryError as exc:
         if exc.http_status_code == _NOT_FOUND:
-            return None
+            return missing
         raise

@@ -113,8 +113,11 @@ def register_schema(schema: dict[str, Any], earlier: Sequence[dict[str, Any]] = 
     known = _CURRENT.get(name)
     if known is not None and known.canonical != canonical:  # another version: its id is another
         _IDS.pop(name, None)
-    _CURRENT[name] = _Schema(name, schema, fastavro.parse_schema(schema, named_schemas={}), tuple(earlier),
-                             canonical, frozenset(_canonical(version) for version in earlier))
+    # avro/history/ ends with a copy of the current version, which is registered once.
+    history = {_canonical(version): version for version in earlier}
+    history.pop(canonical, None)
+    _CURRENT[name] = _Schema(name, schema, fastavro.parse_schema(schema, named_schemas={}),
+                             tuple(history.values()), canonical, frozenset(history))
     return name
 
 
@@ -125,8 +128,7 @@ def _canonical(schema: Mapping[str, Any]) -> str:
 def schema_versions(schema_name: str) -> tuple[dict[str, Any], ...]:
     """Every version of a schema, oldest first, ending with the current one."""
     schema = _lookup(schema_name)
-    # avro/history/ ends with a copy of the current version, which is registered once.
-    return (*(v for v in schema.history if _canonical(v) != schema.canonical), schema.json)
+    return (*schema.history, schema.json)
 
 
 def needs_own_upgrade(schema_name: str) -> bool:

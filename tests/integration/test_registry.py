@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
 import json
 import struct
 from pathlib import Path
@@ -40,6 +39,7 @@ from tests.catalogs import example, written_catalog
 from tests.integration.delivery_support import fast_settings, request_record
 from tests.integration.test_cli import herald
 from tests.support import HERALD, process_env, read_topic, simulator_network, wait_until
+from tests.unit.registry_ids import framed
 
 
 @pytest.fixture
@@ -115,11 +115,8 @@ def test_data_of_every_earlier_version_is_read_as_the_current_one(settings, regi
 
 def _framed(registry, subject: str, schema: dict, record: dict) -> bytes:
     """`record` as a producer of `schema` frames it, with the id the registry gave that version."""
-    schema_id = registry.lookup_schema(subject, Schema(json.dumps(schema), "AVRO")).schema_id
-    out = io.BytesIO()
-    out.write(struct.pack(">bI", 0, schema_id))
-    fastavro.schemaless_writer(out, fastavro.parse_schema(schema, named_schemas={}), record)
-    return out.getvalue()
+    registered = registry.lookup_schema(subject, Schema(json.dumps(schema), "AVRO"))
+    return framed(registered.schema_id, schema, record)
 
 
 @pytest.mark.parametrize(("change", "broke"), [

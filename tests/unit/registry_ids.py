@@ -29,7 +29,11 @@ def written_with(schema_name: str, writer: dict[str, Any], record: dict[str, Any
     """`record` as a producer of `writer` (a version registered now, if it was not) frames it."""
     source = _source()
     subject = source.subjects[schema_name]
-    schema_id = source.client.register_schema(subject, Schema(json.dumps(writer), "AVRO"))
+    return framed(source.client.register_schema(subject, Schema(json.dumps(writer), "AVRO")), writer, record)
+
+
+def framed(schema_id: int, writer: dict[str, Any], record: dict[str, Any]) -> bytes:
+    """`record` in the Confluent wire format, written with `writer` under `schema_id`."""
     body = io.BytesIO()
     body.write(struct.pack(">bI", 0, schema_id))
     fastavro.schemaless_writer(body, fastavro.parse_schema(writer, named_schemas={}), record)
