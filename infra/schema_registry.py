@@ -9,6 +9,7 @@ an outage delays a record with an id not yet seen, it never dead-letters one.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import threading
@@ -83,9 +84,20 @@ def registry_client(url: str) -> SchemaRegistryClient:
     connections outlive a call); its own in-memory mock for a `mock://` URL, in unit tests."""
     url = url.rstrip("/")
     with _CLIENTS_LOCK:
+        if not _CLIENTS:
+            atexit.register(close_registry_clients)
         if url not in _CLIENTS:
             _CLIENTS[url] = SchemaRegistryClient.new_client({"url": url})
         return _CLIENTS[url]
+
+
+def close_registry_clients() -> None:
+    """Close the clients' HTTP connections (at exit: an open socket left to the interpreter's
+    teardown is reported as a ResourceWarning)."""
+    with _CLIENTS_LOCK:
+        for client in _CLIENTS.values():
+            client.close()
+        _CLIENTS.clear()
 
 
 def _avro(schema: Mapping[str, Any]) -> Schema:
@@ -154,8 +166,11 @@ def connect_schema_registry(client: SchemaRegistryClient, specs: tuple[TopicSpec
         subjects.setdefault(name, subject)
     source = RegistrySchemas(client, subjects)
     use_schema_source(source)
-    for name in subjects:
-        assign_schema_id(name, source.id_of(name, schema_versions(name)[-1]))
+    # One round trip each, all at once: every stage's start waits for them.
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        ids = list(pool.map(lambda name: source.id_of(name, schema_versions(name)[-1]), subjects))
+    for name, schema_id in zip(subjects, ids, strict=True):
+        assign_schema_id(name, schema_id)
     return source
 
 
@@ -175,10 +190,9 @@ def delete_subjects(client: SchemaRegistryClient, specs: tuple[TopicSpec, ...]) 
         client.delete_subject(subject, permanent=True)
         return True
 
-    deleted = 0
-    for subject in schema_subjects(specs):
-        deleted += _unless_missing(partial(delete, subject), False)
-    return deleted
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return sum(pool.map(lambda subject: _unless_missing(partial(delete, subject), False),
+                            schema_subjects(specs)))
 
 
 @dataclass(frozen=True)
