@@ -14,7 +14,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -34,14 +34,17 @@ from herald.schemas.codec import (
     assign_schema_id,
     known_schema_names,
     needs_own_upgrade,
+    schema_json,
     schema_versions,
     use_schema_source,
 )
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+K = TypeVar("K")
 _NOT_FOUND = 404
 _RETRY_FIRST_S, _RETRY_CAP_S = 0.5, 5.0
+_CALLS_AT_ONCE = 8  # round trips in flight together: provisioning, a stage's start, cleanup
 
 
 class SchemaRefused(ServiceError):
@@ -84,8 +87,6 @@ def registry_client(url: str) -> SchemaRegistryClient:
     connections outlive a call); its own in-memory mock for a `mock://` URL, in unit tests."""
     url = url.rstrip("/")
     with _CLIENTS_LOCK:
-        if not _CLIENTS:
-            atexit.register(close_registry_clients)
         if url not in _CLIENTS:
             _CLIENTS[url] = SchemaRegistryClient.new_client({"url": url})
         return _CLIENTS[url]
@@ -98,6 +99,15 @@ def close_registry_clients() -> None:
         for client in _CLIENTS.values():
             client.close()
         _CLIENTS.clear()
+
+
+atexit.register(close_registry_clients)
+
+
+def _at_once(call: Callable[[K], T], items: Iterable[K]) -> list[T]:
+    """`call` on every item, the registry round trips in flight together; results in order."""
+    with ThreadPoolExecutor(max_workers=_CALLS_AT_ONCE) as pool:
+        return list(pool.map(call, items))
 
 
 def _avro(schema: Mapping[str, Any]) -> Schema:
@@ -166,9 +176,7 @@ def connect_schema_registry(client: SchemaRegistryClient, specs: tuple[TopicSpec
         subjects.setdefault(name, subject)
     source = RegistrySchemas(client, subjects)
     use_schema_source(source)
-    # One round trip each, all at once: every stage's start waits for them.
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        ids = list(pool.map(lambda name: source.id_of(name, schema_versions(name)[-1]), subjects))
+    ids = _at_once(lambda name: source.id_of(name, schema_json(name)), subjects)  # every start waits
     for name, schema_id in zip(subjects, ids, strict=True):
         assign_schema_id(name, schema_id)
     return source
@@ -190,9 +198,8 @@ def delete_subjects(client: SchemaRegistryClient, specs: tuple[TopicSpec, ...]) 
         client.delete_subject(subject, permanent=True)
         return True
 
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        return sum(pool.map(lambda subject: _unless_missing(partial(delete, subject), False),
-                            schema_subjects(specs)))
+    return sum(_at_once(lambda subject: _unless_missing(partial(delete, subject), False),
+                        schema_subjects(specs)))
 
 
 @dataclass(frozen=True)
@@ -205,8 +212,7 @@ def provision_schemas(client: SchemaRegistryClient, specs: tuple[TopicSpec, ...]
     """Register every schema version the topics carry under its subject, in order, and set the
     subjects' compatibility. A version the registry refuses raises SchemaRefused."""
     plan = schema_subjects(specs)
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        done = list(pool.map(lambda item: _provision_subject(client, *item), plan.items()))
+    done = _at_once(lambda item: _provision_subject(client, *item), plan.items())
     return SchemaReport(tuple(entry for entries in done for entry in entries), len(plan))
 
 
