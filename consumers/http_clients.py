@@ -36,11 +36,16 @@ class ProviderClient:
         self._extensions = {"timeout": httpx.Timeout(timeout_s).as_dict()}
 
     async def post_json(self, url: str, body: dict[str, Any], headers: dict[str, str]) -> httpx.Response:
-        """POST `body`; the current trace (see herald.infra.logs) goes along as `traceparent`."""
+        """POST `body` as JSON."""
+        return await self.post(url, orjson.dumps(body), headers)
+
+    async def post(self, url: str, content: bytes, headers: dict[str, str]) -> httpx.Response:
+        """POST JSON bytes as they are (a signed body); the current trace (see
+        herald.infra.logs) goes along as `traceparent`."""
         trace_id = TRACE_ID.get()
         traced = {TRACEPARENT: new_traceparent(trace_id)} if trace_id else {}
         return await self._send(httpx.Request(
-            "POST", url, content=orjson.dumps(body), extensions=self._extensions,
+            "POST", url, content=content, extensions=self._extensions,
             headers={**headers, **traced, "Content-Type": "application/json", "User-Agent": USER_AGENT}))
 
     async def get(self, url: str) -> httpx.Response:
@@ -59,5 +64,24 @@ class ProviderClient:
         await self._transport.aclose()
 
 
-def delivery_client(connections: int, timeout_s: float) -> ProviderClient:
-    return ProviderClient(KeepAliveTransport(connections), timeout_s)
+class PlainOrTlsTransport(httpx.AsyncBaseTransport):
+    """http:// on the lean transport; https:// (a merchant's webhook endpoint on the internet)
+    on httpx's own, which speaks TLS and verifies certificates."""
+
+    def __init__(self, connections: int) -> None:
+        self._plain = KeepAliveTransport(connections)
+        self._tls = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=connections))
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        transport = self._tls if request.url.scheme == "https" else self._plain
+        return await transport.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._plain.aclose()
+        await self._tls.aclose()
+
+
+def delivery_client(connections: int, timeout_s: float, tls: bool = False) -> ProviderClient:
+    """A client of `connections`; with `tls`, https:// URLs too."""
+    transport = PlainOrTlsTransport(connections) if tls else KeepAliveTransport(connections)
+    return ProviderClient(transport, timeout_s)

@@ -15,10 +15,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
+from herald.consumers.channel_kinds import ChannelContext, provider_for
 from herald.consumers.delivery import ChannelDelivery, DeliveryCounts, Provider
-from herald.consumers.gateway import GatewayProvider
-from herald.consumers.http_clients import delivery_client
-from herald.consumers.providers import EMAIL_API, HttpProvider
 from herald.consumers.retry_policy import Jitter, RetryPolicy
 from herald.consumers.session_directory import SessionDirectory, SessionFeed
 from herald.consumers.worker import DeliveryWorker, WorkerConfig, WorkerStats
@@ -33,7 +31,7 @@ from herald.schemas.catalog import (
     qualified,
 )
 from herald.schemas.catalog_model import Catalog, ChannelSpec, RetrySpec
-from herald.schemas.catalog_refs import connection_list
+from herald.schemas.templates import TemplateSet
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +78,7 @@ class DeliveryProcess:
         self._policy = retry_policy(self._spec.retry)
         self._topics = [topics[t] for t in chosen]
         self._directory = SessionDirectory()
+        self._templates = TemplateSet(catalog.template_dir)
         self.workers: dict[str, DeliveryWorker] = {}
         self.handlers: dict[str, ChannelDelivery] = {}
 
@@ -157,11 +156,5 @@ class DeliveryProcess:
             "transactional.id": transactional_id, "transaction.timeout.ms": int(timeout_s * 1000)}))
 
     def _provider(self) -> Provider:
-        spec = self._spec
-        gateway = spec.kind == "whatsapp-gateway"
-        instances = connection_list(spec, "instances" if gateway else "url")
-        # The work in flight plus room for the probes of a failover.
-        client = delivery_client(spec.concurrency + 2 * len(instances), self._settings.delivery_timeout_s)
-        if gateway:
-            return GatewayProvider(instances, self._directory, client)
-        return HttpProvider(instances[0], EMAIL_API, client)
+        return provider_for(ChannelContext(self._channel, self._spec, self._settings.delivery_timeout_s,
+                                           self._templates, self._directory))

@@ -10,7 +10,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -40,7 +40,8 @@ def register(app: typer.Typer) -> None:
 
 def simulator(
     ctx: typer.Context,
-    kind: Annotated[str, typer.Option(help="whatsapp (a gateway instance) or email")],
+    kind: Annotated[str, typer.Option(help="whatsapp (a gateway instance), email (an HTTP email API), "
+                                           "smtp (an SMTP server) or webhook (merchant endpoints)")],
     port: Annotated[int, typer.Option(help="Port to listen on.")],
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 in a container).")] = "127.0.0.1",
     name: Annotated[str, typer.Option(help="Instance name, as it reports itself.")] = "",
@@ -56,8 +57,10 @@ def simulator(
         help="whatsapp: report the sessions held to gateway.observations this often; 0: never.")] = 0.0,
     advertised_url: Annotated[str, typer.Option(
         help="whatsapp: the base URL sessions name this instance by; default http://HOST:PORT.")] = "",
+    smtp_port: Annotated[int, typer.Option(
+        help="smtp: the SMTP server's port (PORT serves its control API).")] = 0,
 ) -> None:
-    """Run a provider simulator on HOST:PORT."""
+    """Run a provider simulator on HOST:PORT (its control API under /_sim/)."""
     from herald.infra.exit_deadline import serve_http
     from herald.infra.services import resolve_endpoints
     from herald.proving.simulators.provider import create_simulator
@@ -67,6 +70,10 @@ def simulator(
     settings = _settings(ctx)
     name = name or f"{kind}-{port}"
     store_path = store or settings.home / "simulators" / f"{kind}.sqlite"
+    if kind in ("smtp", "webhook"):
+        serve_http(_receiver(kind, store_path, host, smtp_port), f"simulator {kind}", host, port,
+                   settings.shutdown_timeout_s, log_level="warning", access_log=False)
+        return
     if kind == "whatsapp" and sessions_file is None:
         sessions_file = settings.home / "simulators" / f"{name}.sessions.json"
     report = None
@@ -79,6 +86,17 @@ def simulator(
                             forget_sessions=forget_sessions, report=report)
     serve_http(app_, f"simulator {kind}", host, port, settings.shutdown_timeout_s, log_level="warning",
                access_log=False)
+
+
+def _receiver(kind: str, store_path: Path, host: str, smtp_port: int) -> Any:
+    from herald.proving.simulators.smtp_sink import create_smtp_sink
+    from herald.proving.simulators.webhook_receiver import create_webhook_receiver
+
+    if kind == "webhook":
+        return create_webhook_receiver(store_path)
+    if not smtp_port:
+        raise typer.BadParameter("an smtp simulator needs --smtp-port", param_hint="--smtp-port")
+    return create_smtp_sink(store_path, host, smtp_port)
 
 
 def _reports_on_the_registry(settings: Settings, topic: str) -> None:

@@ -23,11 +23,13 @@ from herald.schemas.catalog_model import (
     CHANNEL_PATTERN,
     EVENT_TYPE_PATTERN,
     NAME_PATTERN,
+    RENDERING_KINDS,
     RESERVED_CHANNELS,
     RESERVED_EVENT_KINDS,
     Catalog,
 )
 from herald.schemas.catalog_refs import reference_problems
+from herald.schemas.templates import SUFFIX, TemplateSet
 
 _REFERENCE = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?::-([^}]*))?\}")
 _SECRET_KEY = re.compile(r"(key|secret|token|password)", re.IGNORECASE)
@@ -71,8 +73,9 @@ def load_catalog(path: Path, environ: Mapping[str, str]) -> Catalog:
     except ValidationError as exc:
         raise CatalogError(problems + _validation_problems(exc, shown)) from None
     schemas, earlier, schema_problems = _event_schemas(catalog, path.parent, shown)
-    catalog = catalog.model_copy(update={"event_schemas": schemas, "earlier_event_schemas": earlier})
-    problems += _name_problems(catalog, shown) + schema_problems
+    catalog = catalog.model_copy(update={"event_schemas": schemas, "earlier_event_schemas": earlier,
+                                         "template_dir": str(path.parent / catalog.templates)})
+    problems += _name_problems(catalog, shown) + schema_problems + _template_problems(catalog, shown)
     if not schema_problems:
         problems += [Problem(shown, *where, message) for *where, message in reference_problems(catalog)]
     if problems:
@@ -124,7 +127,8 @@ def _shape_problems(document: Any, shown: str) -> list[Problem]:
         return [Problem(shown, "(catalog)", "", "must be a mapping with name, events, notifications "
                                                 "and channels")]
     return [Problem(shown, "(catalog)", key, "is set by Herald, not by the file")
-            for key in ("source", "event_schemas", "earlier_event_schemas") if key in document]
+            for key in ("source", "event_schemas", "earlier_event_schemas", "template_dir")
+            if key in document]
 
 
 def _resolved_references(document: dict[str, Any], shown: str,
@@ -206,6 +210,27 @@ def _name_problems(catalog: Catalog, shown: str) -> list[Problem]:
             if not re.match(EVENT_TYPE_PATTERN, event_type) or not event_type.startswith(f"{kind}."):
                 problems.append(Problem(shown, f"events.{kind}", f"types.{n}",
                                         f"must be '{kind}.<what>', lower case"))
+    return problems
+
+
+def _template_problems(catalog: Catalog, shown: str) -> list[Problem]:
+    """Every notification a rendering channel sends has a template file that parses."""
+    templates = TemplateSet(catalog.template_dir)
+    problems = []
+    for name, spec in catalog.notifications.items():
+        rendering = [c for c in spec.channels if c in catalog.channels
+                     and catalog.channels[c].kind in RENDERING_KINDS]
+        if not rendering:
+            continue
+        template = spec.template or name
+        files = sorted(p.name for p in templates.folder.glob(f"{template}*{SUFFIX}")
+                       if p.name.split(".")[0] == template)
+        if not files:
+            problems.append(Problem(shown, f"notifications.{name}", "template",
+                                    f"channel {rendering[0]} renders it: {template}{SUFFIX} is not in "
+                                    f"{catalog.templates}/"))
+        problems += [Problem(shown, f"notifications.{name}", "template", problem)
+                     for problem in filter(None, map(templates.syntax_problem, files))]
     return problems
 
 

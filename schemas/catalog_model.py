@@ -12,13 +12,18 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 # Names become topic names, header values and keys: short, lower case, no dots.
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,47}$"
 CHANNEL_PATTERN = r"^[a-z][a-z0-9_-]{0,30}$"
 EVENT_TYPE_PATTERN = r"^[a-z][a-z0-9_]{0,31}\.[a-z][a-z0-9_]{0,47}$"
-CHANNEL_KINDS = ("whatsapp-gateway", "email")
+# Each kind is a plugin of the delivery worker (consumers/channel_kinds.py): "email" posts JSON to
+# an HTTP email API that renders its own templates, "email-smtp" renders the notification's
+# template and sends it over SMTP, "webhook" posts the event, signed per Standard Webhooks.
+CHANNEL_KINDS = ("whatsapp-gateway", "email", "email-smtp", "webhook")
+ChannelKind = Literal["whatsapp-gateway", "email", "email-smtp", "webhook"]
+RENDERING_KINDS = ("email-smtp",)  # the kinds that send the text of the notification's template
 JITTERS = ("full", "equal", "decorrelated")
 MAX_RETRY_TIERS = 3
 # The gateway channel's own event kind: declared by Herald, never by a catalog.
@@ -76,13 +81,23 @@ class RetrySpec(_Entry):
 class ChannelSpec(_Entry):
     """A way to reach people: its kind, where its provider is, how it scales and retries."""
 
-    kind: Literal["whatsapp-gateway", "email"]
-    # Kind-specific: whatsapp-gateway needs `instances` (base URLs), email needs `url`. A
-    # secret is `${VARIABLE}`, resolved from the environment when the file is read.
+    kind: ChannelKind
+    # Kind-specific (checked in catalog_refs): whatsapp-gateway needs `instances` (base URLs),
+    # email needs `url`, email-smtp `host` and `from`, webhook `secrets`. A secret is
+    # `${VARIABLE}`, resolved from the environment when the file is read.
     connection: dict[str, str | tuple[str, ...]] = Field(default_factory=dict)
     partitions: int = Field(default=6, ge=1, le=1000)
     concurrency: int = Field(default=64, ge=1, le=10000)
     retry: RetrySpec = Field(default_factory=RetrySpec)
+
+    @field_validator("connection", mode="before")
+    @classmethod
+    def _numbers_as_text(cls, value: Any) -> Any:
+        """`port: 587` as YAML writes it, kept as text like every other setting."""
+        if isinstance(value, dict):
+            return {k: str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+                    for k, v in value.items()}
+        return value
 
 
 class Route(_Entry):
@@ -135,6 +150,10 @@ class Catalog(_Entry):
     notifications: dict[str, NotificationSpec] = Field(min_length=1)
     channels: dict[str, ChannelSpec] = Field(min_length=1)
     source: str = ""
+    # The folder of the notifications' templates, relative to the catalog file.
+    templates: str = "templates"
+    # Set by the loader: `templates`, resolved against the catalog file's folder.
+    template_dir: str = Field(default="", exclude=True, repr=False)
     # Each event kind's Avro schema (JSON), read by the loader from its `schema` file.
     event_schemas: dict[str, dict[str, Any]] = Field(default_factory=dict, exclude=True, repr=False)
     # And the schemas of their `earlier_schemas`, by kind, oldest first.

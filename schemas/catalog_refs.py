@@ -8,6 +8,7 @@ a notification names is declared, with the connection its kind needs. Each probl
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from herald.schemas.catalog_model import Catalog, ChannelSpec, NotificationSpec
@@ -15,7 +16,10 @@ from herald.schemas.codec import full_name
 
 Where = tuple[str, str, str]
 _SCALARS = ("string", "int", "long", "float", "double", "boolean")
-_NEEDED_CONNECTION = {"whatsapp-gateway": ("instances",), "email": ("url",)}
+_NEEDED_CONNECTION = {"whatsapp-gateway": ("instances",), "email": ("url",), "email-smtp": ("host", "from"),
+                      "webhook": ("secrets",)}
+_URL_SETTINGS = {"whatsapp-gateway": "instances", "email": "url", "webhook": "url"}
+SMTP_SECURITY = ("starttls", "tls", "none")
 
 
 def reference_problems(catalog: Catalog) -> list[Where]:
@@ -110,12 +114,41 @@ def _channel_problems(name: str, spec: ChannelSpec) -> list[Where]:
     for setting in _NEEDED_CONNECTION[spec.kind]:
         if not spec.connection.get(setting):
             problems.append((entry, f"connection.{setting}", f"is required for a {spec.kind} channel"))
-    setting = "instances" if spec.kind == "whatsapp-gateway" else "url"
-    for url in connection_list(spec, setting):
+    setting = _URL_SETTINGS.get(spec.kind)
+    for url in connection_list(spec, setting) if setting else ():
         if not url.startswith(("http://", "https://")):
             problems.append((entry, f"connection.{setting}", "must be http:// or https:// URLs"))
             break
+    if spec.kind == "email-smtp":
+        problems += _smtp_problems(entry, spec)
+    if spec.kind == "webhook" and not all(map(_is_webhook_secret, connection_list(spec, "secrets"))):
+        problems.append((entry, "connection.secrets",
+                         "each secret must be whsec_ and base64 of 16 bytes or more (Standard Webhooks)"))
     return problems
+
+
+def _smtp_problems(entry: str, spec: ChannelSpec) -> list[Where]:
+    problems = []
+    security = spec.connection.get("security", "starttls")
+    if security not in SMTP_SECURITY:
+        problems.append((entry, "connection.security", f"must be one of {', '.join(SMTP_SECURITY)}"))
+    port = spec.connection.get("port", "0")
+    if not (isinstance(port, str) and port.isdigit() and int(port) < 65536):
+        problems.append((entry, "connection.port", "must be a port number"))
+    if "@" not in str(spec.connection.get("from", "@")):
+        problems.append((entry, "connection.from", "must be an email address"))
+    if bool(spec.connection.get("username")) != bool(spec.connection.get("password")):
+        problems.append((entry, "connection", "username and password go together"))
+    return problems
+
+
+def _is_webhook_secret(secret: str) -> bool:
+    if not secret.startswith("whsec_"):
+        return False
+    try:
+        return len(base64.b64decode(secret.removeprefix("whsec_"), validate=True)) >= 16
+    except ValueError:
+        return False
 
 
 def connection_list(spec: ChannelSpec, setting: str) -> tuple[str, ...]:

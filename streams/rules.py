@@ -69,6 +69,7 @@ def _requests(catalog: Catalog, spec: EventKindSpec, event_type: str,
                 "source_event_id": str(event["event_id"]),
                 "source_occurred_at": event[spec.time_field],
                 "workspace_id": workspace,
+                "event_type": event_type,
             })
     return requests
 

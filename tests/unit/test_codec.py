@@ -107,7 +107,8 @@ def test_data_written_with_an_earlier_version_of_a_catalogs_schema_is_read_as_th
 
 
 def test_a_request_written_before_catalogs_is_read_with_its_template_and_params():
-    """Version 2 requests (enums, the participant's name) as version 3 (names, template, params)."""
+    """Version 2 requests (enums, the participant's name) as the current version (names, template,
+    params; no event type: empty)."""
     old = {"notification_id": "n-1", "registration_id": "REG-1", "notification_type": "e_ticket",
            "channel": "email", "recipient": "a@example.test", "participant_name": "Ani",
            "source_event_id": "e-1", "source_occurred_at": datetime(2026, 1, 2, tzinfo=UTC),
@@ -118,7 +119,8 @@ def test_a_request_written_before_catalogs_is_read_with_its_template_and_params(
     assert record == {"notification_id": "n-1", "subject_id": "REG-1", "notification_type": "e_ticket",
                       "channel": "email", "recipient": "a@example.test", "template": "e_ticket",
                       "params": {"name": "Ani"}, "source_event_id": "e-1",
-                      "source_occurred_at": datetime(2026, 1, 2, tzinfo=UTC), "workspace_id": "ws-1"}
+                      "source_occurred_at": datetime(2026, 1, 2, tzinfo=UTC), "workspace_id": "ws-1",
+                      "event_type": ""}
 
 
 def history_versions(file_name):

@@ -15,7 +15,8 @@ NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 REQUEST = {"notification_id": "n-1", "subject_id": "REG-1", "notification_type": "e_ticket",
            "channel": "email", "recipient": "a@example.test",
            "template": "e_ticket", "params": {"name": "Ani"},
-           "source_event_id": "e-1", "source_occurred_at": NOW, "workspace_id": "default"}
+           "source_event_id": "e-1", "source_occurred_at": NOW, "workspace_id": "default",
+           "event_type": "registration.payment_verified"}
 POLICY = RetryPolicy(tiers_s=(5.0, 30.0, 300.0), base_s=5.0, cap_s=300.0, jitter=Jitter.FULL,
                      max_attempts=3, max_age_s=3600.0)
 

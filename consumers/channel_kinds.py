@@ -1,0 +1,68 @@
+"""The channel kinds: how a catalog's channel becomes the `Provider` its workers send with.
+
+Every kind implements one small interface (`Provider.send`: one request in, sent /
+retryable / fatal with an error class and an optional retry-after out), so the delivery
+worker, the retry tiers, the DLQ, the status stream and the metrics are one mechanism for
+every kind. A kind is one function here: what it needs from the channel's settings, built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from herald.consumers.delivery import Provider
+from herald.consumers.gateway import GatewayProvider
+from herald.consumers.http_clients import delivery_client
+from herald.consumers.providers import EMAIL_API, HttpProvider
+from herald.consumers.session_directory import SessionDirectory
+from herald.consumers.smtp import SmtpConfig, SmtpProvider
+from herald.consumers.webhook import WebhookConfig, WebhookProvider
+from herald.schemas.catalog_model import CHANNEL_KINDS, ChannelSpec
+from herald.schemas.catalog_refs import connection_list
+from herald.schemas.templates import TemplateSet
+
+
+@dataclass(frozen=True)
+class ChannelContext:
+    """What a kind may build its provider from."""
+
+    name: str
+    spec: ChannelSpec
+    timeout_s: float  # of one provider call
+    templates: TemplateSet
+    sessions: SessionDirectory  # the gateway kind's; the others ignore it
+
+
+def _whatsapp_gateway(channel: ChannelContext) -> Provider:
+    instances = connection_list(channel.spec, "instances")
+    # The work in flight plus room for the probes of a failover.
+    client = delivery_client(channel.spec.concurrency + 2 * len(instances), channel.timeout_s)
+    return GatewayProvider(instances, channel.sessions, client)
+
+
+def _email_api(channel: ChannelContext) -> Provider:
+    client = delivery_client(channel.spec.concurrency, channel.timeout_s, tls=True)
+    return HttpProvider(connection_list(channel.spec, "url")[0], EMAIL_API, client)
+
+
+def _email_smtp(channel: ChannelContext) -> Provider:
+    return SmtpProvider(SmtpConfig.of(channel.spec, channel.timeout_s), channel.templates)
+
+
+def _webhook(channel: ChannelContext) -> Provider:
+    client = delivery_client(channel.spec.concurrency, channel.timeout_s, tls=True)
+    return WebhookProvider(WebhookConfig.of(channel.spec), client)
+
+
+PROVIDER_FACTORIES: dict[str, Callable[[ChannelContext], Provider]] = {
+    "whatsapp-gateway": _whatsapp_gateway,
+    "email": _email_api,
+    "email-smtp": _email_smtp,
+    "webhook": _webhook,
+}
+assert set(PROVIDER_FACTORIES) == set(CHANNEL_KINDS), "every declared kind has a provider"
+
+
+def provider_for(channel: ChannelContext) -> Provider:
+    return PROVIDER_FACTORIES[channel.spec.kind](channel)
