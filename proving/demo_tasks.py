@@ -1,13 +1,14 @@
 """`herald demo --example tasks`: seed 001's task tracker end to end, on the tasks example's
-catalog, counted at the email provider's simulator.
+catalog, its email sent over SMTP and counted at the SMTP server (the sink) by Message-ID.
 
 What seed 001 did by hand is done here by Herald's own tools: the writers assign tasks through
 the outbox while the broker is stopped for a while (no writer fails, nothing is parked in a
-`failed_notifications` table), the provider rejects a few notifications (they are dead-lettered
-at once), and the operator lists the failed ones by state and by the assignee's `user_id`,
-then replays one by id and the rest at once with `--since` and `--limit`, as seed 001's
-`retry_failed_notifications --max-age --limit` did. Every assignment's notification must
-arrive exactly once.
+`failed_notifications` table), the SMTP server refuses a few recipients with 550 (they are
+dead-lettered at once, the reply in the dead letter) and is killed and restarted mid-stream,
+and the operator lists the failed ones by state and by the assignee's `user_id`, then replays
+one by id and the rest at once with `--since` and `--limit`, as seed 001's
+`retry_failed_notifications --max-age --limit` did. Every assignment's email must arrive
+exactly once.
 """
 
 from __future__ import annotations
@@ -38,14 +39,14 @@ from herald.infra.services import Endpoints, embedded_kafka, start_services, sto
 from herald.infra.settings import Settings, child_environ
 from herald.ops.bootstrap import prepare, replication_factor
 from herald.ops.launch import HERALD_ARGV
-from herald.proving.catalogs import provider_environ
 from herald.proving.demo import wait_for_groups
-from herald.proving.simulators.network import SimulatorNetwork
+from herald.proving.simulators.receivers import ReceiverProcess
 from herald.schemas.catalog import consumer_group, notification_topic, qualified
+from herald.schemas.ids import notification_id
 from herald.schemas.tables import DeadLetter
 
 USERS = 7  # assignees: user_id U0 .. U6
-REJECTED = 5  # the provider answers these many requests 400: dead-lettered at once
+REJECTED = 5  # the SMTP server refuses these many recipients with 550: dead-lettered at once
 WRITERS = 4
 
 
@@ -57,6 +58,10 @@ class TasksResult:
     duplicates: int = 0
     writer_errors: int = 0
     kafka_outage_s: float = 0.0  # 0: the broker is configured, not embedded, so not stopped
+    smtp_outage_s: float = 0.0  # the SMTP server was killed (SIGKILL) this long mid-stream
+    # A Message-ID the server took again (its 250 lost with the killed server): a mailbox
+    # files it once, so it is no duplicate, but it is counted.
+    repeats: int = 0
     written_during_outage: int = 0
     dead_lettered: int = 0
     listed_for_user: dict[str, int] = field(default_factory=dict)  # user_id -> open dead letters
@@ -67,53 +72,74 @@ class TasksResult:
         return json.dumps({"example": "tasks", "tasks": self.tasks, "delivered": self.delivered,
                            "lost": self.lost, "duplicates": self.duplicates,
                            "writer_errors": self.writer_errors, "kafka_outage_s": self.kafka_outage_s,
+                           "smtp_outage_s": self.smtp_outage_s, "repeats": self.repeats,
                            "written_during_outage": self.written_during_outage,
                            "dead_lettered": self.dead_lettered, "replayed": self.replayed})
 
 
 def run_tasks_demo(settings: Settings, count: int, timeout_s: float, outage_s: float = 15.0,
-                   rate: float = 20.0) -> TasksResult:
+                   rate: float = 20.0, smtp_outage_s: float = 3.0) -> TasksResult:
     settings = dataclasses.replace(settings, catalog=example_catalog_path("tasks"))
     _endpoints, started = start_services(settings)
     try:
         endpoints = prepare(settings, open_catalog(settings.catalog, os.environ))
         embedded = settings.kafka_bootstrap is None  # a configured broker is not ours to stop
-        return _run(settings, endpoints, count, timeout_s, outage_s if embedded else 0.0, rate)
+        return _run(settings, endpoints, count, timeout_s, outage_s if embedded else 0.0, rate, smtp_outage_s)
     finally:
         stop_services(settings, only=started)
 
 
 def _run(settings: Settings, endpoints: Endpoints, count: int, timeout_s: float, outage_s: float,
-         rate: float) -> TasksResult:
+         rate: float, smtp_outage_s: float = 0.0) -> TasksResult:
     run_id = uuid.uuid4().hex[:8]
     run_dir = settings.home / "logs" / f"tasks-{run_id}"
-    network = SimulatorNetwork.plan(run_dir / "simulators", gateway_instances=0)
+    sink = ReceiverProcess.plan("smtp", run_dir / "simulators")
     environ = {**child_environ(settings, os.environ, kafka_bootstrap=endpoints.kafka_bootstrap,
                                database_url=endpoints.database_url,
                                replication_factor=replication_factor(settings)),
-               **provider_environ((), network.email)}
+               **sink.environ()}
     result, started, started_at = TasksResult(count), time.monotonic(), datetime.now(UTC)
     engine = sa.create_engine(endpoints.database_url, pool_size=WRITERS + 2)
     try:
         create_tables(engine)
         with ProcessGroup(run_dir, environ) as group:
-            network.start(group)
+            sink.start(group)
             _start_pipeline(group, settings, endpoints.kafka_bootstrap)
-            network.faults(network.email, fail_next=REJECTED, status=400)
+            sink.faults(reply=550, fail_next=REJECTED)
+            outage = _smtp_outage(group, sink, result, after_s=count / rate * 2 / 3, outage_s=smtp_outage_s)
             ids = _write_through_an_outage(engine, settings, result, run_id, count, rate, outage_s)
+            outage.join()
             deadline = Deadline(timeout_s)
-            _wait(lambda: _delivered(network, ids) >= count - REJECTED, deadline, group,
+            _wait(lambda: _delivered(sink, ids) >= count - REJECTED, deadline, group,
                   "all but the rejected")
             _wait(lambda: _open_dead_letters(engine, started_at) >= REJECTED, deadline, group,
                   "the rejected, indexed")
             _operate(environ, engine, result, started_at)
-            _wait(lambda: _delivered(network, ids) >= count, deadline, group, "every notification")
+            _wait(lambda: _delivered(sink, ids) >= count, deadline, group, "every notification")
             time.sleep(2.0)  # let a late repeat arrive before counting duplicates
-            _count(result, network, ids)
+            _count(result, sink, ids)
     finally:
         engine.dispose()
     result.elapsed_s = time.monotonic() - started
     return result
+
+
+def _smtp_outage(group: ProcessGroup, sink: ReceiverProcess, result: TasksResult, after_s: float,
+                 outage_s: float) -> threading.Thread:
+    """After `after_s`, the SMTP server killed with SIGKILL mid-stream, restarted `outage_s` later
+    on the same store; what it took before is still counted."""
+    def outage() -> None:
+        if outage_s <= 0:
+            return
+        time.sleep(after_s)
+        group.kill(sink.name)
+        time.sleep(outage_s)
+        sink.start(group)
+        result.smtp_outage_s = outage_s
+
+    thread = threading.Thread(target=outage, name="smtp outage")
+    thread.start()
+    return thread
 
 
 def _start_pipeline(group: ProcessGroup, settings: Settings, bootstrap: str) -> None:
@@ -209,27 +235,37 @@ def _open_dead_letters(engine: sa.Engine, started_at: datetime) -> int:
                                   .where(*_this_run(started_at), DeadLetter.state == "open")) or 0)
 
 
-def _delivered(network: SimulatorNetwork, ids: list[str]) -> int:
-    wanted = set(ids)
-    return len({m["subject_id"] for m in network.messages("email") if m["subject_id"] in wanted})
+def _expected(ids: list[str]) -> dict[str, str]:
+    """notification id -> task id: the email each assignment calls for."""
+    return {notification_id(task, "task_assigned", "email"): task for task in ids}
 
 
-def _count(result: TasksResult, network: SimulatorNetwork, ids: list[str]) -> None:
-    wanted = set(ids)
-    per_task = Counter(m["subject_id"] for m in network.messages("email") if m["subject_id"] in wanted)
-    result.delivered = {"email": len(per_task)}
-    result.lost = len(wanted) - len(per_task)
-    result.duplicates = sum(n - 1 for n in per_task.values())
+def _delivered(sink: ReceiverProcess, ids: list[str]) -> int:
+    wanted = _expected(ids)
+    return len({m["notification_id"] for m in sink.messages() if m["notification_id"] in wanted})
+
+
+def _count(result: TasksResult, sink: ReceiverProcess, ids: list[str]) -> None:
+    """At the server: one mail per Message-ID; a notification under two Message-IDs, or twice
+    to one recipient, is a duplicate a person would read."""
+    wanted = _expected(ids)
+    mails = [m for m in sink.messages() if m["notification_id"] in wanted]
+    per_notification = Counter(m["notification_id"] for m in mails)
+    result.delivered = {"email": len(per_notification)}
+    result.lost = len(wanted) - len(per_notification)
+    result.duplicates = sum(n - 1 for n in per_notification.values())
+    result.repeats = sum(m["receptions"] - 1 for m in mails)
 
 
 def print_tasks_report(result: TasksResult) -> None:
-    table = Table("measure", "value", title="Herald demo, tasks example: counted at the email simulator")
+    table = Table("measure", "value", title="Herald demo, tasks example: counted at the SMTP server")
     table.add_row("tasks assigned (outbox)", str(result.tasks))
     table.add_row("writer errors", str(result.writer_errors))
     outage = f"{result.kafka_outage_s:g} s" if result.kafka_outage_s else "none (a configured broker)"
     table.add_row("broker stopped for", outage)
     table.add_row("assignments committed while it was down", str(result.written_during_outage))
-    table.add_row("rejected by the provider (HTTP 400), dead-lettered", str(result.dead_lettered))
+    table.add_row("SMTP server killed mid-stream for", f"{result.smtp_outage_s:g} s")
+    table.add_row("refused by the SMTP server (550), dead-lettered", str(result.dead_lettered))
     table.add_row("failed ones listed per user_id",
                   ", ".join(f"{user}: {n}" for user, n in result.listed_for_user.items()) or "-")
     table.add_row("replayed: one by id, the rest with --since/--limit",
@@ -238,6 +274,7 @@ def print_tasks_report(result: TasksResult) -> None:
         table.add_row(f"notifications delivered, {channel}", f"{delivered} / {result.tasks}")
     table.add_row("lost", str(result.lost))
     table.add_row("duplicates", str(result.duplicates))
+    table.add_row("sent again under the same Message-ID (filed once)", str(result.repeats))
     table.add_row("wall time", f"{result.elapsed_s:.1f} s")
     Console().print(table)
     print(result.summary_json(), flush=True)

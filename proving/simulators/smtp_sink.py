@@ -30,6 +30,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
 log = logging.getLogger(__name__)
+logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every command at INFO
 _NOTIFICATION_HEADER = "X-Herald-Notification-Id"
 
 _SCHEMA = """
@@ -43,6 +44,7 @@ CREATE TABLE IF NOT EXISTS mails (
     accepted_at_ms REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS faults (id INTEGER PRIMARY KEY CHECK (id = 1), faults TEXT NOT NULL);
 """
 
 
@@ -70,6 +72,16 @@ class MailStore:
     def accepted(self) -> int:
         with self._lock:
             return int(self._db.execute("SELECT count(*) FROM mails").fetchone()[0])
+
+    def save_faults(self, faults: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT INTO faults VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET faults = ?",
+                             (faults, faults))
+
+    def saved_faults(self) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT faults FROM faults").fetchone()
+        return str(row[0]) if row else None
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
@@ -112,12 +124,22 @@ class SinkHandler:
 
     def __init__(self, store: MailStore) -> None:
         self.store = store
-        self.faults = SinkFaults()
+        saved = store.saved_faults()  # a restarted server keeps its configuration
+        self._faults = SinkFaults.model_validate_json(saved) if saved else SinkFaults()
+
+    @property
+    def faults(self) -> SinkFaults:
+        return self._faults
+
+    @faults.setter
+    def faults(self, faults: SinkFaults) -> None:
+        self._faults = faults
+        self.store.save_faults(faults.model_dump_json())
 
     def _refuses(self, address: str) -> bool:
         faults = self.faults
         if faults.fail_next > 0:
-            faults.fail_next -= 1
+            self.faults = faults.model_copy(update={"fail_next": faults.fail_next - 1})
             return True
         if faults.recipients_containing and faults.recipients_containing in address:
             return True

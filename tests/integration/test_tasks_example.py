@@ -1,8 +1,9 @@
 """The tasks example (seed 001) as `herald demo --example tasks` plays it, on this test's own
-topics and database: assignments through the outbox, the provider rejecting some, the
-operator listing them by user and replaying one by id and the rest with --since/--limit;
-every notification arrives once. (The demo also stops the broker mid-run; here the shared
-broker stays up: other tests use it.)"""
+topics and database: assignments through the outbox, emailed over SMTP to a real SMTP server
+that refuses some recipients (550) and is killed mid-stream and restarted, the operator
+listing the refused ones by user and replaying one by id and the rest with --since/--limit;
+every notification arrives once, counted at the server. (The demo also stops the broker
+mid-run; here the shared broker stays up: other tests use it.)"""
 
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ def test_every_assignment_is_notified_once_with_the_rejected_ones_replayed_by_th
     provision(settings.kafka_bootstrap, settings.schema_registry_url,
               topic_catalog(open_catalog(configured.catalog, {}), settings.namespace))
     endpoints = Endpoints(settings.kafka_bootstrap, settings.database_url, settings.schema_registry_url)
-    result = _run(configured, endpoints, 60, timeout_s=180,
-                  outage_s=0.0, rate=30.0)
+    result = _run(configured, endpoints, 60, timeout_s=180, outage_s=0.0, rate=30.0, smtp_outage_s=1.0)
+    assert result.smtp_outage_s == 1.0, "the SMTP server was killed and restarted mid-stream"
     assert result.delivered == {"email": 60}
     assert (result.lost, result.duplicates, result.writer_errors) == (0, 0, 0)
     assert result.dead_lettered == REJECTED

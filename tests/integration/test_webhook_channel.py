@@ -17,11 +17,9 @@ import pytest
 from herald.consumers.http_clients import delivery_client
 from herald.consumers.providers import Outcome
 from herald.consumers.webhook import WebhookConfig, WebhookProvider, secret_bytes, webhook_body
-from herald.infra.deadline import Deadline
 from herald.infra.logs import bind
-from herald.infra.processes import ProcessGroup, free_port
-from herald.ops.launch import HERALD_ARGV
-from herald.proving.simulators.network import wait_for_http
+from herald.infra.processes import ProcessGroup
+from herald.proving.simulators.receivers import ReceiverProcess
 
 OLD = "whsec_" + base64.b64encode(b"old-secret-of-the-merchants!").decode()
 NEW = "whsec_" + base64.b64encode(b"new-secret-after-the-rotation").decode()
@@ -35,33 +33,12 @@ def request(n: int, endpoint: str) -> dict:
             "workspace_id": "default", "event_type": "payment.succeeded"}
 
 
-class Receiver:
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def endpoint(self, name: str, **behaviour: object) -> str:
-        httpx.put(f"{self.url}/_sim/endpoints/{name}", json=behaviour, timeout=10).raise_for_status()
-        return f"{self.url}/hooks/{name}"
-
-    def stats(self) -> dict:
-        return httpx.get(f"{self.url}/_sim/stats", timeout=10).json()
-
-    def deliveries(self) -> list[dict]:
-        return httpx.get(f"{self.url}/_sim/messages", timeout=10).json()
-
-
 @pytest.fixture
-def receiver(tmp_path: Path) -> Iterator[Receiver]:
-    port = free_port()
-    group = ProcessGroup(tmp_path / "logs", os.environ)
-    group.start("webhooks", [*HERALD_ARGV, "simulator", "--kind", "webhook", "--port", str(port),
-                             "--store", str(tmp_path / "webhooks.sqlite")])
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_for_http(f"{url}/_sim/stats", Deadline(30), group)
-        yield Receiver(url)
-    finally:
-        group.stop_all()
+def receiver(tmp_path: Path) -> Iterator[ReceiverProcess]:
+    receiver = ReceiverProcess.plan("webhook", tmp_path)
+    with ProcessGroup(tmp_path / "logs", os.environ) as group:
+        receiver.start(group)
+        yield receiver
 
 
 def send_all(provider: WebhookProvider, requests: list[dict]) -> list:
@@ -85,7 +62,7 @@ def test_every_delivery_verifies_with_the_reference_library_and_carries_the_requ
     assert [a.outcome for a in answers] == [Outcome.SENT] * 30
     stats = receiver.stats()
     assert (stats["accepted"], stats["repeats"], stats["bad_signature"]) == (30, 0, 0)
-    first = receiver.deliveries()[0]
+    first = receiver.messages()[0]
     assert first["type"] == "payment.succeeded" and first["request_id"] == "req-42"
 
 
@@ -128,7 +105,7 @@ def test_answers_are_classified_gone_throttled_unavailable_and_rejected(receiver
     busy = receiver.endpoint("busy", secret=NEW, fail_next=1, status=503, retry_after_s=7)
     throttled = receiver.endpoint("throttled", secret=NEW, fail_next=1, status=429)
     refusing = receiver.endpoint("refusing", secret=NEW, fail_next=1, status=400)
-    unknown = f"{receiver.url}/hooks/nobody"
+    unknown = receiver.endpoint_url("nobody")
     answers = send_all(provider(NEW), [request(1, gone), request(2, busy), request(3, throttled),
                                        request(4, refusing), request(5, unknown), request(6, "ftp://x")])
     assert [(a.outcome, a.error_class) for a in answers] == [
