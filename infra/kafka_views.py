@@ -61,6 +61,25 @@ def live_entries(bootstrap: str, topic: str, timeout_s: float = 10.0) -> dict[by
         consumer.close()
 
 
+def all_entries(bootstrap: str, topic: str, timeout_s: float = 10.0) -> list[Entry]:
+    """Every committed record of a topic, from the start to the end it had when the read began."""
+    consumer = _view_consumer(bootstrap)
+    deadline = Deadline(timeout_s)
+    try:
+        ends = _ends(consumer, topic, deadline)
+        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
+        entries = []
+        while not _reached(consumer, ends):
+            if deadline.expired():
+                raise KafkaUnavailable(f"{topic} was not read to its end within {timeout_s:.0f} s")
+            entries += [Entry(m.key() or b"", m.value() or b"",
+                              {k: (v or b"").decode("utf-8", "replace") for k, v in m.headers() or []})
+                        for m in consumer.consume(1000, 0.2) if m.error() is None]
+        return entries
+    finally:
+        consumer.close()
+
+
 def _view_consumer(bootstrap: str, **overrides: object) -> Consumer:
     """A consumer that only looks: assigned by hand, committing nothing, committed records only."""
     return Consumer({"bootstrap.servers": bootstrap, "group.id": f"herald-view-{uuid.uuid4().hex}",

@@ -113,10 +113,12 @@ def _reports_on_the_registry(settings: Settings, topic: str) -> None:
 def demo(
     ctx: typer.Context,
     example: Annotated[str, typer.Option(
-        help="The example catalog to play: registrations (seeds 000, 002, 004) or tasks (seed 001).")
+        help="The example catalog to play: registrations (seeds 000, 002, 004), tasks (seed 001) or "
+             "payments (seed 003).")
     ] = "registrations",
     registrations: Annotated[int, typer.Option(help="How many registrations to verify.")] = 1000,
     tasks: Annotated[int, typer.Option(help="tasks: how many tasks to assign.")] = 400,
+    payments: Annotated[int, typer.Option(help="payments: how many payments to settle.")] = 500,
     outage_s: Annotated[float, typer.Option(help="tasks: how long the broker is stopped mid-run.")] = 15.0,
     timeout_s: Annotated[float, typer.Option(help="Give up waiting for delivery after this.")] = 300,
     rate: Annotated[float, typer.Option(help="Registrations per second; 0 writes a burst.")] = 0.0,
@@ -124,6 +126,14 @@ def demo(
         help="Inject 10% transient provider failures and a gateway instance crash.")] = True,
 ) -> None:
     """Run the whole pipeline on the embedded default and report what the providers received."""
+    if example == "payments":
+        from herald.proving.demo_payments import print_payments_report, run_payments_demo
+
+        paid = run_payments_demo(_settings(ctx), payments, timeout_s)
+        print_payments_report(paid)
+        if paid.lost or paid.duplicates or paid.writer_errors or paid.early_retries or paid.bad_signatures:
+            raise typer.Exit(1)
+        return
     if example == "tasks":
         from herald.proving.demo_tasks import print_tasks_report, run_tasks_demo
 

@@ -65,9 +65,9 @@ def test_the_valid_catalog_loads_with_its_schema(tmp_path):
     assert [name for name, _spec in catalog.notifications_on("parcel.shipped")] == ["shipped"]
 
 
-@pytest.mark.parametrize("example", ["registrations", "tasks"])
+@pytest.mark.parametrize("example", ["registrations", "tasks", "payments"])
 def test_the_example_catalogs_check(example):
-    catalog = load_catalog(example_catalog_path(example), {})
+    catalog = load_catalog(example_catalog_path(example), {"PAYMENT_WEBHOOK_SECRETS": GOOD_SECRET})
     assert catalog.name == example
 
 
@@ -224,10 +224,51 @@ def test_retry_policies_are_checked(tmp_path, retry, field, message):
     ({"kind": "whatsapp-gateway", "connection": {}}, "connection.instances"),
     ({"kind": "whatsapp-gateway", "connection": {"instances": ["http://a", "gw:1"]}}, "connection.instances"),
     ({"kind": "pigeon", "connection": {}}, "kind"),
+    ({"kind": "webhook", "connection": {}}, "connection.secrets"),
+    ({"kind": "webhook", "connection": {"secrets": "${HOOK_SECRETS}"}}, "connection.secrets"),
+    ({"kind": "webhook", "connection": {"secrets": "${GOOD_SECRET}", "url": "hooks.example"}},
+     "connection.url"),
 ])
 def test_a_channel_has_the_connection_its_kind_needs(tmp_path, channel, field):
-    found = where(problems(tmp_path, lambda c: c["channels"].update(sms=channel)))
+    environ = {"HOOK_SECRETS": f"{GOOD_SECRET},not-a-secret", "GOOD_SECRET": GOOD_SECRET}
+    found = where(problems(tmp_path, lambda c: c["channels"].update(sms=channel), environ=environ))
     assert found == {("channels.sms", field)}
+
+
+GOOD_SECRET = "whsec_" + "c2VjcmV0LW9mLWF0LWxlYXN0LTE2LWJ5dGVz"  # base64 of 27 bytes
+SMTP = {"kind": "email-smtp",
+        "connection": {"host": "smtp.example", "port": 587, "from": "n@parcels.example"}}
+
+
+@pytest.mark.parametrize("connection, field", [
+    ({"host": ""}, "connection.host"),
+    ({"from": "nobody"}, "connection.from"),
+    ({"port": "smtp"}, "connection.port"),
+    ({"security": "ssl"}, "connection.security"),
+    ({"username": "herald"}, "connection"),
+])
+def test_an_smtp_channel_is_checked(tmp_path, connection, field):
+    def change(c):
+        c["channels"]["sms"] = copy.deepcopy(SMTP)
+        c["channels"]["sms"]["connection"].update(connection)
+        (tmp_path / "templates").mkdir(exist_ok=True)
+        (tmp_path / "templates" / "shipped.j2").write_text("{% block text %}ok{% endblock %}")
+    assert where(problems(tmp_path, change)) == {("channels.sms", field)}
+
+
+def test_a_rendering_channel_needs_each_notifications_template_and_it_must_parse(tmp_path):
+    def change(c):
+        c["channels"]["sms"] = copy.deepcopy(SMTP)
+    (found,) = problems(tmp_path, change)
+    assert found[:2] == ("notifications.shipped", "template")
+    assert "shipped.j2 is not in templates/" in found[2]
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "shipped.id.j2").write_text("{% block text %}{{ weight }{% endblock %}")
+    (found,) = problems(tmp_path, change)
+    assert found[:2] == ("notifications.shipped", "template") and found[2].startswith("shipped.id.j2 line 1")
+    (tmp_path / "templates" / "shipped.id.j2").write_text("{% block text %}{{ weight }}{% endblock %}")
+    catalog = load_catalog(write(tmp_path, {**CATALOG, "channels": {"sms": SMTP}}), {})
+    assert catalog.template_dir == str(tmp_path / "templates")
 
 
 def test_a_secret_written_in_the_file_is_refused_without_being_shown(tmp_path):

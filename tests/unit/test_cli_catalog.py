@@ -26,8 +26,9 @@ def test_check_exits_1_naming_the_file_entry_and_field(logging_kept, tmp_path):
             "event's schema") in result.output
 
 
-@pytest.mark.parametrize("example", ["registrations", "tasks"])
-def test_check_passes_the_examples(logging_kept, example):
+@pytest.mark.parametrize("example", ["registrations", "tasks", "payments"])
+def test_check_passes_the_examples(logging_kept, example, monkeypatch):
+    monkeypatch.setenv("PAYMENT_WEBHOOK_SECRETS", "whsec_c2VjcmV0LW9mLWF0LWxlYXN0LTE2LWJ5dGVz")
     result = run("catalog", "check", str(example_catalog_path(example)))
     assert result.exit_code == 0, result.output
     assert ": ok (1 event kind(s)" in result.output

@@ -22,7 +22,7 @@ def test_no_core_module_names_an_example_domain():
 
 def test_each_example_is_a_folder_of_its_own_with_its_catalog_and_schemas():
     examples = sorted(p.parent.name for p in (ROOT / "examples").glob("*/catalog.yaml"))
-    assert examples == ["registrations", "tasks"]
+    assert examples == ["payments", "registrations", "tasks"]
     assert (ROOT / "examples" / "DEFAULT").read_text().strip() in examples
     for name in examples:
         assert list((ROOT / "examples" / name / "schemas").glob("*.avsc")), name
