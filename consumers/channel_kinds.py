@@ -8,19 +8,23 @@ every kind. A kind is one function here: what it needs from the channel's settin
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
+
+import orjson
 
 from herald.consumers.delivery import Provider
-from herald.consumers.gateway import GatewayProvider
+from herald.consumers.gateway import WHATSAPP_API, GatewayProvider
 from herald.consumers.http_clients import delivery_client
-from herald.consumers.providers import EMAIL_API, HttpProvider
+from herald.consumers.providers import EMAIL_API, IDEMPOTENCY_KEY, HttpProvider
 from herald.consumers.session_directory import SessionDirectory
-from herald.consumers.smtp import SmtpConfig, SmtpProvider
-from herald.consumers.webhook import WebhookConfig, WebhookProvider
+from herald.consumers.smtp import SmtpConfig, SmtpProvider, email_message
+from herald.consumers.webhook import WebhookConfig, WebhookProvider, signed_headers, webhook_body
 from herald.schemas.catalog_model import CHANNEL_KINDS, ChannelSpec
 from herald.schemas.catalog_refs import connection_list
-from herald.schemas.templates import TemplateSet
+from herald.schemas.templates import TemplateSet, template_context
 
 
 @dataclass(frozen=True)
@@ -66,3 +70,30 @@ assert set(PROVIDER_FACTORIES) == set(CHANNEL_KINDS), "every declared kind has a
 
 def provider_for(channel: ChannelContext) -> Provider:
     return PROVIDER_FACTORIES[channel.spec.kind](channel)
+
+
+def preview(channel: ChannelContext, request: Mapping[str, Any]) -> str:
+    """What the channel would send for this request, as it would go on the wire (a webhook's
+    request, an email's MIME message); TemplateFailed when its template does not render."""
+    spec = channel.spec
+    if spec.kind == "email-smtp":
+        rendered = channel.templates.render(request["template"], template_context(request))
+        return email_message(SmtpConfig.of(spec, channel.timeout_s), request, rendered).as_string()
+    if spec.kind == "webhook":
+        config = WebhookConfig.of(spec)
+        body = webhook_body(request)
+        headers = signed_headers(config.keys, request, body, int(time.time()))
+        return _http_preview(config.url or str(request["recipient"]), headers, body)
+    if spec.kind == "whatsapp-gateway":
+        url = f"{connection_list(spec, 'instances')[0]}/sessions/<the workspace's session>{WHATSAPP_API.path}"
+        return _http_preview(url, {IDEMPOTENCY_KEY: request["notification_id"]},
+                             orjson.dumps(WHATSAPP_API.body(dict(request))))
+    url = connection_list(spec, "url")[0].rstrip("/") + EMAIL_API.path
+    return _http_preview(url, {IDEMPOTENCY_KEY: request["notification_id"]},
+                         orjson.dumps(EMAIL_API.body(dict(request))))
+
+
+def _http_preview(url: str, headers: Mapping[str, str], body: bytes) -> str:
+    lines = [f"POST {url}", *(f"{name}: {value}" for name, value in headers.items()),
+             "Content-Type: application/json", "", body.decode()]
+    return "\n".join(lines)

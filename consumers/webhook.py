@@ -66,6 +66,15 @@ def webhook_body(request: Mapping[str, Any]) -> bytes:
     }, option=orjson.OPT_SORT_KEYS)
 
 
+def signed_headers(keys: tuple[bytes, ...], request: Mapping[str, Any], body: bytes,
+                   timestamp: int) -> dict[str, str]:
+    """One attempt's headers: the same id every time, this attempt's time and signatures."""
+    headers = {WEBHOOK_ID: request["notification_id"], WEBHOOK_TIMESTAMP: str(timestamp),
+               WEBHOOK_SIGNATURE: signature_header(keys, request["notification_id"], timestamp, body)}
+    request_id = REQUEST_ID.get()
+    return {**headers, REQUEST_ID_HEADER: request_id} if request_id else headers
+
+
 @dataclass(frozen=True)
 class WebhookConfig:
     url: str | None  # None: each request's recipient is its endpoint
@@ -91,12 +100,7 @@ class WebhookProvider:
         return self._config.url or str(request["recipient"])
 
     def signed_headers(self, request: Mapping[str, Any], body: bytes) -> dict[str, str]:
-        timestamp = int(self._clock())
-        headers = {WEBHOOK_ID: request["notification_id"], WEBHOOK_TIMESTAMP: str(timestamp),
-                   WEBHOOK_SIGNATURE: signature_header(self._config.keys, request["notification_id"],
-                                                       timestamp, body)}
-        request_id = REQUEST_ID.get()
-        return {**headers, REQUEST_ID_HEADER: request_id} if request_id else headers
+        return signed_headers(self._config.keys, request, body, int(self._clock()))
 
     async def send(self, request: dict[str, Any]) -> ProviderResponse:
         endpoint = self.endpoint_of(request)

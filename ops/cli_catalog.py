@@ -1,19 +1,27 @@
-"""`herald catalog check|show`: the declared catalog, checked and shown as tables."""
+"""`herald catalog check|show|preview`: the declared catalog, checked, shown as tables, and what
+a notification's channels would send for an event."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from herald.consumers.channel_kinds import ChannelContext
+from herald.consumers.channel_kinds import preview as channel_preview
+from herald.consumers.session_directory import SessionDirectory
 from herald.infra.catalogs import catalog_path
 from herald.infra.settings import Settings
+from herald.producers.ingest_events import InvalidEvent, event_kinds, parse_event
 from herald.schemas.catalog_file import CatalogError, load_catalog
 from herald.schemas.catalog_model import Catalog, RetrySpec
+from herald.schemas.event_schemas import register_event_schemas
+from herald.schemas.templates import TemplateFailed, TemplateSet
+from herald.streams.rules import notification_requests
 
 catalog_app = typer.Typer(help="The catalog of event kinds, notifications and channels (HERALD_CATALOG).",
                           no_args_is_help=True)
@@ -41,6 +49,51 @@ def check(ctx: typer.Context, file: FileArgument = None) -> None:
     catalog = _loaded(ctx, file)
     out.print(f"{catalog.source}: ok ({len(catalog.events)} event kind(s), {len(catalog.notifications)} "
               f"notification(s), {len(catalog.channels)} channel(s))", highlight=False)
+
+
+@catalog_app.command("preview")
+def preview(
+    ctx: typer.Context,
+    notification: Annotated[str, typer.Argument(help="A notification of the catalog.")],
+    event: Annotated[Path, typer.Option(
+        "--event", help="A JSON file of one event, as POST /v1/events takes it: {\"type\", \"data\"}.")],
+    file: Annotated[Path | None, typer.Option("--catalog", help="A catalog file; default HERALD_CATALOG, "
+                                                                "or the default example's.")] = None,
+) -> None:
+    """Print what each channel of NOTIFICATION would send for the event: the email (MIME), the
+    webhook (request line, signed headers, body), the provider's JSON. Exit 1 naming what is
+    wrong: an unknown notification, an invalid event, a template that fails to render."""
+    catalog = _loaded(ctx, file)
+    register_event_schemas(catalog)  # the event is validated against its kind's schema
+    if notification not in catalog.notifications:
+        _fail(f"no notification {notification!r}; the catalog declares: {', '.join(catalog.notifications)}")
+    try:
+        domain_event = parse_event(event.read_bytes(), event_kinds(catalog), "preview", None)
+    except OSError as exc:
+        _fail(f"{event}: cannot be read: {exc.strerror}")
+    except InvalidEvent as exc:
+        _fail(f"{event}: {exc}")
+    kind = catalog.event_kind_of(domain_event.event_type)
+    requests = [r for r in notification_requests(catalog, kind, domain_event.event_type, domain_event.record)
+                if r["notification_type"] == notification]
+    if not requests:
+        _fail(f"a {domain_event.event_type} event does not call for {notification} (its trigger or guards)")
+    settings: Settings = ctx.obj
+    for request in requests:
+        channel = ChannelContext(request["channel"], catalog.channels[request["channel"]],
+                                 settings.delivery_timeout_s, TemplateSet(catalog.template_dir),
+                                 SessionDirectory())
+        try:
+            shown = channel_preview(channel, request)
+        except TemplateFailed as exc:
+            _fail(f"channel {request['channel']}: {exc}")
+        out.rule(f"{request['channel']} ({channel.spec.kind}) to {request['recipient']}")
+        out.print(shown, markup=False, highlight=False, soft_wrap=True)
+
+
+def _fail(message: str) -> NoReturn:
+    err.print(message, markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
 
 
 @catalog_app.command("show")

@@ -19,9 +19,11 @@ EMAIL_URL_VARIABLE = "EMAIL_PROVIDER_URL"
 
 
 def example_document(example: str = "registrations") -> dict[str, Any]:
-    """An example's catalog file as data, its schema paths made absolute (to write it elsewhere)."""
+    """An example's catalog file as data, its schema and template paths made absolute (to write
+    it elsewhere)."""
     path = example_catalog_path(example)
     document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    document["templates"] = str(path.parent / document.get("templates", "templates"))
     for spec in document["events"].values():
         spec["schema"] = str(path.parent / spec["schema"])
         spec["earlier_schemas"] = [str(path.parent / f) for f in spec.get("earlier_schemas", [])]

@@ -7,9 +7,11 @@ from datetime import UTC, datetime, timedelta
 from herald.consumers.delivery import ChannelDelivery
 from herald.consumers.providers import Outcome, ProviderResponse
 from herald.consumers.retry_policy import Jitter, RetryPolicy
+from herald.consumers.smtp import SmtpConfig, SmtpProvider
 from herald.schemas import headers as h
 from herald.schemas.codec import decode, encode
 from herald.schemas.records import SourceRecord
+from herald.schemas.templates import TemplateSet
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 REQUEST = {"notification_id": "n-1", "subject_id": "REG-1", "notification_type": "e_ticket",
@@ -98,6 +100,20 @@ def test_a_fatal_answer_dead_letters_at_once():
     dead, status = records
     assert dead.headers[h.ERROR_CLASS] == "ProviderRejected" and dead.headers[h.ATTEMPTS] == "1"
     assert decode(status.value).record["error_class"] == "ProviderRejected"
+
+
+def test_a_template_that_fails_dead_letters_its_notification_with_the_reason(tmp_path):
+    """Rendered before any connection: the one notification goes to the DLQ, nothing is retried,
+    and the handler returns (the partition moves on)."""
+    (tmp_path / "e_ticket.j2").write_text("{% block text %}{{ seat }}{% endblock %}")
+    config = SmtpConfig(host="127.0.0.1", port=1, security="none", sender="h@example.test",
+                        username=None, password=None, connections=1, timeout_s=1.0)
+    delivery, records = handle(SmtpProvider(config, TemplateSet(tmp_path)))
+    dead, status = records
+    assert dead.topic == "notifications.email.dlq" and dead.headers[h.ERROR_CLASS] == "TemplateFailed"
+    assert "'seat' is undefined" in dead.headers[h.ERROR_MESSAGE]
+    assert decode(status.value).record["status"] == "dead_lettered"
+    assert (delivery.counts.dead_lettered, delivery.counts.retries_scheduled) == (1, 0)
 
 
 def test_an_undecodable_record_is_dead_lettered_without_calling_the_provider():
