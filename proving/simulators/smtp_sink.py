@@ -29,6 +29,8 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
+from herald.proving.simulators.store_routes import add_store_routes
+
 log = logging.getLogger(__name__)
 logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every command at INFO
 _NOTIFICATION_HEADER = "X-Herald-Notification-Id"
@@ -192,17 +194,7 @@ def create_smtp_sink(store_path: Path, smtp_host: str, smtp_port: int) -> FastAP
 
     app = FastAPI(title="Herald SMTP sink", lifespan=lifespan)
 
-    @app.get("/_sim/stats")
-    async def stats() -> dict[str, Any]:
-        return handler.store.stats()
-
-    @app.get("/_sim/accepted")
-    async def accepted() -> dict[str, int]:
-        return {"accepted": handler.store.accepted()}
-
-    @app.get("/_sim/messages")
-    async def messages() -> list[dict[str, Any]]:
-        return handler.store.messages()
+    add_store_routes(app, handler.store)
 
     @app.post("/_sim/faults")
     async def set_faults(faults: SinkFaults) -> dict[str, Any]:

@@ -26,6 +26,8 @@ from pydantic import BaseModel, Field
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from herald.proving.simulators.store_routes import add_store_routes
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (
     webhook_id TEXT PRIMARY KEY,
@@ -93,7 +95,8 @@ class WebhookStore:
                 "bad_signature": sum(r["answers"].get("401", 0) for r in by_endpoint.values()),
                 "by_endpoint": by_endpoint}
 
-    def deliveries(self) -> list[dict[str, Any]]:
+    def messages(self) -> list[dict[str, Any]]:
+        """The deliveries accepted, one per webhook-id."""
         with self._lock:
             rows = self._db.execute("SELECT webhook_id, endpoint, type, subject_id, request_id, receptions, "
                                     "accepted_at_ms FROM deliveries ORDER BY accepted_at_ms").fetchall()
@@ -188,17 +191,7 @@ def create_webhook_receiver(store_path: Path, endpoints: dict[str, Endpoint] | N
             raise HTTPException(404, f"no endpoint {name}")
         return {"endpoint": name, **receiver.endpoints[name].model_dump(exclude={"secret"})}
 
-    @app.get("/_sim/stats")
-    async def stats() -> dict[str, Any]:
-        return receiver.store.stats()
-
-    @app.get("/_sim/accepted")
-    async def accepted() -> dict[str, int]:
-        return {"accepted": receiver.store.accepted()}
-
-    @app.get("/_sim/messages")
-    async def deliveries() -> list[dict[str, Any]]:
-        return receiver.store.deliveries()
+    add_store_routes(app, receiver.store)
 
     @app.get("/_sim/attempts")
     async def attempts() -> list[dict[str, Any]]:
