@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from herald.consumers.delivery import Provider
+from herald.consumers.endpoint_limits import EndpointLimit, EndpointLimiter, LimitedProvider
 from herald.consumers.gateway import WHATSAPP_API, GatewayProvider
 from herald.consumers.http_clients import delivery_client
 from herald.consumers.providers import EMAIL_API, IDEMPOTENCY_KEY, HttpProvider
@@ -68,8 +69,39 @@ PROVIDER_FACTORIES: dict[str, Callable[[ChannelContext], Provider]] = {
 assert set(PROVIDER_FACTORIES) == set(CHANNEL_KINDS), "every declared kind has a provider"
 
 
+def endpoint_limit(spec: ChannelSpec) -> EndpointLimit:
+    limits = spec.per_endpoint
+    in_flight = min(limits.in_flight or spec.concurrency, spec.concurrency)
+    return EndpointLimit(in_flight, limits.rate, limits.wait)
+
+
+def _endpoint_key(channel: ChannelContext) -> tuple[Callable[[dict[str, Any]], str], str]:
+    """What one endpoint of the kind is (a function of the request), and how errors name it."""
+    kind = channel.spec.kind
+    if kind == "webhook":
+        url = WebhookConfig.of(channel.spec).url
+        return ((lambda _request: url) if url else (lambda request: str(request["recipient"]).split("?")[0]),
+                "the webhook endpoint")
+    if kind == "whatsapp-gateway":
+        first = connection_list(channel.spec, "instances")[0]
+        directory = channel.sessions
+
+        def instance_of(request: dict[str, Any]) -> str:
+            sender = directory.sender_for(request["workspace_id"])
+            return (sender.instance if sender is not None and sender.instance else first).rstrip("/")
+        return instance_of, "the gateway instance"
+    return (lambda _request: channel.name), f"channel {channel.name}'s server"
+
+
 def provider_for(channel: ChannelContext) -> Provider:
-    return PROVIDER_FACTORIES[channel.spec.kind](channel)
+    """The kind's provider, behind its per-endpoint limits when the channel sets any."""
+    provider = PROVIDER_FACTORIES[channel.spec.kind](channel)
+    limits = channel.spec.per_endpoint
+    if limits.in_flight is None and limits.rate is None:
+        return provider
+    limit = endpoint_limit(channel.spec)
+    endpoint_of, label = _endpoint_key(channel)
+    return LimitedProvider(provider, EndpointLimiter(limit), limit, endpoint_of, label)
 
 
 def preview(channel: ChannelContext, request: Mapping[str, Any]) -> str:

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from herald.consumers.outcomes import status_record
 from herald.consumers.providers import Outcome, ProviderResponse
-from herald.consumers.retry_policy import GiveUp, RetryPolicy, next_step
+from herald.consumers.retry_policy import GiveUp, RetryPolicy, defer_step, next_step
 from herald.infra.latency import LatencyHistogram
 from herald.infra.logs import bind
 from herald.schemas import headers as h
@@ -40,6 +40,7 @@ class DeliveryCounts:
 
     sent: int = 0
     retries_scheduled: int = 0
+    deferred: int = 0  # not attempted, its endpoint at its limit: retried without using an attempt
     dead_lettered: int = 0
     undecodable: int = 0
     by_error_class: dict[str, int] = field(default_factory=dict)
@@ -93,9 +94,13 @@ class ChannelDelivery:
             return [status_record(source, request, status="sent", attempts=attempts,
                                   message_id=response.message_id, instance=response.instance),
                     *follow_ups]
+        if not response.attempted:  # deferred before any attempt: its endpoint was busy
+            attempts -= 1
         failure = Failure(response.error_class or "ProviderError",
                           response.error or "unknown provider error", attempts, now)
         self._count_error(failure.error_class)
+        if not response.attempted:
+            return [*self._defer(source, request, failure, response), *follow_ups]
         if response.outcome is Outcome.FATAL:
             return [*self._dead(source, request, failure, response.instance), *follow_ups]
         return [*self._retry_or_dead(source, request, failure, response), *follow_ups]
@@ -118,6 +123,23 @@ class ChannelDelivery:
                 status_record(source, request, status="retry_scheduled", attempts=failure.attempts,
                               error=failure.error_message, error_class=failure.error_class,
                               due_at=step.due_at, instance=response.instance)]
+
+    def _defer(self, source: SourceRecord, request: dict[str, Any], failure: Failure,
+               response: ProviderResponse) -> list[OutgoingRecord]:
+        first_failed_at = h.parse_iso(source.headers.get(h.FIRST_FAILED_AT)) or failure.at
+        step = defer_step(self._policy, first_failed_at=first_failed_at, now=failure.at,
+                          delay_s=response.retry_after_s or self._policy.tiers_s[0])
+        if isinstance(step, GiveUp):
+            return self._dead(source, request, Failure(step.error_class, step.reason, failure.attempts,
+                                                       failure.at), response.instance)
+        self.counts.deferred += 1
+        tier_topic = retry_topic(notification_topic(self._channel), step.tier)
+        retry = retry_record(source, tier_topic, failure, step.due_at, step.delay_s)
+        if h.RETRY_DELAY_MS in source.headers:  # the backoff goes on from the last real attempt's delay
+            retry.headers[h.RETRY_DELAY_MS] = source.headers[h.RETRY_DELAY_MS]
+        return [retry, status_record(source, request, status="retry_scheduled", attempts=failure.attempts,
+                                     error=failure.error_message, error_class=failure.error_class,
+                                     due_at=step.due_at, instance=response.instance)]
 
     def _dead(self, source: SourceRecord, request: dict[str, Any] | None, failure: Failure,
               instance: str | None = None) -> list[OutgoingRecord]:

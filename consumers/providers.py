@@ -37,6 +37,7 @@ class ProviderResponse:
     retry_after_s: float | None = None
     instance: str | None = None  # the gateway instance that answered, when there are several
     status_code: int | None = None  # None: no HTTP answer
+    attempted: bool = True  # False: never sent (its endpoint was busy), so no attempt is used up
     # Records to produce with the outcome, in its transaction (a session correction).
     follow_ups: tuple[OutgoingRecord, ...] = ()
 

@@ -91,3 +91,15 @@ def next_step(
         return GiveUp("MaxAgeExceeded", f"the next attempt would be {age_at_due:.0f} s after the "
                                         f"first failure (at most {policy.max_age_s:.0f} s)")
     return Retry(tier_for(policy, delay), delay, due_at)
+
+
+def defer_step(policy: RetryPolicy, *, first_failed_at: datetime, now: datetime,
+               delay_s: float) -> Retry | GiveUp:
+    """A request that was not attempted (its endpoint was busy): tried again after `delay_s`,
+    with no backoff and no attempt used up, while it is young enough to be retried at all."""
+    due_at = now + timedelta(seconds=delay_s)
+    age_at_due = (due_at - first_failed_at).total_seconds()
+    if age_at_due > policy.max_age_s:
+        return GiveUp("MaxAgeExceeded", f"the next attempt would be {age_at_due:.0f} s after the "
+                                        f"first failure (at most {policy.max_age_s:.0f} s)")
+    return Retry(tier_for(policy, delay_s), delay_s, due_at)

@@ -78,6 +78,15 @@ class RetrySpec(_Entry):
         return self
 
 
+class EndpointLimitSpec(_Entry):
+    """Back-pressure per endpoint (a webhook URL, a gateway instance, the channel's one server):
+    a request waits at most `wait` for room; then it is deferred to a retry tier, not attempted."""
+
+    in_flight: int | None = Field(default=None, ge=1, le=10000)  # None: the channel's concurrency
+    rate: float | None = Field(default=None, gt=0, le=1_000_000)  # requests per second; None: no limit
+    wait: Duration = 1.0
+
+
 class ChannelSpec(_Entry):
     """A way to reach people: its kind, where its provider is, how it scales and retries."""
 
@@ -87,7 +96,8 @@ class ChannelSpec(_Entry):
     # `${VARIABLE}`, resolved from the environment when the file is read.
     connection: dict[str, str | tuple[str, ...]] = Field(default_factory=dict)
     partitions: int = Field(default=6, ge=1, le=1000)
-    concurrency: int = Field(default=64, ge=1, le=10000)
+    concurrency: int = Field(default=64, ge=1, le=10000)  # requests in flight per worker
+    per_endpoint: EndpointLimitSpec = Field(default_factory=EndpointLimitSpec)
     retry: RetrySpec = Field(default_factory=RetrySpec)
 
     @field_validator("connection", mode="before")

@@ -135,6 +135,9 @@ def _smtp_problems(entry: str, spec: ChannelSpec) -> list[Where]:
     port = spec.connection.get("port", "0")
     if not (isinstance(port, str) and port.isdigit() and int(port) < 65536):
         problems.append((entry, "connection.port", "must be a port number"))
+    connections = spec.connection.get("connections", "1")
+    if not (isinstance(connections, str) and connections.isdigit() and 1 <= int(connections) <= 1000):
+        problems.append((entry, "connection.connections", "must be a number of connections, 1 to 1000"))
     if "@" not in str(spec.connection.get("from", "@")):
         problems.append((entry, "connection.from", "must be an email address"))
     if bool(spec.connection.get("username")) != bool(spec.connection.get("password")):

@@ -219,6 +219,17 @@ def test_retry_policies_are_checked(tmp_path, retry, field, message):
     assert found[:2] == ("channels.sms", field) and message in found[2]
 
 
+@pytest.mark.parametrize("per_endpoint, field, message", [
+    ({"in_flight": 0}, "per_endpoint.in_flight", "greater than or equal to 1"),
+    ({"rate": 0}, "per_endpoint.rate", "greater than 0"),
+    ({"wait": "0s"}, "per_endpoint.wait", "longer than zero"),
+    ({"burst": 5}, "per_endpoint.burst", "is not a setting"),
+])
+def test_per_endpoint_limits_are_checked(tmp_path, per_endpoint, field, message):
+    (found,) = problems(tmp_path, lambda c: c["channels"]["sms"].update(per_endpoint=per_endpoint))
+    assert found[:2] == ("channels.sms", field) and message in found[2]
+
+
 @pytest.mark.parametrize("channel, field", [
     ({"kind": "email"}, "connection.url"),
     ({"kind": "whatsapp-gateway", "connection": {}}, "connection.instances"),
@@ -246,6 +257,8 @@ SMTP = {"kind": "email-smtp",
     ({"port": "smtp"}, "connection.port"),
     ({"security": "ssl"}, "connection.security"),
     ({"username": "herald"}, "connection"),
+    ({"connections": "many"}, "connection.connections"),
+    ({"connections": 0}, "connection.connections"),
 ])
 def test_an_smtp_channel_is_checked(tmp_path, connection, field):
     def change(c):

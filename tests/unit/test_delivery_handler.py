@@ -156,3 +156,31 @@ def test_a_dead_letter_is_logged_with_its_notification_id_reason_and_trace_id(ca
     assert line.levelno >= logging.INFO
     assert "n-1" in line.getMessage() and "ProviderRejected: HTTP 400: bad address" in line.getMessage()
     assert traces == ["4bf92f3577b34da6a3ce929d0e0e4736"]
+
+
+BUSY = ProviderResponse(Outcome.RETRYABLE, error="the webhook endpoint is at its limit",
+                        error_class="EndpointBusy", retry_after_s=1.0, attempted=False)
+
+
+def test_a_deferred_request_is_retried_soon_without_using_an_attempt():
+    headers = {h.ATTEMPT: "2", h.RETRY_DELAY_MS: "9000",
+               h.FIRST_FAILED_AT: h.iso(NOW - timedelta(seconds=30)), h.ORIGINAL_TOPIC: "notifications.email"}
+    delivery, records = handle(ScriptedProvider(BUSY), headers, topic="notifications.email.retry.2")
+    retry, status = records
+    assert retry.topic == "notifications.email.retry.1", "a one-second deferral goes to the first tier"
+    assert retry.headers[h.ATTEMPT] == "2", "not attempted: the count stays"
+    assert h.parse_iso(retry.headers[h.DUE_AT]) == NOW + timedelta(seconds=1)
+    assert retry.headers[h.RETRY_DELAY_MS] == "9000", "the backoff goes on from the last real attempt"
+    record = decode(status.value).record
+    assert (record["status"], record["attempts"]) == ("retry_scheduled", 2)
+    assert record["error_class"] == "EndpointBusy"
+    assert (delivery.counts.deferred, delivery.counts.retries_scheduled) == (1, 0)
+
+
+def test_a_deferral_past_the_max_age_is_dead_lettered():
+    headers = {h.ATTEMPT: "1", h.FIRST_FAILED_AT: h.iso(NOW - timedelta(seconds=3600)),
+               h.ORIGINAL_TOPIC: "notifications.email"}
+    delivery, records = handle(ScriptedProvider(BUSY), headers, topic="notifications.email.retry.1")
+    dead, status = records
+    assert dead.topic == "notifications.email.dlq" and dead.headers[h.ERROR_CLASS] == "MaxAgeExceeded"
+    assert decode(status.value).record["status"] == "dead_lettered" and delivery.counts.dead_lettered == 1
