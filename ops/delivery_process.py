@@ -48,7 +48,7 @@ class DeliveryReport:
 
     def totals(self) -> dict[str, int]:
         """The process's work in a few numbers, summed over its topics (for its stop line)."""
-        names = ("consumed", "sent", "retries_scheduled", "dead_lettered", "failed_transactions",
+        names = ("consumed", "sent", "retries_scheduled", "deferred", "dead_lettered", "failed_transactions",
                  "handed_back")
         return {name: sum(row[name] for row in self.as_dict().values()) for name in names}
 

@@ -25,6 +25,8 @@ from herald.ops.launch import HERALD_ARGV
 from herald.proving.bench_plots import write_plots
 from herald.proving.bench_tables import report_sections
 
+CHANNEL_BENCHES = ("email-smtp", "webhook")  # `herald bench deliver --channel KIND`
+
 
 @dataclass(frozen=True)
 class BenchCommand:
@@ -45,9 +47,13 @@ def bench_commands(quick: bool) -> list[BenchCommand]:
                 BenchCommand("deliver", ("bench", "deliver", "--campaign", "500", "--rate", "100",
                                          "--seconds", "2", "--scale-records", "400")),
                 BenchCommand("streams", ("bench", "streams", "--events", "2000", "--alert-events", "60",
-                                         "--rate", "60", "--sla-s", "2"))]
+                                         "--rate", "60", "--sla-s", "2")),
+                *(BenchCommand(f"deliver-{kind}", ("bench", "deliver", "--channel", kind,
+                                                   "--messages", "300")) for kind in CHANNEL_BENCHES)]
     return [BenchCommand("baselines", ("bench", "baselines")), BenchCommand("relay", ("bench", "relay")),
-            BenchCommand("deliver", ("bench", "deliver")), BenchCommand("streams", ("bench", "streams"))]
+            BenchCommand("deliver", ("bench", "deliver")), BenchCommand("streams", ("bench", "streams")),
+            *(BenchCommand(f"deliver-{kind}", ("bench", "deliver", "--channel", kind))
+              for kind in CHANNEL_BENCHES)]
 
 
 def run_command(command: BenchCommand, environ: dict[str, str]) -> dict[str, Any]:

@@ -91,6 +91,23 @@ def streams_rows(s: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def channel_rows(smtp: dict[str, Any], webhook: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = [
+        ("email-smtp: one delivery process, templates rendered", _eps(smtp["herald_eps"], "msg/s"),
+         f"aiosmtplib, same connections {smtp['raw_client_eps']:,.0f} msg/s", f"{smtp['ratio']:.2f}"),
+        ("webhook: one delivery process, signed", _eps(webhook["herald_eps"], "msg/s"),
+         f"httpx, same concurrency {webhook['raw_client_eps']:,.0f} msg/s", f"{webhook['ratio']:.2f}"),
+    ]
+    if "raw_transport_eps" in webhook:
+        rows.append(("webhook: the same, against Herald's own HTTP transport",
+                     _eps(webhook["herald_eps"], "msg/s"),
+                     f"that transport, no Kafka {webhook['raw_transport_eps']:,.0f} msg/s",
+                     f"{webhook['ratio_to_transport']:.2f}"))
+    rows.append(("lost / duplicated (counted at the servers)",
+                 f"{smtp['lost'] + webhook['lost']} / {smtp['duplicates'] + webhook['duplicates']}", "", ""))
+    return rows
+
+
 def scaling_rows(d: dict[str, Any], r: dict[str, Any]) -> list[Row]:
     by_workers = {int(k): float(v) for k, v in d["eps_by_workers"].items()}
     one = by_workers.get(1, 0.0)
@@ -111,4 +128,9 @@ def report_sections(results: dict[str, dict[str, Any]], shells: dict[str, str]) 
             *_table("Relay: outbox -> Kafka", shells["relay"], relay_rows(r, b)),
             *_table("Delivery: Kafka -> provider", shells["deliver"], delivery_rows(d)),
             *_table("Streams: router and detectors", shells["streams"], streams_rows(s)),
+            *_table("Channels: SMTP and signed webhooks",
+                    f"{shells['deliver-email-smtp']}; {shells['deliver-webhook']}",
+                    channel_rows(results["deliver-email-smtp"], results["deliver-webhook"]),
+                    f"The servers answer after {results['deliver-webhook']['latency_ms']:g} ms: the aiosmtpd "
+                    "sink and the webhook receiver, which checks each signature with `standardwebhooks`."),
             *_table("Scaling", f"{shells['deliver']}; {shells['relay']}", scaling_rows(d, r), scaling_note)]

@@ -229,13 +229,30 @@ def bench_deliver(
     seconds: Annotated[float, typer.Option(help="Length of the latency run.")] = 10.0,
     latency_ms: Annotated[float, typer.Option(help="How long the simulators take to answer.")] = 20.0,
     scale_records: Annotated[int, typer.Option(help="Notifications per scaling run.")] = 6000,
+    channel: Annotated[str | None, typer.Option(
+        help="email-smtp or webhook: that kind's delivery rate against its raw client (aiosmtplib, "
+             "httpx) at the same server, instead of the gateway/email phases.")] = None,
+    messages: Annotated[int, typer.Option(help="With --channel: messages in each of the two runs.")] = 5000,
 ) -> None:
     """Campaign time, commit->provider latency, scaling and failover, against the raw provider rate."""
     from herald.proving.bench_deliver import print_bench_deliver, run_bench_deliver
 
+    if channel is not None:
+        _bench_channel(ctx, channel, messages, latency_ms)
+        return
     with _prepared(ctx) as (settings, endpoints):
         print_bench_deliver(run_bench_deliver(settings, endpoints.kafka_bootstrap, endpoints.database_url,
                                               campaign, rate, seconds, latency_ms, scale_records))
+
+
+def _bench_channel(ctx: typer.Context, channel: str, messages: int, latency_ms: float) -> None:
+    from herald.proving.bench_channels import KINDS, print_bench_channel, run_bench_channel
+
+    if channel not in KINDS:
+        raise typer.BadParameter(f"one of {', '.join(KINDS)}", param_hint="--channel")
+    with _prepared(ctx) as (settings, endpoints):
+        print_bench_channel(run_bench_channel(settings, endpoints.kafka_bootstrap, channel, messages,
+                                              latency_ms))
 
 
 @bench.command("streams")

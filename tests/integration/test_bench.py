@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 
+import pytest
 from confluent_kafka.admin import AdminClient
 
 from herald.infra.settings import child_environ
@@ -41,6 +42,18 @@ def test_bench_deliver_reports_its_figures_and_baseline(settings):
         assert figures["campaign_cpu_ms_by_part"][part] > 0, figures["campaign_cpu_ms_by_part"]
         assert figures["paced_cpu_ms_by_part"][part] > 0, figures["paced_cpu_ms_by_part"]
     assert figures["paced_cpu_ms_by_part"]["relay"] > 0
+    assert bench_topics(settings) == before, "the bench left topics behind"
+
+
+@pytest.mark.parametrize("kind", ["email-smtp", "webhook"])
+def test_bench_deliver_channel_reports_the_kind_against_its_raw_client(settings, kind):
+    before = bench_topics(settings)
+    figures = run_bench(settings, [*HERALD, "bench", "deliver", "--channel", kind, "--messages", "200"])
+    assert (figures["channel"], figures["messages"]) == (kind, 200)
+    assert figures["raw_client_eps"] > 0 and figures["herald_eps"] > 0
+    assert figures["ratio"] == round(figures["herald_eps"] / figures["raw_client_eps"], 3)
+    assert ("raw_transport_eps" in figures) == (kind == "webhook")
+    assert (figures["lost"], figures["duplicates"]) == (0, 0), "counted at the real server"
     assert bench_topics(settings) == before, "the bench left topics behind"
 
 

@@ -23,6 +23,12 @@ RESULTS = {
     "streams": {"raw_consume_eps": 2000.0, "decoding_consume_eps": 1900.0, "router_eps": 1200.0,
                 "missing_eps": 1100.0, "sessions_eps": 1000.0, "events_per_s": 1000.0,
                 "alert_delay_p50_s": 0.6, "alert_delay_p99_s": 2.5, "false_alerts": 0, "alerts_missed": 0},
+    "deliver-email-smtp": {"channel": "email-smtp", "messages": 5000, "latency_ms": 20.0,
+                           "raw_client_eps": 200.0, "herald_eps": 150.0, "ratio": 0.75, "lost": 0,
+                           "duplicates": 0},
+    "deliver-webhook": {"channel": "webhook", "messages": 5000, "latency_ms": 20.0, "raw_client_eps": 150.0,
+                        "raw_transport_eps": 1000.0, "herald_eps": 450.0, "ratio": 3.0,
+                        "ratio_to_transport": 0.45, "lost": 0, "duplicates": 1},
 }
 SHELLS = {c.name: c.shell for c in bench_commands(quick=False)}
 
@@ -40,6 +46,18 @@ def test_each_figure_stands_beside_its_baseline_with_the_ratio():
     assert ("| campaign of 10,000: commit -> last delivery | 5.00 s (2,000 msg/s) "
             "| raw provider rate 2,500 msg/s | 0.80 |") in report
     assert "| through all three (the slowest) | 1,000 events/s | raw consume | 0.50 |" in report
+
+
+def test_the_channel_table_holds_each_kind_against_its_raw_client():
+    report = render()
+    assert ("Command: `herald bench deliver --channel email-smtp; herald bench deliver --channel webhook`"
+            in report)
+    assert ("| email-smtp: one delivery process, templates rendered | 150 msg/s "
+            "| aiosmtplib, same connections 200 msg/s | 0.75 |") in report
+    assert ("| webhook: one delivery process, signed | 450 msg/s "
+            "| httpx, same concurrency 150 msg/s | 3.00 |") in report
+    assert "that transport, no Kafka 1,000 msg/s | 0.45 |" in report
+    assert "| lost / duplicated (counted at the servers) | 0 / 1 |" in report
 
 
 def test_the_scaling_table_holds_the_ratios_to_one_process_and_one_relay():
