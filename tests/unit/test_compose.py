@@ -186,3 +186,38 @@ def test_the_schema_registry_is_the_embedded_one_stored_the_same_way():
     assert (ROOT / mounted[0]).resolve() == ROOT / "infra/docker/postgres-init.sql"
     assert herald_env["HERALD_SCHEMA_REGISTRY_URL"] == f"http://schema-registry:8080{CCOMPAT_PATH}"
     assert registry["ports"] == ["127.0.0.1:8080:8080"], "analysts reach it from the host only"
+
+
+def _compose_default(value: str) -> str:
+    """`${VARIABLE:-default}` as Compose fills it when the variable is unset."""
+    return value.split(":-", 1)[1].rstrip("}") if value.startswith("${") else value
+
+
+def test_the_catalog_defaults_to_the_registrations_example_in_the_image():
+    env = next(iter(HERALD_SERVICES.values()))["environment"]
+    in_image = Path(_compose_default(env["HERALD_CATALOG"]))
+    assert in_image.parts[:2] == ("/", "app"), "the Dockerfile's WORKDIR, where examples/ is copied"
+    assert (ROOT / in_image.relative_to("/app")) == ROOT / "examples/registrations/catalog.yaml"
+
+
+def test_the_tasks_example_sends_its_email_to_the_smtp_simulator():
+    from herald.infra.catalogs import example_catalog_path, open_catalog
+
+    env = next(iter(HERALD_SERVICES.values()))["environment"]
+    sink = SERVICES["simulator-smtp"]["command"]
+    connection = open_catalog(example_catalog_path("tasks"), env).channels["email"].connection
+    assert (connection["host"], connection["port"]) == ("simulator-smtp", sink[sink.index("--smtp-port") + 1])
+    assert connection["security"] == "none"
+
+
+def test_the_payments_example_runs_under_its_profile_with_secrets_from_the_host():
+    from herald.infra.catalogs import example_catalog_path, open_catalog
+
+    env = next(iter(HERALD_SERVICES.values()))["environment"]
+    assert env["PAYMENT_WEBHOOK_SECRETS"] == "${PAYMENT_WEBHOOK_SECRETS:-}", "never a secret in the file"
+    secret = "whsec_" + "c2VjcmV0LW9mLWF0LWxlYXN0LTE2LWJ5dGVz"
+    catalog = open_catalog(example_catalog_path("payments"), {**env, "PAYMENT_WEBHOOK_SECRETS": secret})
+    assert "merchants" in catalog.channels
+    assert SERVICES["deliver-merchants"]["command"] == ["deliver", "--channel", "merchants"]
+    profiles = {SERVICES[name]["profiles"][0] for name in ("deliver-merchants", "simulator-webhook")}
+    assert profiles == {"payments"}
