@@ -85,18 +85,14 @@ def next_step(
     delay = backoff_delay(policy, attempts, previous_delay_s, uniform)
     if retry_after_s is not None:
         delay = max(delay, retry_after_s)  # the provider knows best when it can take more
-    due_at = now + timedelta(seconds=delay)
-    age_at_due = (due_at - first_failed_at).total_seconds()
-    if age_at_due > policy.max_age_s:
-        return GiveUp("MaxAgeExceeded", f"the next attempt would be {age_at_due:.0f} s after the "
-                                        f"first failure (at most {policy.max_age_s:.0f} s)")
-    return Retry(tier_for(policy, delay), delay, due_at)
+    return defer_step(policy, first_failed_at=first_failed_at, now=now, delay_s=delay)
 
 
 def defer_step(policy: RetryPolicy, *, first_failed_at: datetime, now: datetime,
                delay_s: float) -> Retry | GiveUp:
-    """A request that was not attempted (its endpoint was busy): tried again after `delay_s`,
-    with no backoff and no attempt used up, while it is young enough to be retried at all."""
+    """Tried again after `delay_s` on the tier that delay reaches, while the notification is
+    young enough to be retried at all. Also, alone, the step of a request that was not
+    attempted (its endpoint was busy): no backoff, and no attempt used up."""
     due_at = now + timedelta(seconds=delay_s)
     age_at_due = (due_at - first_failed_at).total_seconds()
     if age_at_due > policy.max_age_s:
