@@ -3,6 +3,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The suite's pytest-xdist workers, a test file each at a time; they share one set of services.
+TEST_WORKERS ?= 2
 
 .PHONY: install demo test chaos bench lint unit integration up down clean
 
@@ -23,7 +25,7 @@ demo: install
 
 test: install lint
 	$(BIN)/herald system-packages --tests
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 chaos: install
 	$(BIN)/herald chaos

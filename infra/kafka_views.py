@@ -126,16 +126,14 @@ def group_views(bootstrap: str, groups: Sequence[tuple[str, Sequence[str]]],
     if not groups:
         return {}
     admin = AdminClient({"bootstrap.servers": bootstrap, "logger": RDKAFKA_LOG})
-    try:
-        members = _members(admin, [group for group, _topics in groups], timeout_s)
-        partitions = _partitions(admin, {t for _g, topics in groups for t in topics}, timeout_s)
-        starts: dict[str, dict[TopicPartition, int]] = {}
-        for group, topics in groups:
-            tps = [TopicPartition(t, p) for t in topics for p in partitions.get(t, ())]
-            starts[group] = _committed(admin, group, tps, timeout_s) if tps else {}
-        lows, ends = _watermarks(admin, {tp for s in starts.values() for tp in s}, timeout_s)
-    except (KafkaException, TimeoutError) as exc:
-        raise KafkaUnavailable(f"Kafka did not answer about consumer groups: {exc}") from None
+    for attempt in range(1, _VIEW_ATTEMPTS + 1):
+        try:
+            members, starts, lows, ends = _group_offsets(admin, groups, timeout_s)
+            break
+        except (KafkaException, TimeoutError) as exc:
+            if attempt == _VIEW_ATTEMPTS or not _retriable(exc):
+                raise KafkaUnavailable(f"Kafka did not answer about consumer groups: {exc}") from None
+            time.sleep(0.5)  # a partition's leader moving (a topic just created, a broker back)
     for group_starts in starts.values():  # no commit yet: the group starts at the earliest record
         for tp, offset in group_starts.items():
             group_starts[tp] = offset if offset >= 0 else lows[tp]
@@ -190,6 +188,35 @@ def _committed(admin: AdminClient, group: str, tps: list[TopicPartition],
     request = [ConsumerGroupTopicPartitions(group, tps)]
     answer = admin.list_consumer_group_offsets(request, request_timeout=timeout_s)[group].result(timeout_s)
     return {TopicPartition(tp.topic, tp.partition): tp.offset for tp in answer.topic_partitions}
+
+
+_VIEW_ATTEMPTS = 3
+_Offsets = dict[TopicPartition, int]
+_Members = dict[str, tuple[str, int, tuple[str, ...]]]  # group -> (state, members, their names)
+
+
+def _group_offsets(admin: AdminClient, groups: Sequence[tuple[str, Sequence[str]]], timeout_s: float
+                   ) -> tuple[_Members, dict[str, _Offsets], _Offsets, _Offsets]:
+    """The groups' members, committed offsets, and the low and end watermarks of their partitions."""
+    members = _members(admin, [group for group, _topics in groups], timeout_s)
+    partitions = _partitions(admin, {t for _g, topics in groups for t in topics}, timeout_s)
+    starts: dict[str, _Offsets] = {}
+    for group, topics in groups:
+        tps = [TopicPartition(t, p) for t in topics for p in partitions.get(t, ())]
+        starts[group] = _committed(admin, group, tps, timeout_s) if tps else {}
+    lows, ends = _watermarks(admin, {tp for s in starts.values() for tp in s}, timeout_s)
+    return members, starts, lows, ends
+
+
+# Answers while a partition's leadership settles; admin results do not always flag them retriable.
+_SETTLING = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                       KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                       KafkaError.COORDINATOR_NOT_AVAILABLE})
+
+
+def _retriable(exc: BaseException) -> bool:
+    error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+    return isinstance(error, KafkaError) and (error.retriable() or error.code() in _SETTLING)
 
 
 def _watermarks(admin: AdminClient, tps: set[TopicPartition],

@@ -140,6 +140,10 @@ def known_schema_names() -> tuple[str, ...]:
     return tuple(_CURRENT)
 
 
+def plugged_schema_source() -> SchemaSource | None:
+    return _SOURCE[0] if _SOURCE else None
+
+
 def use_schema_source(source: SchemaSource | None) -> None:
     """Plug in (or, with None, unplug) the schema registry the process asks for ids. The ids
     learnt so far are forgotten: another registry gives other ids (and connecting learns the

@@ -34,6 +34,7 @@ from herald.schemas.catalog import topic_catalog
 from herald.schemas.migrations import scratch_database
 from tests.catalogs import example
 from tests.containers import docker_engine_answers, kafka_container, postgres_container
+from tests.shared_services import is_worker, start_for_worker
 
 
 @pytest.fixture(scope="session")
@@ -42,13 +43,16 @@ def base_settings() -> Settings:
 
 
 @pytest.fixture(scope="session")
-def endpoints(base_settings: Settings) -> Iterator[Endpoints]:
+def endpoints(base_settings: Settings, pytestconfig: pytest.Config) -> Iterator[Endpoints]:
     with ExitStack() as stack:
         kafka, database = base_settings.kafka_bootstrap, base_settings.database_url
         if (kafka is None or database is None) and docker_engine_answers():
             kafka = kafka or stack.enter_context(kafka_container(base_settings.kafka_version))
             database = database or stack.enter_context(postgres_container())
         settings = dataclasses.replace(base_settings, kafka_bootstrap=kafka, database_url=database)
+        if is_worker(pytestconfig):  # shared with the other workers; the controller stops them
+            yield start_for_worker(settings)
+            return
         found, started = start_services(settings)  # embedded for whatever is still unset
         stack.callback(stop_services, settings, started)
         yield found

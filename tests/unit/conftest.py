@@ -30,3 +30,13 @@ def schema_registry():
     provision_schemas(client, specs)
     yield connect_schema_registry(client, specs)
     use_schema_source(None)
+
+
+@pytest.fixture(autouse=True)
+def unit_schema_source(schema_registry):
+    """The mock registry plugged in for each unit test: a worker that ran an integration test
+    first (`make test` runs two) holds the real registry of a namespace that test deleted."""
+    from herald.schemas.codec import plugged_schema_source, use_schema_source
+
+    if plugged_schema_source() is not schema_registry:
+        use_schema_source(schema_registry)

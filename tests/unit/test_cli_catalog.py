@@ -11,6 +11,7 @@ from standardwebhooks import Webhook
 from typer.testing import CliRunner
 
 from herald.infra.catalogs import example_catalog_path
+from herald.ops import cli_catalog
 from herald.ops.cli import app
 from herald.proving.catalogs import write_catalog
 from herald.schemas.ids import notification_id
@@ -41,7 +42,9 @@ def test_check_passes_the_examples(logging_kept, example, monkeypatch):
     assert ": ok (1 event kind(s)" in result.output
 
 
-def test_show_prints_each_event_types_notifications_and_channels(logging_kept):
+def test_show_prints_each_event_types_notifications_and_channels(logging_kept, monkeypatch):
+    # Wide enough that no cell wraps, whatever terminal (or none) the suite runs in.
+    monkeypatch.setattr(cli_catalog.out, "width", 200)
     result = run("catalog", "show")  # no file, no HERALD_CATALOG: the registrations example
     assert result.exit_code == 0, result.output
     row = next(line for line in result.output.splitlines() if "registration.payment_verified" in line)
