@@ -75,21 +75,13 @@ def endpoint_limit(spec: ChannelSpec) -> EndpointLimit:
     return EndpointLimit(in_flight, limits.rate, limits.wait)
 
 
-def _endpoint_key(channel: ChannelContext) -> tuple[Callable[[dict[str, Any]], str], str]:
-    """What one endpoint of the kind is (a function of the request), and how errors name it."""
-    kind = channel.spec.kind
-    if kind == "webhook":
-        url = WebhookConfig.of(channel.spec).url
-        return ((lambda _request: url) if url else (lambda request: str(request["recipient"]).split("?")[0]),
-                "the webhook endpoint")
-    if kind == "whatsapp-gateway":
-        first = connection_list(channel.spec, "instances")[0]
-        directory = channel.sessions
-
-        def instance_of(request: dict[str, Any]) -> str:
-            sender = directory.sender_for(request["workspace_id"])
-            return (sender.instance if sender is not None and sender.instance else first).rstrip("/")
-        return instance_of, "the gateway instance"
+def _endpoint_key(channel: ChannelContext, provider: Provider) -> tuple[Callable[[dict[str, Any]], str], str]:
+    """What one endpoint of the kind is (a function of the request, asked of its provider), and
+    how errors name it."""
+    if isinstance(provider, WebhookProvider):  # the URL without its query: one merchant's endpoint
+        return (lambda request: provider.endpoint_of(request).split("?")[0]), "the webhook endpoint"
+    if isinstance(provider, GatewayProvider):
+        return provider.endpoint_of, "the gateway instance"
     return (lambda _request: channel.name), f"channel {channel.name}'s server"
 
 
@@ -100,7 +92,7 @@ def provider_for(channel: ChannelContext) -> Provider:
     if limits.in_flight is None and limits.rate is None:
         return provider
     limit = endpoint_limit(channel.spec)
-    endpoint_of, label = _endpoint_key(channel)
+    endpoint_of, label = _endpoint_key(channel, provider)
     return LimitedProvider(provider, EndpointLimiter(limit), limit, endpoint_of, label)
 
 

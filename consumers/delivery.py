@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from herald.consumers.outcomes import status_record
 from herald.consumers.providers import Outcome, ProviderResponse
-from herald.consumers.retry_policy import GiveUp, RetryPolicy, defer_step, next_step
+from herald.consumers.retry_policy import GiveUp, Retry, RetryPolicy, defer_step, next_step
 from herald.infra.latency import LatencyHistogram
 from herald.infra.logs import bind
 from herald.schemas import headers as h
@@ -107,10 +107,10 @@ class ChannelDelivery:
 
     def _retry_or_dead(self, source: SourceRecord, request: dict[str, Any], failure: Failure,
                        response: ProviderResponse) -> list[OutgoingRecord]:
-        first_failed_at = h.parse_iso(source.headers.get(h.FIRST_FAILED_AT)) or failure.at
         previous_ms = source.headers.get(h.RETRY_DELAY_MS, "")
-        step = next_step(self._policy, attempts=failure.attempts, first_failed_at=first_failed_at,
-                         now=failure.at, retry_after_s=response.retry_after_s,
+        step = next_step(self._policy, attempts=failure.attempts,
+                         first_failed_at=_first_failed_at(source, failure), now=failure.at,
+                         retry_after_s=response.retry_after_s,
                          previous_delay_s=int(previous_ms) / 1000 if previous_ms.isdigit() else None)
         if isinstance(step, GiveUp):
             given_up = Failure(step.error_class, f"{step.reason}; last error: {failure.error_message}",
@@ -118,28 +118,29 @@ class ChannelDelivery:
             return self._dead(source, request, given_up, response.instance)
         self.counts.retries_scheduled += 1
         self.counts.retries_by_tier[step.tier] = self.counts.retries_by_tier.get(step.tier, 0) + 1
-        tier_topic = retry_topic(notification_topic(self._channel), step.tier)
-        return [retry_record(source, tier_topic, failure, step.due_at, step.delay_s),
-                status_record(source, request, status="retry_scheduled", attempts=failure.attempts,
-                              error=failure.error_message, error_class=failure.error_class,
-                              due_at=step.due_at, instance=response.instance)]
+        return self._on_tier(source, request, failure, step, response.instance)
 
     def _defer(self, source: SourceRecord, request: dict[str, Any], failure: Failure,
                response: ProviderResponse) -> list[OutgoingRecord]:
-        first_failed_at = h.parse_iso(source.headers.get(h.FIRST_FAILED_AT)) or failure.at
-        step = defer_step(self._policy, first_failed_at=first_failed_at, now=failure.at,
+        step = defer_step(self._policy, first_failed_at=_first_failed_at(source, failure), now=failure.at,
                           delay_s=response.retry_after_s or self._policy.tiers_s[0])
         if isinstance(step, GiveUp):
             return self._dead(source, request, Failure(step.error_class, step.reason, failure.attempts,
                                                        failure.at), response.instance)
         self.counts.deferred += 1
-        tier_topic = retry_topic(notification_topic(self._channel), step.tier)
-        retry = retry_record(source, tier_topic, failure, step.due_at, step.delay_s)
+        retry, status = self._on_tier(source, request, failure, step, response.instance)
         if h.RETRY_DELAY_MS in source.headers:  # the backoff goes on from the last real attempt's delay
             retry.headers[h.RETRY_DELAY_MS] = source.headers[h.RETRY_DELAY_MS]
-        return [retry, status_record(source, request, status="retry_scheduled", attempts=failure.attempts,
-                                     error=failure.error_message, error_class=failure.error_class,
-                                     due_at=step.due_at, instance=response.instance)]
+        return [retry, status]
+
+    def _on_tier(self, source: SourceRecord, request: dict[str, Any], failure: Failure, step: Retry,
+                 instance: str | None) -> list[OutgoingRecord]:
+        """The request on the retry tier `step` names, and its `retry_scheduled` status."""
+        tier_topic = retry_topic(notification_topic(self._channel), step.tier)
+        return [retry_record(source, tier_topic, failure, step.due_at, step.delay_s),
+                status_record(source, request, status="retry_scheduled", attempts=failure.attempts,
+                              error=failure.error_message, error_class=failure.error_class,
+                              due_at=step.due_at, instance=instance)]
 
     def _dead(self, source: SourceRecord, request: dict[str, Any] | None, failure: Failure,
               instance: str | None = None) -> list[OutgoingRecord]:
@@ -159,6 +160,11 @@ class ChannelDelivery:
 
     def _count_error(self, error_class: str) -> None:
         self.counts.by_error_class[error_class] = self.counts.by_error_class.get(error_class, 0) + 1
+
+
+def _first_failed_at(source: SourceRecord, failure: Failure) -> datetime:
+    """When the notification first failed: kept on its record since, else this failure."""
+    return h.parse_iso(source.headers.get(h.FIRST_FAILED_AT)) or failure.at
 
 
 def _attempts_before(source: SourceRecord) -> int:

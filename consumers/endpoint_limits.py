@@ -150,10 +150,6 @@ class LimitedProvider:
         self._endpoint_of = endpoint_of
         self._label = label  # how an error names the endpoint: never its URL, which may be personal
 
-    @property
-    def inner(self) -> Provider:
-        return self._provider
-
     async def send(self, request: dict[str, Any]) -> ProviderResponse:
         async with self._limiter.slot(self._endpoint_of(request)) as granted:
             if not granted:

@@ -65,7 +65,7 @@ class GatewayProvider:
         if sender is None:  # retryable: the session's event may not have reached us yet
             return ProviderResponse(Outcome.RETRYABLE, error_class="NoSession",
                                     error=f"workspace {request['workspace_id']!r} has no WhatsApp session")
-        instance = (sender.instance or self._instances[0]).rstrip("/")
+        instance = self._instance(sender)
         first = await self._post(instance, sender.session_id, request)
         if not _needs_rediscovery(first):
             return first
@@ -82,6 +82,13 @@ class GatewayProvider:
         if found == instance or not owner:  # one correction per probe round
             return second
         return replace(second, follow_ups=(self._correction(sender, instance, found),))
+
+    def endpoint_of(self, request: dict[str, Any]) -> str:
+        """The instance a request goes to first: the one its workspace's session is on."""
+        return self._instance(self._directory.sender_for(request["workspace_id"]))
+
+    def _instance(self, sender: KnownSession | None) -> str:
+        return ((sender.instance if sender is not None else None) or self._instances[0]).rstrip("/")
 
     async def aclose(self) -> None:
         await self._client.aclose()

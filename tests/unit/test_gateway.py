@@ -117,3 +117,10 @@ def test_a_tombstone_forgets_the_session():
     directory = directory_with(("s-1", "ws-1", "connected", A))
     directory.apply(b"s-1", None)
     assert directory.sender_for("ws-1") is None and len(directory) == 0
+
+
+def test_a_requests_endpoint_is_the_instance_its_workspaces_session_is_on():
+    gateway = GatewayProvider((A, B), directory_with(("s-1", "ws-1", "connected", B + "/")),
+                              ProviderClient(httpx.MockTransport(lambda r: httpx.Response(200)), 5))
+    assert gateway.endpoint_of(REQUEST) == B, "the directory's instance, as sends go to it"
+    assert gateway.endpoint_of({**REQUEST, "workspace_id": "ws-unknown"}) == A, "else the first"
