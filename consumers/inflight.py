@@ -15,11 +15,10 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from herald.infra.checkpoint import Partition, Taken
 from herald.schemas.records import OutgoingRecord
-
-Partition = tuple[str, int]  # (topic as on the broker, partition)
 
 
 @dataclass(eq=False)
@@ -28,34 +27,6 @@ class Entry:
     offset: int
     records: list[OutgoingRecord] | None = None  # None while in flight
     dropped: bool = False  # its partition was revoked or rewound: its outcome is void
-
-
-@dataclass
-class Taken:
-    """The finished prefix of some partitions, for one transaction."""
-
-    outcomes: dict[Partition, list[OutgoingRecord]] = field(default_factory=dict)
-    offsets: dict[Partition, int] = field(default_factory=dict)  # next offset to consume
-    first: dict[Partition, int] = field(default_factory=dict)  # where to rewind if it fails
-    inputs: dict[Partition, int] = field(default_factory=dict)
-
-    def __bool__(self) -> bool:
-        return bool(self.offsets)
-
-    @property
-    def records(self) -> list[OutgoingRecord]:
-        return [record for records in self.outcomes.values() for record in records]
-
-    @property
-    def input_count(self) -> int:
-        return sum(self.inputs.values())
-
-    def only(self, partitions: set[Partition]) -> Taken:
-        """The part of these partitions (those still owned, after a failed transaction)."""
-        return Taken({p: r for p, r in self.outcomes.items() if p in partitions},
-                     {p: o for p, o in self.offsets.items() if p in partitions},
-                     {p: o for p, o in self.first.items() if p in partitions},
-                     {p: n for p, n in self.inputs.items() if p in partitions})
 
 
 class InFlight:

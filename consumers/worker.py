@@ -33,9 +33,9 @@ from typing import Any, Protocol, TypeVar
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
 from herald.consumers import event_loop
-from herald.consumers.checkpoint import Checkpoint
 from herald.consumers.commits import caught_up
-from herald.consumers.inflight import Entry, InFlight, Partition, Taken
+from herald.consumers.inflight import Entry, InFlight
+from herald.infra.checkpoint import Checkpoint, Partition, Taken
 from herald.infra.deadline import Deadline
 from herald.infra.kafka_io import partition_names
 from herald.infra.read_positions import ReadPositions

@@ -279,6 +279,17 @@ def streams_config(settings: Settings, catalog: Catalog) -> StreamsConfig:
                          status_flush_interval_s=settings.status_stats_flush_interval_s)
 
 
+def run_router_stage(settings: Settings, catalog: Catalog, stop: threading.Event) -> None:
+    """The router: not a Faust app but a transactional loop on confluent-kafka (it holds no state)."""
+    from herald.ops.router_process import build_router, run_router
+
+    endpoints = reachable_endpoints(settings, need_database=False)
+    use_schema_registry(settings, catalog)
+    settle_garbage_collector()
+    loop = build_router(settings, catalog, endpoints.kafka_bootstrap)
+    run_router(loop, stop, _names(settings, *stream_outputs(catalog)["router"]))
+
+
 def run_streams(settings: Settings, catalog: Catalog, processor: str = "router") -> None:
     import faust
 

@@ -233,15 +233,22 @@ def streams(
     processor: Annotated[str, typer.Option(
         help="router (the catalog's events -> notification requests), missing (the missing-notification "
              "detector), sessions (the session reconciler) or status (per-minute outcome counts for "
-             "analysts); each runs as its own Faust app and process.")] = "router",
+             "analysts); each runs as its own process: the router as a transactional "
+             "confluent-kafka loop, the others as Faust apps.")] = "router",
 ) -> None:
-    """Run one Faust stream processor."""
+    """Run one stream processor."""
     from herald.ops.bootstrap import run_streams
-    from herald.streams.app import PROCESSORS
+    from herald.schemas.catalog import STREAM_PROCESSORS
 
-    if processor not in PROCESSORS:
-        console.print(f"[red]error:[/red] unknown processor {processor!r}; known: {', '.join(PROCESSORS)}")
+    if processor not in STREAM_PROCESSORS:
+        console.print(f"[red]error:[/red] unknown processor {processor!r}; known: "
+                      f"{', '.join(STREAM_PROCESSORS)}")
         raise typer.Exit(2)
+    if processor == "router":
+        from herald.ops.bootstrap import run_router_stage
+
+        run_router_stage(_settings(ctx), process_catalog(ctx), stop_on_signals(_settings(ctx)))
+        return
     run_streams(_settings(ctx), process_catalog(ctx), processor)
 
 

@@ -21,7 +21,7 @@ from herald.consumers.retry_policy import Jitter, RetryPolicy
 from herald.consumers.session_directory import SessionDirectory, SessionFeed
 from herald.consumers.worker import DeliveryWorker, WorkerConfig, WorkerStats
 from herald.infra.deadline import Deadline
-from herald.infra.kafka_io import consumer_config, producer_config
+from herald.infra.kafka_io import consumer_config, transactional_producer_config
 from herald.infra.settings import Settings
 from herald.schemas.catalog import (
     RETRY_TIERS,
@@ -152,8 +152,7 @@ class DeliveryProcess:
 
     def _new_producer(self, transactional_id: str) -> Producer:
         timeout_s = self._settings.delivery_transaction_timeout_s
-        return Producer(producer_config(self._bootstrap, timeout_s, **{
-            "transactional.id": transactional_id, "transaction.timeout.ms": int(timeout_s * 1000)}))
+        return Producer(transactional_producer_config(self._bootstrap, transactional_id, timeout_s))
 
     def _provider(self) -> Provider:
         return provider_for(ChannelContext(self._channel, self._spec, self._settings.delivery_timeout_s,

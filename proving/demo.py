@@ -47,6 +47,7 @@ from herald.proving.demo_faults import (
     finish_report,
     with_demo_retries,
 )
+from herald.proving.demo_hops import HOP_NAMES, hop_latencies
 from herald.proving.simulators.network import SimulatorNetwork
 from herald.schemas.catalog import consumer_group, notification_topic, qualified
 from herald.schemas.catalog_model import Catalog
@@ -77,12 +78,15 @@ class DemoResult:
     caught_up_s: float | None = None  # every stage's groups at lag 0, this long after delivery
     behind: str = ""  # when they were not in time: which group, how far behind
     health: str = ""  # `herald health` at the end: its state and what it counted
+    hops: dict[str, dict[str, float]] = field(default_factory=dict)  # per hop: p50_ms, p99_ms (demo_hops)
+    accepted_ms: dict[str, dict[str, float]] = field(default_factory=dict)  # channel -> registration -> ms
 
     def summary_json(self) -> str:
         return json.dumps({"example": "registrations", "registrations": self.registrations,
                            "delivered": self.delivered,
                            "lost": self.lost, "duplicates": self.duplicates,
-                           "p50_ms": round(self.p50_ms, 1), "p99_ms": round(self.p99_ms, 1)})
+                           "p50_ms": round(self.p50_ms, 1), "p99_ms": round(self.p99_ms, 1),
+                           "hops": {hop: [v["p50_ms"], v["p99_ms"]] for hop, v in self.hops.items()}})
 
 
 def pipeline_env(settings: Settings, endpoints: Endpoints, network: SimulatorNetwork) -> dict[str, str]:
@@ -247,8 +251,9 @@ def count_result(result: DemoResult, ids: list[str], network: SimulatorNetwork,
         result.lost += len(ids) - result.delivered[channel]
         result.duplicates += sum(len(ms) - 1 for ms in per_registration.values())
         result.idempotent_replays += int(stats["replays"])
-        latencies += [min(m["accepted_at_ms"] for m in ms) - verified_at_ms[rid]
-                      for rid, ms in per_registration.items()]
+        result.accepted_ms[channel] = {rid: min(m["accepted_at_ms"] for m in ms)
+                                       for rid, ms in per_registration.items()}
+        latencies += [at - verified_at_ms[rid] for rid, at in result.accepted_ms[channel].items()]
     if latencies:
         result.p50_ms = statistics.median(latencies)
         result.p99_ms = statistics.quantiles(latencies, n=100)[98] if len(latencies) > 1 else latencies[0]
@@ -307,6 +312,8 @@ def run_pipeline(settings: Settings, catalog: Catalog, endpoints: Endpoints, cou
         verified_at, pending = database_counts(endpoints.database_url, prefix)
         result.published_events = result.written_events - pending
         count_result(result, ids, network, verified_at)
+        result.hops = hop_latencies(endpoints.kafka_bootstrap, settings.namespace, CHANNELS, verified_at,
+                                    result.accepted_ms)
         if faults is not None:
             finish_report(faults, [network.stats(c) for c in CHANNELS], endpoints.database_url)
         wait_for_stages(result, settings, catalog, endpoints.kafka_bootstrap, delivered_at, group)
@@ -381,6 +388,9 @@ def print_report(result: DemoResult) -> None:
         table.add_row(measure, value)
     table.add_row("latency verify-commit -> provider, p50", f"{result.p50_ms:.0f} ms")
     table.add_row("latency verify-commit -> provider, p99", f"{result.p99_ms:.0f} ms")
+    for hop, figures in result.hops.items():
+        table.add_row(f"  hop: {HOP_NAMES[hop]}, p50 / p99",
+                      f"{figures['p50_ms']:.0f} / {figures['p99_ms']:.0f} ms")
     caught_up = (f"{result.caught_up_s:.1f} s after the last e-ticket" if result.caught_up_s is not None
                  else f"not within {CATCH_UP_S:.0f} s: {result.behind}")
     table.add_row("every stage caught up (lag 0)", caught_up)

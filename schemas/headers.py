@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -32,7 +33,8 @@ REPLAY_COUNT = "replay-count"
 def new_traceparent(trace_id: str | None = None) -> str:
     """A W3C traceparent; keeps `trace_id` when continuing a trace, with a fresh span id."""
     trace = trace_id or os.urandom(16).hex()
-    return f"00-{trace}-{os.urandom(8).hex()}-01"
+    # A span id needs to be unique, not secret: the PRNG, a system call cheaper per record.
+    return f"00-{trace}-{random.getrandbits(64) or 1:016x}-01"
 
 
 def trace_id_of(traceparent: str | None) -> str | None:

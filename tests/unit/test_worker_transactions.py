@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from herald.consumers import checkpoint as checkpoint_module
-from herald.consumers.checkpoint import Checkpoint
-from herald.consumers.inflight import InFlight, Taken
+from herald.consumers.inflight import InFlight
 from herald.consumers.worker import WorkerStats
+from herald.infra import checkpoint as checkpoint_module
+from herald.infra.checkpoint import Checkpoint, Taken
 from herald.schemas.records import OutgoingRecord
 
 P0 = ("notifications.email", 0)
@@ -36,7 +36,7 @@ class FakeProducer:
     def begin_transaction(self) -> None:
         self.calls.append("begin")
 
-    def produce(self, topic, value, key, headers, on_delivery) -> None:
+    def produce(self, topic, value, key, headers) -> None:
         self.calls.append(f"produce {topic}")
 
     def send_offsets_to_transaction(self, offsets, metadata, timeout) -> None:

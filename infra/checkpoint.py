@@ -1,4 +1,4 @@
-"""A delivery worker's checkpoint: its finished work and input offsets in one Kafka transaction.
+"""A consume-transform-produce checkpoint: finished work and input offsets in one Kafka transaction.
 
 `Checkpoint` owns the worker's transactional producer: it creates it (a fresh transactional.id
 each time, so a dead worker's open transaction is aborted by its timeout), initialises its
@@ -7,7 +7,7 @@ transactions, begins, produces the outcome records, sends the offsets (bounded, 
 transaction is tried once more with the same finished work, for the partitions still owned;
 what is left after that is handed back to the worker, which rewinds it.
 
-Every method runs on the worker's Kafka thread.
+Used by the delivery workers and the router. Every method runs on its caller's Kafka thread.
 """
 
 from __future__ import annotations
@@ -17,17 +17,48 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
-from herald.consumers.inflight import Partition, Taken
-from herald.infra.kafka_io import ConfirmedSend
+from herald.infra.kafka_io import produce_in_transaction
 from herald.schemas.catalog import qualified
+from herald.schemas.records import OutgoingRecord
 
 log = logging.getLogger(__name__)
 SEND_OFFSETS_GRACE_S = 5.0  # beyond its own timeout, before a blocked send_offsets is given up
 RETRY_AFTER_S = 1.0  # after a failed commit or an unready broker, before the next try
+
+Partition = tuple[str, int]  # (topic as on the broker, partition)
+
+
+@dataclass
+class Taken:
+    """The finished prefix of some partitions, for one transaction."""
+
+    outcomes: dict[Partition, list[OutgoingRecord]] = field(default_factory=dict)
+    offsets: dict[Partition, int] = field(default_factory=dict)  # next offset to consume
+    first: dict[Partition, int] = field(default_factory=dict)  # where to rewind if it fails
+    inputs: dict[Partition, int] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.offsets)
+
+    @property
+    def records(self) -> list[OutgoingRecord]:
+        return [record for records in self.outcomes.values() for record in records]
+
+    @property
+    def input_count(self) -> int:
+        return sum(self.inputs.values())
+
+    def only(self, partitions: set[Partition]) -> Taken:
+        """The part of these partitions (those still owned, after a failed transaction)."""
+        return Taken({p: r for p, r in self.outcomes.items() if p in partitions},
+                     {p: o for p, o in self.offsets.items() if p in partitions},
+                     {p: o for p, o in self.first.items() if p in partitions},
+                     {p: n for p, n in self.inputs.items() if p in partitions})
 
 
 class GroupMember(Protocol):
@@ -138,8 +169,9 @@ class Checkpoint:
         producer = self._producer
         assert producer is not None, "commit() before ready()"
         producer.begin_transaction()
-        ConfirmedSend(producer).produce(
-            (qualified(r.topic, self._namespace), r.key, r.value, r.headers) for r in taken.records)
+        namespace = self._namespace
+        produce_in_transaction(producer, ((qualified(r.topic, namespace), r.key, r.value, r.headers)
+                                          for r in taken.records))
         offsets = [TopicPartition(t, p, o) for (t, p), o in taken.offsets.items()]
         send_offsets_bounded(producer, offsets, self._consumer.consumer_group_metadata(), self._timeout_s)
         producer.commit_transaction(self._timeout_s)

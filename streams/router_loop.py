@@ -1,0 +1,187 @@
+"""The router as a transactional consume-transform-produce loop on confluent-kafka.
+
+The router holds no state, so it need not be a Faust app: a loop on librdkafka routes
+twenty times as many events per second for the same CPU (`herald bench streams`). Each
+batch is one Kafka transaction (`Checkpoint`): the requests it derived and its input
+offsets commit together or not at all, so a router killed mid-batch neither loses nor
+repeats a request, and it reads committed records only.
+
+- A batch is what has already been fetched when the first record arrives (up to
+  `max_batch`): one event alone at a steady trickle, thousands from a backlog, so latency
+  stays low and a backlog is worked through in large transactions.
+- A batch that cannot be committed (the broker away, the transaction refused) is rewound:
+  its partitions are sought back to its first offsets and routed again. Routing is pure and
+  its record ids are derived from the input, so the retry produces the same records.
+- Rebalances run inside `poll`, between batches, when nothing is uncommitted: a revoked
+  partition has nothing to finish.
+- Committed offsets step over the transaction markers behind the last record (the relay's
+  topics may be written in transactions), so a caught-up group shows lag 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+
+from herald.infra.checkpoint import Checkpoint, Partition, Taken
+from herald.infra.deadline import Deadline
+from herald.infra.kafka_io import partition_names
+from herald.infra.read_positions import ReadPositions
+from herald.schemas.headers import from_kafka, utc_now_iso
+from herald.schemas.records import SourceRecord
+from herald.streams.router import Router
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RouterStats:
+    """Countable outcomes: tests assert these instead of sleeping."""
+
+    consumed: int = 0  # records routed (again, after a rewind)
+    produced: int = 0  # requests and dead letters handed to a transaction
+    committed: int = 0  # inputs whose offsets a transaction committed
+    transactions: int = 0
+    failed_transactions: int = 0
+    rewound: int = 0  # inputs routed again because their batch could not be committed
+    consumer_errors: int = 0
+
+
+@dataclass(frozen=True)
+class RouterLoopConfig:
+    group: str  # the consumer group, and the prefix of the transactional ids
+    namespace: str
+    topics: dict[str, str]  # event topics as on the broker -> as the catalog names them
+    max_batch: int = 5000  # inputs in one transaction at most
+    poll_timeout_s: float = 0.1  # how long an idle loop waits for a first record
+    transaction_timeout_s: float = 10.0  # also how long a killed router's open batch blocks readers
+    idle_commit_s: float = 1.0  # how often an idle loop commits its offsets past trailing markers
+
+
+class RouterLoop:
+    def __init__(self, config: RouterLoopConfig, router: Router, consumer: Consumer,
+                 new_producer: Callable[[str], Producer]) -> None:
+        self.config = self._config = config
+        self._router = router
+        self._consumer = consumer
+        self._read = ReadPositions()
+        self.stats = RouterStats()
+        self.checkpoint = Checkpoint(consumer, new_producer, transactional_prefix=config.group,
+                                     namespace=config.namespace,
+                                     transaction_timeout_s=config.transaction_timeout_s, counts=self.stats)
+        self._idle_commit = Deadline(config.idle_commit_s)
+
+    def run(self, stop: threading.Event) -> RouterStats:
+        """Route until `stop` is set; the last batch is committed (or rewound) before leaving."""
+        self._consumer.subscribe(list(self._config.topics), on_assign=self._on_assign,
+                                 on_revoke=self._on_revoke, on_lost=self._on_lost)
+        self.checkpoint.ready()  # its producer now, not at the first event (half a second)
+        try:
+            while not stop.is_set():
+                if not self.step():
+                    stop.wait(0.2)  # the broker is away: ask again shortly, not in a spin
+        finally:
+            self._consumer.close()  # leaves the group at once, so a sibling takes over fast
+        return self.stats
+
+    def step(self) -> bool:
+        """One batch fetched, routed and committed; False when it had to be rewound."""
+        messages = self._fetch()
+        if not messages:
+            if self._idle_commit.expired():
+                self._idle_commit = Deadline(self._config.idle_commit_s)
+                return self._commit(self._past_markers(Taken()))
+            return True
+        return self._commit(self._past_markers(self._route(messages)))
+
+    def _fetch(self) -> list[Message]:
+        """Wait briefly for one record, then take what else is already fetched."""
+        first = self._consumer.poll(self._config.poll_timeout_s)
+        if first is None:
+            return []
+        messages = [first, *self._consumer.consume(self._config.max_batch - 1, 0)]
+        for message in messages:
+            if message.error() is None:
+                self._read.handed_over((message.topic(), message.partition()), message.offset())
+        assignment = self._consumer.assignment()
+        for tp in self._consumer.position(assignment) if assignment else ():
+            if tp.offset >= 0:
+                self._read.reached((tp.topic, tp.partition), tp.offset)
+        return messages
+
+    def _route(self, messages: list[Message]) -> Taken:
+        taken, topics, route = Taken(), self._config.topics, self._router.route
+        produced_at = utc_now_iso()  # one reading of the clock for the batch
+        for message in messages:
+            if message.error() is not None:
+                self.stats.consumer_errors += 1
+                log.warning("consumer error: %s", message.error())
+                continue
+            topic, partition, offset = message.topic(), message.partition(), message.offset()
+            key = (topic, partition)
+            records = route(SourceRecord(topics[topic], partition, offset, message.key(), message.value(),
+                                         from_kafka(message.headers())), produced_at)
+            if key in taken.outcomes:
+                taken.outcomes[key].extend(records)
+                taken.inputs[key] += 1
+            else:
+                taken.outcomes[key], taken.first[key], taken.inputs[key] = records, offset, 1
+            taken.offsets[key] = offset + 1
+            self.stats.produced += len(records)
+        self.stats.consumed += taken.input_count
+        return taken
+
+    def _past_markers(self, taken: Taken) -> Taken:
+        """Offsets moved past the markers behind them; an idle partition's committed offset too,
+        when markers came after it, so a caught-up group shows lag 0."""
+        for partition, offset in self.checkpoint.committed.items():
+            if partition not in taken.offsets:
+                moved = self._read.resume_offset(partition, offset)
+                if moved != offset:
+                    taken.offsets[partition] = moved
+        for partition, offset in taken.offsets.items():
+            taken.offsets[partition] = self._read.resume_offset(partition, offset)
+        return taken
+
+    def _commit(self, taken: Taken) -> bool:
+        if not taken:
+            return True
+        if not self.checkpoint.ready():
+            self._rewind(taken)
+            return False
+        left = self.checkpoint.commit(taken)
+        if left:
+            self._rewind(left)
+        return not left
+
+    def _rewind(self, taken: Taken) -> None:
+        """Seek the batch's partitions back to its first offsets: it is fetched and routed again."""
+        self.stats.rewound += taken.input_count
+        self._read.forget(taken.first)
+        for (topic, partition), offset in taken.first.items():
+            try:
+                self._consumer.seek(TopicPartition(topic, partition, offset))
+            except KafkaException as exc:  # no longer ours: the new owner reads from the commit
+                log.info("not rewinding %s[%d]: %s", topic, partition, exc)
+
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("%s: partitions assigned: %s", self._config.group, partition_names(partitions))
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Between batches: everything routed is committed or rewound already."""
+        log.info("%s: partitions revoked: %s", self._config.group, partition_names(partitions))
+        self._let_go(partitions)
+
+    def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.warning("%s: partitions lost (the group moved on without us): %s", self._config.group,
+                    partition_names(partitions))
+        self._let_go(partitions)
+
+    def _let_go(self, partitions: list[TopicPartition]) -> None:
+        revoked: list[Partition] = [(tp.topic, tp.partition) for tp in partitions]
+        self._read.forget(revoked)
+        self.checkpoint.forget(revoked)

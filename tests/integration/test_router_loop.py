@@ -1,0 +1,120 @@
+"""The router's transactional loop, broken on purpose: a kill -9 mid-batch, a rebalance between
+two routers mid-stream, the broker stopped for 60 s. Each time every request is counted on the
+request topics, read_committed: none lost, none twice."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from collections import Counter
+
+from confluent_kafka import ConsumerGroupTopicPartitions, Producer
+from confluent_kafka.admin import AdminClient
+
+from herald.examples.registrations.app import TOPIC as REGISTRATION_EVENTS
+from herald.infra.kafka_io import producer_config
+from herald.infra.processes import ProcessGroup
+from herald.infra.provisioning import provision_topics
+from herald.schemas.catalog import notification_topic, qualified, stream_processor_group, topic_catalog
+from herald.schemas.codec import decode, encode
+from herald.schemas.records import SourceRecord
+from herald.streams.router import Router
+from tests.catalogs import example
+from tests.support import HERALD, process_env, read_topic, wait_until
+from tests.unit.test_router import event
+
+CHANNELS = ("whatsapp", "email")
+
+
+def produce_events(bootstrap: str, namespace: str, prefix: str, count: int,
+                   per_second: float | None = None) -> Counter[str]:
+    """`count` verified payments (paced, when `per_second` is given); returns the notification
+    ids the pure router derives from them."""
+    producer = Producer(producer_config(bootstrap, 60))
+    router, expected, started = Router(example()), Counter[str](), time.monotonic()
+    for n in range(count):
+        if per_second is not None:
+            time.sleep(max(0.0, started + n / per_second - time.monotonic()))
+        key = f"{prefix}-{n:05d}".encode()
+        record = {**event("payment_verified", key.decode()), "event_id": str(uuid.uuid4())}
+        value = encode("herald.RegistrationEvent", record)
+        producer.produce(qualified(REGISTRATION_EVENTS, namespace), value, key)
+        producer.poll(0)
+        source = SourceRecord(REGISTRATION_EVENTS, 0, n, key, value, {})
+        expected.update(r.key.decode() for r in router.route(source))
+    assert producer.flush(60) == 0
+    return expected
+
+
+def committed(bootstrap: str, namespace: str) -> int:
+    """Inputs the router's group has committed, over all partitions."""
+    group = stream_processor_group("herald-streams", "router", namespace)
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    result = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group].result()
+    return sum(max(tp.offset, 0) for tp in result.topic_partitions or [])
+
+
+def routed(bootstrap: str, namespace: str, expected: Counter[str]) -> Counter[str]:
+    """Every request on the request topics, read_committed, by notification id."""
+    seen = Counter[str]()
+    for channel in CHANNELS:
+        topic = qualified(notification_topic(channel), namespace)
+        records = read_topic(bootstrap, topic, at_least=sum(expected.values()) // 2, timeout_s=90, idle_s=3)
+        seen.update(decode(m.value()).record["notification_id"] for m in records)
+    return seen
+
+
+def test_a_router_killed_mid_batch_routes_every_request_exactly_once(settings, log_dir):
+    bootstrap, ns = settings.kafka_bootstrap, settings.namespace
+    expected = produce_events(bootstrap, ns, "KILL", 30_000)
+    with ProcessGroup(log_dir, process_env(settings)) as group:
+        group.start("router-1", [*HERALD, "streams"])
+        wait_until(lambda: committed(bootstrap, ns) > 0, 60, "the first batch committed")
+        group.kill("router-1")  # batches take ~150 ms to route: almost surely mid-batch
+        at_kill = committed(bootstrap, ns)
+        assert 0 < at_kill < 30_000, "killed mid-stream"
+        group.start("router-2", [*HERALD, "streams"])
+        wait_until(lambda: committed(bootstrap, ns) >= 30_000, 90, "the rest routed by the second router")
+    seen = routed(bootstrap, ns, expected)
+    assert seen == expected, (sum(seen.values()), len(seen), sum(expected.values()))
+    assert max(seen.values()) == 1
+
+
+def test_a_rebalance_between_two_routers_mid_stream_routes_every_request_exactly_once(settings, log_dir):
+    bootstrap, ns = settings.kafka_bootstrap, settings.namespace
+    expected = produce_events(bootstrap, ns, "FIRST", 20_000)
+    with ProcessGroup(log_dir, process_env(settings)) as group:
+        group.start("router-1", [*HERALD, "streams"])
+        wait_until(lambda: committed(bootstrap, ns) > 0, 60, "the first batch committed")
+        group.start("router-2", [*HERALD, "streams"])  # joins: partitions move mid-stream
+        expected += produce_events(bootstrap, ns, "SECOND", 8_000, per_second=1_000)
+        wait_until(lambda: committed(bootstrap, ns) >= 28_000, 90, "everything routed")
+        group.check_alive()
+    topic = qualified(REGISTRATION_EVENTS, ns)
+    assert f"partitions assigned: {topic}[" in group.log_path("router-2").read_text(), "took some over"
+    assert f"partitions revoked: {topic}[" in group.log_path("router-1").read_text(), "gave some up"
+    assert "'consumed': 0," not in group.log_path("router-2").read_text(), "and routed some"
+    seen = routed(bootstrap, ns, expected)
+    assert seen == expected, (sum(seen.values()), len(seen), sum(expected.values()))
+
+
+def test_the_router_resumes_after_the_broker_was_stopped_for_60_s(settings, log_dir, private_broker):
+    bootstrap = private_broker.start().bootstrap
+    ns = settings.namespace
+    provision_topics(bootstrap, topic_catalog(example(), ns))
+    settings = dataclasses.replace(settings, kafka_bootstrap=bootstrap)
+    with ProcessGroup(log_dir, process_env(settings)) as group:
+        router = group.start("router", [*HERALD, "streams"])
+        expected = produce_events(bootstrap, ns, "BEFORE", 2_000)
+        wait_until(lambda: committed(bootstrap, ns) >= 2_000, 60, "the first events routed")
+        private_broker.stop()
+        time.sleep(60)
+        group.check_alive()  # the outage did not take it down
+        assert private_broker.start().bootstrap == bootstrap
+        expected += produce_events(bootstrap, ns, "AFTER", 2_000)
+        wait_until(lambda: committed(bootstrap, ns) >= 4_000, 60, "the events after the outage routed")
+        group.check_alive()
+        assert group.processes["router"].pid == router.pid, "the same process, not a restart"
+    seen = routed(bootstrap, ns, expected)
+    assert seen == expected, (sum(seen.values()), len(seen), sum(expected.values()))
