@@ -48,7 +48,7 @@ from herald.ops.launch import HERALD_ARGV
 from herald.ops.pipeline import streams_app_id
 from herald.proving.bench_relay import percentile
 from herald.proving.catalogs import write_catalog
-from herald.proving.cpu_usage import cpu_by_part
+from herald.proving.cpu_usage import cpu_of
 from herald.schemas.catalog import (
     MISSING_NOTIFICATIONS,
     NOTIFICATION_STATUS,
@@ -61,6 +61,11 @@ from herald.schemas.ids import notification_id
 
 # Each processor measured, and the input topic its backlog is on.
 MEASURED = {"router": REGISTRATION_EVENTS, "missing": REGISTRATION_EVENTS, "sessions": SESSION_EVENTS}
+PROCESSOR_NAMES = {"router": "router, a confluent-kafka loop",
+                   "missing": "missing detector, one Faust worker",
+                   "sessions": "session reconciler, one Faust worker"}
+# Each processor's events/s as a share of the decoding consume rate, the goals of issue 21.
+GOALS = {"router": 0.15, "missing": 0.05, "sessions": 0.05}
 DELIVERED_AFTER_S = 1.0  # every other payment's e-tickets are sent this long after it
 
 
@@ -74,9 +79,9 @@ class StreamsBench:
     def topic(self, name: str) -> str:
         return qualified(name, self.settings.namespace)
 
-    def cpu_by_part(self) -> dict[str, float]:
-        """CPU seconds so far: each processor's process by its name, the rest by kind."""
-        return cpu_by_part({p.pid: name.removeprefix("streams-") for name, p in self.group.processes.items()})
+    def processor_cpu(self) -> dict[str, float]:
+        """CPU seconds so far of each processor's process, by the processor's name."""
+        return cpu_of({p.pid: name.removeprefix("streams-") for name, p in self.group.processes.items()})
 
 
 def registration_event(registration_id: str, status: str, occurred_at: datetime | None = None) -> bytes:
@@ -148,12 +153,14 @@ def committed(admin: AdminClient, group_id: str, topic: str) -> int:
 class BacklogTracker:
     """Each processor's progress through the backlog: its rate and its process's CPU per event,
     each from its own first commit to its last (the router may be done before a Faust worker
-    has joined its group)."""
+    has joined its group). A backlog one batch takes whole (`--events` small) is timed from
+    the last look that found nothing committed instead."""
 
     def __init__(self, bench: StreamsBench, count: int) -> None:
         self._bench, self._count = bench, count
         # name -> (when, committed, its process's CPU seconds) at its first commit
         self._first: dict[str, tuple[float, int, float]] = {}
+        self._idle: dict[str, tuple[float, float]] = {}  # name -> (when, CPU) last seen at 0
         self.rates: dict[str, float] = {}
         self._cpu_ms: dict[str, float] = {}
 
@@ -162,17 +169,22 @@ class BacklogTracker:
         return len(self.rates) == len(MEASURED)
 
     def observe(self, progress: dict[str, int], now: float) -> None:
-        cpu: dict[str, float] | None = None
+        cpu = self._bench.processor_cpu()
         for name, done in progress.items():
-            if name in self.rates or done <= 0 or (name in self._first and done < self._count):
+            if name in self.rates:
                 continue
-            cpu = cpu or self._bench.cpu_by_part()
+            if done <= 0:
+                self._idle[name] = (now, cpu.get(name, 0.0))
+                continue
             if name not in self._first:
                 self._first[name] = (now, done, cpu.get(name, 0.0))
             if done >= self._count:
                 started, already, cpu_then = self._first[name]
-                self.rates[name] = (self._count - already) / max(now - started, 1e-3)
-                self._cpu_ms[name] = (cpu.get(name, 0.0) - cpu_then) * 1000 / max(self._count - already, 1)
+                if already >= self._count and name in self._idle:  # all in one batch
+                    (started, cpu_then), already = self._idle[name], 0
+                measured = max(self._count - already, 1)
+                self.rates[name] = measured / max(now - started, 1e-3)
+                self._cpu_ms[name] = (cpu.get(name, 0.0) - cpu_then) * 1000 / measured
 
     def results(self) -> dict[str, Any]:
         results: dict[str, Any] = {f"{name}_eps": eps for name, eps in self.rates.items()}
@@ -333,27 +345,26 @@ def run_bench_streams(settings: Settings, bootstrap: str, events: int, alert_eve
 
 
 def print_bench_streams(results: dict[str, Any]) -> None:
-    raw = float(results["raw_consume_eps"])
-    title = f"herald bench streams ({results['events']:,} events, one Faust worker per processor)"
-    table = Table("measure", "value", "÷ raw consume rate", title=title)
-    table.add_row("raw consume rate of registrations.events (no decoding)", f"{raw:,.0f} events/s", "1.00")
-    decoding = float(results["decoding_consume_eps"])
+    raw, decoding = float(results["raw_consume_eps"]), float(results["decoding_consume_eps"])
+    title = f"herald bench streams ({results['events']:,} events, one process per processor, side by side)"
+    table = Table("measure", "value", "÷ raw consume", "÷ decoding consume (goal)", title=title)
+    table.add_row("raw consume rate of registrations.events (no decoding)", f"{raw:,.0f} events/s",
+                  "1.00", "")
     table.add_row("  the same, decoding each record (Python, fastavro)", f"{decoding:,.0f} events/s",
-                  f"{decoding / raw:.3f}")
+                  f"{decoding / raw:.3f}", "1.00")
+    cpu = results.get("cpu_ms_per_event", {})
     for name in MEASURED:
         eps = float(results[f"{name}_eps"])
-        table.add_row(f"{name} ({MEASURED[name]}), side by side", f"{eps:,.0f} events/s", f"{eps / raw:.4f}")
-    if "cpu_ms_per_event" in results:
-        table.add_row("  CPU per event (ms): " + ", ".join(f"{n} {ms:.2f}" for n, ms in
-                                                            results["cpu_ms_per_event"].items()), "", "")
+        table.add_row(f"{PROCESSOR_NAMES[name]} ({MEASURED[name]}), {cpu.get(name, 0):.3f} ms CPU/event",
+                      f"{eps:,.0f} events/s", f"{eps / raw:.4f}", f"{eps / decoding:.3f} (≥ {GOALS[name]})")
     table.add_row("through all three (the slowest)", f"{results['events_per_s']:,.0f} events/s",
-                  f"{results['events_per_s'] / raw:.4f}")
+                  f"{results['events_per_s'] / raw:.4f}", "")
     table.add_row(f"missing e-ticket: deadline -> alert, p50 ({results['alerts_expected']} alerts)",
-                  f"{results['alert_delay_p50_s']:.2f} s", "")
+                  f"{results['alert_delay_p50_s']:.2f} s", "", "")
     table.add_row("missing e-ticket: deadline -> alert, p99 (goal ≤ 2 s)",
-                  f"{results['alert_delay_p99_s']:.2f} s", "")
+                  f"{results['alert_delay_p99_s']:.2f} s", "", "")
     table.add_row("alerts missed / false (delivered in time, or repeated)",
-                  f"{results['alerts_missed']} / {results['false_alerts']}", "")
-    Console(width=120).print(table)
+                  f"{results['alerts_missed']} / {results['false_alerts']}", "", "")
+    Console(width=130).print(table)
     rounded = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in results.items()}
     print(json.dumps(rounded), flush=True)

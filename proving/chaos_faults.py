@@ -187,7 +187,7 @@ def _scenarios() -> tuple[Scenario, ...]:
         Scenario("relay-kill", "kill -9 of the relay mid-batch, restarted", relay_mid_batch),
         Scenario("delivery-worker-kill", "kill -9 of one of two WhatsApp delivery workers, not restarted",
                  delivery_worker),
-        Scenario("faust-worker-kill", "kill -9 of the Faust router worker, restarted",
+        Scenario("router-kill", "kill -9 of the router mid-batch, restarted",
                  restarted_after_kill("streams", ["streams"])),
         Scenario("broker-stop", "the broker stopped for the outage, then started", broker_stopped,
                  long_fault=True, stops="kafka"),

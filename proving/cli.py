@@ -258,7 +258,7 @@ def _bench_channel(ctx: typer.Context, channel: str, messages: int, latency_ms: 
 @bench.command("streams")
 def bench_streams(
     ctx: typer.Context,
-    events: Annotated[int, typer.Option(help="Registration events in the processors' backlog.")] = 20_000,
+    events: Annotated[int, typer.Option(help="Registration events in the processors' backlog.")] = 100_000,
     alert_events: Annotated[int, typer.Option(help="Verified payments in the alert run (half delivered).")
                             ] = 1_000,
     rate: Annotated[float, typer.Option(help="Verified payments per second in the alert run.")] = 200.0,

@@ -33,6 +33,21 @@ def cpu_by_part(named_pids: Mapping[int, str]) -> dict[str, float]:
     return parts
 
 
+def cpu_of(named_pids: Mapping[int, str]) -> dict[str, float]:
+    """name -> CPU seconds (user + system) of just these processes: cheap enough to read
+    many times a second, where `cpu_by_part` reads every process of the machine."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    spent: dict[str, float] = {}
+    for pid, name in named_pids.items():
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        spent[name] = spent.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return spent
+
+
 def _part_of(pid: int, command: bytes, named_pids: Mapping[int, str]) -> str:
     if pid in named_pids:
         return named_pids[pid]
