@@ -1,11 +1,21 @@
 """A consume-transform-produce checkpoint: finished work and input offsets in one Kafka transaction.
 
-`Checkpoint` owns the worker's transactional producer: it creates it (a fresh transactional.id
-each time, so a dead worker's open transaction is aborted by its timeout), initialises its
+`Checkpoint` owns the worker's transactional producer: it creates it, initialises its
 transactions, begins, produces the outcome records, sends the offsets (bounded, see
-`send_offsets_bounded`), commits, and on failure aborts or replaces the producer. A refused
-transaction is tried once more with the same finished work, for the partitions still owned;
-what is left after that is handed back to the worker, which rewinds it.
+`send_offsets_bounded`), commits, and on failure aborts or replaces the producer.
+
+One transactional.id per checkpoint (a new process gets a new one, so a dead process's open
+transaction is aborted by its timeout). A producer that fails for good is replaced by one
+with the same id, whose `init_transactions` aborts the old one's open transaction and bumps
+the epoch, fencing whatever the old producer still has in flight; the old one's queues are
+purged too. Before, each replacement had a new id and the old producer lived on, unfenced,
+with records queued: one `herald chaos --scenario broker-stop` run ended with a transaction of
+such a producer open on one partition of a request topic, unknown to its coordinator (which
+had aborted the rest of it), and the 277 notifications behind it never delivered. librdkafka
+lacks KIP-890's protection against such late records (librdkafka #5423).
+
+A refused transaction is tried once more with the same finished work, for the partitions still
+owned; what is left after that is handed back to the worker, which rewinds it.
 
 Used by the delivery workers and the router. Every method runs on its caller's Kafka thread.
 """
@@ -109,7 +119,7 @@ class Checkpoint:
                  counts: CommitCounts, clock: Callable[[], float] = time.monotonic) -> None:
         self._consumer = consumer
         self._new_producer = new_producer  # takes a transactional.id
-        self._prefix = transactional_prefix
+        self.transactional_id = f"{transactional_prefix}.{uuid.uuid4().hex[:12]}"
         self._namespace = namespace
         self._timeout_s = transaction_timeout_s
         self._counts = counts
@@ -128,12 +138,12 @@ class Checkpoint:
         if self._producer_ready:
             return True
         if self._producer is None:
-            self._producer = self._new_producer(f"{self._prefix}.{uuid.uuid4().hex[:12]}")
+            self._producer = self._new_producer(self.transactional_id)
         try:
             self._producer.init_transactions(self._timeout_s)
         except KafkaException as exc:  # a timeout may be resumed by calling again; anything else: anew
             if exc.args[0].code() != KafkaError._TIMED_OUT:
-                self._producer = None
+                self._drop_producer()
             log.warning("transactions not ready, committing later (%s)", exc.args[0].str())
             self._retry_at = self._clock() + RETRY_AFTER_S
             return False
@@ -190,4 +200,14 @@ class Checkpoint:
                 return
             except KafkaException:
                 pass
-        self._producer, self._producer_ready = None, False
+        self._drop_producer()
+
+    def _drop_producer(self) -> None:
+        """Forget the producer; nothing it still holds is sent later (the next one, with the same
+        transactional.id, fences it when it initialises)."""
+        producer, self._producer, self._producer_ready = self._producer, None, False
+        if producer is not None:
+            try:
+                producer.purge(in_queue=True, in_flight=True, blocking=False)
+            except (KafkaException, RuntimeError) as exc:  # best effort: the epoch bump fences anyway
+                log.info("purging the dropped producer failed: %s", exc)

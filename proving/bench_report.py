@@ -48,10 +48,12 @@ def bench_commands(quick: bool) -> list[BenchCommand]:
                                          "--seconds", "2", "--scale-records", "400")),
                 BenchCommand("streams", ("bench", "streams", "--events", "2000", "--alert-events", "60",
                                          "--rate", "60", "--sla-s", "2")),
+                BenchCommand("e2e", ("bench", "e2e", "--registrations", "100", "--rate", "50")),
                 *(BenchCommand(f"deliver-{kind}", ("bench", "deliver", "--channel", kind,
                                                    "--messages", "300")) for kind in CHANNEL_BENCHES)]
     return [BenchCommand("baselines", ("bench", "baselines")), BenchCommand("relay", ("bench", "relay")),
             BenchCommand("deliver", ("bench", "deliver")), BenchCommand("streams", ("bench", "streams")),
+            BenchCommand("e2e", ("bench", "e2e")),
             *(BenchCommand(f"deliver-{kind}", ("bench", "deliver", "--channel", kind))
               for kind in CHANNEL_BENCHES)]
 

@@ -272,6 +272,19 @@ def bench_streams(
                                               rate, sla_s))
 
 
+@bench.command("e2e")
+def bench_e2e(
+    ctx: typer.Context,
+    registrations: Annotated[int, typer.Option(help="Registrations verified, paced at --rate.")] = 1_000,
+    rate: Annotated[float, typer.Option(help="Registrations per second (three events each).")] = 100.0,
+) -> None:
+    """Each hop's latency (relay, router, delivery) through the whole pipeline, paced, no faults."""
+    from herald.proving.bench_e2e import print_bench_e2e, run_bench_e2e
+
+    with _prepared(ctx) as (settings, endpoints):
+        print_bench_e2e(run_bench_e2e(settings, endpoints, registrations, rate))
+
+
 @bench.command("baselines")
 def bench_baselines(
     ctx: typer.Context,

@@ -65,7 +65,7 @@ class RouterLoopConfig:
 class RouterLoop:
     def __init__(self, config: RouterLoopConfig, router: Router, consumer: Consumer,
                  new_producer: Callable[[str], Producer]) -> None:
-        self.config = self._config = config
+        self.config = config
         self._router = router
         self._consumer = consumer
         self._read = ReadPositions()
@@ -77,7 +77,7 @@ class RouterLoop:
 
     def run(self, stop: threading.Event) -> RouterStats:
         """Route until `stop` is set; the last batch is committed (or rewound) before leaving."""
-        self._consumer.subscribe(list(self._config.topics), on_assign=self._on_assign,
+        self._consumer.subscribe(list(self.config.topics), on_assign=self._on_assign,
                                  on_revoke=self._on_revoke, on_lost=self._on_lost)
         self.checkpoint.ready()  # its producer now, not at the first event (half a second)
         try:
@@ -93,17 +93,16 @@ class RouterLoop:
         messages = self._fetch()
         if not messages:
             if self._idle_commit.expired():
-                self._idle_commit = Deadline(self._config.idle_commit_s)
+                self._idle_commit = Deadline(self.config.idle_commit_s)
                 return self._commit(self._past_markers(Taken()))
             return True
         return self._commit(self._past_markers(self._route(messages)))
 
     def _fetch(self) -> list[Message]:
-        """Wait briefly for one record, then take what else is already fetched."""
-        first = self._consumer.poll(self._config.poll_timeout_s)
-        if first is None:
-            return []
-        messages = [first, *self._consumer.consume(self._config.max_batch - 1, 0)]
+        """Wait briefly for one record, then take what else is already fetched; note where each
+        partition stands, also when nothing came (a marker may have been read past)."""
+        first = self._consumer.poll(self.config.poll_timeout_s)
+        messages = [] if first is None else [first, *self._consumer.consume(self.config.max_batch - 1, 0)]
         for message in messages:
             if message.error() is None:
                 self._read.handed_over((message.topic(), message.partition()), message.offset())
@@ -114,7 +113,7 @@ class RouterLoop:
         return messages
 
     def _route(self, messages: list[Message]) -> Taken:
-        taken, topics, route = Taken(), self._config.topics, self._router.route
+        taken, topics, route = Taken(), self.config.topics, self._router.route
         produced_at = utc_now_iso()  # one reading of the clock for the batch
         for message in messages:
             if message.error() is not None:
@@ -169,15 +168,15 @@ class RouterLoop:
                 log.info("not rewinding %s[%d]: %s", topic, partition, exc)
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        log.info("%s: partitions assigned: %s", self._config.group, partition_names(partitions))
+        log.info("%s: partitions assigned: %s", self.config.group, partition_names(partitions))
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Between batches: everything routed is committed or rewound already."""
-        log.info("%s: partitions revoked: %s", self._config.group, partition_names(partitions))
+        log.info("%s: partitions revoked: %s", self.config.group, partition_names(partitions))
         self._let_go(partitions)
 
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        log.warning("%s: partitions lost (the group moved on without us): %s", self._config.group,
+        log.warning("%s: partitions lost (the group moved on without us): %s", self.config.group,
                     partition_names(partitions))
         self._let_go(partitions)
 

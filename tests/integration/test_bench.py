@@ -114,3 +114,16 @@ def test_a_bench_on_a_home_where_nothing_runs_stops_what_it_started(base_setting
         assert [s["state"] for s in status["services"]] == ["stopped", "stopped", "stopped"]
     finally:
         subprocess.run([*HERALD, "down"], env=env, capture_output=True, timeout=120)
+
+
+def test_bench_e2e_names_each_hop_and_its_bare_kafka_baseline(settings):
+    before = bench_topics(settings, prefix="bench-e2e")
+    figures = run_bench(settings, [*HERALD, "bench", "e2e", "--registrations", "60", "--rate", "30"])
+    assert (figures["lost"], figures["duplicates"]) == (0, 0)
+    assert set(figures["hops"]) == {"relay", "router", "delivery"}
+    for hop in (*figures["hops"].values(), figures["raw_hop"]):
+        assert 0 < hop["p50_ms"] <= hop["p99_ms"], hop
+    assert figures["hops"]["router"]["samples"] == 120, "both e-tickets of every registration timed"
+    for name, hop in figures["hops"].items():  # a part of each e-ticket's time, so no longer than the whole
+        assert hop["p50_ms"] <= figures["p50_ms"] + 1, name
+    assert bench_topics(settings, prefix="bench-e2e") == before, "the bench left its baseline topic behind"

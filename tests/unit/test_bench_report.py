@@ -23,6 +23,10 @@ RESULTS = {
     "streams": {"raw_consume_eps": 2000.0, "decoding_consume_eps": 1900.0, "router_eps": 1200.0,
                 "missing_eps": 1100.0, "sessions_eps": 1000.0, "events_per_s": 1000.0,
                 "alert_delay_p50_s": 0.6, "alert_delay_p99_s": 2.5, "false_alerts": 0, "alerts_missed": 0},
+    "e2e": {"registrations": 1000, "rate": 100.0, "lost": 0, "duplicates": 0, "p50_ms": 36.0, "p99_ms": 160.0,
+            "hops": {"relay": {"p50_ms": 10.0, "p99_ms": 60.0}, "router": {"p50_ms": 8.0, "p99_ms": 40.0},
+                     "delivery": {"p50_ms": 18.0, "p99_ms": 80.0}},
+            "raw_hop": {"p50_ms": 4.0, "p99_ms": 20.0}, "goal_p50_ms": 40.0, "goal_p99_ms": 150.0},
     "deliver-email-smtp": {"channel": "email-smtp", "messages": 5000, "latency_ms": 20.0,
                            "raw_client_eps": 200.0, "herald_eps": 150.0, "ratio": 0.75, "lost": 0,
                            "duplicates": 0},
@@ -46,6 +50,14 @@ def test_each_figure_stands_beside_its_baseline_with_the_ratio():
     assert ("| campaign of 10,000: commit -> last delivery | 5.00 s (2,000 msg/s) "
             "| raw provider rate 2,500 msg/s | 0.80 |") in report
     assert "| through all three (the slowest) | 1,000 events/s | raw consume | 0.50 |" in report
+
+
+def test_the_e2e_table_names_each_hop_against_one_bare_kafka_hop_and_the_goal():
+    report = render()
+    assert "Command: `herald bench e2e`" in report
+    assert "| event -> request (router), p50 / p99 | 8 / 40 ms | one bare hop | 2.00 / 2.00 |" in report
+    assert ("| end to end, verify commit -> provider, p50 / p99 (1,000 registrations at 100/s) | 36 / 160 ms "
+            "| goal ≤ 40 / 150 ms | missed |") in report
 
 
 def test_the_channel_table_holds_each_kind_against_its_raw_client():

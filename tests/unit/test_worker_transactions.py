@@ -51,6 +51,9 @@ class FakeProducer:
     def abort_transaction(self, timeout: float) -> None:
         self.calls.append("abort")
 
+    def purge(self, in_queue: bool, in_flight: bool, blocking: bool) -> None:
+        self.calls.append("purge")
+
 
 @dataclass
 class FakeConsumer:
@@ -76,9 +79,15 @@ class Clock:
 
 
 def checkpoint_with(producers: list[FakeProducer], consumer: FakeConsumer, timeout_s: float = 5.0,
-                    clock: Clock | None = None) -> tuple[Checkpoint, WorkerStats]:
-    stats = WorkerStats()
-    checkpoint = Checkpoint(consumer, lambda _id: producers.pop(0), transactional_prefix="g", namespace="",
+                    clock: Clock | None = None,
+                    ids: list[str] | None = None) -> tuple[Checkpoint, WorkerStats]:
+    """A checkpoint taking its producers from `producers`; each transactional.id asked goes to `ids`."""
+    stats, asked = WorkerStats(), ids if ids is not None else []
+
+    def new_producer(transactional_id: str) -> FakeProducer:
+        asked.append(transactional_id)
+        return producers.pop(0)
+    checkpoint = Checkpoint(consumer, new_producer, transactional_prefix="g", namespace="",  # type: ignore[arg-type]
                             transaction_timeout_s=timeout_s, counts=stats, clock=clock or Clock())
     return checkpoint, stats
 
@@ -164,7 +173,8 @@ def test_a_send_offsets_blocked_past_its_timeout_drops_the_producer_and_hands_ba
     hanging, consumer = HangingProducer(refusals=0), FakeConsumer([P0])
     replacement = FakeProducer(refusals=0, init_timeouts=1)
     producers: list[FakeProducer] = [hanging, replacement]
-    checkpoint, stats = checkpoint_with(producers, consumer, timeout_s=0.1)
+    ids: list[str] = []
+    checkpoint, stats = checkpoint_with(producers, consumer, timeout_s=0.1, ids=ids)
     assert checkpoint.ready()
     started = time.monotonic()
     try:
@@ -174,5 +184,7 @@ def test_a_send_offsets_blocked_past_its_timeout_drops_the_producer_and_hands_ba
     assert time.monotonic() - started < 5, "the worker waited for the blocked call"
     assert stats.failed_transactions == 1 and stats.transactions == 0
     assert left.first == {P0: 5}, "handed back to be rewound: delivered again"
-    assert producers == [], "a new producer (a new transactional.id) was asked for"
+    assert producers == [], "a new producer was asked for"
+    assert ids[0] == ids[1], "with the same transactional.id: its initialisation fences the old one"
     assert "abort" not in hanging.calls, "a fatal error is not aborted on the old producer"
+    assert "purge" in hanging.calls, "what the old one still held is never sent"

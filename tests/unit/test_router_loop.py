@@ -1,0 +1,128 @@
+"""The router's loop with a fake consumer and producer: one transaction per batch, with the
+requests and each partition's next offset; a batch that cannot commit is sought back and
+routed again; an idle loop commits past trailing transaction markers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from confluent_kafka import TopicPartition
+
+from herald.schemas.codec import encode
+from herald.streams.router import Router
+from herald.streams.router_loop import RouterLoop, RouterLoopConfig
+from tests.catalogs import example
+from tests.unit.test_router import event
+from tests.unit.test_worker_transactions import FakeProducer
+
+TOPIC = "ns.registrations.events"
+
+
+@dataclass
+class FakeMessage:
+    partition_: int
+    offset_: int
+    value_: bytes
+
+    def error(self) -> None:
+        return None
+
+    def topic(self) -> str:
+        return TOPIC
+
+    def partition(self) -> int:
+        return self.partition_
+
+    def offset(self) -> int:
+        return self.offset_
+
+    def key(self) -> bytes:
+        return b"REG-7"
+
+    def value(self) -> bytes:
+        return self.value_
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return []
+
+
+@dataclass
+class FakeConsumer:
+    batches: list[list[FakeMessage]]
+    positions: dict[int, int] = field(default_factory=dict)  # partition -> position after the fetch
+    seeks: list[tuple[int, int]] = field(default_factory=list)
+
+    def poll(self, timeout: float) -> FakeMessage | None:
+        if not self.batches or not self.batches[0]:
+            if self.batches:
+                self.batches.pop(0)
+            return None
+        return self.batches[0].pop(0)
+
+    def consume(self, count: int, timeout: float) -> list[FakeMessage]:
+        rest = self.batches.pop(0) if self.batches else []
+        return rest[:count]
+
+    def assignment(self) -> list[TopicPartition]:
+        return [TopicPartition(TOPIC, p) for p in (0, 1)]
+
+    def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        unknown = -1001  # librdkafka's OFFSET_INVALID
+        return [TopicPartition(TOPIC, tp.partition, self.positions.get(tp.partition, unknown))
+                for tp in partitions]
+
+    def consumer_group_metadata(self) -> object:
+        return object()
+
+    def seek(self, tp: TopicPartition) -> None:
+        self.seeks.append((tp.partition, tp.offset))
+
+
+def verified(offset: int) -> bytes:
+    return encode("herald.RegistrationEvent", {**event("payment_verified"), "event_id": f"e-{offset}"})
+
+
+def loop_with(consumer: FakeConsumer, producer: FakeProducer) -> RouterLoop:
+    config = RouterLoopConfig(group="ns.herald-streams", namespace="ns",
+                              topics={TOPIC: "registrations.events"}, idle_commit_s=0.0)
+    return RouterLoop(config, Router(example()), consumer, lambda _id: producer)  # type: ignore[arg-type]
+
+
+def test_a_batch_is_one_transaction_of_its_requests_and_each_partitions_next_offset():
+    batch = [FakeMessage(0, 5, verified(5)), FakeMessage(1, 9, verified(9)), FakeMessage(0, 6, verified(6))]
+    producer = FakeProducer(refusals=0)
+    loop = loop_with(FakeConsumer([batch], {0: 7, 1: 10}), producer)
+    assert loop.step()
+    assert producer.calls.count("begin") == producer.calls.count("commit") == 1
+    assert sorted(c for c in producer.calls if c.startswith("produce")) == sorted(
+        ["produce ns.notifications.whatsapp", "produce ns.notifications.email"] * 3)
+    assert [(tp.partition, tp.offset) for tp in producer.committed_offsets[0]] == [(0, 7), (1, 10)]
+    assert (loop.stats.consumed, loop.stats.committed, loop.stats.produced) == (3, 3, 6)
+
+
+def test_a_batch_refused_twice_is_sought_back_to_its_first_offsets():
+    batch = [FakeMessage(0, 5, verified(5)), FakeMessage(1, 9, verified(9)), FakeMessage(0, 6, verified(6))]
+    consumer, producer = FakeConsumer([batch]), FakeProducer(refusals=2)
+    loop = loop_with(consumer, producer)
+    assert not loop.step()
+    assert sorted(consumer.seeks) == [(0, 5), (1, 9)]
+    assert (loop.stats.rewound, loop.stats.committed, loop.stats.failed_transactions) == (3, 0, 2)
+
+
+def test_a_broker_that_cannot_initialise_transactions_rewinds_the_batch():
+    consumer, producer = FakeConsumer([[FakeMessage(0, 5, verified(5))]]), FakeProducer(0, init_timeouts=1)
+    loop = loop_with(consumer, producer)
+    assert not loop.step()
+    assert consumer.seeks == [(0, 5)] and producer.calls == []
+
+
+def test_an_idle_loop_commits_past_the_markers_behind_its_last_record():
+    consumer, producer = FakeConsumer([[FakeMessage(0, 5, verified(5))]], {0: 6}), FakeProducer(0)
+    loop = loop_with(consumer, producer)
+    assert loop.step()
+    assert [(tp.partition, tp.offset) for tp in producer.committed_offsets[-1]] == [(0, 6)]
+    consumer.positions[0] = 8  # a transaction's marker (and an aborted record) read past since
+    consumer.batches.append([])  # a fetch that found no record
+    assert loop.step()
+    assert [(tp.partition, tp.offset) for tp in producer.committed_offsets[-1]] == [(0, 8)]
+    assert loop.stats.committed == 1, "an offsets-only commit counts no input"
