@@ -95,9 +95,15 @@ class Settings:
         "How soon a consumer group gives a dead member's partitions to a sibling, in seconds "
         "(6 is the broker's default minimum)."))
     streams_app_id: str = field(default="herald-streams", metadata=_doc(
-        "Faust application id (its consumer group and internal topic prefix)."))
+        "The stream processors' application id: the router's consumer group, and the prefix of "
+        "the Faust processors' groups and internal topics."))
     streams_commit_interval_s: float = field(default=0.2, metadata=_doc(
-        "How often Faust commits; records it derived are published at each commit."))
+        "How often the Faust processors commit; records they derived are published at each "
+        "commit (the router commits each batch it routes)."))
+    streams_monitor_nice: int = field(default=10, metadata=_doc(
+        "CPU priority (Unix nice, 0-19) of the Faust processors (missing detector, session "
+        "reconciler, status counts): they are on no notification's path, so under contention "
+        "the relay, router and delivery run first; 0 treats them alike."))
     missing_scan_interval_s: float = field(default=1.0, metadata=_doc(
         "How often each streams worker looks for deadlines passed in its partitions, in seconds."))
     status_stats_flush_interval_s: float = field(default=1.0, metadata=_doc(

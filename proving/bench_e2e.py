@@ -46,7 +46,10 @@ def raw_hop_ms(bootstrap: str, rate: float, count: int) -> dict[str, Any]:
 
     def receive() -> None:
         while not done.is_set() or len(delays) < count:
-            for message in consumer.consume(500, 0.1):
+            # One record waited for, then what is already fetched: consume(n, timeout) would wait
+            # for n records or the whole timeout, and time its own batching instead of Kafka.
+            first = consumer.poll(0.1)
+            for message in [first, *consumer.consume(500, 0)] if first is not None else []:
                 if message.error() is None:
                     delays.append(time.time() * 1000 - message.timestamp()[1])
             if done.is_set() and len(delays) >= count:
