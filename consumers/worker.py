@@ -30,15 +30,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from herald.consumers import event_loop
 from herald.consumers.commits import caught_up
 from herald.consumers.inflight import Entry, InFlight
 from herald.infra.checkpoint import Checkpoint, Partition, Taken
 from herald.infra.deadline import Deadline
-from herald.infra.kafka_io import partition_names
-from herald.infra.read_positions import ReadPositions
+from herald.infra.kafka_io import fetch_batch, partition_names, seek_back
+from herald.infra.read_positions import ReadPositions, note_fetched
 from herald.schemas.catalog import qualified
 from herald.schemas.headers import from_kafka
 from herald.schemas.records import OutgoingRecord, SourceRecord, dead_letter
@@ -177,21 +177,9 @@ class DeliveryWorker:
 
     def _fetch(self, room: int) -> list[Message]:
         """Kafka thread: wait briefly for one record, then take what else is already fetched."""
-        first = self._consumer.poll(0.1)
-        messages = [] if first is None else [first, *(
-            self._consumer.consume(min(room, 500) - 1, 0) if room > 1 else [])]
-        self._note_positions(messages)
+        messages = fetch_batch(self._consumer, min(room, 500), 0.1)
+        note_fetched(self._read, self._consumer, messages)
         return messages
-
-    def _note_positions(self, messages: list[Message]) -> None:
-        """Kafka thread, right after a fetch: what it handed over and where each partition stands."""
-        for message in messages:
-            if message.error() is None:
-                self._read.handed_over((message.topic(), message.partition()), message.offset())
-        assignment = self._consumer.assignment()
-        for tp in self._consumer.position(assignment) if assignment else ():
-            if tp.offset >= 0:
-                self._read.reached((tp.topic, tp.partition), tp.offset)
 
     async def _dispatch(self, messages: list[Message]) -> None:
         pauses: dict[Partition, tuple[int, float]] = {}
@@ -298,12 +286,9 @@ class DeliveryWorker:
         log.info("rewinding %s to their first uncommitted offsets", sorted(first.items()))
         self._void(self._inflight.drop(first))
         self._read.forget(first)
-        for (topic, partition), offset in first.items():
-            self._due.pop((topic, partition), None)
-            try:
-                self._consumer.seek(TopicPartition(topic, partition, offset))
-            except KafkaException as exc:  # no longer ours: the new owner reads from the commit
-                log.info("not rewinding %s[%d]: %s", topic, partition, exc)
+        for partition in first:
+            self._due.pop(partition, None)
+        seek_back(self._consumer, first, log)
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("%s: partitions assigned: %s", self._config.consumer_group, partition_names(partitions))

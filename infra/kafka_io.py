@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from herald.infra.deadline import Deadline
 
@@ -183,3 +183,24 @@ def produce_in_transaction(producer: Producer, records: Iterable[Record]) -> int
                 producer.poll(0.1)  # bounded: queued records are sent or fail within their timeout
         count += 1
     return count
+
+
+def fetch_batch(consumer: Consumer, max_records: int, timeout_s: float) -> list[Message]:
+    """Wait up to `timeout_s` for one record, then take what else is already fetched (up to
+    `max_records` in all): one record alone at a trickle, a full batch from a backlog.
+    `consume(n, timeout)` alone would wait for n records or the whole timeout."""
+    first = consumer.poll(timeout_s)
+    if first is None:
+        return []
+    return [first, *consumer.consume(max_records - 1, 0)] if max_records > 1 else [first]
+
+
+def seek_back(consumer: Consumer, offsets: Mapping[tuple[str, int], int], logger: logging.Logger) -> None:
+    """Seek each (topic, partition) to its offset, to read it again; one no longer assigned is
+    left to its new owner, which reads from the committed offset."""
+    for (topic, partition), offset in offsets.items():
+        try:
+            consumer.seek(TopicPartition(topic, partition, offset))
+        except KafkaException as exc:
+            logger.info("not rewinding %s[%d]: %s", topic, partition, exc)
+

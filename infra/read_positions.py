@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Hashable, Iterable
+from typing import Any
 
 Partition = Hashable  # (topic, partition) for confluent-kafka, a TP for Faust
 
@@ -61,3 +62,16 @@ class ReadPositions:
         if known is not None and known[0] <= offset < known[1]:
             return known[1]
         return offset
+
+
+def note_fetched(read: ReadPositions, consumer: Any, messages: list[Any]) -> None:
+    """Right after a confluent-kafka fetch: what it handed over, and where each assigned partition
+    stands (also when nothing came: a marker may have been read past)."""
+    for message in messages:
+        if message.error() is None:
+            read.handed_over((message.topic(), message.partition()), message.offset())
+    assignment = consumer.assignment()
+    for tp in consumer.position(assignment) if assignment else ():
+        if tp.offset >= 0:
+            read.reached((tp.topic, tp.partition), tp.offset)
+

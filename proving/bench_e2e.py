@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from herald.infra.catalogs import open_catalog
-from herald.infra.kafka_io import RDKAFKA_LOG, producer_config
+from herald.infra.kafka_io import RDKAFKA_LOG, fetch_batch, producer_config
 from herald.infra.provisioning import delete_namespace_topics, provision_topics
 from herald.infra.services import Endpoints
 from herald.infra.settings import Settings
@@ -46,10 +46,7 @@ def raw_hop_ms(bootstrap: str, rate: float, count: int) -> dict[str, Any]:
 
     def receive() -> None:
         while not done.is_set() or len(delays) < count:
-            # One record waited for, then what is already fetched: consume(n, timeout) would wait
-            # for n records or the whole timeout, and time its own batching instead of Kafka.
-            first = consumer.poll(0.1)
-            for message in [first, *consumer.consume(500, 0)] if first is not None else []:
+            for message in fetch_batch(consumer, 500, 0.1):  # never waits for a batch to fill
                 if message.error() is None:
                     delays.append(time.time() * 1000 - message.timestamp()[1])
             if done.is_set() and len(delays) >= count:

@@ -25,12 +25,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from herald.infra.checkpoint import Checkpoint, Partition, Taken
 from herald.infra.deadline import Deadline
-from herald.infra.kafka_io import partition_names
-from herald.infra.read_positions import ReadPositions
+from herald.infra.kafka_io import fetch_batch, partition_names, seek_back
+from herald.infra.read_positions import ReadPositions, note_fetched
 from herald.schemas.headers import from_kafka, utc_now_iso
 from herald.schemas.records import SourceRecord
 from herald.streams.router import Router
@@ -101,15 +101,8 @@ class RouterLoop:
     def _fetch(self) -> list[Message]:
         """Wait briefly for one record, then take what else is already fetched; note where each
         partition stands, also when nothing came (a marker may have been read past)."""
-        first = self._consumer.poll(self.config.poll_timeout_s)
-        messages = [] if first is None else [first, *self._consumer.consume(self.config.max_batch - 1, 0)]
-        for message in messages:
-            if message.error() is None:
-                self._read.handed_over((message.topic(), message.partition()), message.offset())
-        assignment = self._consumer.assignment()
-        for tp in self._consumer.position(assignment) if assignment else ():
-            if tp.offset >= 0:
-                self._read.reached((tp.topic, tp.partition), tp.offset)
+        messages = fetch_batch(self._consumer, self.config.max_batch, self.config.poll_timeout_s)
+        note_fetched(self._read, self._consumer, messages)
         return messages
 
     def _route(self, messages: list[Message]) -> Taken:
@@ -161,11 +154,7 @@ class RouterLoop:
         """Seek the batch's partitions back to its first offsets: it is fetched and routed again."""
         self.stats.rewound += taken.input_count
         self._read.forget(taken.first)
-        for (topic, partition), offset in taken.first.items():
-            try:
-                self._consumer.seek(TopicPartition(topic, partition, offset))
-            except KafkaException as exc:  # no longer ours: the new owner reads from the commit
-                log.info("not rewinding %s[%d]: %s", topic, partition, exc)
+        seek_back(self._consumer, taken.first, log)
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("%s: partitions assigned: %s", self.config.group, partition_names(partitions))
