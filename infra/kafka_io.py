@@ -203,4 +203,3 @@ def seek_back(consumer: Consumer, offsets: Mapping[tuple[str, int], int], logger
             consumer.seek(TopicPartition(topic, partition, offset))
         except KafkaException as exc:
             logger.info("not rewinding %s[%d]: %s", topic, partition, exc)
-

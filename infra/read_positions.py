@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Hashable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from confluent_kafka import Consumer, Message
 
 Partition = Hashable  # (topic, partition) for confluent-kafka, a TP for Faust
 
@@ -64,7 +67,7 @@ class ReadPositions:
         return offset
 
 
-def note_fetched(read: ReadPositions, consumer: Any, messages: list[Any]) -> None:
+def note_fetched(read: ReadPositions, consumer: Consumer, messages: list[Message]) -> None:
     """Right after a confluent-kafka fetch: what it handed over, and where each assigned partition
     stands (also when nothing came: a marker may have been read past)."""
     for message in messages:
@@ -74,4 +77,3 @@ def note_fetched(read: ReadPositions, consumer: Any, messages: list[Any]) -> Non
     for tp in consumer.position(assignment) if assignment else ():
         if tp.offset >= 0:
             read.reached((tp.topic, tp.partition), tp.offset)
-

@@ -290,7 +290,8 @@ def run_router_stage(settings: Settings, catalog: Catalog, stop: threading.Event
     run_router(loop, stop, _names(settings, *stream_outputs(catalog)["router"]))
 
 
-def run_streams(settings: Settings, catalog: Catalog, processor: str = "router") -> None:
+def run_streams(settings: Settings, catalog: Catalog, processor: str) -> None:
+    """One Faust processor (missing, sessions, status); the router is `run_router_stage`."""
     import faust
 
     from herald.streams.app import changelog_topics, create_app

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import time
 import uuid
 from collections.abc import Callable
@@ -47,7 +46,7 @@ from herald.proving.demo_faults import (
     finish_report,
     with_demo_retries,
 )
-from herald.proving.demo_hops import HOP_NAMES, hop_latencies
+from herald.proving.demo_hops import HOP_NAMES, hop_latencies, p50_p99
 from herald.proving.simulators.network import SimulatorNetwork
 from herald.schemas.catalog import consumer_group, notification_topic, qualified
 from herald.schemas.catalog_model import Catalog
@@ -255,8 +254,7 @@ def count_result(result: DemoResult, ids: list[str], network: SimulatorNetwork,
                                        for rid, ms in per_registration.items()}
         latencies += [at - verified_at_ms[rid] for rid, at in result.accepted_ms[channel].items()]
     if latencies:
-        result.p50_ms = statistics.median(latencies)
-        result.p99_ms = statistics.quantiles(latencies, n=100)[98] if len(latencies) > 1 else latencies[0]
+        result.p50_ms, result.p99_ms = p50_p99(latencies)
 
 
 def database_counts(database_url: str, prefix: str) -> tuple[dict[str, float], int]:

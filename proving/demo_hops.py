@@ -87,6 +87,12 @@ def hop_latencies(bootstrap: str, namespace: str, channels: Iterable[str], commi
     return {hop: summary(values) for hop, values in samples.items() if values}
 
 
-def summary(values: list[float]) -> dict[str, Any]:
+def p50_p99(values: list[float]) -> tuple[float, float]:
+    """The median and the 99th percentile (the one value, when there is one)."""
     p99 = statistics.quantiles(values, n=100)[98] if len(values) > 1 else values[0]
-    return {"p50_ms": round(statistics.median(values), 1), "p99_ms": round(p99, 1), "samples": len(values)}
+    return statistics.median(values), p99
+
+
+def summary(values: list[float]) -> dict[str, Any]:
+    p50, p99 = p50_p99(values)
+    return {"p50_ms": round(p50, 1), "p99_ms": round(p99, 1), "samples": len(values)}

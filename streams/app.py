@@ -34,13 +34,11 @@ from herald.streams.status_agents import add_status_stats
 log = logging.getLogger(__name__)
 
 # The router holds no state and runs as a transactional confluent-kafka loop
-# (`streams.router_loop`), twenty times the events per second of a Faust agent; the stateful
-# processors are Faust apps.
+# (`streams.router_loop`): 21,140 events/s at 0.029 ms of CPU each, against 1,246 at 0.299 as a
+# Faust agent (herald bench streams). The stateful processors are Faust apps, each of its own
+# (consumer group and process), so a slow or restarting monitor never holds up another: sharing
+# one event loop with the router, the detector raised the demo's latency from 91 ms to 8.9 s.
 FAUST_PROCESSORS = tuple(p for p in STREAM_PROCESSORS if p != "router")
-
-# Each processor is an app of its own (its own consumer group and process), so a slow or
-# restarting monitor never holds up another: sharing one event loop with the router, the
-# detector raised the demo's notification latency from 91 ms to 8.9 s.
 
 
 def changelog_topics(app: faust.App) -> tuple[TopicSpec, ...]:

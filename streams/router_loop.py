@@ -1,7 +1,7 @@
 """The router as a transactional consume-transform-produce loop on confluent-kafka.
 
-The router holds no state, so it need not be a Faust app: a loop on librdkafka routes
-twenty times as many events per second for the same CPU (`herald bench streams`). Each
+The router holds no state, so it need not be a Faust app: on librdkafka it spends a tenth of
+the CPU per event a Faust agent did (0.029 against 0.299 ms, `herald bench streams`). Each
 batch is one Kafka transaction (`Checkpoint`): the requests it derived and its input
 offsets commit together or not at all, so a router killed mid-batch neither loses nor
 repeats a request, and it reads committed records only.
