@@ -9,10 +9,11 @@ import time
 import uuid
 from collections import Counter
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from herald.examples.registrations.app import TOPIC as REGISTRATION_EVENTS
 from herald.infra.kafka_io import RDKAFKA_LOG, producer_config
+from herald.infra.kafka_views import COORDINATOR_NOT_READY
 from herald.infra.processes import ProcessGroup
 from herald.infra.provisioning import provision_topics
 from herald.schemas.catalog import notification_topic, qualified, stream_processor_group, topic_catalog
@@ -60,6 +61,10 @@ def committed(bootstrap: str, namespace: str) -> int:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         offsets = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
         return sum(max(tp.offset, 0) for tp in offsets)
+    except KafkaException as exc:  # a broker just started: nothing committed is known yet
+        if exc.args[0].code() not in COORDINATOR_NOT_READY:
+            raise
+        return 0
     finally:
         consumer.close()
 
