@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from herald.consumers.commits import PendingOffsets
 from herald.infra.deadline import Deadline
-from herald.infra.kafka_io import logged_rebalances, produce_confirmed
+from herald.infra.kafka_io import logged_rebalances, produce_confirmed, records_only
 from herald.producers.sessions import update_session
 from herald.schemas.catalog import SESSION_CORRECTIONS, qualified
 from herald.schemas.codec import UndecodableRecord, decode_expecting
@@ -78,7 +78,7 @@ class CorrectionApplier:
                                  **logged_rebalances(log, f"corrections {self.handler.topic}"))
         try:
             while not stop.is_set():
-                messages = [m for m in self._consumer.consume(200, 0.5) if m.error() is None]
+                messages = records_only(self._consumer.consume(200, 0.5))
                 if messages:
                     self._apply_batch(messages)
                     self._pending.finished(messages)

@@ -23,7 +23,7 @@ from confluent_kafka import Consumer, Message
 from sqlalchemy.dialects.postgresql import insert
 
 from herald.consumers.commits import PendingOffsets, caught_up
-from herald.infra.kafka_io import logged_rebalances
+from herald.infra.kafka_io import logged_rebalances, records_only
 from herald.schemas import headers as h
 from herald.schemas.catalog import DLQ_INDEX_STAGE, qualified
 from herald.schemas.codec import UndecodableRecord, decode
@@ -106,7 +106,7 @@ class DeadLetterIndexer:
         self._consumer.subscribe(list(self._catalog_names), **logged_rebalances(log, "dlq index"))
         try:
             while not stop.is_set():
-                messages = [m for m in self._consumer.consume(500, 0.5) if m.error() is None]
+                messages = records_only(self._consumer.consume(500, 0.5))
                 if messages:
                     self._index(messages)
                     self._pending.finished(messages)

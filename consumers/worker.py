@@ -37,7 +37,7 @@ from herald.consumers.commits import caught_up
 from herald.consumers.inflight import Entry, InFlight
 from herald.infra.checkpoint import Checkpoint, Partition, Taken
 from herald.infra.deadline import Deadline
-from herald.infra.kafka_io import fetch_batch, partition_names, seek_back
+from herald.infra.kafka_io import fail_on_fatal, fetch_batch, partition_names, seek_back
 from herald.infra.read_positions import ReadPositions, note_fetched
 from herald.schemas.catalog import qualified
 from herald.schemas.headers import from_kafka
@@ -78,6 +78,7 @@ class WorkerConfig:
     transaction_timeout_s: float = 30.0
     settle_timeout_s: float = 15.0  # revoked partitions' in-flight work may finish this long
     shutdown_timeout_s: float = 15.0
+    instance_id: str = ""  # the process's static identity, if it has one (see Checkpoint)
 
 
 class DeliveryWorker:
@@ -98,7 +99,7 @@ class DeliveryWorker:
         self._refill: asyncio.Event | None = None  # of the running loop (`_main`)
         self.stats = WorkerStats()
         self.checkpoint = Checkpoint(consumer, new_producer, transactional_prefix=config.consumer_group,
-                                     namespace=config.namespace,
+                                     instance_id=config.instance_id, namespace=config.namespace,
                                      transaction_timeout_s=config.transaction_timeout_s, counts=self.stats)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -184,9 +185,10 @@ class DeliveryWorker:
     async def _dispatch(self, messages: list[Message]) -> None:
         pauses: dict[Partition, tuple[int, float]] = {}
         for message in messages:
-            if message.error() is not None:
+            if (error := message.error()) is not None:
+                fail_on_fatal(error)
                 self.stats.consumer_errors += 1
-                log.warning("consumer error: %s", message.error())
+                log.warning("consumer error: %s", error)
                 continue
             partition = (message.topic(), message.partition())
             if partition in pauses:

@@ -4,15 +4,19 @@
 transactions, begins, produces the outcome records, sends the offsets (bounded, see
 `send_offsets_bounded`), commits, and on failure aborts or replaces the producer.
 
-One transactional.id per checkpoint (a new process gets a new one, so a dead process's open
-transaction is aborted by its timeout). A producer that fails for good is replaced by one
-with the same id, whose `init_transactions` aborts the old one's open transaction and bumps
-the epoch, fencing whatever the old producer still has in flight; the old one's queues are
-purged too. Before, each replacement had a new id and the old producer lived on, unfenced,
-with records queued: one `herald chaos --scenario broker-stop` run ended with a transaction of
-such a producer open on one partition of a request topic, unknown to its coordinator (which
-had aborted the rest of it), and the 277 notifications behind it never delivered. librdkafka
-lacks KIP-890's protection against such late records (librdkafka #5423).
+One transactional.id per checkpoint. A process with an instance id (a static group member)
+keeps it across restarts, so its restarted self aborts the dead one's open transaction when it
+initialises, and readers of the outputs wait for nothing; without one, a new process gets a
+new id, and a dead process's open transaction is aborted by its timeout.
+
+A producer that fails for good is replaced by one with the same id, whose `init_transactions`
+aborts the old one's open transaction and bumps the epoch, fencing whatever the old producer
+still has in flight; the old one's queues are purged too. Before, each replacement had a new id
+and the old producer lived on, unfenced, with records queued: one `herald chaos --scenario
+broker-stop` run ended with a transaction of such a producer open on one partition of a request
+topic, unknown to its coordinator (which had aborted the rest of it), and the 277 notifications
+behind it never delivered. librdkafka lacks KIP-890's protection against such late records
+(librdkafka #5423).
 
 A refused transaction is tried once more with the same finished work, for the partitions still
 owned; what is left after that is handed back to the worker, which rewinds it.
@@ -116,10 +120,11 @@ def send_offsets_bounded(producer: Producer, offsets: list[TopicPartition], grou
 class Checkpoint:
     def __init__(self, consumer: GroupMember, new_producer: Callable[[str], Producer], *,
                  transactional_prefix: str, namespace: str, transaction_timeout_s: float,
-                 counts: CommitCounts, clock: Callable[[], float] = time.monotonic) -> None:
+                 counts: CommitCounts, instance_id: str = "",
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._consumer = consumer
         self._new_producer = new_producer  # takes a transactional.id
-        self.transactional_id = f"{transactional_prefix}.{uuid.uuid4().hex[:12]}"
+        self.transactional_id = f"{transactional_prefix}.{instance_id or uuid.uuid4().hex[:12]}"
         self._namespace = namespace
         self._timeout_s = transaction_timeout_s
         self._counts = counts

@@ -74,6 +74,41 @@ def consumer_config(bootstrap: str, group_id: str, **overrides: Any) -> dict[str
     return config
 
 
+def membership_config(session_timeout_s: float, instance_id: str = "", client_id: str = "") -> dict[str, Any]:
+    """How a long-lived member of a group shows it is alive, and who it is.
+
+    With `instance_id` it is a static member (KIP-345): rejoining under the same id (after a
+    restart, or a broker outage that expired its session on our side) it is given its
+    partitions back at once; a new dynamic member would wait until the group expired the
+    one it replaced, a session timeout after the broker came back."""
+    config: dict[str, Any] = {"session.timeout.ms": int(session_timeout_s * 1000),
+                              "heartbeat.interval.ms": min(1000, int(session_timeout_s * 1000) // 3)}
+    if instance_id:
+        config["group.instance.id"] = instance_id
+    if client_id:
+        config["client.id"] = client_id  # names the process, so ops (and the bench) find a member's pid
+    return config
+
+
+def fail_on_fatal(error: KafkaError) -> None:
+    """Raise a fatal client error (another process joined under our instance id, say): the
+    consumer can do nothing more, so its loop must end, not log it forever."""
+    if error.fatal():
+        raise KafkaException(error)
+
+
+def records_only(messages: Iterable[Message]) -> list[Message]:
+    """The records among what a consumer returned; an error among them is dropped (librdkafka
+    retries and logs it) unless fatal, which is raised."""
+    records = []
+    for message in messages:
+        if (error := message.error()) is None:
+            records.append(message)
+        else:
+            fail_on_fatal(error)
+    return records
+
+
 def partition_names(partitions: Iterable[Any]) -> str:
     """`topic[0,1,2], other[5]`: a rebalance's partitions (anything with .topic and .partition:
     librdkafka's, Faust's), short enough for one log line."""

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from herald.infra.deadline import Deadline
+from herald.infra.settings import env_name
 
 
 class ServiceError(RuntimeError):
@@ -101,7 +102,11 @@ def tail(path: Path, lines: int = 20) -> str:
 
 
 class ProcessGroup:
-    """Child processes started together and stopped together, each logging to its own file."""
+    """Child processes started together and stopped together, each logging to its own file.
+
+    Like a supervisor, it names each process, and a process started again under its name keeps
+    it: that name (with the host's) is the process's instance id, so its consumers rejoin their
+    groups as the static members they were."""
 
     def __init__(self, log_dir: Path, env: Mapping[str, str]) -> None:
         self._log_dir = log_dir
@@ -111,7 +116,8 @@ class ProcessGroup:
     def start(self, name: str, argv: Sequence[str]) -> subprocess.Popen[bytes]:
         log_path = self.log_path(name)
         log_path.unlink(missing_ok=True)
-        process = spawn(argv, log_path, env=self.env)
+        env = {**self.env, env_name("instance_id"): f"{socket.gethostname()}-{name}"}
+        process = spawn(argv, log_path, env=env)
         self.processes[name] = process
         return process
 

@@ -94,6 +94,13 @@ class Settings:
     kafka_session_timeout_s: float = field(default=6.0, metadata=_doc(
         "How soon a consumer group gives a dead member's partitions to a sibling, in seconds "
         "(6 is the broker's default minimum)."))
+    instance_id: str = field(default="", metadata=_doc(
+        "This process's name among its stage's processes, unique and kept across restarts (a "
+        "StatefulSet pod's name, a systemd unit's instance). When set, the router's and the "
+        "delivery workers' consumers join their groups as static members (KIP-345): restarted, "
+        "or back after a broker outage, they take their partitions back at once instead of "
+        "waiting out the session timeout of their former selves. A process that stops is not "
+        "replaced in its group before that timeout. Unset: dynamic members."))
     streams_app_id: str = field(default="herald-streams", metadata=_doc(
         "The stream processors' application id: the router's consumer group, and the prefix of "
         "the Faust processors' groups and internal topics."))

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from confluent_kafka import Consumer, Producer
 
 from herald.infra.exit_deadline import arm_exit_deadline, serve_http
-from herald.infra.kafka_io import consumer_config, producer_config
+from herald.infra.kafka_io import consumer_config, membership_config, producer_config
 from herald.infra.kafka_views import group_views
 from herald.infra.logs import log_start, log_stop
 from herald.infra.processes import ServiceError
@@ -370,8 +370,8 @@ def run_corrections(settings: Settings, catalog: Catalog, stop: threading.Event)
     threads = []
     for handler in handlers:
         group = consumer_group(CORRECTIONS_STAGE, handler.topic, settings.namespace)
-        consumer = Consumer(consumer_config(endpoints.kafka_bootstrap, group, **{
-            "session.timeout.ms": int(settings.kafka_session_timeout_s * 1000)}))
+        consumer = Consumer(consumer_config(endpoints.kafka_bootstrap, group, **membership_config(
+            settings.kafka_session_timeout_s, settings.instance_id)))
         producer = Producer(producer_config(endpoints.kafka_bootstrap, 30))  # for dead letters
         applier = CorrectionApplier(consumer, producer, engine, settings.namespace, handler)
         threads.append(threading.Thread(target=applier.run, args=(stop,), name=handler.topic))
@@ -406,8 +406,9 @@ def run_dlq_index(settings: Settings, catalog: Catalog, stop: threading.Event, d
     use_schema_registry(settings, catalog)
     engine = sa.create_engine(endpoints.database_url, pool_pre_ping=True)
     group = consumer_group(INDEX_STAGE, "dlq", settings.namespace)
-    consumer = Consumer(consumer_config(endpoints.kafka_bootstrap, group, **{
-        "session.timeout.ms": int(settings.kafka_session_timeout_s * 1000)}))
+    # A drain is a one-off run beside the long-lived indexer: never under its instance id.
+    consumer = Consumer(consumer_config(endpoints.kafka_bootstrap, group, **membership_config(
+        settings.kafka_session_timeout_s, "" if drain else settings.instance_id)))
     log_start(log, "dlq index", consumes=_names(settings, *dead_letter_topics(catalog)),
               produces=["the dead_letters table"], groups=[group])
     try:

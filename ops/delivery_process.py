@@ -21,7 +21,7 @@ from herald.consumers.retry_policy import Jitter, RetryPolicy
 from herald.consumers.session_directory import SessionDirectory, SessionFeed
 from herald.consumers.worker import DeliveryWorker, WorkerConfig, WorkerStats
 from herald.infra.deadline import Deadline
-from herald.infra.kafka_io import consumer_config, transactional_producer_config
+from herald.infra.kafka_io import consumer_config, membership_config, transactional_producer_config
 from herald.infra.settings import Settings
 from herald.schemas.catalog import (
     RETRY_TIERS,
@@ -135,15 +135,12 @@ class DeliveryProcess:
                               commit_interval_s=settings.delivery_commit_interval_s,
                               transaction_timeout_s=settings.delivery_transaction_timeout_s,
                               settle_timeout_s=settings.delivery_timeout_s + 2,
-                              shutdown_timeout_s=settings.delivery_timeout_s + 2)
-        consumer = Consumer(consumer_config(
-            self._bootstrap, group, **{"session.timeout.ms": int(settings.kafka_session_timeout_s * 1000),
-                                       # fetch.wait.max.ms stays librdkafka's 500: the broker answers a
-                                       # waiting fetch as soon as a record arrives, and a 10 ms wait
-                                       # cost the broker 14 % of a core with every worker idle.
-                                       "heartbeat.interval.ms": 1000,
-                                       # Names the process, so ops (and the bench) find a member's pid.
-                                       "client.id": f"herald-deliver-{os.getpid()}"}))
+                              shutdown_timeout_s=settings.delivery_timeout_s + 2,
+                              instance_id=settings.instance_id)
+        # fetch.wait.max.ms stays librdkafka's 500: the broker answers a waiting fetch as soon
+        # as a record arrives, and a 10 ms wait cost the broker 14 % of a core with every worker idle.
+        consumer = Consumer(consumer_config(self._bootstrap, group, **membership_config(
+            settings.kafka_session_timeout_s, settings.instance_id, f"herald-deliver-{os.getpid()}")))
         handler = ChannelDelivery(self._channel, group, self._policy, self._provider())
         self.handlers[topic] = handler
         worker = DeliveryWorker(config, consumer, self._new_producer, handler)

@@ -8,7 +8,7 @@ import threading
 
 from confluent_kafka import Consumer, Producer
 
-from herald.infra.kafka_io import consumer_config, transactional_producer_config
+from herald.infra.kafka_io import consumer_config, membership_config, transactional_producer_config
 from herald.infra.logs import log_start, log_stop
 from herald.infra.settings import Settings
 from herald.schemas.catalog import event_topics, qualified, stream_processor_group
@@ -23,11 +23,10 @@ def build_router(settings: Settings, catalog: Catalog, bootstrap: str) -> Router
     namespace = settings.namespace
     group = stream_processor_group(settings.streams_app_id, "router", namespace)
     config = RouterLoopConfig(group=group, namespace=namespace,
-                              topics={qualified(t, namespace): t for t in event_topics(catalog)})
-    consumer = Consumer(consumer_config(bootstrap, group, **{
-        "session.timeout.ms": int(settings.kafka_session_timeout_s * 1000),
-        "heartbeat.interval.ms": 1000,
-        "client.id": f"herald-router-{os.getpid()}"}))  # names the process, for ops and the bench
+                              topics={qualified(t, namespace): t for t in event_topics(catalog)},
+                              instance_id=settings.instance_id)
+    consumer = Consumer(consumer_config(bootstrap, group, **membership_config(
+        settings.kafka_session_timeout_s, settings.instance_id, f"herald-router-{os.getpid()}")))
 
     def new_producer(transactional_id: str) -> Producer:
         timeout_s = config.transaction_timeout_s

@@ -29,7 +29,7 @@ from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from herald.infra.checkpoint import Checkpoint, Partition, Taken
 from herald.infra.deadline import Deadline
-from herald.infra.kafka_io import fetch_batch, partition_names, seek_back
+from herald.infra.kafka_io import fail_on_fatal, fetch_batch, partition_names, seek_back
 from herald.infra.read_positions import ReadPositions, note_fetched
 from herald.schemas.headers import from_kafka, utc_now_iso
 from herald.schemas.records import SourceRecord
@@ -60,6 +60,7 @@ class RouterLoopConfig:
     poll_timeout_s: float = 0.1  # how long an idle loop waits for a first record
     transaction_timeout_s: float = 10.0  # also how long a killed router's open batch blocks readers
     idle_commit_s: float = 1.0  # how often an idle loop commits its offsets past trailing markers
+    instance_id: str = ""  # the process's static identity, if it has one (see Checkpoint)
 
 
 class RouterLoop:
@@ -71,7 +72,7 @@ class RouterLoop:
         self._read = ReadPositions()
         self.stats = RouterStats()
         self.checkpoint = Checkpoint(consumer, new_producer, transactional_prefix=config.group,
-                                     namespace=config.namespace,
+                                     instance_id=config.instance_id, namespace=config.namespace,
                                      transaction_timeout_s=config.transaction_timeout_s, counts=self.stats)
         self._idle_commit = Deadline(config.idle_commit_s)
 
@@ -109,9 +110,10 @@ class RouterLoop:
         taken, topics, route = Taken(), self.config.topics, self._router.route
         produced_at = utc_now_iso()  # one reading of the clock for the batch
         for message in messages:
-            if message.error() is not None:
+            if (error := message.error()) is not None:
+                fail_on_fatal(error)
                 self.stats.consumer_errors += 1
-                log.warning("consumer error: %s", message.error())
+                log.warning("consumer error: %s", error)
                 continue
             topic, partition, offset = message.topic(), message.partition(), message.offset()
             key = (topic, partition)

@@ -1,6 +1,7 @@
-"""The router's transactional loop, broken on purpose: a kill -9 mid-batch, a rebalance between
-two routers mid-stream, the broker stopped for 60 s. Each time every request is counted on the
-request topics, read_committed: none lost, none twice."""
+"""The router's transactional loop, broken on purpose: a kill -9 mid-batch (a new router taking
+over, or the same one restarted), a rebalance between two routers mid-stream, the broker stopped
+for 60 s. Each time every request is counted on the request topics, read_committed: none lost,
+none twice."""
 
 from __future__ import annotations
 
@@ -95,6 +96,25 @@ def test_a_router_killed_mid_batch_routes_every_request_exactly_once(settings, l
         assert 0 < at_kill < 30_000, "killed mid-stream"
         group.start("router-2", [*HERALD, "streams"])
         wait_until(lambda: committed(bootstrap, ns) >= 30_000, 90, "the rest routed by the second router")
+    seen = routed(bootstrap, ns, expected)
+    assert seen == expected, (sum(seen.values()), len(seen), sum(expected.values()))
+    assert max(seen.values()) == 1
+
+
+def test_a_router_restarted_under_its_name_takes_its_partitions_back_before_its_session_expires(
+        settings, log_dir):
+    """A static member (its instance id kept, as a supervisor keeps a process's name) is given
+    its partitions again when it rejoins; its restarted self's producer aborts the dead one's
+    open transaction. A new dynamic member would wait out the dead one's 60 s session."""
+    bootstrap, ns = settings.kafka_bootstrap, settings.namespace
+    settings = dataclasses.replace(settings, kafka_session_timeout_s=60.0)
+    expected = produce_events(bootstrap, ns, "STATIC", 20_000)
+    with ProcessGroup(log_dir, process_env(settings)) as group:
+        start_router_under_way(group, "router", bootstrap, ns)
+        group.kill("router")
+        assert committed(bootstrap, ns) < 20_000, "killed mid-stream"
+        group.start("router", [*HERALD, "streams"])
+        wait_until(lambda: committed(bootstrap, ns) >= 20_000, 30, "the rest routed, within half a session")
     seen = routed(bootstrap, ns, expected)
     assert seen == expected, (sum(seen.values()), len(seen), sum(expected.values()))
     assert max(seen.values()) == 1

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from confluent_kafka import TopicPartition
+import pytest
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from herald.schemas.codec import encode
 from herald.streams.router import Router
@@ -126,3 +127,36 @@ def test_an_idle_loop_commits_past_the_markers_behind_its_last_record():
     assert loop.step()
     assert [(tp.partition, tp.offset) for tp in producer.committed_offsets[-1]] == [(0, 8)]
     assert loop.stats.committed == 1, "an offsets-only commit counts no input"
+
+
+@dataclass
+class FailedFetch(FakeMessage):
+    """What librdkafka hands back in place of a record when the consumer failed."""
+
+    fatal: bool = False
+
+    def error(self) -> KafkaError:  # type: ignore[override]
+        return KafkaError(KafkaError.FENCED_INSTANCE_ID, "another process joined as us", fatal=self.fatal)
+
+
+def test_a_fatal_consumer_error_ends_the_loop_and_a_passing_one_is_counted():
+    passing = FailedFetch(0, 0, b"", fatal=False)
+    consumer = FakeConsumer([[passing, FakeMessage(0, 5, verified(5))]], {0: 6})
+    loop = loop_with(consumer, FakeProducer(refusals=0))
+    assert loop.step()
+    assert (loop.stats.consumer_errors, loop.stats.committed) == (1, 1)
+    fenced = loop_with(FakeConsumer([[FailedFetch(0, 0, b"", fatal=True)]]), FakeProducer(refusals=0))
+    with pytest.raises(KafkaException, match="another process joined as us"):
+        fenced.step()
+
+
+def test_a_router_with_an_instance_id_keeps_its_transactional_id_across_restarts():
+    config = RouterLoopConfig(group="ns.herald-streams", namespace="ns",
+                              topics={TOPIC: "registrations.events"}, instance_id="host-a-streams")
+    first, restarted = (RouterLoop(config, Router(example()), FakeConsumer([]), lambda _id: FakeProducer(0))
+                        for _ in range(2))
+    assert first.checkpoint.transactional_id == restarted.checkpoint.transactional_id == \
+        "ns.herald-streams.host-a-streams"
+    anonymous = loop_with(FakeConsumer([]), FakeProducer(0)).checkpoint.transactional_id
+    assert anonymous.startswith("ns.herald-streams.") and anonymous != loop_with(
+        FakeConsumer([]), FakeProducer(0)).checkpoint.transactional_id

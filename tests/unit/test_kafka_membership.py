@@ -1,0 +1,45 @@
+"""How long-lived group members are configured: static with an instance id, dynamic without;
+a fatal client error among fetched records is raised, a passing one dropped."""
+
+from __future__ import annotations
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+
+from herald.infra.kafka_io import membership_config, records_only
+from herald.infra.processes import ProcessGroup
+
+
+def test_an_instance_id_makes_a_static_member_and_none_a_dynamic_one():
+    static = membership_config(6.0, "host-a-deliver-email", "herald-deliver-42")
+    assert static == {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000,
+                      "group.instance.id": "host-a-deliver-email", "client.id": "herald-deliver-42"}
+    dynamic = membership_config(1.5)
+    assert dynamic == {"session.timeout.ms": 1500, "heartbeat.interval.ms": 500}
+
+
+class Fetched:
+    def __init__(self, error: KafkaError | None) -> None:
+        self._error = error
+
+    def error(self) -> KafkaError | None:
+        return self._error
+
+
+def test_records_only_drops_a_passing_error_and_raises_a_fatal_one():
+    record, passing = Fetched(None), Fetched(KafkaError(KafkaError._TRANSPORT, "broker gone"))
+    assert records_only([record, passing, record]) == [record, record]  # type: ignore[list-item]
+    fatal = Fetched(KafkaError(KafkaError.FENCED_INSTANCE_ID, "fenced", fatal=True))
+    with pytest.raises(KafkaException, match="fenced"):
+        records_only([record, fatal])  # type: ignore[list-item]
+
+
+def test_a_process_started_again_under_its_name_keeps_its_instance_id(tmp_path):
+    with ProcessGroup(tmp_path, {}) as group:
+        ids = []
+        for name in ("router", "router", "deliver-email"):
+            process = group.start(name, ["sh", "-c", "echo $HERALD_INSTANCE_ID"])
+            process.wait()
+            ids.append(group.log_path(name).read_text().strip())
+    assert ids[0] == ids[1] != ids[2]
+    assert ids[0].endswith("-router") and ids[2].endswith("-deliver-email")
