@@ -96,11 +96,11 @@ class Settings:
         "(6 is the broker's default minimum)."))
     instance_id: str = field(default="", metadata=_doc(
         "This process's name among its stage's processes, unique and kept across restarts (a "
-        "StatefulSet pod's name, a systemd unit's instance). When set, the router's and the "
-        "delivery workers' consumers join their groups as static members (KIP-345): restarted, "
-        "or back after a broker outage, they take their partitions back at once instead of "
-        "waiting out the session timeout of their former selves. A process that stops is not "
-        "replaced in its group before that timeout. Unset: dynamic members."))
+        "StatefulSet pod's name, a systemd unit's instance). When set, the consumers of the "
+        "router, the delivery workers, corrections and the DLQ indexer join their groups as "
+        "static members (KIP-345): restarted, they take their partitions back at once instead "
+        "of waiting out the session timeout of their former selves. A process that stops is "
+        "not replaced in its group before that timeout. Unset: dynamic members."))
     streams_app_id: str = field(default="herald-streams", metadata=_doc(
         "The stream processors' application id: the router's consumer group, and the prefix of "
         "the Faust processors' groups and internal topics."))
