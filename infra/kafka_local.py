@@ -25,6 +25,7 @@ from pathlib import Path
 from confluent_kafka.admin import AdminClient
 
 from herald.infra.deadline import Deadline
+from herald.infra.kafka_hanging import abort_hanging_transactions
 from herald.infra.processes import (
     ServiceError,
     free_port,
@@ -148,13 +149,17 @@ class EmbeddedKafka:
         classpath = self.classpath()
         ports = self._ports(keep=running is not None)
         configs = [self._write_config(n, ports) for n in range(1, self.nodes + 1)]
+        had_data = self._formatted_nodes()
         self._format_storage(classpath, configs)
+        previous = running.pids if running else [0] * self.nodes
+        restarted = [n for n, p in enumerate(previous, start=1) if not pid_alive(p) and n in had_data]
         pids = [p if running is not None and pid_alive(p) else self._spawn(classpath, n, configs[n - 1])
-                for n, p in enumerate(running.pids if running else [0] * self.nodes, start=1)]
+                for n, p in enumerate(previous, start=1)]
         bootstrap = ",".join(f"127.0.0.1:{p.broker}" for p in ports)
         state = KafkaState(pids[0], bootstrap, self.version, tuple(pids))
         self.state_file.write_text(json.dumps({**state.__dict__, "pids": list(pids)}))
         self._wait_until_ready(state, Deadline(timeout_s))
+        abort_hanging_transactions(require_command("java"), classpath, bootstrap, restarted)
         return state
 
     def _spawn(self, classpath: str, node_id: int, config: Path) -> int:
@@ -228,6 +233,11 @@ class EmbeddedKafka:
         settings = node_config(node_id, ports, node / "data")
         path.write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
         return path
+
+    def _formatted_nodes(self) -> set[int]:
+        """The nodes with storage already: a start of one of them is a restart."""
+        nodes = range(1, self.nodes + 1)
+        return {n for n in nodes if (self.node_dir(n) / "data" / "meta.properties").exists()}
 
     def _format_storage(self, classpath: str, configs: list[Path]) -> None:
         """Format each node's storage once, all with one cluster id."""

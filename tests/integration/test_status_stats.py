@@ -176,14 +176,28 @@ def test_the_documented_example_consumer_prints_the_counts(settings, log_dir):
     env = {**os.environ, "KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
            "SCHEMA_REGISTRY_URL": settings.schema_registry_url,
            "STATS_TOPIC": qualified(STATUS_STATS, settings.namespace)}
-    printed = subprocess.run([sys.executable, "-c", example], cwd=ROOT, env=env, capture_output=True,
-                             text=True, timeout=120, check=True).stdout
+    printed = run_with_stack_on_hang(example, env, hang_s=90)
     rows = Counter()
     for line in printed.splitlines():
         start, notification_type, channel, status, count = line.split()
         rows[f"{datetime.fromisoformat(start).isoformat(timespec='milliseconds')}|{notification_type}|"
              f"{channel}|{status}"] = int(count)
     assert rows == Counter(Bucket.of(r).key for r in records)
+
+
+def run_with_stack_on_hang(code: str, env: dict[str, str], hang_s: float) -> str:
+    """Run `code` in a fresh interpreter; if it hangs, fail with where it hangs (faulthandler
+    prints every thread's stack on SIGABRT), not with a bare timeout."""
+    process = subprocess.Popen([sys.executable, "-X", "faulthandler", "-c", code], cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        printed, errors = process.communicate(timeout=hang_s)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)
+        _printed, errors = process.communicate(timeout=30)
+        raise AssertionError(f"the example hung for {hang_s:.0f} s; its stacks:\n{errors}") from None
+    assert process.returncode == 0, errors
+    return printed
 
 
 def test_the_documented_registry_calls_list_the_subjects_and_give_the_schemas(settings):
