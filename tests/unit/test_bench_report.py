@@ -83,6 +83,9 @@ def test_each_table_names_the_command_a_reader_reruns_and_a_missed_goal_says_so(
     for bench in ("baselines", "relay", "deliver", "streams"):
         assert f"Command: `herald bench {bench}`" in report
     assert "| goal p99 <= 2 s | missed |" in report
+    # A ratio against its goal keeps three decimals: 0.146 must not round to a met 0.15.
+    assert "| decoding consume (goal ≥ 0.15) | 0.632 (met) |" in report
+    assert "| decoding consume (goal ≥ 0.05) | 0.579 (met) |" in report
     assert "![throughput](benchmarks/throughput.png)" in report
 
 
