@@ -93,7 +93,9 @@ def membership_config(session_timeout_s: float, instance_id: str = "", client_id
 def fail_on_fatal(error: KafkaError) -> None:
     """Raise a fatal client error (another process joined under our instance id, say): the
     consumer can do nothing more, so its loop must end, not log it forever."""
-    if error.fatal():
+    # librdkafka hands a fatal error to the consumer as code _FATAL, and confluent-kafka does not
+    # always flag that KafkaError fatal(): a fenced consumer then looked like a passing error.
+    if error.fatal() or error.code() == KafkaError._FATAL:
         raise KafkaException(error)
 
 

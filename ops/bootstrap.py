@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gc
 import logging
 import os
@@ -39,6 +40,7 @@ from herald.infra.services import (
 from herald.infra.settings import Settings
 from herald.ops.delivery_process import DeliveryProcess, DeliveryReport
 from herald.ops.pipeline import stream_inputs, stream_outputs
+from herald.ops.rejoin import run_rejoining
 from herald.producers.ingest import IngestConfig
 from herald.producers.ingest_events import event_kinds
 from herald.producers.leases import lease_holders
@@ -286,8 +288,12 @@ def run_router_stage(settings: Settings, catalog: Catalog, stop: threading.Event
     endpoints = reachable_endpoints(settings, need_database=False)
     use_schema_registry(settings, catalog)
     settle_garbage_collector()
-    loop = build_router(settings, catalog, endpoints.kafka_bootstrap)
-    run_router(loop, stop, _names(settings, *stream_outputs(catalog)["router"]))
+    produces = _names(settings, *stream_outputs(catalog)["router"])
+
+    def route_once() -> object:
+        return run_router(build_router(settings, catalog, endpoints.kafka_bootstrap), stop, produces)
+
+    run_rejoining(route_once, "the router", stop)
 
 
 def run_streams(settings: Settings, catalog: Catalog, processor: str) -> None:
@@ -367,14 +373,17 @@ def run_corrections(settings: Settings, catalog: Catalog, stop: threading.Event)
     handlers: list[Corrections] = [
         InstanceCorrections(),
         MismatchCorrections(engine, ReconnectPolicy(settings.session_auto_reconnect_workspaces), client)]
-    threads = []
-    for handler in handlers:
+
+    def apply_once(handler: Corrections) -> Any:
         group = consumer_group(CORRECTIONS_STAGE, handler.topic, settings.namespace)
         consumer = Consumer(consumer_config(endpoints.kafka_bootstrap, group, **membership_config(
             settings.kafka_session_timeout_s, settings.instance_id)))
         producer = Producer(producer_config(endpoints.kafka_bootstrap, 30))  # for dead letters
-        applier = CorrectionApplier(consumer, producer, engine, settings.namespace, handler)
-        threads.append(threading.Thread(target=applier.run, args=(stop,), name=handler.topic))
+        return CorrectionApplier(consumer, producer, engine, settings.namespace, handler).run(stop)
+
+    threads = [threading.Thread(target=run_rejoining, name=h.topic,
+                                args=(functools.partial(apply_once, h), f"corrections {h.topic}", stop))
+               for h in handlers]
     log_start(log, "corrections", consumes=_names(settings, *(h.topic for h in handlers)),
               produces=["the outbox (session events)", *_names(settings, *(dead_letter_topic(h.topic)
                                                                            for h in handlers))],
@@ -406,14 +415,18 @@ def run_dlq_index(settings: Settings, catalog: Catalog, stop: threading.Event, d
     use_schema_registry(settings, catalog)
     engine = sa.create_engine(endpoints.database_url, pool_pre_ping=True)
     group = consumer_group(INDEX_STAGE, "dlq", settings.namespace)
-    # A drain is a one-off run beside the long-lived indexer: never under its instance id.
-    consumer = Consumer(consumer_config(endpoints.kafka_bootstrap, group, **membership_config(
-        settings.kafka_session_timeout_s, "" if drain else settings.instance_id)))
+
+    def index_once() -> Any:
+        # A drain is a one-off run beside the long-lived indexer: never under its instance id.
+        consumer = Consumer(consumer_config(endpoints.kafka_bootstrap, group, **membership_config(
+            settings.kafka_session_timeout_s, "" if drain else settings.instance_id)))
+        indexer = DeadLetterIndexer(consumer, engine, settings.namespace, dead_letter_topics(catalog))
+        return indexer.run(stop, drain)
+
     log_start(log, "dlq index", consumes=_names(settings, *dead_letter_topics(catalog)),
               produces=["the dead_letters table"], groups=[group])
     try:
-        indexer = DeadLetterIndexer(consumer, engine, settings.namespace, dead_letter_topics(catalog))
-        stats = indexer.run(stop, drain)
+        stats = run_rejoining(index_once, "the dlq index", stop)
     finally:
         engine.dispose()
     log_stop(log, "dlq index", stats)

@@ -23,6 +23,7 @@ from herald.consumers.worker import DeliveryWorker, WorkerConfig, WorkerStats
 from herald.infra.deadline import Deadline
 from herald.infra.kafka_io import consumer_config, membership_config, transactional_producer_config
 from herald.infra.settings import Settings
+from herald.ops.rejoin import run_rejoining
 from herald.schemas.catalog import (
     RETRY_TIERS,
     SESSION_EVENTS,
@@ -93,9 +94,9 @@ class DeliveryProcess:
         feed = self._follow_sessions() if self._spec.kind == "whatsapp-gateway" else None
         threads, errors = [], []
 
-        def run_worker(worker: DeliveryWorker) -> None:
+        def run_worker(topic: str) -> None:
             try:
-                worker.run(stop, drain)
+                run_rejoining(lambda: self.build_worker(topic).run(stop, drain), f"the {topic} worker", stop)
             except BaseException as exc:
                 log.exception("a delivery worker failed; stopping its siblings")
                 errors.append(exc)
@@ -103,8 +104,7 @@ class DeliveryProcess:
 
         try:
             for topic in self._topics:
-                thread = threading.Thread(target=run_worker, args=(self.build_worker(topic),),
-                                          name=f"deliver {topic}")
+                thread = threading.Thread(target=run_worker, args=(topic,), name=f"deliver {topic}")
                 thread.start()
                 threads.append(thread)
         except BaseException:

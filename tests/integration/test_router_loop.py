@@ -17,6 +17,7 @@ from herald.infra.kafka_io import RDKAFKA_LOG, producer_config
 from herald.infra.kafka_views import COORDINATOR_NOT_READY
 from herald.infra.processes import ProcessGroup
 from herald.infra.provisioning import provision_topics
+from herald.ops.rejoin import MAX_REJOINS
 from herald.schemas.catalog import notification_topic, qualified, stream_processor_group, topic_catalog
 from herald.schemas.codec import decode, encode
 from herald.schemas.records import SourceRecord
@@ -118,6 +119,31 @@ def test_a_router_restarted_under_its_name_takes_its_partitions_back_before_its_
     seen = routed(bootstrap, ns, expected)
     assert seen == expected, (sum(seen.values()), len(seen), sum(expected.values()))
     assert max(seen.values()) == 1
+
+
+def test_two_routers_under_one_name_fence_each_other_until_one_gives_up_routing_each_request_once(
+        settings, log_dir):
+    """A fenced router rejoins with a new consumer (ops.rejoin), which fences the other: each
+    rejoins a few times, then one gives up and exits non-zero, saying why. Throughout, every
+    request is routed once. (Two supervisors given one name: an operator's mistake, loud.)"""
+    bootstrap, ns = settings.kafka_bootstrap, settings.namespace
+    expected = produce_events(bootstrap, ns, "FENCE", 20_000)
+    env = process_env(settings)
+    with ProcessGroup(log_dir / "a", env) as first, ProcessGroup(log_dir / "b", env) as second:
+        start_router_under_way(first, "router", bootstrap, ns)
+        second.start("router", [*HERALD, "streams"])  # the same name, so the same instance id
+        routers = (first.processes["router"], second.processes["router"])
+        wait_until(lambda: any(r.poll() is not None for r in routers), 120, "one router to give up")
+        expected += produce_events(bootstrap, ns, "AFTER", 2_000)
+        wait_until(lambda: committed(bootstrap, ns) >= 22_000, 90, "the survivor to route the rest")
+        quitter, survivor = (first, second) if routers[0].poll() is not None else (second, first)
+        assert quitter.processes["router"].returncode != 0 and survivor.processes["router"].poll() is None
+    quit_log = quitter.log_path("router").read_text()
+    # Repeated warnings are folded by the log filter, so the starts are counted.
+    assert quit_log.count("streams router starting") == MAX_REJOINS + 1, "rejoined, then gave up"
+    assert "was fenced out of its group" in quit_log and "KafkaException" in quit_log
+    seen = routed(bootstrap, ns, expected)
+    assert seen == expected, (sum(seen.values()), len(seen), sum(expected.values()))
 
 
 def test_a_rebalance_between_two_routers_mid_stream_routes_every_request_exactly_once(settings, log_dir):

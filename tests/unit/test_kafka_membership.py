@@ -32,6 +32,11 @@ def test_records_only_drops_a_passing_error_and_raises_a_fatal_one():
     fatal = Fetched(KafkaError(KafkaError.FENCED_INSTANCE_ID, "fenced", fatal=True))
     with pytest.raises(KafkaException, match="fenced"):
         records_only([record, fatal])  # type: ignore[list-item]
+    # As librdkafka delivered it in broker-of-three-kill: code _FATAL, the flag not set.
+    unflagged = Fetched(KafkaError(KafkaError._FATAL, "Fatal error: Broker: Static consumer fenced"))
+    assert not unflagged.error().fatal()  # type: ignore[union-attr]
+    with pytest.raises(KafkaException, match="Static consumer fenced"):
+        records_only([unflagged])  # type: ignore[list-item]
 
 
 def test_a_process_started_again_under_its_name_keeps_its_instance_id(tmp_path):
