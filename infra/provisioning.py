@@ -37,10 +37,25 @@ def provision_topics(
                 if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
                     raise
                 existing.add(name)
+        _wait_until_listed(admin, {s.name: s.partitions for s in missing}, timeout_s)
     return ProvisionReport(
         created=tuple(s.name for s in missing if s.name not in existing),
         existing=tuple(s.name for s in specs if s.name in existing),
     )
+
+
+def _wait_until_listed(admin: AdminClient, partitions: dict[str, int], timeout_s: float) -> None:
+    """Until the broker's metadata lists each new topic with all its partitions: the controller
+    answers CreateTopics before the brokers' metadata caches have the topic. A Faust worker
+    started in between found its table's new changelog topic missing, and the table's agent
+    crashed for good (faust's PartitionsMismatch, in a fresh-clone run of the suite)."""
+    def listed() -> bool:
+        topics = admin.list_topics(timeout=timeout_s).topics
+        return all(name in topics and len(topics[name].partitions) == count and topics[name].error is None
+                   for name, count in partitions.items())
+
+    wait_until(listed, timeout_s, f"the new topics in the broker's metadata: {', '.join(sorted(partitions))}",
+               interval_s=0.05)
 
 
 def topic_names(bootstrap: str, timeout_s: float = 30.0) -> set[str]:
