@@ -150,7 +150,7 @@ class EmbeddedKafka:
         ports = self._ports(keep=running is not None)
         configs = [self._write_config(n, ports) for n in range(1, self.nodes + 1)]
         had_data = self._formatted_nodes()
-        self._format_storage(classpath, configs)
+        self._format_storage(classpath, [c for n, c in enumerate(configs, start=1) if n not in had_data])
         previous = running.pids if running else [0] * self.nodes
         restarted = [n for n, p in enumerate(previous, start=1) if not pid_alive(p) and n in had_data]
         pids = [p if running is not None and pid_alive(p) else self._spawn(classpath, n, configs[n - 1])
@@ -234,14 +234,16 @@ class EmbeddedKafka:
         path.write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
         return path
 
+    def _meta(self, node_id: int) -> Path:
+        """A node's storage metadata: there once its storage is formatted."""
+        return self.node_dir(node_id) / "data" / "meta.properties"
+
     def _formatted_nodes(self) -> set[int]:
         """The nodes with storage already: a start of one of them is a restart."""
-        nodes = range(1, self.nodes + 1)
-        return {n for n in nodes if (self.node_dir(n) / "data" / "meta.properties").exists()}
+        return {n for n in range(1, self.nodes + 1) if self._meta(n).exists()}
 
-    def _format_storage(self, classpath: str, configs: list[Path]) -> None:
-        """Format each node's storage once, all with one cluster id."""
-        unformatted = [c for c in configs if not (c.parent / "data" / "meta.properties").exists()]
+    def _format_storage(self, classpath: str, unformatted: list[Path]) -> None:
+        """Format these nodes' storage (their configs), all with one cluster id."""
         if not unformatted:
             return
         cluster_id = self._cluster_id()
@@ -259,7 +261,7 @@ class EmbeddedKafka:
         """The id a formatted node already has (a node whose data was lost rejoins its cluster),
         else a new one."""
         for node_id in range(1, self.nodes + 1):
-            meta = self.node_dir(node_id) / "data" / "meta.properties"
+            meta = self._meta(node_id)
             if meta.exists():
                 for line in meta.read_text().splitlines():
                     if line.startswith("cluster.id="):
