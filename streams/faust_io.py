@@ -22,6 +22,7 @@ from faust.exceptions import NotReady, ProducerSendError
 from herald.schemas.codec import UndecodableRecord, decode_expecting
 from herald.schemas.headers import CORRELATION_ID, TRACEPARENT, from_kafka, trace_id_of
 from herald.schemas.records import OutgoingRecord, SourceRecord, dead_letter
+from herald.streams.faust_changelog import BatchingProducer, ChangelogWrites
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +52,21 @@ class JsonTable(Mapping[str, State]):
     def __init__(self, table: faust.Table, from_json: Callable[[Mapping[str, Any]], State]) -> None:
         self._table = table
         self._from_json = from_json
+        self._writes: ChangelogWrites | None = None
+
+    @property
+    def _changelog(self) -> ChangelogWrites:
+        # Asked of the app's producer at the first write: Faust makes it when the worker starts.
+        if self._writes is None:
+            producer = self._table.app.producer
+            if not isinstance(producer, BatchingProducer):
+                raise TypeError("a JsonTable's app needs Herald's transport "
+                                "(streams.faust_kafka.read_committed_only)")
+            self._writes = producer.changelog
+        return self._writes
 
     def __getitem__(self, key: str) -> State:
-        raw = self._table.get(key.encode())
+        raw = self._table.data.get(key.encode())
         if raw is None:
             raise KeyError(key)
         return self._from_json(orjson.loads(raw))
@@ -69,19 +82,27 @@ class JsonTable(Mapping[str, State]):
         return self._table.on_recover(callback)  # type: ignore[no-any-return]
 
     def put(self, key: str, state: State | None) -> bool:
-        """Store (or, for None, forget) one entry: inside an agent only, so the changelog follows.
-        An unchanged entry (a replay, a check that found it handled) writes nothing; returns
-        whether a state was written."""
-        stored = self._table.get(key.encode())
+        """Store (or, for None, forget) one entry: inside an agent only, so the changelog follows
+        (in batches, `streams.faust_changelog`). An unchanged entry (a replay, a check that
+        found it handled) writes nothing; returns whether a state was written."""
+        raw_key = key.encode()
+        stored = self._table.data.get(raw_key)
         if state is None:
             if stored is not None:
-                self._table.pop(key.encode())
+                self._changelog.write(self._table, raw_key, None)
             return False
-        encoded = orjson.dumps(state.as_json())
+        encoded = _kept_json(state.as_json())
         if encoded == stored:
             return False
-        self._table[key.encode()] = encoded
+        self._changelog.write(self._table, raw_key, encoded)
         return True
+
+
+def _kept_json(data: dict[str, Any]) -> bytes:
+    """JSON bytes to keep: a copy of orjson's, sized exactly. orjson shrinks its buffer in place;
+    kept, such buffers cost 16-37 µs each in glibc's heap (measured storing 300,000 of them,
+    against 1 µs for the copy), the largest part of a table write."""
+    return bytes(memoryview(orjson.dumps(data)))
 
 
 def header_pairs(headers: object) -> list[tuple[str, bytes]]:

@@ -41,6 +41,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
 from herald.infra.read_positions import ReadPositions
+from herald.streams.faust_changelog import BatchingProducer
 
 READ_COMMITTED = "read_committed"
 HELD_WARNING_S = 60.0  # a partition's commit held this long by one unacked record is worth a warning
@@ -184,6 +185,13 @@ class CommittedReadsConsumer(faust_aiokafka.Consumer):
             self._acked[tp] = [offset for offset in self._acked[tp] if offset > done]
         return done
 
+    async def _commit_offsets(self, offsets: Any, start_new_transaction: bool = True) -> bool:
+        """Committed only once the table writes so far are on the broker (`faust_changelog`)."""
+        producer = self.app.producer
+        if isinstance(producer, BatchingProducer) and not await producer.confirm_changelog():
+            return False  # those inputs are committed at a later commit, after their writes
+        return bool(await super()._commit_offsets(offsets, start_new_transaction))
+
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         for tp in revoked:
             self.handed_over.pop(tp, None)
@@ -194,6 +202,7 @@ class CommittedReadsConsumer(faust_aiokafka.Consumer):
 
 class CommittedReadsTransport(faust_aiokafka.Transport):
     Consumer = CommittedReadsConsumer
+    Producer = BatchingProducer
 
 
 def read_committed_only(app: faust.App) -> None:

@@ -133,13 +133,14 @@ def _started(known: Expectation | None, kind: str, event_type: str, event: Mappi
         return known  # the same event again (a replay): the first one set the deadline
     spec = policy.catalog.events[kind]
     since = _epoch_ms(event[spec.time_field])
-    channels = tuple(policy.catalog.notifications[notification_type].channels)
-    expectation = replace(
-        known or Expectation(str(event[spec.key]), notification_type, first_seen_ms=now_ms),
-        channels=channels, expected_since_ms=since, deadline_ms=since + policy.sla_ms(notification_type),
-        event=event_to_json(event, policy.kept_fields[kind, event_type]),
-        event_kind=kind, event_type=event_type,
-        workspace_id=str(event[spec.workspace_field]) if spec.workspace_field else "default")
+    started = {"channels": tuple(policy.catalog.notifications[notification_type].channels),
+               "expected_since_ms": since, "deadline_ms": since + policy.sla_ms(notification_type),
+               "event": event_to_json(event, policy.kept_fields[kind, event_type]),
+               "event_kind": kind, "event_type": event_type,
+               "workspace_id": str(event[spec.workspace_field]) if spec.workspace_field else "default"}
+    if known is None:  # the common case, built at once (`replace` costs as much again)
+        return Expectation(str(event[spec.key]), notification_type, first_seen_ms=now_ms, **started)
+    expectation = replace(known, **started)
     if expectation.complete:  # delivered before it was expected
         return replace(expectation, completed_at_ms=now_ms)
     return expectation
