@@ -165,3 +165,71 @@ def test_a_batch_fetched_between_seeks_is_handed_over(monkeypatch):
     records = asyncio.run(consumer._getmany(None, 1.0))
     assert [m.offset for m in records[PARTITION]] == [5, 6, 7] and thread.seeks == []
     assert list(consumer.handed_over[PARTITION]) == [5, 6, 7]
+
+
+def fetch_loop_consumer() -> CommittedReadsConsumer:
+    """What the consumer's `wait_first` needs of it: its service state, without a broker."""
+    consumer = object.__new__(CommittedReadsConsumer)
+    consumer._loop = asyncio.get_running_loop()
+    consumer._stopped, consumer._crashed = asyncio.Event(), asyncio.Event()
+    consumer.suspend_flow = asyncio.Event()
+    return consumer
+
+
+def test_a_record_handed_over_at_once_needs_no_race_with_the_flow():
+    handed: list[str] = []
+
+    async def on_message(record: str) -> str:
+        handed.append(record)
+        return "queued"
+
+    async def hand_over_one() -> Any:
+        consumer = fetch_loop_consumer()
+        tasks_before = len(asyncio.all_tasks())
+        results = await consumer.wait_first(on_message("r1"), consumer.suspend_flow.wait())
+        return results, len(asyncio.all_tasks()) - tasks_before
+
+    (results, new_tasks) = asyncio.run(hand_over_one())
+    assert handed == ["r1"] and list(results.results) == ["queued"] and not results.stopped
+    assert new_tasks == 0  # and the flow's wait, never started, was closed (no "never awaited")
+
+
+def test_a_record_that_waits_for_room_is_handed_over_once_there_is_room():
+    async def hand_over_after_room() -> list[str]:
+        consumer, room = fetch_loop_consumer(), asyncio.get_running_loop().create_future()
+        handed: list[str] = []
+
+        async def on_message(record: str) -> None:
+            await room  # a full stream buffer
+            handed.append(record)
+
+        waiting = asyncio.ensure_future(consumer.wait_first(on_message("r1"), consumer.suspend_flow.wait()))
+        await asyncio.sleep(0.01)
+        assert handed == [] and not waiting.done()
+        room.set_result(None)
+        await asyncio.wait_for(waiting, 1)
+        return handed
+
+    assert asyncio.run(hand_over_after_room()) == ["r1"]
+
+
+def test_a_record_waiting_for_room_is_dropped_when_the_flow_is_suspended():
+    async def suspended_while_waiting() -> tuple[list[str], bool]:
+        consumer = fetch_loop_consumer()
+        never, seen = asyncio.get_running_loop().create_future(), []
+
+        async def on_message(record: str) -> None:
+            try:
+                await never
+            except asyncio.CancelledError:
+                seen.append(f"{record} cancelled")
+                raise
+
+        waiting = asyncio.ensure_future(consumer.wait_first(on_message("r1"), consumer.suspend_flow.wait()))
+        await asyncio.sleep(0.01)
+        consumer.suspend_flow.set()  # a rebalance: Faust reads the record again after it
+        await asyncio.wait_for(waiting, 1)
+        await asyncio.sleep(0.01)
+        return seen, waiting.done()
+
+    assert asyncio.run(suspended_while_waiting()) == (["r1 cancelled"], True)
