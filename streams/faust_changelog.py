@@ -58,6 +58,17 @@ class ChangelogWrites:
         """Nothing kept and nothing awaiting the broker."""
         return not self._pending and not self._sent
 
+    def forget(self, partitions: set[int]) -> int:
+        """Drop what is kept for these partitions, now another worker's: their inputs were not
+        committed past those writes, so that worker reads them again and writes the same state.
+        Sent later, a write could land behind that worker's newer ones. Returns how many."""
+        dropped = [p for p in self._pending if p[1] in partitions]
+        count = sum(len(self._pending.pop(p)) for p in dropped)
+        kept = [sent for sent in self._sent if sent[1][1] not in partitions]
+        count += sum(len(sent[2]) for sent in self._sent if sent[1][1] in partitions)
+        self._sent = kept
+        return count
+
     async def submit(self, producer: AIOKafkaProducer) -> None:
         """Hand what is kept to the producer, one batch per partition (more when one is full)."""
         pending, self._pending = self._pending, {}

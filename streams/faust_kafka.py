@@ -215,7 +215,13 @@ class CommittedReadsConsumer(faust_aiokafka.Consumer):
             self.handed_over.pop(tp, None)
             self._held.pop(tp, None)
             self._done.pop(tp, None)
-        await super().on_partitions_revoked(revoked)
+        await super().on_partitions_revoked(revoked)  # Faust's producer flush sends what is kept
+        producer = self.app.producer
+        inputs = {tp.partition for tp in revoked if self.app.topics.acks_enabled_for(tp.topic)}
+        dropped = producer.changelog.forget(inputs) if isinstance(producer, BatchingProducer) else 0
+        if dropped:
+            log.warning("%d table write(s) of revoked partitions %s not confirmed: left to their new "
+                        "owner, which reads their inputs again", dropped, sorted(inputs))
 
 
 class CommittedReadsTransport(faust_aiokafka.Transport):

@@ -146,3 +146,25 @@ def test_no_offset_is_committed_while_table_writes_are_not_on_the_broker(monkeyp
     assert asyncio.run(consumer._commit_offsets({"tp": 10})) is True
     assert committed == [{"tp": 10}]
 
+
+
+def test_writes_of_partitions_given_to_another_worker_are_dropped_not_sent_late(monkeypatch,
+                                                                                recorded_batches):
+    table, writes, producer = FakeTable(), ChangelogWrites(), FakeProducer()
+    producer.refusing = True
+    processing(monkeypatch, 1)
+    writes.write(table, b"moved", b"1")
+    processing(monkeypatch, 2)
+    writes.write(table, b"stays", b"1")
+
+    async def revoked_after_a_refusal() -> tuple[bool, int, bool]:
+        refused = await writes.confirm(producer)
+        processing(monkeypatch, 1)
+        writes.write(table, b"moved-too", b"1")
+        dropped = writes.forget({1})
+        producer.refusing = False
+        return refused, dropped, await writes.confirm(producer)
+
+    assert asyncio.run(revoked_after_a_refusal()) == (False, 2, True)
+    assert producer.sent[-1] == (CHANGELOG, 2, [(b"stays", b"1")])
+    assert writes.idle
