@@ -64,8 +64,12 @@ class ChangelogWrites:
         Sent later, a write could land behind that worker's newer ones. Returns how many."""
         dropped = [p for p in self._pending if p[1] in partitions]
         count = sum(len(self._pending.pop(p)) for p in dropped)
-        kept = [sent for sent in self._sent if sent[1][1] not in partitions]
-        count += sum(len(sent[2]) for sent in self._sent if sent[1][1] in partitions)
+        kept = []
+        for sent in self._sent:
+            if sent[1][1] in partitions:
+                count += len(sent[2])
+            else:
+                kept.append(sent)
         self._sent = kept
         return count
 

@@ -201,7 +201,7 @@ class CommittedReadsConsumer(faust_aiokafka.Consumer):
         except StopIteration as done:
             _close(coros[1])
             return WaitResults([first], [done.value], False)
-        return await super().wait_first(asyncio.ensure_future(_resumed(first, waiting_on)), coros[1])
+        return await super().wait_first(asyncio.ensure_future(_Continue(first, waiting_on)), coros[1])
 
     async def _commit_offsets(self, offsets: Any, start_new_transaction: bool = True) -> bool:
         """Committed only once the table writes so far are on the broker (`faust_changelog`)."""
@@ -253,10 +253,6 @@ class _Continue:
                 waiting_on = step()
             except StopIteration as done:
                 return done.value
-
-
-async def _resumed(coro: Coroutine[Any, Any, Any], waiting_on: Any) -> Any:
-    return await _Continue(coro, waiting_on)
 
 
 def _close(awaitable: Any) -> None:

@@ -147,7 +147,6 @@ def test_no_offset_is_committed_while_table_writes_are_not_on_the_broker(monkeyp
     assert committed == [{"tp": 10}]
 
 
-
 def test_writes_of_partitions_given_to_another_worker_are_dropped_not_sent_late(monkeypatch,
                                                                                 recorded_batches):
     table, writes, producer = FakeTable(), ChangelogWrites(), FakeProducer()
