@@ -3,6 +3,11 @@ an unreachable registry does to a lookup, and what the codec says with no regist
 
 from __future__ import annotations
 
+import json
+import socket
+import threading
+from collections.abc import Iterator
+
 import httpx2
 import pytest
 from confluent_kafka.schema_registry import ConfigCompatibilityLevel
@@ -13,6 +18,7 @@ from herald.infra.schema_registry import (
     RegistrySchemas,
     SchemaNotRegistered,
     compatibility_level,
+    registry_client,
     schema_subjects,
     subject_of,
 )
@@ -113,3 +119,50 @@ def test_an_id_of_a_schema_the_process_does_not_read_is_undecodable(monkeypatch)
             codec.decode(b"\x00\x00\x01\xe2\x41body")
     finally:
         codec.use_schema_source(plugged[0])
+
+
+class SilentFirstRegistry:
+    """A registry on a real socket that reads the first connection's request and never answers
+    it (as Apicurio sometimes does after a 404), then answers each later connection's request."""
+
+    answer = json.dumps({"schema": Found.schema_str}).encode()
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self.unanswered: list[socket.socket] = []
+        self.answered = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:  # closed: the test is over
+                return
+            conn.recv(65536)
+            if not self.unanswered:
+                self.unanswered.append(conn)
+                continue
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                         + str(len(self.answer)).encode() + b"\r\n\r\n" + self.answer)
+            self.answered += 1
+            conn.close()
+
+    def close(self) -> None:
+        self._listener.close()
+        for conn in self.unanswered:
+            conn.close()
+
+
+@pytest.fixture
+def silent_first_registry() -> Iterator[SilentFirstRegistry]:
+    registry = SilentFirstRegistry()
+    yield registry
+    registry.close()
+
+
+def test_a_request_the_registry_never_answers_is_given_up_and_sent_again(silent_first_registry):
+    client = registry_client(silent_first_registry.url, timeout_s=0.2)
+    assert client.get_schema(1).schema_str == Found.schema_str
+    assert (len(silent_first_registry.unanswered), silent_first_registry.answered) == (1, 1)
