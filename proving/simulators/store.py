@@ -33,6 +33,20 @@ CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NU
 """
 
 
+def _use_wal(db: sqlite3.Connection, give_up_at: float) -> None:
+    """Switch a new file to WAL. Instances starting together race to do it, and SQLite answers
+    the loser "database is locked" at once, without its busy wait (the two would deadlock
+    otherwise): a gateway instance of `herald chaos` died of it at start. So try again."""
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= give_up_at:
+                raise
+            time.sleep(0.01)
+
+
 @dataclass(frozen=True)
 class Accepted:
     status_code: int  # 201 new, 200 the same key and body again, 409 the same key, another body
@@ -45,7 +59,7 @@ class MessageStore:
         # One connection per process, serialised: the simulator's handlers are async, and a
         # statement takes microseconds. WAL lets several instance processes share the file.
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        _use_wal(self._db, time.monotonic() + 30)
         self._db.execute("PRAGMA synchronous=NORMAL")  # safe against a killed process
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
