@@ -35,7 +35,7 @@ from herald.infra.processes import (
     tail,
     terminate,
 )
-from herald.infra.system_packages import require_command
+from herald.infra.system_packages import QUICK_JIT, require_command
 
 MAIN_CLASS = "kafka.Kafka"
 STORAGE_TOOL = "kafka.tools.StorageTool"
@@ -165,7 +165,7 @@ class EmbeddedKafka:
     def _spawn(self, classpath: str, node_id: int, config: Path) -> int:
         java = require_command("java")
         argv = [java, f"-Xms{min(256, self.heap_mb)}m", f"-Xmx{self.heap_mb}m",
-                "-XX:+UseG1GC", "-Djava.awt.headless=true",
+                "-XX:+UseG1GC", "-Djava.awt.headless=true", *QUICK_JIT,
                 f"-Dlog4j2.configurationFile={self._log_config()}",
                 "-cp", classpath, MAIN_CLASS, str(config)]
         return spawn_detached(argv, self.node_dir(node_id) / "broker.log")

@@ -34,7 +34,7 @@ from herald.infra.processes import (
     tail,
     terminate,
 )
-from herald.infra.system_packages import REGISTRY_JAVA, require_command, require_java
+from herald.infra.system_packages import QUICK_JIT, REGISTRY_JAVA, require_command, require_java
 
 ARTIFACT = "io.apicurio:apicurio-registry-app"
 DATABASE = "herald_registry"
@@ -131,7 +131,7 @@ class EmbeddedRegistry:
         env = {"QUARKUS_HTTP_HOST": "127.0.0.1", "QUARKUS_HTTP_PORT": str(http_port),
                "QUARKUS_MANAGEMENT_HOST": "127.0.0.1", "QUARKUS_MANAGEMENT_PORT": str(management_port),
                **jdbc_settings(database_url)}
-        argv = [str(java), f"-Xmx{self.heap_mb}m", "-XX:+UseSerialGC", "-Djava.awt.headless=true",
+        argv = [str(java), f"-Xmx{self.heap_mb}m", "-XX:+UseSerialGC", "-Djava.awt.headless=true", *QUICK_JIT,
                 "-jar", str(app / "quarkus-run.jar")]
         self.log_file.unlink(missing_ok=True)
         pid = spawn_detached(argv, self.log_file, extra_env=env)

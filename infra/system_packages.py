@@ -17,6 +17,13 @@ RUNTIME_PACKAGES = {"java": "openjdk-17-jre-headless", "mvn": "maven", "postgres
                     "java21": "openjdk-21-jre-headless"}
 # Apicurio Registry 3 needs Java 21 or newer; Kafka runs on the default `java` (17 or newer).
 REGISTRY_JAVA = 21
+# The embedded JVMs compile with C1 only. They live for a demo, a test or a bench on a machine
+# of two cores, where C2's compiler thread competes for those cores while every stage starts,
+# and its code arrives only after minutes of load. `herald demo --rate 100 --no-faults` on a
+# fresh broker, C1 only against the default (two runs each): p50 96 and 124 ms against 390
+# and 625, p99 1,153 and 1,140 ms against 1,985 and 1,583. A broker that ran ten demos with C2
+# does better (p50 43-56 ms, against 70-84 after four with C1 only).
+QUICK_JIT = ("-XX:TieredStopAtLevel=1",)
 JVM_ROOT = Path("/usr/lib/jvm")
 # What only the test suite uses (the console test drives a headless browser).
 TEST_PACKAGES = {"chromium": "chromium", "chromedriver": "chromium-driver"}
