@@ -144,9 +144,9 @@ class SilentFirstRegistry:
             if not self.unanswered:
                 self.unanswered.append(conn)
                 continue
+            self.answered += 1  # before the answer: the client may assert as soon as it has it
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
                          + str(len(self.answer)).encode() + b"\r\n\r\n" + self.answer)
-            self.answered += 1
             conn.close()
 
     def close(self) -> None:
