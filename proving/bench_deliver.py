@@ -182,10 +182,10 @@ class Bench:
         self.registered.extend(specs)
         return dataclasses.replace(self.settings, namespace=namespace)
 
-    def cpu_by_part(self) -> dict[str, float]:
+    def cpu_by_part(self) -> dict[tuple[str, int], float]:
         return cpu_by_part({p.pid: _part(name) for name, p in self.group.processes.items()})
 
-    def cpu_ms_per_message(self, before: dict[str, float], messages: int) -> dict[str, float]:
+    def cpu_ms_per_message(self, before: dict[tuple[str, int], float], messages: int) -> dict[str, float]:
         """Each part's CPU since `before`, in ms per message, largest first."""
         spent = spent_since(before, self.cpu_by_part())
         return {part: round(s * 1000 / messages, 3) for part, s in sorted(spent.items(), key=lambda i: -i[1])}

@@ -13,10 +13,10 @@ from collections.abc import Mapping
 BROKER, DATABASE, LOAD, OTHER = "broker", "postgres", "load generator", "other"
 
 
-def cpu_by_part(named_pids: Mapping[int, str]) -> dict[str, float]:
-    """part -> CPU seconds (user + system) of the processes alive now."""
+def cpu_by_part(named_pids: Mapping[int, str]) -> dict[tuple[str, int], float]:
+    """(part, pid) -> CPU seconds (user + system) of the processes alive now."""
     ticks = os.sysconf("SC_CLK_TCK")
-    parts: dict[str, float] = {}
+    parts: dict[tuple[str, int], float] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -28,8 +28,7 @@ def cpu_by_part(named_pids: Mapping[int, str]) -> dict[str, float]:
                 command = cmdline.read()
         except OSError:  # ended meanwhile
             continue
-        part = _part_of(pid, command, named_pids)
-        parts[part] = parts.get(part, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+        parts[(_part_of(pid, command, named_pids), pid)] = (int(fields[11]) + int(fields[12])) / ticks
     return parts
 
 
@@ -60,7 +59,13 @@ def _part_of(pid: int, command: bytes, named_pids: Mapping[int, str]) -> str:
     return OTHER
 
 
-def spent_since(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, float]:
-    """CPU seconds per part between two readings (a process that ended takes its time along)."""
-    return {part: after[part] - before.get(part, 0.0) for part in after
-            if after[part] - before.get(part, 0.0) > 0}
+def spent_since(before: Mapping[tuple[str, int], float],
+                after: Mapping[tuple[str, int], float]) -> dict[str, float]:
+    """CPU seconds per part between two readings, process by process: one that ended meanwhile
+    (another test's broker) counts for nothing, where part totals went down by all its time."""
+    spent: dict[str, float] = {}
+    for (part, pid), seconds in after.items():
+        used = seconds - before.get((part, pid), 0.0)
+        if used > 0:
+            spent[part] = spent.get(part, 0.0) + used
+    return spent
