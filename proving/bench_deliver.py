@@ -49,7 +49,7 @@ from herald.producers.outbox import DomainEvent, emit
 from herald.producers.sessions import open_session
 from herald.proving.bench_relay import percentile
 from herald.proving.catalogs import provider_environ
-from herald.proving.cpu_usage import cpu_by_part, spent_since
+from herald.proving.cpu_usage import CpuReading, cpu_by_process, spent_since
 from herald.proving.demo import wait_for_groups
 from herald.proving.simulators.network import SimulatorNetwork
 from herald.schemas.catalog import (
@@ -182,12 +182,12 @@ class Bench:
         self.registered.extend(specs)
         return dataclasses.replace(self.settings, namespace=namespace)
 
-    def cpu_by_part(self) -> dict[tuple[str, int], float]:
-        return cpu_by_part({p.pid: _part(name) for name, p in self.group.processes.items()})
+    def cpu_by_process(self) -> CpuReading:
+        return cpu_by_process({p.pid: _part(name) for name, p in self.group.processes.items()})
 
     def cpu_ms_per_message(self, before: dict[tuple[str, int], float], messages: int) -> dict[str, float]:
         """Each part's CPU since `before`, in ms per message, largest first."""
-        spent = spent_since(before, self.cpu_by_part())
+        spent = spent_since(before, self.cpu_by_process())
         return {part: round(s * 1000 / messages, 3) for part, s in sorted(spent.items(), key=lambda i: -i[1])}
 
     @property
@@ -248,7 +248,7 @@ class Campaign:
 def campaign_phase(bench: Bench, engine: sa.Engine, count: int) -> dict[str, float]:
     campaign = Campaign.emit(bench, engine, "CAMP", count)
     committed = campaign.committed_at
-    busy_before, parts_before = machine_busy_s(), bench.cpu_by_part()
+    busy_before, parts_before = machine_busy_s(), bench.cpu_by_process()
     seen = campaign.delivered(bench)
     busy = machine_busy_s() - busy_before
     return {"campaign": count, "campaign_s": max(seen.values()) - committed if seen else -1.0,
@@ -279,7 +279,7 @@ def steady_phase(bench: Bench, engine: sa.Engine, rate: float, seconds: float) -
     bench.expected["whatsapp"] |= {r["notification_id"] for r in requests}
     committed: dict[str, float] = {}
     before = bench.network.accepted("whatsapp")
-    parts_before = bench.cpu_by_part()
+    parts_before = bench.cpu_by_process()
     started = time.time()
     for n in range(0, len(requests), 5):
         time.sleep(max(0.0, started + n / rate - time.time()))

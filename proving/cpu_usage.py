@@ -12,11 +12,15 @@ from collections.abc import Mapping
 
 BROKER, DATABASE, LOAD, OTHER = "broker", "postgres", "load generator", "other"
 
+# (part, pid) -> CPU seconds: keyed by process, so one that ends between readings drops out
+# alone instead of taking its time off its whole part.
+CpuReading = dict[tuple[str, int], float]
 
-def cpu_by_part(named_pids: Mapping[int, str]) -> dict[tuple[str, int], float]:
+
+def cpu_by_process(named_pids: Mapping[int, str]) -> CpuReading:
     """(part, pid) -> CPU seconds (user + system) of the processes alive now."""
     ticks = os.sysconf("SC_CLK_TCK")
-    parts: dict[tuple[str, int], float] = {}
+    parts: CpuReading = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -34,7 +38,7 @@ def cpu_by_part(named_pids: Mapping[int, str]) -> dict[tuple[str, int], float]:
 
 def cpu_of(named_pids: Mapping[int, str]) -> dict[str, float]:
     """name -> CPU seconds (user + system) of just these processes: cheap enough to read
-    many times a second, where `cpu_by_part` reads every process of the machine."""
+    many times a second, where `cpu_by_process` reads every process of the machine."""
     ticks = os.sysconf("SC_CLK_TCK")
     spent: dict[str, float] = {}
     for pid, name in named_pids.items():
@@ -59,8 +63,7 @@ def _part_of(pid: int, command: bytes, named_pids: Mapping[int, str]) -> str:
     return OTHER
 
 
-def spent_since(before: Mapping[tuple[str, int], float],
-                after: Mapping[tuple[str, int], float]) -> dict[str, float]:
+def spent_since(before: CpuReading, after: CpuReading) -> dict[str, float]:
     """CPU seconds per part between two readings, process by process: one that ended meanwhile
     (another test's broker) counts for nothing, where part totals went down by all its time."""
     spent: dict[str, float] = {}

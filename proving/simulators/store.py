@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# How long a statement (and the WAL switch at open) waits on another instance's lock.
+BUSY_TIMEOUT_S = 30.0
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
     idempotency_key TEXT PRIMARY KEY,
@@ -58,8 +61,9 @@ class MessageStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         # One connection per process, serialised: the simulator's handlers are async, and a
         # statement takes microseconds. WAL lets several instance processes share the file.
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-        _use_wal(self._db, time.monotonic() + 30)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None,
+                                   timeout=BUSY_TIMEOUT_S)
+        _use_wal(self._db, time.monotonic() + BUSY_TIMEOUT_S)
         self._db.execute("PRAGMA synchronous=NORMAL")  # safe against a killed process
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
