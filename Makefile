@@ -5,12 +5,17 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # The suite's pytest-xdist workers, a test file each at a time; they share one set of services.
 TEST_WORKERS ?= 2
+# The folders installed as herald.* (pyproject.toml's package-dir).
+HERALD_SOURCES := schemas producers streams consumers infra ops proving examples
 
 .PHONY: install demo test chaos bench lint unit integration up down clean
 
 # Python packages once (the stamp); the Debian packages the embedded services need, checked
 # each time and installed when missing (as root, with apt-get), saying what.
+# Our modules' bytecode too (only what changed since): where PYTHONDONTWRITEBYTECODE is set,
+# as on our machines, every herald process compiled them again at start, 0.27 s of its 2.0.
 install: $(STAMP)
+	$(BIN)/python -m compileall -q -j 0 $(HERALD_SOURCES)
 	$(BIN)/herald system-packages
 
 $(STAMP): pyproject.toml constraints.txt
