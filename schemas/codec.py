@@ -64,12 +64,18 @@ class _Writer:
     name: str
     parsed: Any
     how: str  # "current": read as is; "upgrade": Herald's earlier version; "resolve": Avro's resolution
+    json: Mapping[str, Any]
 
 
 _CURRENT: dict[str, _Schema] = {}
 _IDS: dict[str, int] = {}  # schema name -> the registry's id of its current version
 _WRITERS: dict[int, _Writer] = {}
 _SOURCE: list[SchemaSource] = []  # none, or the one the entry point plugged in
+# Timestamps a reader may take as the epoch numbers written instead of datetimes: fastavro
+# builds a datetime per value, and reading the router's events without that was 7.5 -> 5.1 µs.
+EPOCH_UNITS = {"timestamp-millis": 1000, "timestamp-micros": 1_000_000}  # per second
+_EPOCH_PARSED: dict[int, tuple[Any, Any]] = {}  # schema id -> (writer, reader) so parsed
+_EPOCH_CURRENT: dict[str, Any] = {}  # schema name -> its current version so parsed, to write
 
 
 class SchemaViolation(ValueError):
@@ -118,6 +124,7 @@ def register_schema(schema: dict[str, Any], earlier: Sequence[dict[str, Any]] = 
     history.pop(canonical, None)
     _CURRENT[name] = _Schema(name, schema, fastavro.parse_schema(schema, named_schemas={}),
                              tuple(history.values()), canonical, frozenset(history))
+    _EPOCH_CURRENT.pop(name, None)
     return name
 
 
@@ -151,6 +158,7 @@ def use_schema_source(source: SchemaSource | None) -> None:
     _SOURCE[:] = [source] if source is not None else []
     _IDS.clear()
     _WRITERS.clear()
+    _EPOCH_PARSED.clear()
 
 
 def assign_schema_id(schema_name: str, schema_id: int) -> None:
@@ -160,7 +168,8 @@ def assign_schema_id(schema_name: str, schema_id: int) -> None:
         raise ValueError(f"schema id {schema_id} already names {known.name}, not {schema_name}")
     schema = _lookup(schema_name)
     _IDS[schema_name] = schema_id
-    _WRITERS[schema_id] = _Writer(schema_name, schema.parsed, "current")
+    _WRITERS[schema_id] = _Writer(schema_name, schema.parsed, "current", schema.json)
+    _EPOCH_PARSED.pop(schema_id, None)
 
 
 def schema_id(schema_name: str) -> int:
@@ -281,19 +290,30 @@ def encode(schema_name: str, record: dict[str, Any]) -> bytes:
     return encode_derived(schema_name, record)
 
 
-def encode_derived(schema_name: str, record: dict[str, Any]) -> bytes:
+def encode_derived(schema_name: str, record: dict[str, Any], epoch_times: bool = False) -> bytes:
     """Serialise a record Herald built itself from a decoded, valid one (the router's requests),
     without validating it again: validation was half an encode's cost. fastavro still raises
-    (TypeError, ValueError) on a value of the wrong type; the caller dead-letters it then."""
-    schema = _lookup(schema_name)
+    (TypeError, ValueError) on a value of the wrong type; the caller dead-letters it then.
+    `epoch_times`: its timestamps are numbers, never datetimes (the same bytes, 1.4 µs sooner)."""
+    if epoch_times:
+        parsed = _EPOCH_CURRENT.get(schema_name) or _parse_epoch_current(schema_name)
+    else:
+        parsed = _lookup(schema_name).parsed
     body = io.BytesIO()
     body.write(_HEADER.pack(MAGIC_BYTE, _IDS.get(schema_name) or schema_id(schema_name)))
-    fastavro.schemaless_writer(body, schema.parsed, record)
+    fastavro.schemaless_writer(body, parsed, record)
     return body.getvalue()
 
 
-def decode(data: bytes | None) -> Decoded:
-    """Decode wire-format bytes; raise UndecodableRecord with the reason otherwise."""
+def _parse_epoch_current(schema_name: str) -> Any:
+    parsed = fastavro.parse_schema(_without_timestamp_types(_lookup(schema_name).json), named_schemas={})
+    _EPOCH_CURRENT[schema_name] = parsed
+    return parsed
+
+
+def decode(data: bytes | None, epoch_times: bool = False) -> Decoded:
+    """Decode wire-format bytes; raise UndecodableRecord with the reason otherwise.
+    `epoch_times`: timestamps (`EPOCH_UNITS`) as the numbers written, not as datetimes."""
     if data is None:
         raise UndecodableRecord("record has no value (null or tombstone)")
     if len(data) < _HEADER.size:
@@ -303,9 +323,13 @@ def decode(data: bytes | None) -> Decoded:
         raise UndecodableRecord(f"magic byte is {magic}, expected {MAGIC_BYTE}")
     writer = _WRITERS.get(schema_id) or _writer_from_registry(schema_id)
     body = io.BytesIO(data[_HEADER.size :])
-    reader = _CURRENT[writer.name].parsed if writer.how == "resolve" else None
+    if epoch_times:
+        writer_schema, reader = _EPOCH_PARSED.get(schema_id) or _parse_epoch_times(schema_id, writer)
+    else:
+        writer_schema = writer.parsed
+        reader = _CURRENT[writer.name].parsed if writer.how == "resolve" else None
     try:
-        record = fastavro.schemaless_reader(body, writer.parsed, reader)
+        record = fastavro.schemaless_reader(body, writer_schema, reader)
     except Exception as exc:  # fastavro raises many types for corrupt bodies and failed resolutions
         raise UndecodableRecord(f"corrupt {writer.name} body: {exc!r}") from None
     if body.tell() != len(data) - _HEADER.size:
@@ -313,6 +337,37 @@ def decode(data: bytes | None) -> Decoded:
     if writer.how == "upgrade":
         record = upgraded(record, _lookup(writer.name).json)
     return Decoded(writer.name, record)
+
+
+def _parse_epoch_times(schema_id: int, writer: _Writer) -> tuple[Any, Any]:
+    """The writer's (and, to resolve, the reader's) schema parsed without timestamp types."""
+    reader = _CURRENT[writer.name].json if writer.how == "resolve" else None
+    parsed = (fastavro.parse_schema(_without_timestamp_types(writer.json), named_schemas={}),
+              None if reader is None else fastavro.parse_schema(_without_timestamp_types(reader),
+                                                                named_schemas={}))
+    _EPOCH_PARSED[schema_id] = parsed
+    return parsed
+
+
+def _without_timestamp_types(schema: Any) -> Any:
+    if isinstance(schema, dict):
+        if schema.get("logicalType") in EPOCH_UNITS:
+            return {k: v for k, v in schema.items() if k != "logicalType"}
+        return {k: _without_timestamp_types(v) for k, v in schema.items()}
+    if isinstance(schema, list):
+        return [_without_timestamp_types(item) for item in schema]
+    return schema
+
+
+def epoch_time_fields(schema_name: str) -> dict[str, int]:
+    """The top-level fields a reader with `epoch_times` gets as numbers: name -> units per second."""
+    found = {}
+    for field in _lookup(schema_name).json["fields"]:
+        branches = field["type"] if isinstance(field["type"], list) else [field["type"]]
+        for branch in branches:
+            if isinstance(branch, dict) and branch.get("logicalType") in EPOCH_UNITS:
+                found[field["name"]] = EPOCH_UNITS[branch["logicalType"]]
+    return found
 
 
 def _writer_from_registry(schema_id: int) -> _Writer:
@@ -331,10 +386,10 @@ def _writer_from_registry(schema_id: int) -> _Writer:
     if current is None:
         raise UndecodableRecord(f"schema id {schema_id} is {name}, which this process does not read")
     if canonical == current.canonical:
-        writer = _Writer(name, current.parsed, "current")
+        writer = _Writer(name, current.parsed, "current", current.json)
     else:
         how = "upgrade" if canonical in current.earlier_canonical else "resolve"
-        writer = _Writer(name, fastavro.parse_schema(schema, named_schemas={}), how)
+        writer = _Writer(name, fastavro.parse_schema(schema, named_schemas={}), how, schema)
     _WRITERS[schema_id] = writer
     return writer
 
@@ -362,9 +417,9 @@ def upgraded(record: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str,
     return result
 
 
-def decode_expecting(data: bytes | None, schema_name: str) -> dict[str, Any]:
+def decode_expecting(data: bytes | None, schema_name: str, epoch_times: bool = False) -> dict[str, Any]:
     """Decode and insist on one schema, so a record on the wrong topic is rejected clearly."""
-    decoded = decode(data)
+    decoded = decode(data, epoch_times)
     if decoded.schema_name != schema_name:
         raise UndecodableRecord(f"expected {schema_name}, got {decoded.schema_name}")
     return decoded.record

@@ -15,6 +15,8 @@ from herald.schemas.codec import (
     decode,
     decode_expecting,
     encode,
+    encode_derived,
+    epoch_time_fields,
     load_schema_json,
     schema_versions,
     upgraded,
@@ -101,9 +103,12 @@ def test_data_written_with_an_earlier_version_of_a_catalogs_schema_is_read_as_th
     history = example_catalog_path("registrations").parent / "schemas" / "history"
     v1 = json.loads((history / "registration_event_v1.avsc").read_text())
     v1_record = {k: v for k, v in registration_event().items() if k != "workspace_id"}
-    decoded = decode(written_with("herald.RegistrationEvent", v1, v1_record))
+    data = written_with("herald.RegistrationEvent", v1, v1_record)
+    decoded = decode(data)
     assert decoded.schema_name == "herald.RegistrationEvent"
     assert decoded.record == {**v1_record, "workspace_id": "default"}
+    assert decode(data, epoch_times=True).record == {**v1_record, "workspace_id": "default",
+                                                     "occurred_at": EPOCH_MS}
 
 
 def test_a_request_written_before_catalogs_is_read_with_its_template_and_params():
@@ -169,3 +174,32 @@ def test_violation_lists_the_fields_by_their_path_in_the_record():
     with pytest.raises(SchemaViolation) as unknown:
         encode("herald.RegistrationEvent", {**registration_event(), "zeta": 1, "alpha": 2})
     assert unknown.value.fields == ("alpha", "zeta")
+
+
+EPOCH_MS = 1767323045000  # registration_event()'s occurred_at
+
+
+def test_epoch_times_read_each_timestamp_as_the_number_written():
+    data = encode("herald.RegistrationEvent", registration_event())
+    as_numbers = decode_expecting(data, "herald.RegistrationEvent", epoch_times=True)
+    assert as_numbers == {**registration_event(), "occurred_at": EPOCH_MS}
+    assert decode_expecting(data, "herald.RegistrationEvent") == registration_event(), "others: datetimes"
+    assert epoch_time_fields("herald.RegistrationEvent") == {"occurred_at": 1000}
+
+
+def test_epoch_times_read_nullable_timestamps_and_newer_versions_through_resolution():
+    current = load_schema_json("notification_status.avsc")
+    newer = {**current, "fields": [*current["fields"], {"name": "venue", "type": "string", "default": ""}]}
+    record = next(iter(generate_many(fastavro.parse_schema(current, named_schemas={}), 1)))
+    record.update(due_at=None, occurred_at=datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC))
+    data = written_with("herald.NotificationStatus", newer, {**record, "venue": "Hall A"})
+    decoded = decode_expecting(data, "herald.NotificationStatus", epoch_times=True)
+    assert (decoded["due_at"], decoded["occurred_at"]) == (None, EPOCH_MS + 678)
+    assert "venue" not in decoded
+    assert set(epoch_time_fields("herald.NotificationStatus")) >= {"due_at", "occurred_at"}
+
+
+def test_a_record_with_epoch_times_encodes_to_the_bytes_of_its_datetimes():
+    event = registration_event()
+    assert (encode_derived("herald.RegistrationEvent", {**event, "occurred_at": EPOCH_MS}, epoch_times=True)
+            == encode("herald.RegistrationEvent", event))

@@ -3,7 +3,7 @@ from datetime import UTC, datetime
 import pytest
 
 from herald.schemas import headers as h
-from herald.schemas.codec import decode, encode
+from herald.schemas.codec import decode, encode, encode_derived
 from herald.schemas.ids import notification_id
 from herald.schemas.records import SourceRecord
 from herald.streams.router import Router
@@ -73,6 +73,28 @@ def test_guards_templates_and_params_come_from_the_catalog(tmp_path):
     assert request["template"] == "eticket_v2"
     assert request["params"] == {"who": "Budi", "at": "2026-03-01T08:00:00.000+00:00", "ref": "REG-7"}
     assert {r["notification_type"] for r in requests_for("payment_verified", catalog)} == {"e_ticket"}
+
+
+def test_routed_requests_are_byte_for_byte_the_requests_the_rules_make():
+    """The router reads timestamps as numbers (no datetime per event): what it writes is what
+    encoding the rules' requests for the event read with datetimes writes."""
+    for status in ("created", "payment_uploaded", "payment_verified"):
+        routed = route(source(encode("herald.RegistrationEvent", event(status))))
+        expected = [encode_derived("herald.NotificationRequest", r) for r in requests_for(status)]
+        assert [r.value for r in routed] == expected
+        assert all(decode(r.value).record["source_occurred_at"] == OCCURRED for r in routed)
+
+
+def test_a_timestamp_a_template_reads_is_text_and_the_request_keeps_its_time(tmp_path):
+    def change(document):
+        document["notifications"]["e_ticket"]["params"] = {"at": "occurred_at", "who": "participant_name"}
+    _path, catalog = written_catalog(tmp_path, change)
+    routed = Router(catalog).route(source(encode("herald.RegistrationEvent", event())))
+    assert len(routed) == 2
+    for record in routed:
+        request = decode(record.value).record
+        assert request["params"] == {"at": "2026-03-01T08:00:00.000+00:00", "who": "Budi"}
+        assert request["source_occurred_at"] == OCCURRED
 
 
 def test_route_encodes_requests_keyed_by_notification_id_with_contract_headers():
