@@ -64,6 +64,9 @@ class TasksResult:
     repeats: int = 0
     written_during_outage: int = 0
     dead_lettered: int = 0
+    # error class -> open dead letters: ProviderRejected, the 550s; RetriesExhausted, those whose
+    # attempts all fell in the SMTP outage (its restart takes seconds more on a slow machine)
+    dead_lettered_by_class: dict[str, int] = field(default_factory=dict)
     listed_for_user: dict[str, int] = field(default_factory=dict)  # user_id -> open dead letters
     replayed: dict[str, int] = field(default_factory=dict)  # "one" by id, "rest" with --since/--limit
     elapsed_s: float = 0.0
@@ -74,7 +77,8 @@ class TasksResult:
                            "writer_errors": self.writer_errors, "kafka_outage_s": self.kafka_outage_s,
                            "smtp_outage_s": self.smtp_outage_s, "repeats": self.repeats,
                            "written_during_outage": self.written_during_outage,
-                           "dead_lettered": self.dead_lettered, "replayed": self.replayed})
+                           "dead_lettered": self.dead_lettered, "replayed": self.replayed,
+                           "dead_lettered_by_class": self.dead_lettered_by_class})
 
 
 def run_tasks_demo(settings: Settings, count: int, timeout_s: float, outage_s: float = 15.0,
@@ -198,6 +202,7 @@ def _operate(environ: dict[str, str], engine: sa.Engine, result: TasksResult, st
     since = started_at.isoformat()  # this run's: the index keeps earlier runs' dead letters too
     failed = _herald_json_lines(environ, "dlq", "list", "--state", "open", "--since", since, "--json")
     result.dead_lettered = len(failed)
+    result.dead_lettered_by_class = dict(Counter(str(row["error_class"]) for row in failed))
     with Session(engine) as session:
         users = sorted(set(session.scalars(sa.select(DeadLetter.payload_json["params"]["user_id"].astext)
                                            .where(*_this_run(started_at), DeadLetter.state == "open"))))
@@ -265,7 +270,10 @@ def print_tasks_report(result: TasksResult) -> None:
     table.add_row("broker stopped for", outage)
     table.add_row("assignments committed while it was down", str(result.written_during_outage))
     table.add_row("SMTP server killed mid-stream for", f"{result.smtp_outage_s:g} s")
-    table.add_row("refused by the SMTP server (550), dead-lettered", str(result.dead_lettered))
+    by_class = result.dead_lettered_by_class
+    table.add_row("refused by the SMTP server (550), dead-lettered", str(by_class.get("ProviderRejected", 0)))
+    table.add_row("retries exhausted while the SMTP server was down, dead-lettered",
+                  str(by_class.get("RetriesExhausted", 0)))
     table.add_row("failed ones listed per user_id",
                   ", ".join(f"{user}: {n}" for user, n in result.listed_for_user.items()) or "-")
     table.add_row("replayed: one by id, the rest with --since/--limit",
