@@ -185,7 +185,7 @@ class Bench:
     def cpu_by_process(self) -> CpuReading:
         return cpu_by_process({p.pid: _part(name) for name, p in self.group.processes.items()})
 
-    def cpu_ms_per_message(self, before: dict[tuple[str, int], float], messages: int) -> dict[str, float]:
+    def cpu_ms_per_message(self, before: CpuReading, messages: int) -> dict[str, float]:
         """Each part's CPU since `before`, in ms per message, largest first."""
         spent = spent_since(before, self.cpu_by_process())
         return {part: round(s * 1000 / messages, 3) for part, s in sorted(spent.items(), key=lambda i: -i[1])}

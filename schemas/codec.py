@@ -74,8 +74,8 @@ _SOURCE: list[SchemaSource] = []  # none, or the one the entry point plugged in
 # Timestamps a reader may take as the epoch numbers written instead of datetimes: fastavro
 # builds a datetime per value, and reading the router's events without that was 7.5 -> 5.1 µs.
 EPOCH_UNITS = {"timestamp-millis": 1000, "timestamp-micros": 1_000_000}  # per second
-_EPOCH_PARSED: dict[int, tuple[Any, Any]] = {}  # schema id -> (writer, reader) so parsed
-_EPOCH_CURRENT: dict[str, Any] = {}  # schema name -> its current version so parsed, to write
+_EPOCH_CURRENT: dict[str, Any] = {}  # schema name -> its current version so parsed
+_EPOCH_PARSED: dict[int, tuple[Any, Any]] = {}  # schema id -> (writer, reader) so parsed, to read
 
 
 class SchemaViolation(ValueError):
@@ -125,6 +125,7 @@ def register_schema(schema: dict[str, Any], earlier: Sequence[dict[str, Any]] = 
     _CURRENT[name] = _Schema(name, schema, fastavro.parse_schema(schema, named_schemas={}),
                              tuple(history.values()), canonical, frozenset(history))
     _EPOCH_CURRENT.pop(name, None)
+    _EPOCH_PARSED.clear()  # their readers may be the version just replaced
     return name
 
 
@@ -295,19 +296,19 @@ def encode_derived(schema_name: str, record: dict[str, Any], epoch_times: bool =
     without validating it again: validation was half an encode's cost. fastavro still raises
     (TypeError, ValueError) on a value of the wrong type; the caller dead-letters it then.
     `epoch_times`: its timestamps are numbers, never datetimes (the same bytes, 1.4 µs sooner)."""
-    if epoch_times:
-        parsed = _EPOCH_CURRENT.get(schema_name) or _parse_epoch_current(schema_name)
-    else:
-        parsed = _lookup(schema_name).parsed
+    parsed = _epoch_current(schema_name) if epoch_times else _lookup(schema_name).parsed
     body = io.BytesIO()
     body.write(_HEADER.pack(MAGIC_BYTE, _IDS.get(schema_name) or schema_id(schema_name)))
     fastavro.schemaless_writer(body, parsed, record)
     return body.getvalue()
 
 
-def _parse_epoch_current(schema_name: str) -> Any:
-    parsed = fastavro.parse_schema(_without_timestamp_types(_lookup(schema_name).json), named_schemas={})
-    _EPOCH_CURRENT[schema_name] = parsed
+def _epoch_current(schema_name: str) -> Any:
+    """The current version parsed without timestamp types, once per version."""
+    parsed = _EPOCH_CURRENT.get(schema_name)
+    if parsed is None:
+        parsed = fastavro.parse_schema(_without_timestamp_types(_lookup(schema_name).json), named_schemas={})
+        _EPOCH_CURRENT[schema_name] = parsed
     return parsed
 
 
@@ -341,15 +342,17 @@ def decode(data: bytes | None, epoch_times: bool = False) -> Decoded:
 
 def _parse_epoch_times(schema_id: int, writer: _Writer) -> tuple[Any, Any]:
     """The writer's (and, to resolve, the reader's) schema parsed without timestamp types."""
-    reader = _CURRENT[writer.name].json if writer.how == "resolve" else None
-    parsed = (fastavro.parse_schema(_without_timestamp_types(writer.json), named_schemas={}),
-              None if reader is None else fastavro.parse_schema(_without_timestamp_types(reader),
-                                                                named_schemas={}))
+    if writer.how == "current":
+        parsed = (_epoch_current(writer.name), None)
+    else:
+        reader = _epoch_current(writer.name) if writer.how == "resolve" else None
+        parsed = (fastavro.parse_schema(_without_timestamp_types(writer.json), named_schemas={}), reader)
     _EPOCH_PARSED[schema_id] = parsed
     return parsed
 
 
 def _without_timestamp_types(schema: Any) -> Any:
+    """A schema's JSON with `EPOCH_UNITS` logical types dropped: those values read as numbers."""
     if isinstance(schema, dict):
         if schema.get("logicalType") in EPOCH_UNITS:
             return {k: v for k, v in schema.items() if k != "logicalType"}

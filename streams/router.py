@@ -22,7 +22,7 @@ from herald.schemas.event_schemas import event_schema_name
 from herald.schemas.headers import utc_now_iso
 from herald.schemas.ids import derived_event_id
 from herald.schemas.records import OutgoingRecord, SourceRecord, dead_letter, derived_headers
-from herald.streams.rules import event_type_of, notification_requests
+from herald.streams.rules import event_type_of, notification_fields, notification_requests
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +87,7 @@ def _timestamps_read_as_values(catalog: Catalog, kind: str, schema_name: str) ->
     spec = catalog.events[kind]
     read = {field for field in (spec.key, spec.workspace_field, spec.type_field) if field}
     for event_type in spec.types:
-        for _name, notification in catalog.notifications_on(event_type):
-            read.update(notification.when)
-            read.update(notification.params.values())
-            read.update(route.to for route in notification.channels.values())
+        read |= notification_fields(catalog, event_type)
     units = epoch_time_fields(schema_name)
     return tuple((field, units[field]) for field in sorted(read) if field in units)
 

@@ -77,12 +77,19 @@ def _requests(catalog: Catalog, spec: EventKindSpec, event_type: str,
 def fields_read(catalog: Catalog, kind: str, event_type: str) -> frozenset[str]:
     """The event's fields that `notification_requests` reads for this type: all a resend needs."""
     spec = catalog.events[kind]
-    read = {"event_id", spec.key, spec.time_field, *filter(None, (spec.workspace_field, spec.type_field))}
+    identifying = filter(None, (spec.workspace_field, spec.type_field))
+    return frozenset({"event_id", spec.key, spec.time_field, *identifying,
+                      *notification_fields(catalog, event_type)})
+
+
+def notification_fields(catalog: Catalog, event_type: str) -> set[str]:
+    """The event's fields the notifications on this type read: guards, parameters, recipients."""
+    read: set[str] = set()
     for _name, notification in catalog.notifications_on(event_type):
         read.update(notification.when)
         read.update(notification.params.values())
         read.update(route.to for route in notification.channels.values())
-    return frozenset(read)
+    return read
 
 
 def guards_pass(notification: NotificationSpec, event: Mapping[str, Any]) -> bool:
