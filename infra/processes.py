@@ -50,7 +50,17 @@ def pid_alive(pid: int | None) -> bool:
         done, _status = os.waitpid(pid, os.WNOHANG)
         if done == pid:  # our own child that already exited
             return False
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """Exited, and waiting for its parent (another process) to collect its status: as good as
+    gone for whoever waits on it, and a signal cannot end it any further."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False  # no /proc here: take it as running
+    return stat.rsplit(")", 1)[-1].split()[:1] == ["Z"]
 
 
 def spawn_detached(argv: Sequence[str], log_path: Path, extra_env: Mapping[str, str] | None = None) -> int:

@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -121,9 +121,13 @@ def down(
     ctx: typer.Context,
     purge: Annotated[bool, typer.Option(help="Also delete their data (topics, database).")] = False,
 ) -> None:
-    """Stop the embedded schema registry, Kafka and PostgreSQL."""
+    """Stop what `herald run` runs, then the embedded schema registry, Kafka and PostgreSQL."""
     from herald.infra.services import purge_services, stop_services
+    from herald.ops.run import stop_pipeline
 
+    processes = stop_pipeline(_settings(ctx))
+    if processes:
+        console.print(f"stopped the pipeline's processes: {', '.join(processes)}")
     stopped = stop_services(_settings(ctx))
     console.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
     if purge:
@@ -165,6 +169,19 @@ def status(
     for row in report["stages"]:  # type: ignore[attr-defined]
         table.add_row(row["stage"], row["state"], row["where"], "" if row["lag"] is None else str(row["lag"]))
     Console().print(table)
+    if report["processes"]:
+        _print_processes(report["processes"], report["stages"])  # type: ignore[arg-type]
+
+
+def _print_processes(rows: list[dict[str, Any]], stages: list[dict[str, Any]]) -> None:
+    lag = {row["stage"]: row["lag"] for row in stages}
+    table = Table("process (herald run)", "state", "pid", "uptime", "restarts", "stage lag")
+    for row in rows:
+        uptime = "" if row["uptime_s"] is None else f"{row['uptime_s']:.0f} s"
+        stage_lag = lag.get(row["stage"])
+        table.add_row(row["process"], row["state"], str(row["pid"] or ""), uptime, str(row["restarts"]),
+                      "" if stage_lag is None else str(stage_lag))
+    Console().print(table)
 
 
 def _print_registry_url(settings: Settings) -> None:
@@ -191,6 +208,39 @@ def settings(
     for row in documented_settings():
         table.add_row(*row)
     Console().print(table)
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    scale: Annotated[list[str] | None, typer.Option(
+        help="STAGE=N: run N processes of a stage, e.g. deliver:email=3 (repeatable; stages as "
+             "`herald status` names them).")] = None,
+) -> None:
+    """Run every process the catalog's pipeline needs, supervised, until Ctrl-C or SIGTERM: a
+    process that exits is restarted with backoff; logs go to the terminal, prefixed, and to
+    one file per process under HERALD_HOME/logs/run. `herald down` stops it from elsewhere."""
+    from herald.infra.supervisor import live_pids, read_state
+    from herald.ops.pipeline import pipeline_stages
+    from herald.ops.run import parse_scale, run_pipeline, run_state_path
+
+    settings, catalog = _settings(ctx), process_catalog(ctx)
+    running = live_pids(read_state(run_state_path(settings))).get("supervisor")
+    if running is not None:
+        console.print(f"[red]error:[/red] `herald run` already runs here (pid {running}); "
+                      "`herald down` stops it")
+        raise typer.Exit(1)
+    known = [stage.name for stage in pipeline_stages(catalog, settings.namespace, settings.streams_app_id)]
+    try:
+        counts = parse_scale(scale or [], known)
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {exc}", markup=False)
+        raise typer.Exit(2) from None
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # the supervisor's own stop is bounded
+        signal.signal(sig, lambda _number, _frame: stop.set())
+    supervisor = run_pipeline(settings, catalog, counts, stop, echo=lambda line: print(line, flush=True))
+    console.print(f"stopped {len(supervisor.children)} processes ({supervisor.restarts} restarts)")
 
 
 @app.command()

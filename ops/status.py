@@ -1,9 +1,10 @@
 """`herald status`: what runs where. The embedded or configured services, then each stage of
 the pipeline: its consumer groups' members (client id and host) and lag, or, for relays,
-the database sessions that lease outbox shards."""
+the database sessions that lease outbox shards; and the processes a `herald run` keeps alive."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass
 
 import sqlalchemy as sa
@@ -12,8 +13,10 @@ from herald.infra.kafka_views import GroupView, KafkaUnavailable, group_views
 from herald.infra.processes import ServiceError
 from herald.infra.services import resolve_database_url
 from herald.infra.settings import Settings
+from herald.infra.supervisor import process_rows, read_state
 from herald.ops.bootstrap import describe, kafka_if_known
 from herald.ops.pipeline import Stage, pipeline_stages, stage_groups
+from herald.ops.run import run_state_path
 from herald.producers.leases import lease_holders
 from herald.schemas.catalog_model import Catalog
 
@@ -44,7 +47,8 @@ def pipeline_status(settings: Settings, catalog: Catalog) -> dict[str, object]:
     finally:
         if engine is not None:
             engine.dispose()
-    return {"services": services, "kafka_bootstrap": bootstrap, "stages": [s.as_dict() for s in stages]}
+    return {"services": services, "kafka_bootstrap": bootstrap, "stages": [s.as_dict() for s in stages],
+            "processes": process_rows(read_state(run_state_path(settings)), time.time())}
 
 
 def stage_statuses(settings: Settings, catalog: Catalog, bootstrap: str | None,
