@@ -15,12 +15,14 @@ last record (`ReadPositions`), so a caught-up group shows lag 0.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
+from herald.infra.kafka_io import logged_rebalances, records_only
 from herald.infra.read_positions import ReadPositions
 
 log = logging.getLogger(__name__)
@@ -125,3 +127,26 @@ def caught_up(consumer: Consumer) -> bool:
     ends = [PartitionEnd(p.offset, c.offset, *consumer.get_watermark_offsets(p, timeout=10))
             for p, c in zip(positions, committed, strict=True)]
     return all(end.reached() for end in ends)
+
+
+def consume_in_batches(consumer: Consumer, topics: list[str], handle: Callable[[list[Message]], None],
+                       stop: threading.Event, *, name: str, logger: logging.Logger, drain: bool = False,
+                       batch: int = 500, between: Callable[[], None] | None = None) -> None:
+    """Subscribe to `topics` and hand each fetched batch to `handle`, committing its offsets only
+    after `handle` returned, until `stop` (or, with `drain`, until caught up); then close the
+    consumer. `between` runs after every fetch, empty or not (periodic chores)."""
+    pending = PendingOffsets(consumer)
+    consumer.subscribe(topics, **logged_rebalances(logger, name))
+    try:
+        while not stop.is_set():
+            messages = records_only(consumer.consume(batch, 0.5))
+            if messages:
+                handle(messages)
+                pending.finished(messages)
+            pending.commit()  # also after an empty fetch: it may step over markers
+            if between is not None:
+                between()
+            if not messages and drain and not pending and caught_up(consumer):
+                break
+    finally:
+        consumer.close()

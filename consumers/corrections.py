@@ -25,9 +25,9 @@ import sqlalchemy as sa
 from confluent_kafka import Consumer, Message, Producer
 from sqlalchemy.orm import Session
 
-from herald.consumers.commits import PendingOffsets
+from herald.consumers.commits import consume_in_batches
 from herald.infra.deadline import Deadline
-from herald.infra.kafka_io import logged_rebalances, produce_confirmed, records_only
+from herald.infra.kafka_io import produce_confirmed
 from herald.producers.sessions import update_session
 from herald.schemas.catalog import SESSION_CORRECTIONS, qualified
 from herald.schemas.codec import UndecodableRecord, decode_expecting
@@ -70,21 +70,12 @@ class CorrectionApplier:
         self._producer = producer  # for dead letters only
         self._engine = engine
         self._namespace = namespace
-        self._pending = PendingOffsets(consumer)
         self.handler = handler
 
     def run(self, stop: threading.Event) -> Any:
-        self._consumer.subscribe([qualified(self.handler.topic, self._namespace)],
-                                 **logged_rebalances(log, f"corrections {self.handler.topic}"))
-        try:
-            while not stop.is_set():
-                messages = records_only(self._consumer.consume(200, 0.5))
-                if messages:
-                    self._apply_batch(messages)
-                    self._pending.finished(messages)
-                self._pending.commit()  # also after an empty fetch: it may step over markers
-        finally:
-            self._consumer.close()
+        topic = qualified(self.handler.topic, self._namespace)
+        consume_in_batches(self._consumer, [topic], self._apply_batch, stop,
+                           name=f"corrections {self.handler.topic}", logger=log, batch=200)
         return self.handler.stats
 
     def _apply_batch(self, messages: list[Message]) -> None:

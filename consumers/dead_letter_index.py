@@ -22,8 +22,7 @@ import sqlalchemy as sa
 from confluent_kafka import Consumer, Message
 from sqlalchemy.dialects.postgresql import insert
 
-from herald.consumers.commits import PendingOffsets, caught_up
-from herald.infra.kafka_io import logged_rebalances, records_only
+from herald.consumers.commits import consume_in_batches
 from herald.schemas import headers as h
 from herald.schemas.catalog import DLQ_INDEX_STAGE, qualified
 from herald.schemas.codec import UndecodableRecord, decode
@@ -99,22 +98,11 @@ class DeadLetterIndexer:
         self._consumer = consumer
         self._engine = engine
         self._catalog_names = {qualified(t, namespace): t for t in topics}
-        self._pending = PendingOffsets(consumer)
         self.stats = IndexStats()
 
     def run(self, stop: threading.Event, drain: bool = False) -> IndexStats:
-        self._consumer.subscribe(list(self._catalog_names), **logged_rebalances(log, "dlq index"))
-        try:
-            while not stop.is_set():
-                messages = records_only(self._consumer.consume(500, 0.5))
-                if messages:
-                    self._index(messages)
-                    self._pending.finished(messages)
-                self._pending.commit()  # also after an empty fetch: it may step over markers
-                if not messages and drain and not self._pending and caught_up(self._consumer):
-                    break
-        finally:
-            self._consumer.close()
+        consume_in_batches(self._consumer, list(self._catalog_names), self._index, stop, name="dlq index",
+                           logger=log, drain=drain)
         return self.stats
 
     def _index(self, messages: list[Message]) -> None:

@@ -144,8 +144,12 @@ class Settings:
         "consumed has waited longer, in seconds (since its due time, for a retry tier's records)."))
     health_stages: tuple[str, ...] = field(default=("*",), metadata=_doc(
         "The stages `herald health` requires to run, comma-separated: relay, router, missing, sessions, "
-        "status, deliver:<channel> for each channel of the catalog, corrections, dlq-index; * for all. "
+        "status, deliver:<channel> for each channel of the catalog, corrections, dlq-index, history-index; "
+        "* for all. "
         "A required stage fails health when it has no live member (the relay: no shard leased)."))
+    history_retention_days: float = field(default=7.0, metadata=_doc(
+        "How long the notification history (`herald notifications show`) keeps a request or an "
+        "outcome, in days. The history is rebuilt from the topics when lost, which keep 7 days."))
     shutdown_timeout_s: float = field(default=30.0, metadata=_doc(
         "After SIGTERM or Ctrl-C, the longest any Herald process takes to exit, in seconds, Kafka up or "
         "down: past it, what is unfinished is left to the next owner (every stage is at-least-once "

@@ -403,8 +403,11 @@ def run_corrections(settings: Settings, catalog: Catalog, stop: threading.Event)
 
 def database_engine(settings: Settings) -> sa.Engine:
     """An engine for a short command that needs only the database (ops commands answer while
-    Kafka is down: a replay goes through the outbox)."""
-    return sa.create_engine(resolve_database_url(settings), pool_pre_ping=True)
+    Kafka is down: a replay goes through the outbox). A database that does not answer is a
+    clear error naming it, not a traceback."""
+    url = resolve_database_url(settings)
+    check_database(url)
+    return sa.create_engine(url, pool_pre_ping=True)
 
 
 def run_dlq_index(settings: Settings, catalog: Catalog, stop: threading.Event, drain: bool = False) -> Any:

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from herald.consumers.history_index import history_topics
 from herald.infra.settings import Settings
 from herald.schemas.catalog import (
     CORRECTIONS_STAGE,
     DELIVERY_STAGE,
     DLQ_INDEX_STAGE,
     GATEWAY_OBSERVATIONS,
+    HISTORY_INDEX_STAGE,
     MISSING_CHECKS,
     MISSING_DELIVERIES,
     MISSING_NOTIFICATIONS,
@@ -96,6 +98,8 @@ def pipeline_stages(catalog: Catalog, namespace: str, streams_app_id: str) -> tu
             group(CORRECTIONS_STAGE, topic) for topic in (SESSION_CORRECTIONS, SESSION_MISMATCHES))))
     dead_letters = group(DLQ_INDEX_STAGE, "dlq", dead_letter_topics(catalog))
     stages.append(Stage("dlq-index", "herald dlq index", (dead_letters,)))
+    history = group(HISTORY_INDEX_STAGE, "history", history_topics(tuple(catalog.channels)))
+    stages.append(Stage(HISTORY_INDEX_STAGE, "herald notifications index", (history,)))
     return tuple(stages)
 
 

@@ -110,6 +110,7 @@ def start_pipeline(group: ProcessGroup, settings: Settings, bootstrap: str) -> N
     group.start("streams-status", [*HERALD_ARGV, "streams", "--processor", "status"])
     group.start("corrections", [*HERALD_ARGV, "corrections"])
     group.start("dlq-index", [*HERALD_ARGV, "dlq", "index"])
+    group.start("history-index", [*HERALD_ARGV, "notifications", "index"])
     for channel in CHANNELS:
         group.start(f"deliver-{channel}", [*HERALD_ARGV, "deliver", "--channel", channel])
     wait_for_groups(bootstrap, pipeline_groups(settings), Deadline(90), group)

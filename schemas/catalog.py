@@ -8,6 +8,7 @@ pipelines (or tests) share one cluster apart.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from herald.schemas.catalog_model import RESERVED_CHANNELS, Catalog
@@ -39,6 +40,8 @@ STATUS_STATS = "notifications.status.stats"
 STATUS_PARTIALS = "streams.status.partials"
 
 _DAY_MS = 24 * 60 * 60 * 1000
+REQUEST_DAYS = 7  # how long a channel's request topic keeps its records
+HISTORY_DAYS = REQUEST_DAYS  # how far back the notification history can be rebuilt from the topics
 
 
 @dataclass(frozen=True)
@@ -49,9 +52,13 @@ class TopicSpec:
     retention_ms: int  # -1 keeps records forever (compacted topics)
     key: str  # what the record key is, for humans and docs
     value_schema: str
+    min_compaction_lag_ms: int = 0  # a compacted topic keeps every record at least this long
 
     def config(self) -> dict[str, str]:
-        return {"cleanup.policy": self.cleanup_policy, "retention.ms": str(self.retention_ms)}
+        config = {"cleanup.policy": self.cleanup_policy, "retention.ms": str(self.retention_ms)}
+        if self.min_compaction_lag_ms:
+            config["min.compaction.lag.ms"] = str(self.min_compaction_lag_ms)
+        return config
 
 
 def qualified(name: str, namespace: str = "") -> str:
@@ -128,6 +135,7 @@ def dead_letter_topics(catalog: Catalog) -> tuple[str, ...]:
 DELIVERY_STAGE = "deliver"
 CORRECTIONS_STAGE = "corrections"
 DLQ_INDEX_STAGE = "dlq-index"
+HISTORY_INDEX_STAGE = "history-index"
 
 
 def consumer_group(stage: str, topic: str, namespace: str = "") -> str:
@@ -152,15 +160,11 @@ def topic_catalog(catalog: Catalog, namespace: str = "") -> tuple[TopicSpec, ...
     for channel, spec in catalog.channels.items():
         topic = notification_topic(channel)
         for name in delivery_topics(channel):
-            specs.append(TopicSpec(name, spec.partitions, "delete", 7 * _DAY_MS, "notification id",
+            specs.append(TopicSpec(name, spec.partitions, "delete", REQUEST_DAYS * _DAY_MS, "notification id",
                                    "herald.NotificationRequest"))
         specs.append(TopicSpec(dead_letter_topic(topic), 1, "delete", 30 * _DAY_MS,
                                "notification id", _ANY))
-    return tuple(
-        TopicSpec(qualified(s.name, namespace), s.partitions, s.cleanup_policy, s.retention_ms,
-                  s.key, s.value_schema)
-        for s in specs
-    )
+    return tuple(dataclasses.replace(s, name=qualified(s.name, namespace)) for s in specs)
 
 
 _ANY = "any (undecodable input kept as it came)"
@@ -186,7 +190,10 @@ def _own_topic_specs(joined_partitions: int) -> list[TopicSpec]:
         # Compacted: each record carries the whole session, so the latest per key is the state.
         TopicSpec(SESSION_EVENTS, 6, "compact", -1, "session id", "herald.SessionEvent"),
         TopicSpec(dead_letter_topic(SESSION_EVENTS), 1, "delete", 30 * _DAY_MS, "session id", _ANY),
-        TopicSpec(NOTIFICATION_STATUS, 6, "compact", -1, "notification id", "herald.NotificationStatus"),
+        # Every outcome stays uncompacted as long as the requests are kept: the notification
+        # history is rebuilt from both.
+        TopicSpec(NOTIFICATION_STATUS, 6, "compact", -1, "notification id", "herald.NotificationStatus",
+                  HISTORY_DAYS * _DAY_MS),
         TopicSpec(dead_letter_topic(NOTIFICATION_STATUS), 1, "delete", 30 * _DAY_MS, "notification id", _ANY),
         TopicSpec(MISSING_NOTIFICATIONS, 6, "compact", -1, "subject id|notification",
                   "herald.MissingNotification"),

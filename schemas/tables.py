@@ -154,3 +154,43 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(
         sa.DateTime(timezone=True), server_default=sa.text("clock_timestamp()"))
     revoked_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+
+
+HISTORY_KINDS = ("requested", "replayed", "sent", "retry_scheduled", "dead_lettered", "failed")
+
+
+class NotificationHistoryEntry(Base):
+    """One moment of a notification's story, as the history indexer read it: its request (or a
+    replay of it) on its channel's topic, or an outcome on `notifications.status`."""
+
+    __tablename__ = "notification_history"
+
+    id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
+    source_topic: Mapped[str] = mapped_column(sa.String(200))  # catalog name, without namespace
+    source_partition: Mapped[int] = mapped_column(sa.Integer)
+    source_offset: Mapped[int] = mapped_column(sa.BigInteger)
+    notification_id: Mapped[str] = mapped_column(sa.String(200), index=True)
+    subject_id: Mapped[str] = mapped_column(sa.String(400), index=True)  # the triggering event's key
+    notification_type: Mapped[str] = mapped_column(sa.String(100))
+    channel: Mapped[str] = mapped_column(sa.String(100))
+    kind: Mapped[str] = mapped_column(sa.String(20))
+    recipient: Mapped[str | None] = mapped_column(sa.String(400), index=True)  # requests only
+    event_type: Mapped[str | None] = mapped_column(sa.String(100))
+    event_fields: Mapped[dict[str, Any] | None] = mapped_column(JSONB)  # the request's parameters
+    attempts: Mapped[int | None] = mapped_column(sa.Integer)
+    error_class: Mapped[str | None] = mapped_column(sa.String(200))
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    provider_message_id: Mapped[str | None] = mapped_column(sa.String(200))
+    gateway_instance: Mapped[str | None] = mapped_column(sa.String(200))
+    due_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    trace_id: Mapped[str | None] = mapped_column(sa.String(32))
+    occurred_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), index=True)
+    indexed_at: Mapped[datetime] = mapped_column(
+        sa.DateTime(timezone=True), server_default=sa.text("clock_timestamp()"))
+
+    __table_args__ = (
+        sa.UniqueConstraint("source_topic", "source_partition", "source_offset",
+                            name="notification_history_position"),
+        sa.CheckConstraint(f"kind IN ({', '.join(repr(k) for k in HISTORY_KINDS)})",
+                           name="notification_history_kind_valid"),
+    )

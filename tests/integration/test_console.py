@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import subprocess
+import threading
 from collections.abc import Iterator
 
 import httpx
@@ -15,6 +16,8 @@ from sqlalchemy.orm import Session
 from herald.infra.processes import free_port
 from herald.infra.system_packages import require_command
 from herald.ops.api_tokens import create_token
+from herald.ops.notification_history import run_history_index
+from tests.catalogs import example
 from tests.integration.delivery_support import delivering, fast_settings, produce_requests
 from tests.integration.relay_support import running_relay
 from tests.integration.test_dead_letters import index
@@ -73,7 +76,7 @@ def test_a_dead_letter_replayed_from_the_console_is_delivered(settings, engine, 
             wait_until(lambda: network.accepted("email") >= 2, 60, "the two that did not fail")
             index(settings)
             with engine.connect() as conn:
-                dead_id = conn.execute(sa.text("SELECT id FROM dead_letters")).scalar_one()
+                dead_id, dead_key = conn.execute(sa.text("SELECT id, key_text FROM dead_letters")).one()
             wait = WebDriverWait(browser, 30)
             browser.get(ops_api)
             browser.find_element(By.ID, "token").send_keys(token)
@@ -101,3 +104,12 @@ def test_a_dead_letter_replayed_from_the_console_is_delivered(settings, engine, 
                 wait_until(lambda: network.accepted("email") >= 3, 60, "the replayed notification")
         stats = network.stats("email")
     assert (stats["accepted"], stats["duplicates"]) == (3, 0)
+    run_history_index(settings, example(), threading.Event(), drain=True)
+    browser.find_element(By.CSS_SELECTOR, "nav button[data-tab=notifications]").click()
+    browser.find_element(By.ID, "n-key").send_keys(dead_key)
+    browser.find_element(By.ID, "n-apply").click()
+    wait.until(shown.text_to_be_present_in_element((By.ID, "stories"), "replayed"))
+    told = [row.text for row in browser.find_elements(By.CSS_SELECTOR, "#stories tbody tr")]
+    assert [line.split()[1] for line in told] == ["requested", "dead_lettered", "replayed", "sent"], told
+    assert "ProviderRejected" in told[1]
+    browser.save_screenshot(str(log_dir / "console-notifications.png"))

@@ -105,7 +105,8 @@ def test_running_the_stages_yourself_as_the_docs_say(base_settings, tmp_path):
         assert took_s < STOP_BOUND_S, f"the stop block took {took_s:.0f} s"
         said = shell.log.read_text()
         for stage in ("relay", "ingest", "api", "streams router", "streams missing", "streams sessions",
-                      "streams status", "deliver whatsapp", "deliver email", "corrections", "dlq index"):
+                      "streams status", "deliver whatsapp", "deliver email", "corrections", "dlq index",
+                      "history index"):
             assert f"{stage} starting (herald" in said and f"{stage} stopped" in said, stage
     finally:
         shell.close()

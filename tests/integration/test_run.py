@@ -3,6 +3,7 @@ killed with SIGKILL again and again while registrations flow, and `herald down` 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -41,6 +42,20 @@ def running(state_path: Path) -> dict[str, int]:
     return live_pids(read_state(state_path))
 
 
+def e_tickets_sent(env: dict[str, str], registration: str) -> set[str]:
+    """The channels `herald notifications show` says the registration's e-ticket was sent on,
+    each story running from its request to its sending."""
+    shown = herald("notifications", "show", registration, "--type", "e_ticket", "--json", env=env, timeout=60)
+    stories = json.loads(shown.stdout) if shown.returncode == 0 else []
+    return {s["channel"] for s in stories
+            if (s["timeline"][0]["kind"], s["timeline"][-1]["kind"]) == ("requested", "sent")}
+
+
+def every_process_runs(state_path: Path) -> bool:
+    state = read_state(state_path)
+    return bool(state) and len(live_pids(state)) == len(state["processes"]) + 1  # and the supervisor
+
+
 def kill_and_wait_for_return(state_path: Path, name: str) -> None:
     pid = running(state_path)[name]
     os.kill(pid, signal.SIGKILL)
@@ -61,8 +76,7 @@ def test_run_keeps_the_pipeline_alive_through_kills_and_down_leaves_no_process(s
         with (log_dir / "herald-run.log").open("wb") as output:
             runner = subprocess.Popen([*HERALD, *run_args], env=env, stdout=output, stderr=subprocess.STDOUT)
         try:
-            wait_until(lambda: "supervisor" in running(state_path) and len(running(state_path)) >= 10,
-                       60, "every process of the run")
+            wait_until(lambda: every_process_runs(state_path), 60, "every process of the run")
             wait_for_groups(settings.kafka_bootstrap, pipeline_groups(settings), Deadline(90), simulators)
             run_id = uuid.uuid4().hex[:8]
             with ThreadPoolExecutor(1) as writer:
@@ -78,6 +92,7 @@ def test_run_keeps_the_pipeline_alive_through_kills_and_down_leaves_no_process(s
             rows = {name: entry for name, entry in (read_state(state_path) or {})["processes"].items()}
             assert all(rows[name]["restarts"] == KILLS_EACH for name in KILLED), rows
             assert all(rows[name]["restarts"] == 0 for name in rows if name not in KILLED), rows
+            wait_until(lambda: e_tickets_sent(env, ids[0]) == set(CHANNELS), 60, "its story in the history")
             shown = herald(*status_args, env=env, timeout=60).stdout
             assert all(name in shown for name in rows) and "restarts" in shown, shown
             pids = running(state_path)

@@ -28,7 +28,7 @@ PROCESSES = {
     "missing": ["streams", "--processor", "missing"], "sessions": ["streams", "--processor", "sessions"],
     "status": ["streams", "--processor", "status"], "deliver-whatsapp": ["deliver", "--channel", "whatsapp"],
     "deliver-email": ["deliver", "--channel", "email"], "corrections": ["corrections"],
-    "dlq-index": ["dlq", "index"],
+    "dlq-index": ["dlq", "index"], "history-index": ["notifications", "index"],
 }
 BOUND_S = 15.0  # each must be gone by then; its exit deadline (shutdown_timeout_s) is later
 
@@ -63,7 +63,7 @@ def test_every_process_stops_within_a_bound_on_sigterm_with_kafka_down_and_logs_
         started = f"starting (herald {herald_version()}, pid"
         assert started in log and "consumes" in log, tail(group.log_path(name))
         assert " stopped" in log, f"{name} wrote no stop line:\n{tail(group.log_path(name))}"
-    for name in ("router", "status", "deliver-email", "corrections", "dlq-index"):  # their rebalances
+    for name in ("router", "status", "deliver-email", "corrections", "dlq-index", "history-index"):
         assert "partitions assigned" in group.log_path(name).read_text(), name
 
 

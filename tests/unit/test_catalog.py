@@ -74,7 +74,10 @@ def test_a_channel_or_event_kind_added_to_the_catalog_gets_its_topics(tmp_path):
 
 def test_status_topic_is_compacted_and_values_name_real_schemas(catalog):
     specs = {spec.name: spec for spec in topic_catalog(catalog)}
-    assert specs["notifications.status"].config() == {"cleanup.policy": "compact", "retention.ms": "-1"}
+    # every outcome kept uncompacted as long as the requests: the notification history is rebuilt from both
+    assert specs["notifications.status"].config() == {"cleanup.policy": "compact", "retention.ms": "-1",
+                                                      "min.compaction.lag.ms": str(7 * 24 * 3600 * 1000)}
+    assert specs["notifications.email"].retention_ms == 7 * 24 * 3600 * 1000
     for spec in specs.values():
         known = (*SCHEMA_FILES, "herald.RegistrationEvent")
         assert spec.value_schema in known or spec.value_schema.startswith("any")

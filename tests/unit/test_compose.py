@@ -54,7 +54,7 @@ def test_every_herald_process_is_a_service():
                      "streams --processor sessions", "streams --processor status", "corrections",
                      "deliver --channel whatsapp",
                      "deliver --channel email", "simulator --kind whatsapp", "simulator --kind email",
-                     "dlq index", "api"):
+                     "dlq index", "notifications index", "api"):
         assert any(c == expected or c.startswith(expected + " ") for c in commands), expected
 
 
