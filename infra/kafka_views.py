@@ -37,15 +37,17 @@ class Entry:
     headers: dict[str, str]
 
 
-def live_entries(bootstrap: str, topic: str, timeout_s: float = 10.0) -> dict[bytes, Entry]:
+def live_entries(bootstrap: str, topic: str, timeout_s: float = 10.0,
+                 since_ms: int | None = None) -> dict[bytes, Entry]:
     """The latest record per key of a compacted topic, tombstoned keys left out: what is open.
 
-    Reads every partition from the start to the end it had when the read began."""
+    Reads every partition from the start (or from its first record written at or after
+    `since_ms`) to the end it had when the read began."""
     consumer = _view_consumer(bootstrap)
     deadline = Deadline(timeout_s)
     try:
-        ends = _ends(consumer, topic, deadline)
-        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
+        starts, ends = _range(consumer, topic, since_ms, deadline)
+        consumer.assign([TopicPartition(topic, p, starts[p]) for p in ends])
         latest: dict[bytes, Entry | None] = {}
         while not _reached(consumer, ends):
             if deadline.expired():
@@ -78,6 +80,21 @@ def all_entries(bootstrap: str, topic: str, timeout_s: float = 10.0) -> list[Ent
         return entries
     finally:
         consumer.close()
+
+
+def _range(consumer: Consumer, topic: str, since_ms: int | None,
+           deadline: Deadline) -> tuple[dict[int, int], dict[int, int]]:
+    """Where to start each partition, and its end: only partitions with something to read."""
+    ends = _ends(consumer, topic, deadline)
+    if since_ms is None:
+        return dict.fromkeys(ends, 0), ends
+    try:
+        found = consumer.offsets_for_times([TopicPartition(topic, p, since_ms) for p in ends],
+                                           timeout=max(deadline.remaining(), 0.1))
+    except KafkaException as exc:
+        raise KafkaUnavailable(f"Kafka did not answer for {topic}: {exc.args[0].str()}") from None
+    starts = {tp.partition: tp.offset if tp.offset >= 0 else ends[tp.partition] for tp in found}
+    return starts, {p: end for p, end in ends.items() if starts[p] < end}
 
 
 def _view_consumer(bootstrap: str, **overrides: object) -> Consumer:

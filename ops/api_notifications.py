@@ -8,8 +8,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
+from herald.infra.kafka_views import KafkaUnavailable
 from herald.ops.notification_history import StoryQuery, notification_stories
 from herald.ops.ops_api import ERRORS, ApiError, Viewer, Wired, api_error
+from herald.ops.status_graphs import status_graphs
 from herald.schemas.tables import HISTORY_KINDS
 
 notifications = APIRouter(prefix="/v1/notifications", tags=["notifications"],
@@ -36,3 +38,12 @@ def stories(who: Viewer, wiring: Wired, key: Text = None, recipient: Text = None
         raise api_error(422, "invalid_query", "; ".join(problems))
     found = notification_stories(wiring.engine, query, mask=not who.is_operator)
     return {"count": len(found), "items": found}
+
+
+@notifications.get("/stats", responses={503: {"model": ApiError, "description": "Kafka does not answer"}})
+def stats(_who: Viewer, wiring: Wired, minutes: Annotated[int, Query(ge=1, le=1440)] = 60) -> dict[str, Any]:
+    """Per minute, per notification and channel: how many were sent, retried and dead-lettered
+    (from notifications.status.stats), oldest minute first."""
+    if wiring.kafka_bootstrap is None:
+        raise KafkaUnavailable("Kafka is not configured and not running")
+    return status_graphs(wiring.kafka_bootstrap, wiring.settings.namespace, minutes)

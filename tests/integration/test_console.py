@@ -1,26 +1,34 @@
 """The web console in Debian's headless Chromium against the real stack: sign in with an
-operator token, find a dead-lettered notification, replay it from the page, see it delivered."""
+operator token, find a dead-lettered notification, replay it from the page, see it delivered
+and its story told; and the graphs of what the status processor counted."""
 
 from __future__ import annotations
 
 import dataclasses
 import subprocess
 import threading
+from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 import sqlalchemy as sa
+from confluent_kafka import Producer
 from sqlalchemy.orm import Session
 
-from herald.infra.processes import free_port
+from herald.infra.kafka_io import producer_config
+from herald.infra.processes import ProcessGroup, free_port
 from herald.infra.system_packages import require_command
 from herald.ops.api_tokens import create_token
 from herald.ops.notification_history import run_history_index
+from herald.schemas.catalog import NOTIFICATION_STATUS, qualified
 from tests.catalogs import example
 from tests.integration.delivery_support import delivering, fast_settings, produce_requests
 from tests.integration.relay_support import running_relay
 from tests.integration.test_dead_letters import index
+from tests.integration.test_status_stats import latest_counts, outcomes, produce, start_counter
 from tests.support import HERALD, process_env, simulator_network, wait_until
 
 webdriver = pytest.importorskip("selenium.webdriver")
@@ -45,8 +53,9 @@ def browser() -> Iterator[object]:
         driver.quit()
 
 
-@pytest.fixture
-def ops_api(settings):
+@contextmanager
+def served_api(settings) -> Iterator[str]:
+    """`herald api` on a free port; its URL once it answers."""
     served = dataclasses.replace(settings, api_port=free_port())
     server = subprocess.Popen([*HERALD, "api"], env=process_env(served), stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
@@ -57,6 +66,12 @@ def ops_api(settings):
     finally:
         server.terminate()
         server.wait(30)
+
+
+@pytest.fixture
+def ops_api(settings):
+    with served_api(settings) as url:
+        yield url
 
 
 def _answers(url: str) -> bool:
@@ -113,3 +128,36 @@ def test_a_dead_letter_replayed_from_the_console_is_delivered(settings, engine, 
     assert [line.split()[1] for line in told] == ["requested", "dead_lettered", "replayed", "sent"], told
     assert "ProviderRejected" in told[1]
     browser.save_screenshot(str(log_dir / "console-notifications.png"))
+
+
+def test_the_graphs_draw_what_the_status_processor_counted(settings, engine, log_dir, browser):
+    """Outcomes of the last minutes counted by the real status processor, drawn per minute in the
+    console: each bar the count the processor wrote."""
+    settings = dataclasses.replace(settings, status_stats_flush_interval_s=0.3)
+    with Session(engine) as session, session.begin():
+        token = create_token(session, "graphs-viewer", "viewer")
+    records = outcomes(90, datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=3))
+    expected = Counter((r["notification_type"], r["channel"], r["status"]) for r in records)
+    with ProcessGroup(log_dir, process_env(settings)) as group:
+        start_counter(group, settings)
+        produce(Producer(producer_config(settings.kafka_bootstrap, 30)),
+                qualified(NOTIFICATION_STATUS, settings.namespace), records)
+        wait_until(lambda: sum(latest_counts(settings).values()) >= len(records), 60, "every outcome counted")
+    with served_api(settings) as url:
+        wait = WebDriverWait(browser, 30)
+        browser.get(url)
+        browser.find_element(By.ID, "token").send_keys(token)
+        browser.find_element(By.ID, "signin").click()
+        wait.until(shown.text_to_be_present_in_element((By.ID, "who"), "graphs-viewer (viewer)"))
+        browser.find_element(By.CSS_SELECTOR, "nav button[data-tab=graphs]").click()
+        wait.until(shown.presence_of_element_located((By.CSS_SELECTOR, "#graph-list rect")))
+        wait.until(shown.text_to_be_present_in_element((By.ID, "lag-rows"), settings.namespace))
+        drawn: Counter = Counter()
+        for chart in browser.find_elements(By.CSS_SELECTOR, "#graph-list .graph"):
+            kind, channel = chart.get_attribute("data-series").split("/")
+            for bar in chart.find_elements(By.CSS_SELECTOR, "rect"):
+                status, count = bar.get_attribute("data-status"), int(bar.get_attribute("data-count"))
+                drawn[(kind, channel, status)] += count
+        browser.save_screenshot(str(log_dir / "console-graphs.png"))
+    assert drawn == expected, "every outcome drawn once, in its series and status"
+    assert len({key[:2] for key in drawn}) == 6, "three notifications on two channels"
