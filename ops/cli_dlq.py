@@ -16,12 +16,12 @@ from typing import Annotated, Any
 import typer
 from rich import box
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 from rich.text import Text
 from sqlalchemy.orm import Session
 
 from herald.infra.masking import mask_text, mask_value
+from herald.infra.progress import ProgressReporter
 from herald.infra.settings import Settings
 from herald.schemas.catalog import channel_of_topic
 
@@ -258,10 +258,11 @@ def _run_action(ctx: typer.Context, act: Any, dry_run: bool) -> None:
 
     engine = database_engine(_settings(ctx))
     try:
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      console=err, transient=True, disable=dry_run) as progress:
-            task = progress.add_task("dead letters", total=None)
-            result = act(engine, lambda r: progress.update(task, completed=r.done, total=r.matched))
+        if dry_run:  # a count, at once: nothing to follow
+            result = act(engine, lambda _r: None)
+        else:
+            with ProgressReporter("dlq").phase("dead letters done") as done:
+                result = act(engine, lambda r: done(r.done))
     except DeadLetterOpsError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from herald.infra.processes import ServiceError
+from herald.infra.progress import ProgressReporter
 from herald.ops.launch import HERALD_ARGV
 from herald.proving.bench_plots import write_plots
 from herald.proving.bench_tables import report_sections
@@ -92,7 +93,10 @@ def _read(path: str) -> str:
 
 def run_report(out: Path, quick: bool, environ: dict[str, str]) -> Path:
     commands = bench_commands(quick)
-    results = {command.name: run_command(command, environ) for command in commands}
+    progress, results = ProgressReporter("bench"), {}
+    for number, command in enumerate(commands, 1):
+        with progress.phase(f"bench {number} of {len(commands)}: {command.name}"):
+            results[command.name] = run_command(command, environ)
     shells = {command.name: command.shell for command in commands}
     out.parent.mkdir(parents=True, exist_ok=True)
     plots = write_plots(results, out.parent / "benchmarks")

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from herald.infra.catalogs import open_catalog
+from herald.infra.progress import ProgressReporter
 from herald.infra.services import Endpoints, start_services, stop_services
 from herald.infra.settings import Settings
 from herald.ops.bootstrap import prepare
@@ -50,20 +51,24 @@ def run_chaos(settings: Settings, names: list[str], plan: ChaosPlan,
     endpoints, started = start_services(settings)
     try:
         prepare(settings, open_catalog(settings.catalog, os.environ))
-        for name in names:
-            scenario = SCENARIOS[name]
-            reason = skip_reason(scenario, settings)
-            if reason:
-                outcome = Outcome(name, 0, 0, 0, 0, None, {"skipped": reason})
-            elif scenario.needs_cluster:
-                outcome = _on_cluster(scenario, settings, endpoints, plan)
-            else:
-                outcome = _run(scenario, settings, endpoints, plan)
+        progress = ProgressReporter("chaos")
+        for number, name in enumerate(names, 1):
+            with progress.phase(f"scenario {number} of {len(names)}: {name}"):
+                outcome = _outcome(SCENARIOS[name], settings, endpoints, plan)
             report(outcome)
             outcomes.append(outcome)
     finally:
         stop_services(settings, only=started)
     return outcomes
+
+
+def _outcome(scenario: Scenario, settings: Settings, endpoints: Endpoints, plan: ChaosPlan) -> Outcome:
+    reason = skip_reason(scenario, settings)
+    if reason:
+        return Outcome(scenario.name, 0, 0, 0, 0, None, {"skipped": reason})
+    if scenario.needs_cluster:
+        return _on_cluster(scenario, settings, endpoints, plan)
+    return _run(scenario, settings, endpoints, plan)
 
 
 def _run(scenario: Scenario, settings: Settings, endpoints: Endpoints, plan: ChaosPlan) -> Outcome:

@@ -7,6 +7,7 @@ simulators recorded (not from what the workers believe), and stops what it start
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
@@ -30,6 +31,7 @@ from herald.infra.deadline import Deadline
 from herald.infra.kafka_io import RDKAFKA_LOG
 from herald.infra.kafka_views import COORDINATOR_NOT_READY, group_views
 from herald.infra.processes import ProcessGroup, ServiceError
+from herald.infra.progress import ProgressReporter, Update
 from herald.infra.services import Endpoints, start_services, stop_services
 from herald.infra.settings import Settings, child_environ
 from herald.ops.bootstrap import prepare, replication_factor
@@ -186,14 +188,17 @@ def _group_readiness(future: Any, members: int | None = None) -> str:
     return "ready"
 
 
-def write_registrations(database_url: str, run_id: str, count: int, rate: float = 0.0) -> list[str]:
+def write_registrations(database_url: str, run_id: str, count: int, rate: float = 0.0,
+                        on_written: Update | None = None) -> list[str]:
     """Register, upload payment, verify payment: three transactions per registration.
 
     `rate` > 0 paces them to that many registrations per second; 0 writes as fast as it can.
+    `on_written` hears how many registrations are verified so far.
     """
     engine = sa.create_engine(database_url, pool_size=WRITER_THREADS)
     ids = [f"REG-{run_id}-{i:05d}" for i in range(count)]
     started = time.monotonic()
+    written = itertools.count(1)  # its next() is atomic in CPython: the writer threads share it
 
     def lifecycle(registration_id: str) -> None:
         if rate > 0:
@@ -208,6 +213,8 @@ def write_registrations(database_url: str, run_id: str, count: int, rate: float 
                              email=f"participant{n}@example.test")
                 else:
                     change_status(session, registration_id, step)
+        if on_written is not None:
+            on_written(next(written))
 
     try:
         with ThreadPoolExecutor(WRITER_THREADS) as pool:
@@ -225,10 +232,13 @@ def run_messages(network: SimulatorNetwork, channel: str, prefix: str,
 
 
 def wait_for_deliveries(network: SimulatorNetwork, prefix: str, expected: int,
-                        deadline: Deadline, group: ProcessGroup) -> None:
-    """Poll the simulators (this run's own) until each channel has `expected` e-tickets."""
+                        deadline: Deadline, group: ProcessGroup, on_accepted: Update | None = None) -> None:
+    """Poll the simulators (this run's own) until each channel has `expected` e-tickets;
+    `on_accepted` hears how many messages they accepted in all."""
     while not deadline.expired():
         group.check_alive()
+        if on_accepted is not None:
+            on_accepted(sum(network.accepted(c) for c in CHANNELS))
         if min(network.accepted(c) for c in CHANNELS) >= expected:
             counts = [len({m["subject_id"] for m in run_messages(network, c, prefix)}) for c in CHANNELS]
             if min(counts) >= expected:
@@ -294,18 +304,22 @@ def run_pipeline(settings: Settings, catalog: Catalog, endpoints: Endpoints, cou
     network = SimulatorNetwork.plan(run_dir / "simulators", report_interval_s=GATEWAY_REPORT_INTERVAL_S)
     started = time.monotonic()
     result = DemoResult(registrations=count, rate=rate, faults=faults)
+    progress = ProgressReporter("demo")
     with ProcessGroup(run_dir, pipeline_env(settings, endpoints, network)) as group, \
             ThreadPoolExecutor(1) as fault_thread:
-        network.start(group)
-        create_example_tables(endpoints.database_url)
-        open_demo_sessions(endpoints.database_url, network)
-        start_pipeline(group, settings, endpoints.kafka_bootstrap)
+        with progress.phase("starting the simulators and every stage"):
+            network.start(group)
+            create_example_tables(endpoints.database_url)
+            open_demo_sessions(endpoints.database_url, network)
+            start_pipeline(group, settings, endpoints.kafka_bootstrap)
         fault = fault_thread.submit(inject_fault, group, network) if inject_fault else None
-        ids = write_registrations(endpoints.database_url, run_id, count, rate)
+        with progress.phase("registrations verified", total=count) as written:
+            ids = write_registrations(endpoints.database_url, run_id, count, rate, written)
         result.written_events = 3 * count
         if fault is not None:
             fault.result(timeout=timeout_s)
-        wait_for_deliveries(network, prefix, count, Deadline(timeout_s), group)
+        with progress.phase("messages accepted by the providers (e-tickets and the rest)") as accepted:
+            wait_for_deliveries(network, prefix, count, Deadline(timeout_s), group, accepted)
         delivered_at = time.monotonic()
         time.sleep(2.0)  # let any late repeat arrive before counting duplicates
         verified_at, pending = database_counts(endpoints.database_url, prefix)
@@ -315,7 +329,8 @@ def run_pipeline(settings: Settings, catalog: Catalog, endpoints: Endpoints, cou
                                     result.accepted_ms)
         if faults is not None:
             finish_report(faults, [network.stats(c) for c in CHANNELS], endpoints.database_url)
-        wait_for_stages(result, settings, catalog, endpoints.kafka_bootstrap, delivered_at, group)
+        with progress.phase("every stage catching up"):
+            wait_for_stages(result, settings, catalog, endpoints.kafka_bootstrap, delivered_at, group)
         result.health = health_line(settings, catalog, endpoints)
     result.elapsed_s = time.monotonic() - started
     return result
