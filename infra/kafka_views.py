@@ -143,14 +143,17 @@ def group_views(bootstrap: str, groups: Sequence[tuple[str, Sequence[str]]],
     if not groups:
         return {}
     admin = AdminClient({"bootstrap.servers": bootstrap, "logger": RDKAFKA_LOG})
-    for attempt in range(1, _VIEW_ATTEMPTS + 1):
+    # Asked again while leadership settles (a topic just created, a broker back), for as long as
+    # the timeout allows: three tries 0.5 s apart once fell short on a loaded CI machine.
+    deadline = Deadline(timeout_s)
+    while True:
         try:
-            members, starts, lows, ends = _group_offsets(admin, groups, timeout_s)
+            members, starts, lows, ends = _group_offsets(admin, groups, max(deadline.remaining(), 1.0))
             break
         except (KafkaException, TimeoutError) as exc:
-            if attempt == _VIEW_ATTEMPTS or not _retriable(exc):
+            if deadline.remaining() < 0.5 or not _retriable(exc):
                 raise KafkaUnavailable(f"Kafka did not answer about consumer groups: {exc}") from None
-            time.sleep(0.5)  # a partition's leader moving (a topic just created, a broker back)
+            time.sleep(0.5)
     for group_starts in starts.values():  # no commit yet: the group starts at the earliest record
         for tp, offset in group_starts.items():
             group_starts[tp] = offset if offset >= 0 else lows[tp]
@@ -207,7 +210,6 @@ def _committed(admin: AdminClient, group: str, tps: list[TopicPartition],
     return {TopicPartition(tp.topic, tp.partition): tp.offset for tp in answer.topic_partitions}
 
 
-_VIEW_ATTEMPTS = 3
 _Offsets = dict[TopicPartition, int]
 _Members = dict[str, tuple[str, int, tuple[str, ...]]]  # group -> (state, members, their names)
 

@@ -12,7 +12,7 @@ import dataclasses
 import os
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
@@ -69,10 +69,11 @@ def registry(endpoints: Endpoints) -> SchemaRegistryClient:
     return registry_client(endpoints.schema_registry_url)
 
 
-@pytest.fixture
-def topics(endpoints: Endpoints, namespace: str, registry) -> Iterator[None]:
-    """The whole catalog (the registrations example's) under this test's namespace, its
-    schemas registered, the codec on them; topics removed afterwards with what it spawned."""
+@contextmanager
+def catalog_topics(endpoints: Endpoints, namespace: str, registry: SchemaRegistryClient) -> Iterator[None]:
+    """The whole catalog (the registrations example's) under `namespace`, its schemas
+    registered, this process's codec on them (whatever an earlier test left it on); topics
+    removed afterwards with what it spawned."""
     specs = topic_catalog(example(), namespace)
     provision_topics(endpoints.kafka_bootstrap, specs)
     provision_schemas(registry, specs)
@@ -80,6 +81,13 @@ def topics(endpoints: Endpoints, namespace: str, registry) -> Iterator[None]:
     yield
     delete_subjects(registry, specs)
     delete_namespace_topics(endpoints.kafka_bootstrap, f"{namespace}.")
+
+
+@pytest.fixture
+def topics(endpoints: Endpoints, namespace: str, registry) -> Iterator[None]:
+    """The catalog's topics and schemas under this test's namespace (`catalog_topics`)."""
+    with catalog_topics(endpoints, namespace, registry):
+        yield
 
 
 @pytest.fixture

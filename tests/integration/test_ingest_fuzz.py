@@ -22,6 +22,7 @@ from herald.producers.ingest_events import event_kinds
 from herald.producers.signing import sign
 from herald.schemas.migrations import scratch_database
 from tests.catalogs import example
+from tests.integration.conftest import catalog_topics
 from tests.support import served_in_thread
 
 SECRET = "fuzz-secret"
@@ -31,9 +32,13 @@ CANARIES = {"participant_name": "Canary Wulandari", "phone": "+6281299990042",
 
 
 @pytest.fixture(scope="module")
-def http(endpoints) -> Iterator[httpx.Client]:
-    """One server and one kept-alive connection for every example: a reset fails the test."""
-    with scratch_database(endpoints.database_url, f"z{uuid.uuid4().hex[:10]}") as url:
+def http(endpoints, registry) -> Iterator[httpx.Client]:
+    """One server and one kept-alive connection for every example: a reset fails the test.
+    The codec is put on this module's own topics: the state an earlier test left it in once
+    lacked an event's schema, and the server answered 500."""
+    namespace = f"z{uuid.uuid4().hex[:10]}"
+    with catalog_topics(endpoints, namespace, registry), \
+            scratch_database(endpoints.database_url, namespace) as url:
         engine = sa.create_engine(url, pool_size=4)
         app = create_ingest_app(engine, IngestConfig(kinds=event_kinds(example()), secrets=(SECRET,),
                                                      max_body_bytes=262144))
