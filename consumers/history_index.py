@@ -116,9 +116,11 @@ class HistoryIndexer:
         self._engine = engine
         self._catalog_names = {qualified(t, config.namespace): t for t in config.topics}
         self._purge_due = Deadline(0.0)
+        self._stop = threading.Event()
         self.stats = HistoryStats()
 
     def run(self, stop: threading.Event, drain: bool = False) -> HistoryStats:
+        self._stop = stop
         consume_in_batches(self._consumer, list(self._catalog_names), self._index, stop, name="history index",
                            logger=log, drain=drain, between=self._purge_when_due)
         return self.stats
@@ -132,8 +134,17 @@ class HistoryIndexer:
             return
         statement = insert(NotificationHistoryEntry).on_conflict_do_nothing(
             constraint="notification_history_position")
-        with self._engine.begin() as conn:
-            inserted = conn.execute(statement.returning(NotificationHistoryEntry.id), kept).all()
+        failures = 0
+        while True:  # the database away (a restart): wait with the batch, its offsets uncommitted
+            try:
+                with self._engine.begin() as conn:
+                    inserted = conn.execute(statement.returning(NotificationHistoryEntry.id), kept).all()
+                break
+            except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+                failures += 1
+                log.warning("history index: the database does not answer (%s); retrying", type(exc).__name__)
+                if self._stop.wait(min(5.0, 0.5 * failures)):
+                    raise
         self.stats.indexed += len(inserted)
         self.stats.already_indexed += len(kept) - len(inserted)
 
@@ -142,9 +153,12 @@ class HistoryIndexer:
             return
         self._purge_due = Deadline(self._config.purge_interval_s)
         cutoff = datetime.now(UTC) - timedelta(days=self._config.retention_days)
-        with self._engine.begin() as conn:
-            purged = conn.execute(sa.delete(NotificationHistoryEntry)
-                                  .where(NotificationHistoryEntry.occurred_at < cutoff)).rowcount
+        try:
+            with self._engine.begin() as conn:
+                purged = conn.execute(sa.delete(NotificationHistoryEntry)
+                                      .where(NotificationHistoryEntry.occurred_at < cutoff)).rowcount
+        except (sa.exc.OperationalError, sa.exc.InterfaceError):
+            return  # the database away: the next purge catches up
         self.stats.purged += purged
         if purged:
             log.info("deleted %d history row(s) older than %g days", purged, self._config.retention_days)
