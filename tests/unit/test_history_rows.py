@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from herald.consumers.history_index import history_row, history_topics
+import sqlalchemy as sa
+
+from herald.consumers.history_index import HistoryIndexConfig, HistoryIndexer, history_row, history_topics
 from herald.ops.notification_history import StoryQuery, story
 from herald.schemas import headers as h
 from herald.schemas.codec import encode
@@ -103,3 +105,61 @@ def test_a_query_names_what_is_missing_or_wrong() -> None:
     assert StoryQuery(key="ORDER-1", status="lost").problems() == [
         "status must be one of requested, replayed, sent, retry_scheduled, dead_lettered, failed"]
     assert StoryQuery(recipient="ani@example.test").problems() == []
+
+
+class FlakyEngine:
+    """Refuses `failures` connections as a restarting PostgreSQL does, then inserts every row."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures, self.inserted = failures, 0
+
+    def begin(self) -> FlakyEngine:
+        if self.failures:
+            self.failures -= 1
+            raise sa.exc.OperationalError("INSERT", {}, ConnectionRefusedError("restarting"))
+        return self
+
+    def __enter__(self) -> FlakyEngine:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        return None
+
+    def execute(self, _statement: object, rows: list) -> FlakyEngine:
+        self.inserted, self._ids = self.inserted + len(rows), list(range(len(rows)))
+        return self
+
+    def all(self) -> list:
+        return self._ids
+
+
+class Message:
+    def __init__(self, offset: int) -> None:
+        self._offset = offset
+
+    def topic(self) -> str:
+        return "notifications.email"
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
+
+    def value(self) -> bytes:
+        return encode("herald.NotificationRequest", REQUEST)
+
+    def headers(self) -> list:
+        return []
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, 1_763_805_600_000)
+
+
+def test_a_database_away_keeps_the_batch_until_it_answers() -> None:
+    engine = FlakyEngine(failures=3)
+    config = HistoryIndexConfig("", ("notifications.email",), retention_days=7)
+    indexer = HistoryIndexer(config, consumer=None, engine=engine)  # type: ignore[arg-type]
+    indexer._stop.wait = lambda _s: False  # type: ignore[method-assign]  # no real pause
+    indexer._index([Message(1), Message(2)])  # type: ignore[list-item]
+    assert (engine.failures, engine.inserted, indexer.stats.indexed) == (0, 2, 2)
