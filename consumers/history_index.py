@@ -49,7 +49,7 @@ STATUS_SCHEMA = "herald.NotificationStatus"
 @dataclass(frozen=True)
 class HistoryIndexConfig:
     namespace: str
-    topics: tuple[str, ...]  # catalog names: notifications.status and each channel's request topic
+    topics: tuple[str, ...]  # catalog names: notifications.status, each channel's requests and tiers
     retention_days: float
     purge_interval_s: float = 600.0
 

@@ -35,7 +35,7 @@ def per_minute(counts: Iterable[dict[str, Any]], windows: list[datetime]) -> lis
             continue
         lines = series.setdefault((count["notification_type"], count["channel"]),
                                   {status: [0] * len(windows) for status in SHOWN})
-        lines[count["status"]][at] = max(lines[count["status"]][at], count["count"])
+        lines[count["status"]][at] = count["count"]  # one record per key: the minute's latest count
     return [{"notification_type": kind, "channel": channel, **lines}
             for (kind, channel), lines in sorted(series.items())]
 
