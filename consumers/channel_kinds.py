@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from herald.consumers.channel_controls import ChannelGate, GatedProvider
 from herald.consumers.delivery import Provider
 from herald.consumers.endpoint_limits import EndpointLimit, EndpointLimiter, LimitedProvider
 from herald.consumers.gateway import WHATSAPP_API, GatewayProvider
@@ -37,6 +38,7 @@ class ChannelContext:
     timeout_s: float  # of one provider call
     templates: TemplateSet
     sessions: SessionDirectory  # the gateway kind's; the others ignore it
+    gate: ChannelGate | None = None  # operators' pauses and rates; None: never paused
 
 
 def _whatsapp_gateway(channel: ChannelContext) -> Provider:
@@ -86,14 +88,17 @@ def _endpoint_key(channel: ChannelContext, provider: Provider) -> tuple[Callable
 
 
 def provider_for(channel: ChannelContext) -> Provider:
-    """The kind's provider, behind its per-endpoint limits when the channel sets any."""
+    """The kind's provider, behind its per-endpoint limits when the channel sets any, and
+    behind its gate (pauses and rates) when it has one."""
     provider = PROVIDER_FACTORIES[channel.spec.kind](channel)
-    limits = channel.spec.per_endpoint
-    if limits.in_flight is None and limits.rate is None:
-        return provider
-    limit = endpoint_limit(channel.spec)
     endpoint_of, label = _endpoint_key(channel, provider)
-    return LimitedProvider(provider, EndpointLimiter(limit), limit, endpoint_of, label)
+    limits = channel.spec.per_endpoint
+    if limits.in_flight is not None or limits.rate is not None:
+        limit = endpoint_limit(channel.spec)
+        provider = LimitedProvider(provider, EndpointLimiter(limit), limit, endpoint_of, label)
+    if channel.gate is not None:
+        provider = GatedProvider(provider, channel.gate, endpoint_of, label)
+    return provider
 
 
 def preview(channel: ChannelContext, request: Mapping[str, Any]) -> str:

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from herald.consumers.outcomes import status_record
-from herald.consumers.providers import Outcome, ProviderResponse
+from herald.consumers.providers import ENDPOINT_PAUSED, Outcome, ProviderResponse
 from herald.consumers.retry_policy import GiveUp, Retry, RetryPolicy, defer_step, next_step
 from herald.infra.latency import LatencyHistogram
 from herald.infra.logs import bind
@@ -123,7 +123,8 @@ class ChannelDelivery:
     def _defer(self, source: SourceRecord, request: dict[str, Any], failure: Failure,
                response: ProviderResponse) -> list[OutgoingRecord]:
         step = defer_step(self._policy, first_failed_at=_first_failed_at(source, failure), now=failure.at,
-                          delay_s=response.retry_after_s or self._policy.tiers_s[0])
+                          delay_s=response.retry_after_s or self._policy.tiers_s[0],
+                          bounded_by_age=failure.error_class != ENDPOINT_PAUSED)
         if isinstance(step, GiveUp):
             return self._dead(source, request, Failure(step.error_class, step.reason, failure.attempts,
                                                        failure.at), response.instance)

@@ -20,6 +20,8 @@ from herald.consumers.http_clients import ProviderClient
 from herald.schemas.records import OutgoingRecord
 
 IDEMPOTENCY_KEY = "Idempotency-Key"
+# The error class of a request not attempted because an operator paused its endpoint.
+ENDPOINT_PAUSED = "EndpointPaused"
 
 
 class Outcome(Enum):

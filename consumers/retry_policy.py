@@ -89,13 +89,14 @@ def next_step(
 
 
 def defer_step(policy: RetryPolicy, *, first_failed_at: datetime, now: datetime,
-               delay_s: float) -> Retry | GiveUp:
+               delay_s: float, bounded_by_age: bool = True) -> Retry | GiveUp:
     """Tried again after `delay_s` on the tier that delay reaches, while the notification is
     young enough to be retried at all. Also, alone, the step of a request that was not
-    attempted (its endpoint was busy): no backoff, and no attempt used up."""
+    attempted (its endpoint was busy): no backoff, and no attempt used up. An operator's pause
+    is waited out whatever the notification's age (`bounded_by_age` False)."""
     due_at = now + timedelta(seconds=delay_s)
     age_at_due = (due_at - first_failed_at).total_seconds()
-    if age_at_due > policy.max_age_s:
+    if bounded_by_age and age_at_due > policy.max_age_s:
         return GiveUp("MaxAgeExceeded", f"the next attempt would be {age_at_due:.0f} s after the "
                                         f"first failure (at most {policy.max_age_s:.0f} s)")
     return Retry(tier_for(policy, delay_s), delay_s, due_at)

@@ -47,6 +47,13 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+class Gate(Protocol):
+    """An operator's pause of the worker's channel (`ChannelGate`)."""
+
+    @property
+    def paused(self) -> bool: ...
+
+
 class RecordHandler(Protocol):
     def due_at(self, source: SourceRecord) -> datetime | None: ...
 
@@ -66,6 +73,7 @@ class WorkerStats:
     paused_until_due: int = 0
     handed_back: int = 0  # in-flight records given up on a rebalance or shutdown
     consumer_errors: int = 0
+    holds: int = 0  # times the worker paused its partitions for an operator's pause of its channel
 
 
 @dataclass(frozen=True)
@@ -83,7 +91,8 @@ class WorkerConfig:
 
 class DeliveryWorker:
     def __init__(self, config: WorkerConfig, consumer: Consumer,
-                 new_producer: Callable[[str], Producer], handler: RecordHandler) -> None:
+                 new_producer: Callable[[str], Producer], handler: RecordHandler,
+                 gate: Gate | None = None) -> None:
         self._config = config
         self._consumer = consumer
         self._handler = handler
@@ -91,6 +100,8 @@ class DeliveryWorker:
         self._read = ReadPositions()
         self._tasks: dict[Entry, asyncio.Task[None]] = {}
         self._due: dict[Partition, float] = {}  # paused until this time.time()
+        self._gate = gate
+        self._held: set[Partition] = set()  # paused while an operator pauses the channel
         self._kafka = ThreadPoolExecutor(1, thread_name_prefix="kafka")
         self._loop: asyncio.AbstractEventLoop | None = None
         # Fetch once a quarter of the slots is free, not after every finished request: each
@@ -128,19 +139,27 @@ class DeliveryWorker:
     async def _deliver_until(self, stop: threading.Event, drain: bool) -> None:
         next_commit = time.monotonic()
         while not stop.is_set():
-            if self._due:  # only the Kafka thread changes it; a glance from here is enough
-                await self._in_kafka(self._resume_due)
-            room = self._room()
-            if room < self._refill_at and self._tasks:
-                await self._room_to_refill(0.1)
-            else:
-                messages = await self._in_kafka(self._fetch, room)
-                await self._dispatch(messages)
-                if not messages and drain and await self._drained():
-                    break
+            if self._gate is not None and self._gate.paused:
+                await self._in_kafka(self._hold)
+            elif await self._deliver_some(drain):
+                break
             if time.monotonic() >= next_commit:
                 await self._in_kafka(self._commit_finished)
                 next_commit = time.monotonic() + self._config.commit_interval_s
+
+    async def _deliver_some(self, drain: bool) -> bool:
+        """Fetch and start what there is room for; True once drained (with `drain`)."""
+        if self._held:
+            await self._in_kafka(self._release_held)
+        if self._due:  # only the Kafka thread changes it; a glance from here is enough
+            await self._in_kafka(self._resume_due)
+        room = self._room()
+        if room < self._refill_at and self._tasks:
+            await self._room_to_refill(0.1)
+            return False
+        messages = await self._in_kafka(self._fetch, room)
+        await self._dispatch(messages)
+        return not messages and drain and await self._drained()
 
     async def _room_to_refill(self, timeout_s: float) -> None:
         """Until enough requests finished to fetch a batch (or the timeout, to commit)."""
@@ -253,6 +272,32 @@ class DeliveryWorker:
             self._due[(topic, partition)] = due
             self.stats.paused_until_due += 1
 
+    def _hold(self) -> None:
+        """Kafka thread, while the channel is paused: every assigned partition paused, and the
+        consumer polled, so the group keeps this member; a record fetched before the pause took
+        effect is sought back to and read again after the resume."""
+        assigned = [(tp.topic, tp.partition) for tp in self._consumer.assignment()]
+        newly = [p for p in assigned if p not in self._held]
+        if newly:
+            if not self._held:
+                self.stats.holds += 1
+                log.info("%s: channel paused by an operator; holding %s", self._config.consumer_group,
+                         sorted(newly))
+            self._consumer.pause([TopicPartition(t, p) for t, p in newly])
+            self._held.update(newly)
+        first: dict[Partition, int] = {}
+        for message in self._consumer.consume(500, 0.1):
+            if message.error() is None:
+                first.setdefault((message.topic(), message.partition()), message.offset())
+        for (topic, partition), offset in first.items():
+            self._consumer.seek(TopicPartition(topic, partition, offset))
+
+    def _release_held(self) -> None:
+        """Kafka thread: the channel resumed; partitions waiting for a due time stay paused."""
+        log.info("%s: channel resumed", self._config.consumer_group)
+        self._consumer.resume([TopicPartition(t, p) for t, p in self._held if (t, p) not in self._due])
+        self._held.clear()
+
     def _resume_due(self) -> None:
         now = time.time()
         ready = [p for p, due in self._due.items() if due <= now]
@@ -315,7 +360,9 @@ class DeliveryWorker:
         self._void(self._inflight.drop(revoked))
         self._read.forget(revoked)
         self.checkpoint.forget(revoked)
-        if any(self._due.pop(p, None) is not None for p in revoked):
+        was_held = any(p in self._held for p in revoked)
+        self._held.difference_update(revoked)
+        if any(self._due.pop(p, None) is not None for p in revoked) or was_held:
             self._consumer.resume(partitions)  # a pause would outlive the assignment
 
     def _caught_up(self) -> bool:

@@ -15,16 +15,19 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
+from herald.consumers.channel_controls import ChannelControls, ChannelGate
 from herald.consumers.channel_kinds import ChannelContext, provider_for
 from herald.consumers.delivery import ChannelDelivery, DeliveryCounts, Provider
 from herald.consumers.retry_policy import Jitter, RetryPolicy
-from herald.consumers.session_directory import SessionDirectory, SessionFeed
+from herald.consumers.session_directory import SessionDirectory
+from herald.consumers.topic_feed import Apply, TopicFeed
 from herald.consumers.worker import DeliveryWorker, WorkerConfig, WorkerStats
 from herald.infra.deadline import Deadline
 from herald.infra.kafka_io import consumer_config, membership_config, transactional_producer_config
 from herald.infra.settings import Settings
 from herald.ops.rejoin import run_rejoining
 from herald.schemas.catalog import (
+    CHANNEL_CONTROL,
     RETRY_TIERS,
     SESSION_EVENTS,
     consumer_group,
@@ -79,6 +82,8 @@ class DeliveryProcess:
         self._policy = retry_policy(self._spec.retry)
         self._topics = [topics[t] for t in chosen]
         self._directory = SessionDirectory()
+        self._controls = ChannelControls()
+        self.gate = ChannelGate(channel, self._controls)
         self._templates = TemplateSet(catalog.template_dir)
         self.workers: dict[str, DeliveryWorker] = {}
         self.handlers: dict[str, ChannelDelivery] = {}
@@ -91,7 +96,9 @@ class DeliveryProcess:
     def run(self, stop: threading.Event, drain: bool = False) -> DeliveryReport:
         """Until `stop`; a worker that fails stops its siblings gracefully, and the error is
         raised here, so the process exits non-zero and its supervisor restarts it."""
-        feed = self._follow_sessions() if self._spec.kind == "whatsapp-gateway" else None
+        controls = self.follow(CHANNEL_CONTROL, self._controls.apply)
+        feed = self.follow(SESSION_EVENTS, self._directory.apply) if self._spec.kind == "whatsapp-gateway" \
+            else None
         threads, errors = [], []
 
         def run_worker(topic: str) -> None:
@@ -113,6 +120,7 @@ class DeliveryProcess:
         finally:
             for thread in threads:
                 thread.join()
+            controls.stop()
             if feed is not None:
                 feed.stop()
         if errors:
@@ -120,11 +128,12 @@ class DeliveryProcess:
         return DeliveryReport({t: w.stats for t, w in self.workers.items()},
                               {t: h.counts for t, h in self.handlers.items()})
 
-    def _follow_sessions(self) -> SessionFeed:
-        feed = SessionFeed(self._bootstrap, qualified(SESSION_EVENTS, self._settings.namespace),
-                           self._directory)
+    def follow(self, topic: str, apply: Apply) -> TopicFeed:
+        """Read the whole topic before the first delivery, then follow it."""
+        feed = TopicFeed(self._bootstrap, qualified(topic, self._settings.namespace), apply)
         feed.start(Deadline(60))
-        log.info("session directory loaded: %d sessions", len(self._directory))
+        log.info("%s read to its end (channel %s %s, %d sessions known)", topic, self._channel,
+                 "paused" if self.gate.paused else "running", len(self._directory))
         return feed
 
     def build_worker(self, topic: str) -> DeliveryWorker:
@@ -143,7 +152,7 @@ class DeliveryProcess:
             settings.kafka_session_timeout_s, settings.instance_id, f"herald-deliver-{os.getpid()}")))
         handler = ChannelDelivery(self._channel, group, self._policy, self._provider())
         self.handlers[topic] = handler
-        worker = DeliveryWorker(config, consumer, self._new_producer, handler)
+        worker = DeliveryWorker(config, consumer, self._new_producer, handler, self.gate)
         self.workers[topic] = worker
         return worker
 
@@ -153,4 +162,4 @@ class DeliveryProcess:
 
     def _provider(self) -> Provider:
         return provider_for(ChannelContext(self._channel, self._spec, self._settings.delivery_timeout_s,
-                                           self._templates, self._directory))
+                                           self._templates, self._directory, self.gate))

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from herald.infra.kafka_views import GroupView, KafkaUnavailable, group_views, live_entries
 from herald.infra.settings import Settings
+from herald.ops.channel_control import audit_rows, control_history
 from herald.ops.pipeline import Stage, needed_stages, stage_groups
 from herald.producers.leases import lease_holders
 from herald.producers.outbox import outbox_backlog
@@ -129,8 +130,17 @@ def _kafka_part(report: HealthReport, settings: Settings, bootstrap: str | None,
         report.figures["consumer_lag"] = {g: v.lag for g, v in views.items()}
         report.figures["consumer_lag_s"] = {g: round(v.lag_s, 3) for g, v in views.items()}
         report.figures["consumer_members"] = {g: v.members for g, v in views.items()}
-        report.checks.extend(_stage_check(stage, views, settings) for stage in stages if stage.groups)
+        paused = {f"deliver:{c['channel']}" for c in report.figures.get("channels_paused", [])
+                  if not c["endpoint"]}
+        report.checks.extend(_stage_check(stage, views, settings, stage.name in paused)
+                             for stage in stages if stage.groups)
         return Check("consumer groups", "ok", f"{len(views)} read")
+
+    def channels() -> Check:
+        paused = paused_channels(bootstrap, settings.namespace)
+        report.figures["channels_paused"] = paused
+        told = [f"{c['target']} since {c['at']} by {c['actor']}: {c['reason']}" for c in paused]
+        return Check("channels", "warn" if paused else "ok", "; ".join(told) or "none paused")
 
     _guarded(report, "kafka", missing)
     if "missing_open" in report.figures:
@@ -139,16 +149,21 @@ def _kafka_part(report: HealthReport, settings: Settings, bootstrap: str | None,
         mismatched = report.figures["mismatches_open"]["total"]
         report.checks.append(Check("session mismatches", "warn" if mismatched else "ok",
                                    f"{mismatched} open"))
+        _guarded(report, "channels", channels)
         _guarded(report, "consumer groups", consumers)
 
 
-def _stage_check(stage: Stage, views: dict[str, GroupView], settings: Settings) -> Check:
-    """Fails when a group of the stage has no live member, or lags past a limit."""
+def _stage_check(stage: Stage, views: dict[str, GroupView], settings: Settings,
+                 paused: bool = False) -> Check:
+    """Fails when a group of the stage has no live member, or lags past a limit (a paused
+    channel's delivery stage lags by design: that is said, and is no failure)."""
     problems = []
     groups = [views[spec.group] for spec in stage.groups]
     for view in groups:
         if view.members == 0:
             problems.append(f"{view.group} has no live member ({view.state}): start `{stage.command}`")
+        if paused:
+            continue
         if view.lag_s > settings.health_max_lag_s:
             problems.append(f"{view.group}'s oldest unconsumed record waited {view.lag_s:.0f} s "
                             f"(limit {settings.health_max_lag_s:.0f} s)")
@@ -157,8 +172,16 @@ def _stage_check(stage: Stage, views: dict[str, GroupView], settings: Settings) 
                             f"(limit {settings.health_max_consumer_lag})")
     detail = "; ".join(problems) or (
         f"{min(v.members for v in groups)}+ member(s) per group, lag {sum(v.lag for v in groups)} "
-        f"records, oldest waited {max(v.lag_s for v in groups):.1f} s")
+        f"records, oldest waited {max(v.lag_s for v in groups):.1f} s" + (", paused" if paused else ""))
     return Check(f"stage {stage.name}", "fail" if problems else "ok", detail)
+
+
+def paused_channels(bootstrap: str, namespace: str) -> list[dict[str, Any]]:
+    """Every channel and endpoint paused now, with who paused it, when and why."""
+    latest: dict[str, dict[str, Any]] = {}
+    for row in reversed(audit_rows(control_history(bootstrap, namespace), limit=10**9)):
+        latest[row["target"]] = row  # oldest first, so the latest change of each target stays
+    return [row for row in latest.values() if row["state"] == "paused"]
 
 
 def _kind(value: bytes) -> str:

@@ -80,8 +80,8 @@ class StoryQuery:
     def problems(self) -> list[str]:
         """What is wrong with the query, in words (the API answers 422 with them)."""
         found = []
-        if not (self.key or self.recipient):
-            found.append("give a key (an event key or a notification id) or a recipient")
+        if not (self.key or self.recipient or self.field):
+            found.append("give a key (an event key or a notification id), a recipient or an event field")
         if self.status is not None and self.status not in HISTORY_KINDS:
             found.append(f"status must be one of {', '.join(HISTORY_KINDS)}")
         return found

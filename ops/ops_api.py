@@ -135,6 +135,7 @@ dead_letters = APIRouter(prefix="/v1/dlq", tags=["dead letters"], responses=ERRO
 
 
 def create_ops_api(wiring: Wiring) -> FastAPI:
+    from herald.ops.api_channels import channel_routes
     from herald.ops.api_notifications import notifications
     from herald.ops.api_streams import streams
 
@@ -143,7 +144,7 @@ def create_ops_api(wiring: Wiring) -> FastAPI:
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(ops.DeadLetterOpsError, _bad_request)  # type: ignore[arg-type]
     app.add_exception_handler(KafkaUnavailable, _kafka_down)  # type: ignore[arg-type]
-    for router in (probes, dead_letters, streams, notifications):
+    for router in (probes, dead_letters, streams, notifications, channel_routes):
         app.include_router(router)
     return app
 

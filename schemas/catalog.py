@@ -38,6 +38,8 @@ STATUS_STATS = "notifications.status.stats"
 # The status counter's partial counts per input partition, keyed by window and group, so
 # one agent per key sums them (each partial only grows: repeats and reorders are harmless).
 STATUS_PARTIALS = "streams.status.partials"
+# Operators' pauses and resumes of channels: kept whole, the audit log and the state at once.
+CHANNEL_CONTROL = "channels.control"
 
 _DAY_MS = 24 * 60 * 60 * 1000
 REQUEST_DAYS = 7  # how long a channel's request topic keeps its records
@@ -215,5 +217,7 @@ def _own_topic_specs(joined_partitions: int) -> list[TopicSpec]:
         TopicSpec(STATUS_PARTIALS, 6, "delete", _DAY_MS, "window start|type|channel|status",
                   "any: JSON {partition, count}"),
         TopicSpec(SESSION_CORRECTIONS, 3, "delete", 7 * _DAY_MS, "session id", "herald.SessionEvent"),
+        # One partition keeps the changes in order; a few records a day, so never deleted.
+        TopicSpec(CHANNEL_CONTROL, 1, "delete", -1, "channel or channel/endpoint", "herald.ChannelControl"),
         TopicSpec(dead_letter_topic(SESSION_CORRECTIONS), 1, "delete", 30 * _DAY_MS, "session id", _ANY),
     ]

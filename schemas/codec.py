@@ -33,6 +33,7 @@ SCHEMA_FILES: dict[str, str] = {
     "herald.NotificationStatus": "notification_status.avsc",
     "herald.MissingNotification": "missing_notification.avsc",
     "herald.NotificationStatusStats": "notification_status_stats.avsc",
+    "herald.ChannelControl": "channel_control.avsc",
 }
 # A schema with this attribute says how values of its earlier versions that Avro's schema
 # resolution cannot carry over are found (a name that was an enum once and is a string now).

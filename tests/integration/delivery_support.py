@@ -15,7 +15,7 @@ from confluent_kafka import Message, Producer
 from herald.infra.catalogs import open_catalog
 from herald.infra.kafka_io import producer_config
 from herald.infra.settings import Settings
-from herald.ops.delivery_process import DeliveryProcess, DeliveryReport
+from herald.ops.delivery_process import DeliveryProcess
 from herald.proving.catalogs import with_concurrency, with_providers, with_retries, write_catalog
 from herald.proving.simulators.network import SimulatorNetwork
 from herald.schemas import headers as h
@@ -100,11 +100,11 @@ def publish_session(settings: Settings, session_id: str, workspace: str, instanc
 
 @contextmanager
 def delivering(settings: Settings, channel: str, tiers: tuple[int, ...] | None = None
-               ) -> Iterator[dict[str, DeliveryReport]]:
+               ) -> Iterator[dict[str, Any]]:
     """A `herald deliver` process's workers, in this process; the report once they stopped."""
     stop = threading.Event()
     process = DeliveryProcess(settings, catalog_of(settings), settings.kafka_bootstrap, channel, tiers)
-    outcome: dict[str, DeliveryReport] = {}
+    outcome: dict[str, Any] = {"process": process}  # the report too, once the workers stopped
     thread = threading.Thread(target=lambda: outcome.setdefault("report", process.run(stop)))
     thread.start()
     try:

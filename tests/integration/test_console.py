@@ -128,6 +128,36 @@ def test_a_dead_letter_replayed_from_the_console_is_delivered(settings, engine, 
     assert [line.split()[1] for line in told] == ["requested", "dead_lettered", "replayed", "sent"], told
     assert "ProviderRejected" in told[1]
     browser.save_screenshot(str(log_dir / "console-notifications.png"))
+    # Seed 001's "failed notifications of user 42": by a field of the triggering event alone.
+    story = browser.find_element(By.CSS_SELECTOR, "#stories .story")
+    subject = story.find_element(By.CSS_SELECTOR, "p.muted").text.rsplit("event ", 1)[1]
+    browser.find_element(By.ID, "n-key").clear()
+    browser.find_element(By.ID, "n-field").send_keys(f"name=P{int(subject.removeprefix('REG-'))}")
+    browser.find_element(By.ID, "n-apply").click()
+    wanted = [story.get_attribute("data-id")]
+    ids = lambda b: [s.get_attribute("data-id") for s in b.find_elements(By.CSS_SELECTOR, "#stories .story")]  # noqa: E731
+    wait.until(lambda b: ids(b) == wanted or None)
+    _pause_from_the_console(browser, wait, log_dir)
+
+
+def _pause_from_the_console(browser, wait, log_dir) -> None:
+    """The Channels tab: a pause with its reason, shown with who did it, then a resume at a rate."""
+    browser.find_element(By.CSS_SELECTOR, "nav button[data-tab=channels]").click()
+    wait.until(shown.element_to_be_clickable((By.CSS_SELECTOR, "button[data-channel=email]")))
+    browser.find_element(By.ID, "c-reason").send_keys("provider down")
+    browser.find_element(By.CSS_SELECTOR, "button[data-channel=email]").click()
+    wait.until(shown.visibility_of_element_located((By.ID, "confirm-yes"))).click()
+    wait.until(shown.text_to_be_present_in_element((By.CSS_SELECTOR, "tr[data-channel=email]"), "paused"))
+    row = browser.find_element(By.CSS_SELECTOR, "tr[data-channel=email]").text
+    assert "token:ops-ana" in row and "provider down" in row, row
+    assert "running" in browser.find_element(By.CSS_SELECTOR, "tr[data-channel=whatsapp]").text
+    browser.save_screenshot(str(log_dir / "console-channels.png"))
+    browser.find_element(By.ID, "c-rate").send_keys("3")
+    browser.find_element(By.CSS_SELECTOR, "button[data-channel=email]").click()
+    wait.until(shown.visibility_of_element_located((By.ID, "confirm-yes"))).click()
+    wait.until(shown.text_to_be_present_in_element((By.CSS_SELECTOR, "tr[data-channel=email]"), "3/s"))
+    history = [r.text for r in browser.find_elements(By.CSS_SELECTOR, "#channel-history tr")]
+    assert [line.split()[1:3] for line in history] == [["email", "running"], ["email", "paused"]], history
 
 
 def test_the_graphs_draw_what_the_status_processor_counted(settings, engine, log_dir, browser):

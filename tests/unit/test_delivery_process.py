@@ -24,11 +24,19 @@ class PatientWorker:
         self.stopped = True
 
 
+class QuietFeed:
+    """channels.control with no change on it."""
+
+    def stop(self) -> None:
+        pass
+
+
 def test_a_failing_worker_stops_its_siblings_and_its_error_is_raised(monkeypatch):
     process = DeliveryProcess(Settings.from_environ({}), example(), "127.0.0.1:9", "email", (0, 1))
     patient = PatientWorker()
     workers = iter([patient, FailingWorker()])
     monkeypatch.setattr(process, "build_worker", lambda _topic: next(workers))
+    monkeypatch.setattr(process, "follow", lambda _topic, _apply: QuietFeed())
     with pytest.raises(RuntimeError, match="fatal Kafka error"):
         process.run(threading.Event())
     assert patient.stopped

@@ -101,7 +101,8 @@ def test_a_story_runs_from_the_request_to_its_latest_outcome_and_masks_for_viewe
 
 
 def test_a_query_names_what_is_missing_or_wrong() -> None:
-    assert StoryQuery().problems() == ["give a key (an event key or a notification id) or a recipient"]
+    assert StoryQuery().problems() == [
+        "give a key (an event key or a notification id), a recipient or an event field"]
     assert StoryQuery(key="ORDER-1", status="lost").problems() == [
         "status must be one of requested, replayed, sent, retry_scheduled, dead_lettered, failed"]
     assert StoryQuery(recipient="ani@example.test").problems() == []
