@@ -335,12 +335,14 @@ def corrections(ctx: typer.Context) -> None:
 from herald.ops.cli_catalog import catalog_app  # noqa: E402
 from herald.ops.cli_channels import channels  # noqa: E402
 from herald.ops.cli_dlq import dlq  # noqa: E402  (after `app`: its commands import from here)
+from herald.ops.cli_k8s import k8s  # noqa: E402
 from herald.ops.cli_notifications import notifications  # noqa: E402
 from herald.ops.cli_repairs import resend_missing, sessions, tokens  # noqa: E402
 
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(channels, name="channel")
 app.add_typer(dlq, name="dlq")
+app.add_typer(k8s, name="k8s")
 app.add_typer(notifications, name="notifications")
 app.add_typer(sessions, name="sessions")
 app.add_typer(tokens, name="tokens")

@@ -56,8 +56,12 @@ class CatalogError(ValueError):
         self.problems = problems
 
 
-def load_catalog(path: Path, environ: Mapping[str, str]) -> Catalog:
-    """The checked catalog of the file at `path`; CatalogError naming every problem otherwise."""
+def load_catalog(path: Path, environ: Mapping[str, str], *, connections: bool = True) -> Catalog:
+    """The checked catalog of the file at `path`; CatalogError naming every problem otherwise.
+
+    `connections=False` reads its shape only: a channel's connection may name variables that
+    are not set here and is not checked (the manifests rendered for another machine, whose
+    processes check it when they start)."""
     shown = str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -67,7 +71,7 @@ def load_catalog(path: Path, environ: Mapping[str, str]) -> Catalog:
     problems = _shape_problems(document, shown)
     if problems:
         raise CatalogError(problems)
-    document, problems = _resolved_references(document, shown, environ)
+    document, problems = _resolved_references(document, shown, environ, connections)
     try:
         catalog = Catalog.model_validate({**document, "source": shown})
     except ValidationError as exc:
@@ -77,7 +81,8 @@ def load_catalog(path: Path, environ: Mapping[str, str]) -> Catalog:
                                          "template_dir": str(path.parent / catalog.templates)})
     problems += _name_problems(catalog, shown) + schema_problems + _template_problems(catalog, shown)
     if not schema_problems:
-        problems += [Problem(shown, *where, message) for *where, message in reference_problems(catalog)]
+        problems += [Problem(shown, *where, message)
+                     for *where, message in reference_problems(catalog, connections=connections)]
     if problems:
         raise CatalogError(problems)
     return catalog
@@ -131,8 +136,8 @@ def _shape_problems(document: Any, shown: str) -> list[Problem]:
             if key in document]
 
 
-def _resolved_references(document: dict[str, Any], shown: str,
-                         environ: Mapping[str, str]) -> tuple[dict[str, Any], list[Problem]]:
+def _resolved_references(document: dict[str, Any], shown: str, environ: Mapping[str, str],
+                         connections: bool = True) -> tuple[dict[str, Any], list[Problem]]:
     """Each channel's connection with its ${VARIABLE}s filled in; literal secrets refused."""
     channels = document.get("channels")
     if not isinstance(channels, dict):
@@ -151,10 +156,25 @@ def _resolved_references(document: dict[str, Any], shown: str,
                 problems.append(Problem(shown, f"channels.{name}", field,
                                         "is a secret: write ${VARIABLE}, never the value"))
             resolved[key], unset = _filled(value, environ)
-            problems += [Problem(shown, f"channels.{name}", field,
+            problems += [] if not connections else [Problem(shown, f"channels.{name}", field,
                                  f"needs the environment variable {var}, which is not set") for var in unset]
         resolved_channels[name] = {**channel, "connection": resolved}
     return {**document, "channels": resolved_channels}, problems
+
+
+def catalog_variables(path: Path) -> dict[str, bool]:
+    """The environment variables the catalog's connections read, each with whether it has a
+    default (`${SMTP_HOST:-127.0.0.1}`); CatalogError when the file does not parse."""
+    document = _parsed_yaml(path.read_text(encoding="utf-8"), str(path))
+    channels = document.get("channels") if isinstance(document, dict) else None
+    found: dict[str, bool] = {}
+    for channel in channels.values() if isinstance(channels, dict) else ():
+        connection = channel.get("connection") if isinstance(channel, dict) else None
+        for value in connection.values() if isinstance(connection, dict) else ():
+            for item in value if isinstance(value, list) else [value]:
+                for match in _REFERENCE.finditer(str(item)):
+                    found[match.group(1)] = found.get(match.group(1), True) and match.group(2) is not None
+    return found
 
 
 def _filled(value: Any, environ: Mapping[str, str]) -> tuple[Any, list[str]]:
