@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from herald.consumers.outcomes import status_record
 from herald.consumers.providers import ENDPOINT_PAUSED, Outcome, ProviderResponse
 from herald.consumers.retry_policy import GiveUp, Retry, RetryPolicy, defer_step, next_step
+from herald.infra import tracing
 from herald.infra.latency import LatencyHistogram
 from herald.infra.logs import bind
 from herald.schemas import headers as h
@@ -80,10 +81,32 @@ class ChannelDelivery:
         except UndecodableRecord as exc:
             self.counts.undecodable += 1
             return self._dead(source, None, Failure("UndecodableRecord", str(exc), 0, self._clock()))
+        if not tracing.enabled():
+            return await self._attempt(source, request)
+        span = tracing.span_under(source.headers.get(h.TRACEPARENT), f"deliver {self._channel}",
+                                  tracing.SpanKind.CONSUMER, {
+                                      "messaging.system": "kafka", "messaging.source.name": source.topic,
+                                      "herald.notification_id": str(request["notification_id"]),
+                                      "herald.attempt": _attempts_before(source) + 1})
+        # What this attempt writes (its status, a retry, a dead letter) is the attempt's child.
+        traced = replace(source, headers={**source.headers, h.TRACEPARENT: tracing.traceparent_of(span)})
+        error: str | None = "Cancelled"
+        try:
+            with tracing.activated(span):
+                records = await self._attempt(traced, request)
+            error = None
+            return records
+        finally:
+            tracing.end_span(span, error)
+
+    async def _attempt(self, source: SourceRecord, request: dict[str, Any]) -> list[OutgoingRecord]:
+        """One provider call and what it leads to."""
         attempts = _attempts_before(source) + 1
         started = time.perf_counter()
         response = await self._provider.send(request)
         self.latency.observe(time.perf_counter() - started)
+        if tracing.enabled():
+            tracing.mark_current(response.outcome.value, response.error_class)
         now = self._clock()
         follow_ups = list(response.follow_ups)
         if response.outcome is Outcome.SENT:

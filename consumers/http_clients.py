@@ -22,6 +22,7 @@ import httpx
 import orjson
 
 from herald.consumers.http_transport import KeepAliveTransport
+from herald.infra import tracing
 from herald.infra.logs import TRACE_ID
 from herald.schemas.headers import TRACEPARENT, new_traceparent
 
@@ -42,11 +43,33 @@ class ProviderClient:
     async def post(self, url: str, content: bytes, headers: dict[str, str]) -> httpx.Response:
         """POST JSON bytes as they are (a signed body); the current trace (see
         herald.infra.logs) goes along as `traceparent`."""
-        trace_id = TRACE_ID.get()
-        traced = {TRACEPARENT: new_traceparent(trace_id)} if trace_id else {}
-        return await self._send(httpx.Request(
-            "POST", url, content=content, extensions=self._extensions,
-            headers={**headers, **traced, "Content-Type": "application/json", "User-Agent": USER_AGENT}))
+        span = tracing.child_span("POST", tracing.SpanKind.CLIENT) if tracing.enabled() else None
+        if span is None:
+            trace_id = TRACE_ID.get()
+            traced = {TRACEPARENT: new_traceparent(trace_id)} if trace_id else {}
+        else:
+            traced = {TRACEPARENT: tracing.traceparent_of(span)}
+        request = httpx.Request("POST", url, content=content, extensions=self._extensions,
+                                headers={**headers, **traced, "Content-Type": "application/json",
+                                         "User-Agent": USER_AGENT})
+        if span is None:
+            return await self._send(request)
+        return await self._traced_send(request, span)
+
+    async def _traced_send(self, request: httpx.Request, span: tracing.Span) -> httpx.Response:
+        """The provider call as a client span: where it went (host and port, never the path or
+        query, which may hold a token) and how it was answered."""
+        port = request.url.port or (443 if request.url.scheme == "https" else 80)
+        span.set_attributes({"http.request.method": request.method, "server.address": request.url.host,
+                             "server.port": port})
+        try:
+            response = await self._send(request)
+        except BaseException as exc:
+            tracing.end_span(span, type(exc).__name__)
+            raise
+        tracing.end_span(span, f"HTTP {response.status_code}" if response.status_code >= 500 else None,
+                         attributes={"http.response.status_code": response.status_code})
+        return response
 
     async def get(self, url: str) -> httpx.Response:
         return await self._send(httpx.Request("GET", url, extensions=self._extensions,

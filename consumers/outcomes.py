@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from herald.infra import tracing
+from herald.schemas import headers as h
 from herald.schemas.catalog import NOTIFICATION_STATUS
 from herald.schemas.codec import encode
 from herald.schemas.ids import derived_event_id
@@ -34,6 +36,8 @@ def status_record(
     }
     # Stable across reprocessing: the same attempt's outcome always has the same event-id.
     event_id = derived_event_id(request["notification_id"], f"status|{status}|{attempts}")
-    headers = derived_headers(source.headers, event_id, f"notification.{status}")
+    # While tracing, the source's traceparent names the attempt that had this outcome.
+    traced = source.headers.get(h.TRACEPARENT) if tracing.enabled() else None
+    headers = derived_headers(source.headers, event_id, f"notification.{status}", traceparent=traced)
     return OutgoingRecord(NOTIFICATION_STATUS, request["notification_id"].encode(),
                           encode("herald.NotificationStatus", record), headers)

@@ -24,6 +24,7 @@ from typing import Any
 import aiosmtplib
 
 from herald.consumers.providers import Outcome, ProviderResponse
+from herald.infra import tracing
 from herald.schemas.catalog_model import ChannelSpec
 from herald.schemas.templates import Rendered, TemplateFailed, TemplateSet, template_context
 
@@ -160,7 +161,14 @@ class SmtpProvider:
         except ValueError:  # the address cannot be a header (a line break in it)
             return ProviderResponse(Outcome.FATAL, error="the recipient is no email address",
                                     error_class="InvalidRecipient")
-        return await self._send(message, request["recipient"])
+        if not tracing.enabled():
+            return await self._send(message, request["recipient"])
+        span = tracing.child_span("SMTP send", tracing.SpanKind.CLIENT,
+                                  {"server.address": self._config.host, "server.port": self._config.port})
+        response = await self._send(message, request["recipient"])
+        if span is not None:
+            tracing.end_span(span, None if response.outcome is Outcome.SENT else response.error_class)
+        return response
 
     async def _send(self, message: EmailMessage, recipient: str) -> ProviderResponse:
         try:

@@ -63,6 +63,13 @@ def process_catalog(ctx: typer.Context) -> Catalog:
         raise typer.Exit(2) from None
 
 
+def trace_as(service: str) -> None:
+    """Export this stage's OpenTelemetry spans when OTEL_EXPORTER_OTLP_ENDPOINT is set."""
+    from herald.infra.tracing import start_tracing
+
+    start_tracing(service, os.environ)
+
+
 def stop_on_signals(settings: Settings) -> threading.Event:
     """An event set by SIGTERM or SIGINT, for a graceful shutdown, bounded by the settings."""
     stop = threading.Event()
@@ -248,6 +255,7 @@ def relay(ctx: typer.Context) -> None:
     """Publish outbox rows to Kafka until stopped (SIGTERM: finish the batch, then exit)."""
     from herald.ops.bootstrap import run_relay
 
+    trace_as("herald-relay")
     run_relay(_settings(ctx), stop_on_signals(_settings(ctx)))
 
 
@@ -256,6 +264,7 @@ def ingest(ctx: typer.Context) -> None:
     """Serve POST /v1/events (signed HTTP ingest) on HERALD_INGEST_HOST:HERALD_INGEST_PORT."""
     from herald.ops.bootstrap import run_ingest
 
+    trace_as("herald-ingest")
     run_ingest(_settings(ctx), process_catalog(ctx))
 
 
@@ -297,6 +306,7 @@ def streams(
     if processor == "router":
         from herald.ops.bootstrap import run_router_stage
 
+        trace_as("herald-router")
         run_router_stage(_settings(ctx), process_catalog(ctx), stop_on_signals(_settings(ctx)))
         return
     run_streams(_settings(ctx), process_catalog(ctx), processor)
@@ -318,6 +328,7 @@ def deliver(
         console.print(f"[red]error:[/red] no channel {channel!r} in the catalog; it declares "
                       f"{', '.join(catalog.channels)}")
         raise typer.Exit(2)
+    trace_as(f"herald-deliver-{channel}")
     run_delivery(_settings(ctx), catalog, channel, stop_on_signals(_settings(ctx)), drain,
                  tuple(tier) if tier else None)  # its stop line says what it did
 

@@ -26,6 +26,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from herald.infra import tracing
 from herald.infra.logs import bind
 from herald.producers.ingest_events import EventKind, InvalidEvent, parse_event, request_bodies
 from herald.producers.outbox import DomainEvent, emit
@@ -73,11 +74,22 @@ def create_ingest_app(engine: sa.Engine, config: IngestConfig) -> FastAPI:
 
     @app.post("/v1/events", status_code=202, openapi_extra={"requestBody": request_bodies(config.kinds)})
     async def post_event(request: Request) -> JSONResponse:
-        request_id = _request_id(request.headers.get(REQUEST_ID_HEADER))
         # The caller's trace when it sent one, else a new one: its id is in every log line
         # of this event's notifications, and the answer names it.
         given = request.headers.get(TRACEPARENT)
-        traceparent = given if trace_id_of(given) else new_traceparent()
+        if not tracing.enabled():
+            return await accept(request, given if trace_id_of(given) else new_traceparent())
+        # Under FastAPI's own server span when it makes one (0.165 and later), else as that span.
+        span = tracing.child_span("ingest", tracing.SpanKind.INTERNAL) or tracing.span_under(
+            given, "POST /v1/events", tracing.SpanKind.SERVER,
+            {"http.request.method": "POST", "http.route": "/v1/events"})
+        answer = await accept(request, tracing.traceparent_of(span))
+        tracing.end_span(span, "InternalError" if answer.status_code >= 500 else None,
+                         attributes={"http.response.status_code": answer.status_code})
+        return answer
+
+    async def accept(request: Request, traceparent: str) -> JSONResponse:
+        request_id = _request_id(request.headers.get(REQUEST_ID_HEADER))
         bind(request_id=request_id, trace_id=trace_id_of(traceparent))
         try:
             body = await _read_body(request, config.max_body_bytes)

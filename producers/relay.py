@@ -34,14 +34,16 @@ import psycopg2.extensions
 import sqlalchemy as sa
 from confluent_kafka import KafkaException, Producer
 
+from herald.infra import tracing
 from herald.infra.deadline import Deadline
 from herald.infra.kafka_io import ConfirmedSend, PublishFailed
 from herald.infra.latency import LatencyHistogram
 from herald.producers.leases import ShardLeases
 from herald.schemas.catalog import qualified
-from herald.schemas.headers import PRODUCED_AT, parse_iso
+from herald.schemas.headers import PRODUCED_AT, TRACEPARENT, parse_iso
 
 log = logging.getLogger(__name__)
+Record = tuple[str, bytes, bytes, dict[str, str]]  # topic, key, value, headers
 
 NOTIFY_CHANNEL = "herald_outbox"
 
@@ -260,6 +262,7 @@ class Relay:
             conn.rollback()
             return 0
         params = {"shards": shards, "limit": self._config.batch_size}
+        spans = PublishSpans() if tracing.enabled() else None
         send = ConfirmedSend(self._producer)
         deadline = Deadline(self._config.flush_timeout_s, stop=stop, grace_s=self._config.shutdown_timeout_s)
         pending: Future[sa.CursorResult[Any]] | None = self._claimer.submit(conn.execute, CLAIM, params)
@@ -275,19 +278,25 @@ class Relay:
                 rows.sort(key=itemgetter(0))  # by id: RETURNING has no order of its own
                 if oldest is None and rows:
                     oldest = _produced_at(rows[0][4])
-                send.produce(self._records(rows))
+                send.produce(self._records(rows) if spans is None else spans.traced(self._records(rows)))
             if send.produced:
                 send.confirm(deadline)
         except (PublishFailed, KafkaException) as exc:  # a full local queue waits, never raises
             self._settle(pending)
             conn.rollback()  # every row stays for the next attempt
+            if spans is not None:
+                spans.end(error=type(exc).__name__)
             if isinstance(exc, PublishFailed):
                 raise
             raise PublishFailed(str(exc)) from exc
-        except BaseException:
+        except BaseException as exc:
             self._settle(pending)
+            if spans is not None:
+                spans.end(error=type(exc).__name__)
             raise
         conn.commit()
+        if spans is not None:
+            spans.end()
         if oldest is not None:
             self.ack_latency.observe(max(0.0, time.time() - oldest))
         self.stats.published += send.produced
@@ -305,7 +314,7 @@ class Relay:
         if pending is not None:
             wait([pending])
 
-    def _records(self, rows: list[sa.Row]) -> Iterator[tuple[str, bytes, bytes, dict[str, str]]]:
+    def _records(self, rows: list[sa.Row]) -> Iterator[Record]:
         """(topic, key, value, headers) per row, made as the producer takes them."""
         topics = {topic: qualified(topic, self._config.namespace) for topic in {row.topic for row in rows}}
         return ((topics[topic], key.encode(), bytes(payload), orjson.loads(headers))
@@ -324,6 +333,28 @@ class Relay:
         except sa.exc.DBAPIError:
             leases.forget()  # the connection is gone, and the server dropped its locks with it
         self.stats.owned_shards = 0
+
+
+class PublishSpans:
+    """While tracing: a "publish" span per record, from its claim to its batch's commit, whose
+    traceparent the published record carries in place of its writer's."""
+
+    def __init__(self) -> None:
+        self._spans: list[tracing.Span] = []
+        self._claimed_ns = time.time_ns()
+
+    def traced(self, records: Iterator[Record]) -> Iterator[Record]:
+        for topic, key, value, headers in records:
+            span = tracing.span_under(headers.get(TRACEPARENT), f"publish {topic}", tracing.SpanKind.PRODUCER,
+                                      {"messaging.system": "kafka", "messaging.destination.name": topic},
+                                      start_ns=self._claimed_ns)
+            self._spans.append(span)
+            yield topic, key, value, {**headers, TRACEPARENT: tracing.traceparent_of(span)}
+
+    def end(self, error: str | None = None) -> None:
+        for span in self._spans:
+            tracing.end_span(span, error)
+        self._spans.clear()
 
 
 def _produced_at(headers_json: str) -> float | None:

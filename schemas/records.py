@@ -95,13 +95,14 @@ def dead_letter(source: SourceRecord, error_class: str, error_message: str, *,
 
 
 def derived_headers(source_headers: Mapping[str, str], event_id: str, event_type: str,
-                    produced_at: str | None = None) -> dict[str, str]:
-    """Headers of a record derived from another: same correlation and trace, new span.
-    `produced_at` (ISO text, now if not given) lets a batch share one reading of the clock."""
+                    produced_at: str | None = None, traceparent: str | None = None) -> dict[str, str]:
+    """Headers of a record derived from another: same correlation and trace, new span (or
+    `traceparent`, the span that derived it, while tracing). `produced_at` (ISO text, now if
+    not given) lets a batch share one reading of the clock."""
     return {
         h.EVENT_ID: event_id,
         h.EVENT_TYPE: event_type,
         h.CORRELATION_ID: source_headers.get(h.CORRELATION_ID, event_id),
-        h.TRACEPARENT: h.new_traceparent(h.trace_id_of(source_headers.get(h.TRACEPARENT))),
+        h.TRACEPARENT: traceparent or h.new_traceparent(h.trace_id_of(source_headers.get(h.TRACEPARENT))),
         h.PRODUCED_AT: produced_at or h.utc_now_iso(),
     }

@@ -48,8 +48,10 @@ class Router:
         self._epoch_requests = frozenset(kind for kind, dated in self._dated.items()
                                          if catalog.events[kind].time_field not in dict(dated))
 
-    def route(self, source: SourceRecord, produced_at: str | None = None) -> list[OutgoingRecord]:
-        """The records `source` calls for; `produced_at` (ISO text) is the batch's clock reading."""
+    def route(self, source: SourceRecord, produced_at: str | None = None,
+              traceparent: str | None = None) -> list[OutgoingRecord]:
+        """The records `source` calls for; `produced_at` (ISO text) is the batch's clock reading,
+        `traceparent` the span that routes it, while tracing."""
         try:
             kind, schema_name = self._kinds[source.topic]
             event = _dated_again(decode_expecting(source.value, schema_name, epoch_times=True),
@@ -62,7 +64,7 @@ class Router:
             produced_at = produced_at or utc_now_iso()
             # The time field made a datetime (a template reads it too) is written as one.
             epoch = kind in self._epoch_requests
-            return [_request_record(source, request, produced_at, epoch) for request in requests]
+            return [_request_record(source, request, produced_at, epoch, traceparent) for request in requests]
         except (UndecodableRecord, SchemaViolation, UnknownEventType) as exc:
             return [dead_letter(source, type(exc).__name__, str(exc))]
         except Exception as exc:
@@ -93,10 +95,10 @@ def _timestamps_read_as_values(catalog: Catalog, kind: str, schema_name: str) ->
 
 
 def _request_record(source: SourceRecord, request: dict[str, object], produced_at: str,
-                    epoch_times: bool) -> OutgoingRecord:
+                    epoch_times: bool, traceparent: str | None) -> OutgoingRecord:
     notification = str(request["notification_id"])
     headers = derived_headers(
         source.headers, derived_event_id(str(request["source_event_id"]), notification),
-        f"notification.{request['notification_type']}.requested", produced_at)
+        f"notification.{request['notification_type']}.requested", produced_at, traceparent)
     return OutgoingRecord(notification_topic(str(request["channel"])), notification.encode(),
                           encode_derived("herald.NotificationRequest", request, epoch_times), headers)

@@ -27,11 +27,12 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
+from herald.infra import tracing
 from herald.infra.checkpoint import Checkpoint, Partition, Taken
 from herald.infra.deadline import Deadline
 from herald.infra.kafka_io import fail_on_fatal, fetch_batch, partition_names, seek_back
 from herald.infra.read_positions import ReadPositions, note_fetched
-from herald.schemas.headers import from_kafka, utc_now_iso
+from herald.schemas.headers import TRACEPARENT, from_kafka, utc_now_iso
 from herald.schemas.records import SourceRecord
 from herald.streams.router import Router
 
@@ -78,6 +79,7 @@ class RouterLoop:
                                      instance_id=config.instance_id, namespace=config.namespace,
                                      transaction_timeout_s=config.transaction_timeout_s, counts=self.stats)
         self._idle_commit = Deadline(config.idle_commit_s)
+        self._spans: list[tracing.Span] | None = [] if tracing.enabled() else None
 
     def run(self, stop: threading.Event) -> RouterStats:
         """Route until `stop` is set; the last batch is committed (or rewound) before leaving."""
@@ -100,7 +102,23 @@ class RouterLoop:
                 self._idle_commit = Deadline(self.config.idle_commit_s)
                 return self._commit(self._past_markers(Taken()))
             return True
-        return self._commit(self._past_markers(self._route(messages)))
+        committed = self._commit(self._past_markers(self._route(messages)))
+        if self._spans:
+            for span in self._spans:  # each from its routing to its batch's commit
+                tracing.end_span(span, None if committed else "Rewound")
+            self._spans.clear()
+        return committed
+
+    def _route_span(self, source: SourceRecord) -> str:
+        """While tracing: a span for routing `source`, the parent of the requests it derives."""
+        assert self._spans is not None
+        span = tracing.span_under(source.headers.get(TRACEPARENT), f"route {source.topic}",
+                                  tracing.SpanKind.CONSUMER,
+                                  {"messaging.system": "kafka", "messaging.source.name": source.topic,
+                                   "messaging.kafka.source.partition": source.partition,
+                                   "messaging.kafka.message.offset": source.offset})
+        self._spans.append(span)
+        return tracing.traceparent_of(span)
 
     def _fetch(self) -> list[Message]:
         """Wait briefly for one record, then take what else is already fetched; note where each
@@ -120,8 +138,10 @@ class RouterLoop:
                 continue
             topic, partition, offset = message.topic(), message.partition(), message.offset()
             key = (topic, partition)
-            records = route(SourceRecord(topics[topic], partition, offset, message.key(), message.value(),
-                                         from_kafka(message.headers())), produced_at)
+            source = SourceRecord(topics[topic], partition, offset, message.key(), message.value(),
+                                  from_kafka(message.headers()))
+            records = route(source, produced_at) if self._spans is None else \
+                route(source, produced_at, self._route_span(source))
             if key in taken.outcomes:
                 taken.outcomes[key].extend(records)
                 taken.inputs[key] += 1
