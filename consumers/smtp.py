@@ -165,7 +165,12 @@ class SmtpProvider:
             return await self._send(message, request["recipient"])
         span = tracing.child_span("SMTP send", tracing.SpanKind.CLIENT,
                                   {"server.address": self._config.host, "server.port": self._config.port})
-        response = await self._send(message, request["recipient"])
+        try:
+            response = await self._send(message, request["recipient"])
+        except BaseException as exc:  # cancelled at shutdown
+            if span is not None:
+                tracing.end_span(span, type(exc).__name__)
+            raise
         if span is not None:
             tracing.end_span(span, None if response.outcome is Outcome.SENT else response.error_class)
         return response

@@ -28,6 +28,9 @@ def render(
     lag_threshold: Annotated[int, typer.Option(
         min=1, help="Records of lag per delivery replica before KEDA adds another.")] = 1000,
     ingest: Annotated[bool, typer.Option(help="Include the signed HTTP ingest.")] = True,
+    otlp_endpoint: Annotated[str | None, typer.Option(
+        help="Export the stages' OpenTelemetry spans here (OTLP/HTTP, e.g. "
+             "http://otel-collector:4318).")] = None,
     out: Annotated[Path | None, typer.Option(help="Write here instead of standard output.")] = None,
 ) -> None:
     """Deployments for every stage (one per delivery topic), a KEDA ScaledObject per delivery
@@ -41,7 +44,7 @@ def render(
 
     settings: Settings = ctx.obj
     path = catalog_path(settings.catalog)
-    options = K8sOptions(image, namespace, secret, lag_threshold, ingest)
+    options = K8sOptions(image, namespace, secret, lag_threshold, ingest, otlp_endpoint)
     try:
         catalog = load_catalog(path, os.environ, connections=False)
         documents, header = render_manifests(settings, catalog, path, catalog_variables(path), options)

@@ -50,6 +50,7 @@ class K8sOptions:
     secret: str = "herald"  # the Secret every pod reads its secret variables from
     lag_threshold: int = 1000  # records of lag per delivery replica before KEDA adds one
     ingest: bool = True  # the signed HTTP ingest (needs HERALD_INGEST_SECRETS in the Secret)
+    otlp_endpoint: str | None = None  # where the stages export their spans (OTLP/HTTP)
 
 
 @dataclass(frozen=True)

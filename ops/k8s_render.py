@@ -74,6 +74,8 @@ def render_manifests(settings: Settings, catalog: Catalog, catalog_path: Path,
     require_services(settings)
     files = catalog_files(catalog_path, catalog)
     config = {**copied_settings(settings), env_name("catalog"): f"{CATALOG_DIR}/{catalog_path.name}"}
+    if options.otlp_endpoint:
+        config["OTEL_EXPORTER_OTLP_ENDPOINT"] = options.otlp_endpoint
     pods = _Pods(options, catalog, content_name("herald-catalog", files),
                  tuple((config_key(path), path) for path in files), content_name("herald-settings", config),
                  int(settings.shutdown_timeout_s) + _GRACE_MARGIN_S)

@@ -174,6 +174,13 @@ def test_settings_are_copied_but_never_a_secret_nor_this_machines_paths():
     assert all(g["consumerGroup"].startswith("prod.") and g["topic"].startswith("prod.") for g in groups)
 
 
+def test_an_otlp_endpoint_reaches_every_stage():
+    documents = list(rendered("tasks", otlp_endpoint="http://otel-collector.observability:4318"))
+    config = settings_config_map(documents)["data"]
+    assert config["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector.observability:4318"
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in settings_config_map(list(rendered("tasks")))["data"]
+
+
 def test_the_secret_is_referenced_and_what_it_holds_is_named():
     path = example_catalog_path("payments")
     catalog = load_catalog(path, {}, connections=False)
