@@ -32,6 +32,7 @@ from tests.integration.test_status_stats import latest_counts, outcomes, produce
 from tests.support import HERALD, process_env, simulator_network, wait_until
 
 webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as shown  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -133,10 +134,12 @@ def test_a_dead_letter_replayed_from_the_console_is_delivered(settings, engine, 
     subject = story.find_element(By.CSS_SELECTOR, "p.muted").text.rsplit("event ", 1)[1]
     browser.find_element(By.ID, "n-key").clear()
     browser.find_element(By.ID, "n-field").send_keys(f"name=P{int(subject.removeprefix('REG-'))}")
-    browser.find_element(By.ID, "n-apply").click()
     wanted = [story.get_attribute("data-id")]
+    browser.find_element(By.ID, "n-apply").click()
     ids = lambda b: [s.get_attribute("data-id") for s in b.find_elements(By.CSS_SELECTOR, "#stories .story")]  # noqa: E731
-    wait.until(lambda b: ids(b) == wanted or None)
+    # The search re-renders the list under the reader: an element read mid-render is stale, so read again.
+    rerendering = WebDriverWait(browser, 30, ignored_exceptions=(StaleElementReferenceException,))
+    rerendering.until(lambda b: ids(b) == wanted or None)
     _pause_from_the_console(browser, wait, log_dir)
 
 
