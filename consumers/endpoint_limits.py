@@ -92,7 +92,8 @@ class EndpointLimiter:
 
     async def _acquire(self, endpoint: _Endpoint) -> bool:
         started = self._clock()
-        if endpoint.slots.locked():
+        queued = endpoint.slots.locked()
+        if queued:
             if endpoint.waiting >= self._limit.in_flight:
                 return False  # a queue as long as the endpoint's work in flight is enough
             endpoint.waiting += 1
@@ -105,25 +106,31 @@ class EndpointLimiter:
                 endpoint.waiting -= 1
         else:
             await endpoint.slots.acquire()
-        if not await self._paced(endpoint, self._limit.wait_s - (self._clock() - started)):
+        paced_s = await self._paced(endpoint, self._limit.wait_s - (self._clock() - started))
+        if paced_s is None:
             endpoint.slots.release()
             return False
-        if self._clock() - started > 0.001:
+        # Counted by what happened, not by the clock: a busy machine can take a millisecond
+        # between two lines of a request that never waited.
+        if queued or paced_s > 0:
             self.counts.waited += 1
         return True
 
-    async def _paced(self, endpoint: _Endpoint, budget_s: float) -> bool:
-        """Take the endpoint's next send time under its rate, if it comes within the budget."""
+    async def _paced(self, endpoint: _Endpoint, budget_s: float) -> float | None:
+        """Take the endpoint's next send time under its rate, if it comes within the budget.
+
+        Returns how long the request waited for its turn, or None when it would wait too long.
+        """
         if self._limit.rate_per_s is None:
-            return True
+            return 0.0
         now = self._clock()
         at = max(now, endpoint.next_send_at)
         if at - now > max(budget_s, 0.0):
-            return False
+            return None
         endpoint.next_send_at = at + 1.0 / self._limit.rate_per_s
         if at > now:
             await asyncio.sleep(at - now)
-        return True
+        return at - now
 
     def _count_deferred(self, key: str) -> None:
         self.counts.deferred += 1

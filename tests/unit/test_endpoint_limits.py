@@ -106,3 +106,17 @@ def test_an_idle_endpoint_is_forgotten():
 def test_a_limit_that_could_never_send_is_refused(limit):
     with pytest.raises(ValueError, match="endpoint limit"):
         EndpointLimit(**limit)
+
+
+def test_a_request_that_found_room_is_not_counted_as_waiting_however_slow_the_machine():
+    ticks = iter(range(0, 1000, 5))  # every reading of the clock five seconds later: a loaded machine
+
+    async def scenario():
+        limit = EndpointLimit(in_flight=1, rate_per_s=None, wait_s=60.0)
+        limiter = EndpointLimiter(limit, clock=lambda: next(ticks))
+        provider = LimitedProvider(GatedProvider(), limiter, limit, lambda r: r["recipient"])
+        return await provider.send(request(1, "https://free.example/hook")), limiter
+
+    answer, limiter = asyncio.run(scenario())
+    assert answer.outcome is Outcome.SENT
+    assert (limiter.counts.waited, limiter.counts.deferred) == (0, 0)
