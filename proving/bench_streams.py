@@ -7,7 +7,10 @@ Phases, in a namespace of the bench's own (its topics are deleted when it ends):
 2. Throughput: the router and the missing-notification detector work through that backlog,
    and the session reconciler through as many session events on `sessions.events`, one
    Faust worker each, all three side by side; each one's rate comes from its group's
-   committed offsets, polled (from its first commit to its last).
+   committed offsets, polled (from its first commit to its last). Before that, each one alone
+   (`--alone`): the same backlog under a group of its own, one processor running at a time, so
+   its rate is set by its own cost and not by its share of the cores; the decoding baseline
+   runs alone too.
 3. Alert delay: verified payments at a steady rate, with an e-ticket SLA of a few seconds;
    every other one gets both e-tickets `sent` one second later. The delay is from a missing
    e-ticket's deadline to its alert arriving at a consumer of `notifications.missing`. An
@@ -43,7 +46,7 @@ from herald.infra.processes import ProcessGroup
 from herald.infra.provisioning import delete_namespace_topics, provision_topics
 from herald.infra.schema_registry import delete_subjects, register_and_connect, registry_client
 from herald.infra.services import resolve_registry_url
-from herald.infra.settings import Settings, child_environ
+from herald.infra.settings import Settings, child_environ, env_name
 from herald.ops.launch import HERALD_ARGV
 from herald.ops.pipeline import streams_app_id
 from herald.proving.bench_relay import percentile
@@ -66,6 +69,7 @@ PROCESSOR_NAMES = {"router": "router, a confluent-kafka loop",
                    "sessions": "session reconciler, one Faust worker"}
 # Each processor's events/s as a share of the decoding consume rate, the goals of issue 21.
 GOALS = {"router": 0.15, "missing": 0.05, "sessions": 0.05}
+ALONE_SUFFIX = "alone"  # the groups of the processors' solo runs: `herald-streams-alone...`
 DELIVERED_AFTER_S = 1.0  # every other payment's e-tickets are sent this long after it
 
 
@@ -156,8 +160,8 @@ class BacklogTracker:
     has joined its group). A backlog one batch takes whole (`--events` small) is timed from
     the last look that found nothing committed instead."""
 
-    def __init__(self, bench: StreamsBench, count: int) -> None:
-        self._bench, self._count = bench, count
+    def __init__(self, bench: StreamsBench, count: int, names: tuple[str, ...]) -> None:
+        self._bench, self._count, self._names = bench, count, names
         # name -> (when, committed, its process's CPU seconds) at its first commit
         self._first: dict[str, tuple[float, int, float]] = {}
         self._idle: dict[str, tuple[float, float]] = {}  # name -> (when, CPU) last seen at 0
@@ -166,7 +170,7 @@ class BacklogTracker:
 
     @property
     def done(self) -> bool:
-        return len(self.rates) == len(MEASURED)
+        return len(self.rates) == len(self._names)
 
     def observe(self, progress: dict[str, int], now: float) -> None:
         cpu = self._bench.processor_cpu()
@@ -188,15 +192,16 @@ class BacklogTracker:
 
     def results(self) -> dict[str, Any]:
         results: dict[str, Any] = {f"{name}_eps": eps for name, eps in self.rates.items()}
-        results["cpu_ms_per_event"] = {name: round(self._cpu_ms[name], 3) for name in MEASURED}
+        results["cpu_ms_per_event"] = {name: round(self._cpu_ms[name], 3) for name in self._names}
         return results
 
 
-def processing_rates(bench: StreamsBench, count: int, timeout_s: float = 600) -> dict[str, Any]:
-    """Each measured processor's events/s over the backlog, from its committed offsets."""
+def processing_rates(bench: StreamsBench, count: int, names: tuple[str, ...] = tuple(MEASURED),
+                     timeout_s: float = 600) -> dict[str, Any]:
+    """Each of `names`' events/s over the backlog, from its group's committed offsets."""
     admin = AdminClient({"bootstrap.servers": bench.bootstrap, "logger": RDKAFKA_LOG})
-    groups = {name: streams_app_id(bench.settings, name) for name in MEASURED}
-    tracker, deadline = BacklogTracker(bench, count), Deadline(timeout_s)
+    groups = {name: streams_app_id(bench.settings, name) for name in names}
+    tracker, deadline = BacklogTracker(bench, count, names), Deadline(timeout_s)
     while not tracker.done:
         bench.group.check_alive()
         if deadline.expired():
@@ -208,10 +213,33 @@ def processing_rates(bench: StreamsBench, count: int, timeout_s: float = 600) ->
     return tracker.results()
 
 
-def start_processors(bench: StreamsBench) -> None:
-    for name in MEASURED:
+def start_processors(bench: StreamsBench, names: tuple[str, ...] = tuple(MEASURED)) -> None:
+    for name in names:
         bench.group.start(f"streams-{name}", [*HERALD_ARGV, "streams", "--processor", name])
     # Not waiting for their groups: each one's rate is measured from its own first commit.
+
+
+def alone_settings(settings: Settings) -> Settings:
+    return dataclasses.replace(settings, streams_app_id=f"{settings.streams_app_id}-{ALONE_SUFFIX}")
+
+
+def alone_rates(bench: StreamsBench, count: int) -> dict[str, Any]:
+    """Each processor through the backlog with nothing else of the bench running, under groups
+    of their own (the side-by-side run reads it again from the start): `NAME_alone_eps` and
+    `cpu_ms_per_event_alone`. Its outputs stay in the bench's namespace, read by nobody (no
+    alert is due within the bench: the backlog's SLAs are an hour)."""
+    settings = alone_settings(bench.settings)
+    environ = {**bench.group.env, env_name("streams_app_id"): settings.streams_app_id}
+    results: dict[str, Any] = {"cpu_ms_per_event_alone": {}}
+    with ProcessGroup(bench.group.log_path("alone").parent / ALONE_SUFFIX, environ) as group:
+        alone = dataclasses.replace(bench, settings=settings, group=group)
+        for name in MEASURED:
+            start_processors(alone, (name,))
+            measured = processing_rates(alone, count, (name,))
+            group.stop(f"streams-{name}")
+            results[f"{name}_alone_eps"] = measured[f"{name}_eps"]
+            results["cpu_ms_per_event_alone"][name] = measured["cpu_ms_per_event"][name]
+    return results
 
 
 class AlertWatch:
@@ -322,18 +350,20 @@ def bench_processes(settings: Settings, bootstrap: str, sla_s: float) -> Iterato
     finally:
         delete_namespace_topics(bootstrap, f"{namespace}.")
         delete_subjects(registry_client(resolve_registry_url(settings)), specs)
-        for name in MEASURED:  # the Faust workers' data directories
-            data_dir = settings.home / "streams-data" / streams_app_id(configured, name)
-            shutil.rmtree(data_dir, ignore_errors=True)
+        for name in MEASURED:  # the Faust workers' data directories, of both runs
+            for app in (configured, alone_settings(configured)):
+                shutil.rmtree(settings.home / "streams-data" / streams_app_id(app, name), ignore_errors=True)
 
 
 def run_bench_streams(settings: Settings, bootstrap: str, events: int, alert_events: int, rate: float,
-                      sla_s: float) -> dict[str, Any]:
+                      sla_s: float, alone: bool = True) -> dict[str, Any]:
     with bench_processes(settings, bootstrap, sla_s) as bench:
         preload(bench, events)
         results: dict[str, Any] = {"events": events, "workers_per_processor": 1,
                                    "raw_consume_eps": consume_eps(bench, events),
                                    "decoding_consume_eps": consume_eps(bench, events, decode=True)}
+        if alone:
+            results.update(alone_rates(bench, events))
         start_processors(bench)
         results.update(processing_rates(bench, events))
         # The stage keeps up with the slowest of its processors.
@@ -357,6 +387,10 @@ def print_bench_streams(results: dict[str, Any]) -> None:
         eps = float(results[f"{name}_eps"])
         table.add_row(f"{PROCESSOR_NAMES[name]} ({MEASURED[name]}), {cpu.get(name, 0):.3f} ms CPU/event",
                       f"{eps:,.0f} events/s", f"{eps / raw:.4f}", f"{eps / decoding:.3f} (≥ {GOALS[name]})")
+        if f"{name}_alone_eps" in results:
+            alone, alone_cpu = float(results[f"{name}_alone_eps"]), results["cpu_ms_per_event_alone"][name]
+            table.add_row(f"  the same, alone on the machine, {alone_cpu:.3f} ms CPU/event",
+                          f"{alone:,.0f} events/s", f"{alone / raw:.4f}", f"{alone / decoding:.3f}")
     table.add_row("through all three (the slowest)", f"{results['events_per_s']:,.0f} events/s",
                   f"{results['events_per_s'] / raw:.4f}", "")
     table.add_row(f"missing e-ticket: deadline -> alert, p50 ({results['alerts_expected']} alerts)",

@@ -93,6 +93,11 @@ def streams_rows(s: dict[str, Any]) -> list[Row]:
         rows.append((f"{label}, {cpu.get(name, 0):.3f} ms CPU/event", _eps(s[f"{name}_eps"]),
                      f"decoding consume (goal ≥ {GOALS[name]})",
                      _against_goal(s[f"{name}_eps"], decoding, GOALS[name])))
+        if f"{name}_alone_eps" in s:
+            alone_cpu = s["cpu_ms_per_event_alone"][name]
+            rows.append((f"  the same, alone on the machine, {alone_cpu:.3f} ms CPU/event",
+                         _eps(s[f"{name}_alone_eps"]), "decoding consume (alone too)",
+                         _ratio(s[f"{name}_alone_eps"], decoding)))
     rows += [("through all three (the slowest)", _eps(s["events_per_s"]), "raw consume",
               _ratio(s["events_per_s"], raw)),
              ("SLA deadline -> missing-notification alert, p50 / p99",

@@ -263,13 +263,15 @@ def bench_streams(
                             ] = 1_000,
     rate: Annotated[float, typer.Option(help="Verified payments per second in the alert run.")] = 200.0,
     sla_s: Annotated[float, typer.Option(help="The e-ticket SLA in the alert run, in seconds.")] = 5.0,
+    alone: Annotated[bool, typer.Option(help="Also run each processor alone through the backlog first.")
+                     ] = True,
 ) -> None:
     """Router and detector events/s against the raw consume rate; deadline -> alert delay."""
     from herald.proving.bench_streams import print_bench_streams, run_bench_streams
 
     with _prepared(ctx) as (settings, endpoints):
         print_bench_streams(run_bench_streams(settings, endpoints.kafka_bootstrap, events, alert_events,
-                                              rate, sla_s))
+                                              rate, sla_s, alone))
 
 
 @bench.command("e2e")

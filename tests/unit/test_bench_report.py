@@ -22,6 +22,8 @@ RESULTS = {
                 "eps_by_workers": {"1": 500.0, "2": 750.0, "4": 1000.0}},
     "streams": {"raw_consume_eps": 2000.0, "decoding_consume_eps": 1900.0, "router_eps": 1200.0,
                 "missing_eps": 1100.0, "sessions_eps": 1000.0, "events_per_s": 1000.0,
+                "router_alone_eps": 950.0, "missing_alone_eps": 190.0, "sessions_alone_eps": 180.0,
+                "cpu_ms_per_event_alone": {"router": 0.04, "missing": 0.1, "sessions": 0.12},
                 "alert_delay_p50_s": 0.6, "alert_delay_p99_s": 2.5, "false_alerts": 0, "alerts_missed": 0},
     "e2e": {"registrations": 1000, "rate": 100.0, "lost": 0, "duplicates": 0, "p50_ms": 36.0, "p99_ms": 160.0,
             "hops": {"relay": {"p50_ms": 10.0, "p99_ms": 60.0}, "router": {"p50_ms": 8.0, "p99_ms": 40.0},
@@ -50,6 +52,15 @@ def test_each_figure_stands_beside_its_baseline_with_the_ratio():
     assert ("| campaign of 10,000: commit -> last delivery | 5.00 s (2,000 msg/s) "
             "| raw provider rate 2,500 msg/s | 0.80 |") in report
     assert "| through all three (the slowest) | 1,000 events/s | raw consume | 0.50 |" in report
+
+
+def test_each_processor_alone_stands_beside_the_decoding_rate_without_a_goal_of_its_own():
+    report = render()
+    assert ("|   the same, alone on the machine, 0.040 ms CPU/event | 950 events/s "
+            "| decoding consume (alone too) | 0.50 |") in report
+    assert ("|   the same, alone on the machine, 0.100 ms CPU/event | 190 events/s "
+            "| decoding consume (alone too) | 0.10 |") in report
+    assert report.count("alone on the machine") == 3
 
 
 def test_the_e2e_table_names_each_hop_against_one_bare_kafka_hop_and_the_goal():
