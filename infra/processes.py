@@ -63,6 +63,24 @@ def _zombie(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[:1] == ["Z"]
 
 
+AUTOGROUP = Path("/proc/self/autogroup")
+
+
+def lower_priority(increment: int, autogroup: Path = AUTOGROUP) -> int:
+    """Lower this process's CPU priority by `increment` (Unix nice); returns its nice value.
+
+    Linux's autogroup scheduling (on by default in many kernels) shares the CPU fairly between
+    sessions first, and nice counts only within one session. Every process Herald starts leads a
+    session of its own, so there `os.nice` alone changed nothing: the Faust processors at nice 10
+    took as much CPU as the router beside them. A session leader also sets its autogroup's nice;
+    a process in its caller's session (a shell) leaves it alone, or it would lower the shell."""
+    nice = os.nice(increment)
+    if increment > 0 and os.getsid(0) == os.getpid():
+        with contextlib.suppress(OSError):  # no autogroup (other kernels, other systems): nice is all
+            autogroup.write_text(f"{nice}\n")
+    return nice
+
+
 def spawn_detached(argv: Sequence[str], log_path: Path, extra_env: Mapping[str, str] | None = None) -> int:
     """Start a server that outlives the call that started it (`herald up`); its pid.
 

@@ -17,7 +17,7 @@ from herald.infra.exit_deadline import arm_exit_deadline, serve_http
 from herald.infra.kafka_io import consumer_config, membership_config, producer_config
 from herald.infra.kafka_views import group_views
 from herald.infra.logs import log_start, log_stop
-from herald.infra.processes import ServiceError
+from herald.infra.processes import ServiceError, lower_priority
 from herald.infra.provisioning import provision_topics, topic_names
 from herald.infra.schema_registry import (
     RegistrySchemas,
@@ -304,7 +304,7 @@ def run_streams(settings: Settings, catalog: Catalog, processor: str) -> None:
 
     # Off the notifications' path: paced at 100/s, the demo's p50/p99 went from 52-55 / 229-718 ms
     # (three runs) to 45-47 / 195-216 ms (two) with these at nice 10 (herald bench e2e).
-    os.nice(settings.streams_monitor_nice)
+    lower_priority(settings.streams_monitor_nice)
     endpoints = reachable_endpoints(settings, need_database=False)
     use_schema_registry(settings, catalog)
     # Its changelog and repartition topics get the replicas the catalog's topics get.
