@@ -110,7 +110,9 @@ class Settings:
     streams_monitor_nice: int = field(default=10, metadata=_doc(
         "CPU priority (Unix nice, 0-19) of the Faust processors (missing detector, session "
         "reconciler, status counts): they are on no notification's path, so under contention "
-        "the relay, router and delivery run first; 0 treats them alike."))
+        "the relay, router and delivery run first; 0 treats them alike. Where Linux schedules by "
+        "autogroup, a processor leading its own session (as `herald run` starts it) sets its "
+        "autogroup's nice too."))
     missing_scan_interval_s: float = field(default=1.0, metadata=_doc(
         "How often each streams worker looks for deadlines passed in its partitions, in seconds."))
     status_stats_flush_interval_s: float = field(default=1.0, metadata=_doc(
