@@ -7,6 +7,8 @@ this package is installed; production code never imports it.
 from __future__ import annotations
 
 import os
+import signal
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +30,13 @@ console = Console(stderr=True)
 
 def _settings(ctx: typer.Context) -> Settings:
     return ctx.obj  # type: ignore[no-any-return]  # set by the CLI's callback
+
+
+def end_cleanly_on_sigterm() -> None:
+    """SIGTERM ends a proving tool as Ctrl-C does, through its cleanups. Ended by the default
+    action, a `herald bench streams` left its stream processors and the services it started
+    running; once the broker was stopped, one processor spun at a third of a core."""
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
 
 
 def register(app: typer.Typer) -> None:
@@ -126,6 +135,7 @@ def demo(
         help="Inject 10% transient provider failures and a gateway instance crash.")] = True,
 ) -> None:
     """Run the whole pipeline on the embedded default and report what the providers received."""
+    end_cleanly_on_sigterm()
     if example == "payments":
         from herald.proving.demo_payments import print_payments_report, run_payments_demo
 
@@ -163,6 +173,7 @@ def chaos(
     cooldown_s: Annotated[float, typer.Option(help="Load after each fault cleared.")] = 15.0,
 ) -> None:
     """Kill and stop parts of the pipeline under load; count lost and doubled at the providers."""
+    end_cleanly_on_sigterm()
     from herald.proving.chaos import ChaosPlan
     from herald.proving.chaos_faults import SCENARIOS
     from herald.proving.chaos_suite import failed, print_table, run_chaos
@@ -194,6 +205,7 @@ def _prepared(ctx: typer.Context) -> Iterator[tuple[Settings, Endpoints]]:
     from herald.infra.services import start_services, stop_services
     from herald.ops.bootstrap import prepare
 
+    end_cleanly_on_sigterm()
     settings = dataclasses.replace(_settings(ctx), catalog=example_catalog_path("registrations"))
     catalog = open_catalog(settings.catalog, os.environ)
     _endpoints, started = start_services(settings)
