@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from herald.infra.kafka_io import logged_rebalances, records_only
 from herald.infra.read_positions import ReadPositions
@@ -115,6 +115,10 @@ class PartitionEnd:
         return (start if start >= 0 else self.low) >= self.high
 
 
+RETRIED_ERRORS = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                            KafkaError._TIMED_OUT, KafkaError.REQUEST_TIMED_OUT})
+
+
 def caught_up(consumer: Consumer) -> bool:
     """Every assigned partition read to its end: what a draining consumer waits for. Idle
     polls are no evidence: while a new broker's group coordinator loads, a member holds an
@@ -122,10 +126,17 @@ def caught_up(consumer: Consumer) -> bool:
     assignment = consumer.assignment()
     if not assignment:
         return False
-    positions = consumer.position(assignment)
-    committed = consumer.committed(assignment, timeout=10)
-    ends = [PartitionEnd(p.offset, c.offset, *consumer.get_watermark_offsets(p, timeout=10))
-            for p, c in zip(positions, committed, strict=True)]
+    try:
+        positions = consumer.position(assignment)
+        committed = consumer.committed(assignment, timeout=10)
+        ends = [PartitionEnd(p.offset, c.offset, *consumer.get_watermark_offsets(p, timeout=10))
+                for p, c in zip(positions, committed, strict=True)]
+    except KafkaException as exc:
+        # A leader moving ("Not leader for partition", seen in a fresh clone's suite) or a
+        # timeout: not known to be caught up, so asked again after the next poll.
+        if exc.args[0].retriable() or exc.args[0].code() in RETRIED_ERRORS:
+            return False
+        raise
     return all(end.reached() for end in ends)
 
 

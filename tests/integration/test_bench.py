@@ -83,7 +83,9 @@ def test_bench_streams_reports_its_figures_and_baseline(settings):
     assert set(figures["cpu_ms_per_event"]) == {"router", "missing", "sessions"}
     for name in ("router", "missing", "sessions"):  # each alone first, under a group of its own
         assert figures[f"{name}_alone_eps"] > 0, name
-        assert figures["cpu_ms_per_event_alone"][name] > 0, name
+    # CPU is read in clock ticks (10 ms): over a 2,000-event backlog taken in a batch or two it
+    # may read 0 (a fresh clone's suite saw it), so only its presence is checked here.
+    assert set(figures["cpu_ms_per_event_alone"]) == {"router", "missing", "sessions"}
     assert (figures["alerts_expected"], figures["alerts_missed"], figures["false_alerts"]) == (30, 0, 0)
     assert figures["alert_delay_min_s"] >= 0, "an alert arrived before its deadline"
     assert bench_topics(settings) == before, "the bench left topics behind"
