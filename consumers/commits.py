@@ -22,7 +22,7 @@ from typing import Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from herald.infra.kafka_io import logged_rebalances, records_only
+from herald.infra.kafka_io import logged_rebalances, records_only, settling
 from herald.infra.read_positions import ReadPositions
 
 log = logging.getLogger(__name__)
@@ -115,8 +115,7 @@ class PartitionEnd:
         return (start if start >= 0 else self.low) >= self.high
 
 
-RETRIED_ERRORS = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
-                            KafkaError._TIMED_OUT, KafkaError.REQUEST_TIMED_OUT})
+TIMEOUTS = frozenset({KafkaError._TIMED_OUT, KafkaError.REQUEST_TIMED_OUT})
 
 
 def caught_up(consumer: Consumer) -> bool:
@@ -132,9 +131,9 @@ def caught_up(consumer: Consumer) -> bool:
         ends = [PartitionEnd(p.offset, c.offset, *consumer.get_watermark_offsets(p, timeout=10))
                 for p, c in zip(positions, committed, strict=True)]
     except KafkaException as exc:
-        # A leader moving ("Not leader for partition", seen in a fresh clone's suite) or a
-        # timeout: not known to be caught up, so asked again after the next poll.
-        if exc.args[0].retriable() or exc.args[0].code() in RETRIED_ERRORS:
+        # A leader or coordinator moving ("Not leader for partition", seen in a fresh clone's
+        # suite) or a timeout: not known to be caught up, so asked again after the next poll.
+        if settling(exc, also=TIMEOUTS):
             return False
         raise
     return all(end.reached() for end in ends)

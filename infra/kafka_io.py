@@ -90,6 +90,20 @@ def membership_config(session_timeout_s: float, instance_id: str = "", client_id
     return config
 
 
+# Answers while a partition's leadership or a group's coordinator settles; admin results and
+# metadata calls do not always flag them retriable.
+SETTLING_ERRORS = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                             KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                             KafkaError.COORDINATOR_NOT_AVAILABLE})
+
+
+def settling(exc: BaseException, also: frozenset[int] = frozenset()) -> bool:
+    """Whether `exc` is a Kafka error that passes by itself: retriable, one of SETTLING_ERRORS,
+    or one of the caller's `also` codes."""
+    error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+    return isinstance(error, KafkaError) and (error.retriable() or error.code() in SETTLING_ERRORS | also)
+
+
 def fail_on_fatal(error: KafkaError) -> None:
     """Raise a fatal client error (another process joined under our instance id, say): the
     consumer can do nothing more, so its loop must end, not log it forever."""

@@ -22,7 +22,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from herald.infra.deadline import Deadline
-from herald.infra.kafka_io import RDKAFKA_LOG
+from herald.infra.kafka_io import RDKAFKA_LOG, settling
 from herald.schemas.headers import DUE_AT, parse_iso
 
 
@@ -151,7 +151,7 @@ def group_views(bootstrap: str, groups: Sequence[tuple[str, Sequence[str]]],
             members, starts, lows, ends = _group_offsets(admin, groups, max(deadline.remaining(), 1.0))
             break
         except (KafkaException, TimeoutError) as exc:
-            if deadline.remaining() < 0.5 or not _retriable(exc):
+            if deadline.remaining() < 0.5 or not settling(exc):
                 raise KafkaUnavailable(f"Kafka did not answer about consumer groups: {exc}") from None
             time.sleep(0.5)
     for group_starts in starts.values():  # no commit yet: the group starts at the earliest record
@@ -225,17 +225,6 @@ def _group_offsets(admin: AdminClient, groups: Sequence[tuple[str, Sequence[str]
         starts[group] = _committed(admin, group, tps, timeout_s) if tps else {}
     lows, ends = _watermarks(admin, {tp for s in starts.values() for tp in s}, timeout_s)
     return members, starts, lows, ends
-
-
-# Answers while a partition's leadership settles; admin results do not always flag them retriable.
-_SETTLING = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
-                       KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-                       KafkaError.COORDINATOR_NOT_AVAILABLE})
-
-
-def _retriable(exc: BaseException) -> bool:
-    error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
-    return isinstance(error, KafkaError) and (error.retriable() or error.code() in _SETTLING)
 
 
 def _watermarks(admin: AdminClient, tps: set[TopicPartition],

@@ -137,7 +137,7 @@ class ProcessGroup:
     groups as the static members they were."""
 
     def __init__(self, log_dir: Path, env: Mapping[str, str]) -> None:
-        self._log_dir = log_dir
+        self.log_dir = log_dir
         self.env = dict(env)
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
@@ -150,7 +150,7 @@ class ProcessGroup:
         return process
 
     def log_path(self, name: str) -> Path:
-        return self._log_dir / f"{name}.log"
+        return self.log_dir / f"{name}.log"
 
     def kill(self, name: str) -> None:
         """SIGKILL one process and forget it (its log stays): a crash the others must survive."""

@@ -46,7 +46,7 @@ from herald.infra.processes import ProcessGroup
 from herald.infra.provisioning import delete_namespace_topics, provision_topics
 from herald.infra.schema_registry import delete_subjects, register_and_connect, registry_client
 from herald.infra.services import resolve_registry_url
-from herald.infra.settings import Settings, child_environ, env_name
+from herald.infra.settings import Settings, child_environ
 from herald.ops.launch import HERALD_ARGV
 from herald.ops.pipeline import streams_app_id
 from herald.proving.bench_relay import percentile
@@ -229,9 +229,8 @@ def alone_rates(bench: StreamsBench, count: int) -> dict[str, Any]:
     `cpu_ms_per_event_alone`. Its outputs stay in the bench's namespace, read by nobody (no
     alert is due within the bench: the backlog's SLAs are an hour)."""
     settings = alone_settings(bench.settings)
-    environ = {**bench.group.env, env_name("streams_app_id"): settings.streams_app_id}
     results: dict[str, Any] = {"cpu_ms_per_event_alone": {}}
-    with ProcessGroup(bench.group.log_path("alone").parent / ALONE_SUFFIX, environ) as group:
+    with ProcessGroup(bench.group.log_dir / ALONE_SUFFIX, child_environ(settings, os.environ)) as group:
         alone = dataclasses.replace(bench, settings=settings, group=group)
         for name in MEASURED:
             start_processors(alone, (name,))

@@ -3,7 +3,7 @@
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from herald.infra.kafka_views import _retriable
+from herald.infra.kafka_io import settling
 
 
 @pytest.mark.parametrize("code, again", [
@@ -13,11 +13,11 @@ from herald.infra.kafka_views import _retriable
     (KafkaError.GROUP_AUTHORIZATION_FAILED, False),
 ])
 def test_a_settling_leader_is_asked_again_and_a_refusal_is_not(code, again):
-    assert _retriable(KafkaException(KafkaError(code))) is again
+    assert settling(KafkaException(KafkaError(code))) is again
 
 
 def test_a_timeout_is_not_asked_again_here():
-    assert _retriable(TimeoutError()) is False
+    assert settling(TimeoutError()) is False
 
 
 def test_group_views_asks_again_while_leadership_settles_for_as_long_as_its_timeout(monkeypatch):
