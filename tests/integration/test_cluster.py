@@ -8,7 +8,7 @@ import os
 import signal
 import threading
 
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from herald.examples.registrations.app import TOPIC as REGISTRATION_EVENTS
@@ -35,8 +35,18 @@ def test_three_brokers_lose_no_acknowledged_record_when_one_is_killed(base_setti
 
         wait_until(lambda: len(replicas()) == 6, 30, "the topic's metadata")
         assert set(replicas()) == {3}, "every partition on all three brokers"
-        (config,) = admin.describe_configs([ConfigResource("topic", topic)]).values()
-        assert config.result()["min.insync.replicas"].value == "2"
+
+        def min_isr() -> str | None:  # the broker asked may not know the topic yet either
+            (config,) = admin.describe_configs([ConfigResource("topic", topic)]).values()
+            try:
+                return config.result(timeout=10)["min.insync.replicas"].value
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                    raise
+                return None
+
+        wait_until(lambda: min_isr() is not None, 30, "the topic's configs")
+        assert min_isr() == "2"
 
         acknowledged: list[bytes] = []
         failed: list[str] = []
