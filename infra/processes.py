@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -20,10 +21,46 @@ class ServiceError(RuntimeError):
     """An embedded service could not be installed, started or reached; says what to do."""
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
+EPHEMERAL_PORTS = Path("/proc/sys/net/ipv4/ip_local_port_range")
+LOWEST_LISTEN_PORT = 20000  # above the ports docs name (the simulators' 18081-18083)
+_LINUX_EPHEMERAL = (32768, 60999)
+
+
+def listen_ports(ephemeral: Path = EPHEMERAL_PORTS) -> range:
+    """The ports a server of ours may take: those the kernel never hands out as a client's source
+    port. Port 0 draws from the ephemeral range, so a client connecting elsewhere could take the
+    port between our choosing it and a child binding it ("address already in use")."""
+    try:
+        low, high = (int(part) for part in ephemeral.read_text().split())
+    except (OSError, ValueError):
+        low, high = _LINUX_EPHEMERAL
+    if low - LOWEST_LISTEN_PORT >= 1000:
+        return range(LOWEST_LISTEN_PORT, low)
+    return range(high + 1, 65536)  # empty when the ephemeral range reaches the top
+
+
+def free_port(ephemeral: Path = EPHEMERAL_PORTS) -> int:
+    """A port free now, outside the ephemeral range where it can be; random, so that parallel
+    test workers and processes rarely pick the same one."""
+    candidates = listen_ports(ephemeral)
+    pick = random.SystemRandom()
+    for _ in range(min(100, len(candidates))):
+        port = pick.choice(candidates)
+        if _bindable(port):
+            return port
+    with socket.socket() as sock:  # no room outside the ephemeral range: let the kernel choose
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _bindable(port: int) -> bool:
+    # Without SO_REUSEADDR: a port with a connection still in TIME_WAIT is passed over too.
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def port_is_free(port: int) -> bool:
