@@ -302,8 +302,9 @@ def run_streams(settings: Settings, catalog: Catalog, processor: str) -> None:
 
     from herald.streams.app import changelog_topics, create_app
 
-    # Off the notifications' path: paced at 100/s, the demo's p50/p99 went from 52-55 / 229-718 ms
-    # (three runs) to 45-47 / 195-216 ms (two) with these at nice 10 (herald bench e2e).
+    # Off the notifications' path, so they yield the cores to it: beside them the router ran at
+    # 0.18-0.28 of the decoding rate instead of 0.11-0.12, and the paced p99 was 333-385 ms
+    # instead of 485-555 (A/B on 2 cores, 2026-12-04, docs/proof.md).
     lower_priority(settings.streams_monitor_nice)
     endpoints = reachable_endpoints(settings, need_database=False)
     use_schema_registry(settings, catalog)
