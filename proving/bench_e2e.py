@@ -6,6 +6,8 @@ p50/p99 comes from the records' own timestamps (`proving/demo_hops.py`), so the 
 named, not guessed. Its baseline, measured in the same run on the same broker: one hop of bare
 confluent-kafka at the same rate, a record produced (acks=all, as the relay's producer) until a
 read_committed consumer has it. Each of the pipeline's three hops is at least one of those.
+The delivery hop comes in two parts as well: the router's commit (until a read_committed reader
+beside the pipeline has the request) and the rest (the worker's fetch and the provider call).
 """
 
 from __future__ import annotations

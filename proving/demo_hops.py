@@ -11,25 +11,36 @@ For every e-ticket of a demo run, four moments, all from this machine's one cloc
 So `relay` is commit -> event, `router` is event -> request (the relay's acknowledgement, the
 router's fetch, routing), and `delivery` is request -> provider (the router's commit, the delivery
 worker's fetch and the provider call). The three add up to the demo's end-to-end latency.
+
+A fifth moment splits the delivery hop: when a read_committed consumer beside the pipeline
+(`ReadableWatcher`) first had the request, that is, once the router's transaction committed.
+`delivery_commit` is request -> readable and `delivery_call` readable -> provider; the two add
+up to `delivery`, and they are parts of it, not further hops.
 """
 
 from __future__ import annotations
 
 import statistics
+import threading
+import time
+import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import OFFSET_END, Consumer, Message, TopicPartition
 
 from herald.examples.registrations.app import TOPIC as REGISTRATION_EVENTS
-from herald.infra.kafka_io import RDKAFKA_LOG
+from herald.infra.kafka_io import RDKAFKA_LOG, fetch_batch
 from herald.schemas import headers as h
 from herald.schemas.catalog import notification_topic, qualified
 from herald.schemas.ids import notification_id
 
 HOP_NAMES = {"relay": "commit -> event on Kafka (relay)", "router": "event -> request (router)",
-             "delivery": "request -> provider (delivery)"}
-HOPS = tuple(HOP_NAMES)
+             "delivery": "request -> provider (delivery)",
+             "delivery_commit": "of which request -> readable (the router's commit)",
+             "delivery_call": "of which readable -> provider (the worker's fetch, the call)"}
+HOPS = ("relay", "router", "delivery")
+DELIVERY_PARTS = ("delivery_commit", "delivery_call")
 VERIFIED = "registration.payment_verified"
 
 
@@ -63,16 +74,50 @@ def _of_type(message: Message, event_type: str | None) -> bool:
     return any(name == h.EVENT_TYPE and value == wanted for name, value in message.headers() or ())
 
 
+class ReadableWatcher:
+    """When each record of `topics` became readable to a read_committed consumer, by key (its
+    first copy), from the topics' ends at the start: the moment a transaction's commit made it
+    visible, give or take one fetch. Used as a context manager around the records' run."""
+
+    def __init__(self, bootstrap: str, topics: Iterable[str]) -> None:
+        self.readable_ms: dict[bytes, float] = {}
+        self._consumer = Consumer({"bootstrap.servers": bootstrap, "logger": RDKAFKA_LOG,
+                                   "group.id": f"demo-hops-{uuid.uuid4().hex}",  # never joins: assigned
+                                   "enable.auto.commit": False, "isolation.level": "read_committed"})
+        known = {topic: self._consumer.list_topics(topic, timeout=10).topics[topic] for topic in topics}
+        self._consumer.assign([TopicPartition(topic, p, OFFSET_END) for topic, meta in known.items()
+                               for p in meta.partitions])
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="readable-watcher", daemon=True)
+
+    def __enter__(self) -> ReadableWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self._consumer.close()
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            for message in fetch_batch(self._consumer, 500, 0.1):  # a record alone is not held back
+                if message.error() is None:
+                    self.readable_ms.setdefault(message.key(), time.time() * 1000)
+
+
 def hop_latencies(bootstrap: str, namespace: str, channels: Iterable[str], committed_ms: Mapping[str, float],
-                  accepted_ms: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:
-    """Each hop's p50 and p99 in ms over every e-ticket with all four moments known.
+                  accepted_ms: Mapping[str, Mapping[str, float]],
+                  readable_ms: Mapping[bytes, float] | None = None) -> dict[str, dict[str, float]]:
+    """Each hop's p50 and p99 in ms over every e-ticket with all four moments known, and the
+    delivery hop's two parts where `readable_ms` (a `ReadableWatcher`'s) knows the fifth.
 
     `committed_ms`: registration -> its verifying commit; `accepted_ms`: channel ->
     registration -> the provider's first acceptance of its e-ticket."""
-    registrations = set(committed_ms)
+    registrations, readable = set(committed_ms), readable_ms or {}
     events = read_timestamps(bootstrap, qualified(REGISTRATION_EVENTS, namespace),
                              {r.encode() for r in registrations}, VERIFIED)
-    samples: dict[str, list[float]] = {hop: [] for hop in HOPS}
+    samples: dict[str, list[float]] = {hop: [] for hop in (*HOPS, *DELIVERY_PARTS)}
     for channel in channels:
         ids = {notification_id(r, "e_ticket", channel).encode(): r for r in registrations}
         requests = read_timestamps(bootstrap, qualified(notification_topic(channel), namespace), set(ids))
@@ -84,6 +129,9 @@ def hop_latencies(bootstrap: str, namespace: str, channels: Iterable[str], commi
             samples["relay"].append(event - committed_ms[registration])
             samples["router"].append(requested - event)
             samples["delivery"].append(accepted - requested)
+            if (seen := readable.get(key)) is not None:
+                samples["delivery_commit"].append(seen - requested)
+                samples["delivery_call"].append(accepted - seen)
     return {hop: summary(values) for hop, values in samples.items() if values}
 
 

@@ -125,10 +125,14 @@ def test_bench_e2e_names_each_hop_and_its_bare_kafka_baseline(settings):
     before = bench_topics(settings, prefix="bench-e2e")
     figures = run_bench(settings, [*HERALD, "bench", "e2e", "--registrations", "60", "--rate", "30"])
     assert (figures["lost"], figures["duplicates"]) == (0, 0)
+    hops = {name: figures["hops"].pop(name) for name in ("delivery_commit", "delivery_call")}
     assert set(figures["hops"]) == {"relay", "router", "delivery"}
     for hop in (*figures["hops"].values(), figures["raw_hop"]):
         assert 0 < hop["p50_ms"] <= hop["p99_ms"], hop
     assert figures["hops"]["router"]["samples"] == 120, "both e-tickets of every registration timed"
     for name, hop in figures["hops"].items():  # a part of each e-ticket's time, so no longer than the whole
         assert hop["p50_ms"] <= figures["p50_ms"] + 1, name
+    # The delivery hop's parts, where the reader beside the pipeline saw the request.
+    assert hops["delivery_commit"]["samples"] == hops["delivery_call"]["samples"] > 0
+    assert 0 < hops["delivery_commit"]["p50_ms"] <= figures["hops"]["delivery"]["p99_ms"]
     assert bench_topics(settings, prefix="bench-e2e") == before, "the bench left its baseline topic behind"
