@@ -17,9 +17,13 @@ def test_bench_relay_reports_its_figures_and_baselines(settings):
     before = bench_topics(settings)
     argv = [*HERALD, "bench", "relay", "--events", "3000", "--keys", "300", "--seconds", "1"]
     figures = run_bench(settings, argv)
-    for key in ("drain_eps_1", "drain_eps_3", "sustained_eps", "raw_producer_eps", "raw_claim_eps",
-                "p50_ms", "p99_ms", "p99_ms_with_warmup"):
+    for key in ("drain_eps_1", "drain_eps_3", "sustained_eps", "raw_producer_eps", "raw_claim_eps"):
         assert figures[key] > 0, key
+    # Commit -> broker append may read a hair below 0 (a fresh clone's run gave -0.0 at p50): the
+    # broker's append time is in whole ms, and a writer notes its commit only once the commit has
+    # returned, so a quick relay can publish first.
+    assert -2.0 < figures["p50_ms"] <= figures["p99_ms"]
+    assert figures["p99_ms_with_warmup"] > -2.0
     assert figures["order_kept"] is True
     assert figures["events"] == 3000
     assert bench_topics(settings) == before, "the bench left topics behind"
