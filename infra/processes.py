@@ -46,27 +46,19 @@ def free_port(ephemeral: Path = EPHEMERAL_PORTS) -> int:
     pick = random.SystemRandom()
     for _ in range(min(100, len(candidates))):
         port = pick.choice(candidates)
-        if _bindable(port):
+        if port_is_free(port, reuse_address=False):  # a fresh choice passes over TIME_WAIT too
             return port
     with socket.socket() as sock:  # no room outside the ephemeral range: let the kernel choose
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
-def _bindable(port: int) -> bool:
-    # Without SO_REUSEADDR: a port with a connection still in TIME_WAIT is passed over too.
+def port_is_free(port: int, *, reuse_address: bool = True) -> bool:
+    """Whether a server could bind `port` now. With `reuse_address`, as servers bind: connections
+    of a previous run in TIME_WAIT do not make it busy; without, they do."""
     with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        # As servers bind: connections of a previous run in TIME_WAIT do not make it busy.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_address:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
