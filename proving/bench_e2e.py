@@ -13,22 +13,22 @@ beside the pipeline has the request) and the rest (the worker's fetch and the pr
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Producer
 from rich.console import Console
 from rich.table import Table
 
 from herald.infra.catalogs import open_catalog
-from herald.infra.kafka_io import RDKAFKA_LOG, fetch_batch, producer_config
+from herald.infra.deadline import Deadline
+from herald.infra.kafka_io import producer_config
 from herald.infra.provisioning import delete_namespace_topics, provision_topics
 from herald.infra.services import Endpoints
 from herald.infra.settings import Settings
 from herald.proving.demo import run_pipeline
-from herald.proving.demo_hops import HOP_NAMES, summary
+from herald.proving.demo_hops import HOP_NAMES, ReadableWatcher, summary
 from herald.schemas.catalog import TopicSpec
 
 TIMEOUT_S = 300.0
@@ -40,30 +40,15 @@ def raw_hop_ms(bootstrap: str, rate: float, count: int) -> dict[str, Any]:
     """Produce -> read_committed receipt of bare clients, `count` records paced at `rate`/s."""
     topic = f"bench-e2e-raw-{uuid.uuid4().hex[:8]}"
     provision_topics(bootstrap, (TopicSpec(topic, 6, "delete", 3_600_000, "bench key", "bench value"),))
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": topic, "logger": RDKAFKA_LOG,
-                         "isolation.level": "read_committed", "enable.auto.commit": False})
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(6)])
-    delays: list[float] = []
-    done = threading.Event()
-
-    def receive() -> None:
-        while not done.is_set() or len(delays) < count:
-            for message in fetch_batch(consumer, 500, 0.1):  # never waits for a batch to fill
-                if message.error() is None:
-                    delays.append(time.time() * 1000 - message.timestamp()[1])
-            if done.is_set() and len(delays) >= count:
-                break
-
-    receiver = threading.Thread(target=receive, name="raw-hop", daemon=True)
-    receiver.start()
     try:
-        _produce_paced(Producer(producer_config(bootstrap, 30)), topic, rate, count)
-        done.set()
-        receiver.join(60)
+        with ReadableWatcher(bootstrap, [topic], start=OFFSET_BEGINNING) as receipts:
+            _produce_paced(Producer(producer_config(bootstrap, 30)), topic, rate, count)
+            received = Deadline(60)
+            while len(receipts.late_ms) < count and not received.expired():
+                time.sleep(0.05)
     finally:
-        consumer.close()
         delete_namespace_topics(bootstrap, topic)
-    return summary(delays)
+    return summary(list(receipts.late_ms.values()))
 
 
 def _produce_paced(producer: Producer, topic: str, rate: float, count: int) -> None:

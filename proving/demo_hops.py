@@ -76,16 +76,18 @@ def _of_type(message: Message, event_type: str | None) -> bool:
 
 class ReadableWatcher:
     """When each record of `topics` became readable to a read_committed consumer, by key (its
-    first copy), from the topics' ends at the start: the moment a transaction's commit made it
-    visible, give or take one fetch. Used as a context manager around the records' run."""
+    first copy), from `start` (the topics' ends by default): the moment a transaction's commit
+    made it visible, give or take one fetch; and how late that was after the record's own
+    timestamp. Used as a context manager around the records' run."""
 
-    def __init__(self, bootstrap: str, topics: Iterable[str]) -> None:
+    def __init__(self, bootstrap: str, topics: Iterable[str], start: int = OFFSET_END) -> None:
         self.readable_ms: dict[bytes, float] = {}
+        self.late_ms: dict[bytes, float] = {}  # readable - the record's timestamp
         self._consumer = Consumer({"bootstrap.servers": bootstrap, "logger": RDKAFKA_LOG,
                                    "group.id": f"demo-hops-{uuid.uuid4().hex}",  # never joins: assigned
                                    "enable.auto.commit": False, "isolation.level": "read_committed"})
         known = {topic: self._consumer.list_topics(topic, timeout=10).topics[topic] for topic in topics}
-        self._consumer.assign([TopicPartition(topic, p, OFFSET_END) for topic, meta in known.items()
+        self._consumer.assign([TopicPartition(topic, p, start) for topic, meta in known.items()
                                for p in meta.partitions])
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="readable-watcher", daemon=True)
@@ -102,8 +104,10 @@ class ReadableWatcher:
     def _watch(self) -> None:
         while not self._stop.is_set():
             for message in fetch_batch(self._consumer, 500, 0.1):  # a record alone is not held back
-                if message.error() is None:
-                    self.readable_ms.setdefault(message.key(), time.time() * 1000)
+                if message.error() is None and message.key() not in self.readable_ms:
+                    now_ms = time.time() * 1000
+                    self.readable_ms[message.key()] = now_ms
+                    self.late_ms[message.key()] = now_ms - message.timestamp()[1]
 
 
 def hop_latencies(bootstrap: str, namespace: str, channels: Iterable[str], committed_ms: Mapping[str, float],
