@@ -201,6 +201,12 @@ class ConfirmedSend:
             except BufferError:
                 continue
 
+    def wait_acknowledged(self, timeout_s: float) -> bool:
+        """Wait up to `timeout_s` (sending what lingers now); True once every record produced
+        so far was acknowledged or failed."""
+        self._producer.flush(timeout_s)
+        return self.acknowledged + len(self.errors) >= self.produced
+
     def confirm(self, deadline: Deadline) -> int:
         """Wait until every record produced is acknowledged; raise PublishFailed otherwise."""
         # Short slices: a stop-aware deadline notices SIGTERM within 0.1 s.

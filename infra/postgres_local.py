@@ -58,8 +58,10 @@ class EmbeddedPostgres:
             self._run(user, [bin_dir / "initdb", "-D", data_dir, "-U", ROLE, "--auth=trust",
                              "-E", "UTF8", "--no-locale"])
         port = self._port()
+        # Commit timestamps: the demo and `herald bench e2e` time each hop from the commit itself.
         options = (f"-p {port} -c listen_addresses=127.0.0.1 "
-                   f"-c unix_socket_directories={data_dir} -c max_connections=200")
+                   f"-c unix_socket_directories={data_dir} -c max_connections=200 "
+                   "-c track_commit_timestamp=on")
         self._run(user, [bin_dir / "pg_ctl", "-D", data_dir, "-l", data_dir / "server.log",
                          "-o", options, "-w", "-t", str(int(timeout_s)), "start"])
         state = PostgresState(f"postgresql+psycopg2://{ROLE}@127.0.0.1:{port}/{DATABASE}",

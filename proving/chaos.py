@@ -189,7 +189,7 @@ def count_outcome(name: str, run: ChaosRun, count: int) -> Outcome:
         duplicated += sum(n - 1 for n in per_person.values())
     written = count * len(CHANNELS)
     lost = written - len(first_accepted) + int(run.extra.get("poison_unaccounted", 0))
-    verified, _unpublished = database_counts(run.endpoints.database_url, run.prefix)
+    verified = database_counts(run.endpoints.database_url, run.prefix).committed_ms
     return Outcome(name, written, len(first_accepted), lost, duplicated,
                    recovery_seconds(verified, first_accepted, run.cleared_at_ms), run.extra)
 

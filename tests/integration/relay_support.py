@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
@@ -110,15 +110,22 @@ def session_records(settings: Settings, at_least: int) -> list[Message]:
 
 
 @contextmanager
-def running_relay(settings: Settings, bootstrap: str | None = None, **overrides: Any) -> Iterator[Relay]:
-    """A relay in a thread of this process, stopped (and joined) on exit."""
+def running_relay(settings: Settings, bootstrap: str | None = None,
+                  wrap_producer: Callable[[Producer], Any] | None = None,
+                  **overrides: Any) -> Iterator[Relay]:
+    """A relay in a thread of this process, stopped (and joined) on exit; `wrap_producer`, when
+    given, stands between the relay and each producer it makes."""
     assert settings.database_url is not None
     engine = sa.create_engine(settings.database_url, poolclass=sa.NullPool)
     target = bootstrap or settings.kafka_bootstrap
     assert target is not None
     config = relay_config(settings)
-    relay = Relay(engine, lambda: Producer(producer_config(target, config.flush_timeout_s)),
-                  dataclasses.replace(config, **overrides))
+
+    def make_producer() -> Any:
+        producer = Producer(producer_config(target, config.flush_timeout_s))
+        return producer if wrap_producer is None else wrap_producer(producer)
+
+    relay = Relay(engine, make_producer, dataclasses.replace(config, **overrides))
     stop = threading.Event()
     runner = threading.Thread(target=relay.run, args=(stop,), name="relay")
     runner.start()

@@ -129,8 +129,12 @@ def test_bench_e2e_names_each_hop_and_its_bare_kafka_baseline(settings):
     before = bench_topics(settings, prefix="bench-e2e")
     figures = run_bench(settings, [*HERALD, "bench", "e2e", "--registrations", "60", "--rate", "30"])
     assert (figures["lost"], figures["duplicates"]) == (0, 0)
-    hops = {name: figures["hops"].pop(name) for name in ("delivery_commit", "delivery_call")}
+    hops = {name: figures["hops"].pop(name) for name in ("delivery_commit", "delivery_call", "writer")}
     assert set(figures["hops"]) == {"relay", "router", "delivery"}
+    # The hops start at PostgreSQL's own commit timestamps; the writer's time before it is apart.
+    assert figures["commit_clock"] is True
+    assert hops["writer"]["samples"] == 60 and 0 <= hops["writer"]["p50_ms"] <= hops["writer"]["p99_ms"]
+    assert 0 < figures["achieved_rate"] <= 30 * 1.05
     for hop in (*figures["hops"].values(), figures["raw_hop"]):
         assert 0 < hop["p50_ms"] <= hop["p99_ms"], hop
     assert figures["hops"]["router"]["samples"] == 120, "both e-tickets of every registration timed"

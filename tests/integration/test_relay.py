@@ -11,9 +11,12 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import sqlalchemy as sa
+from confluent_kafka import Producer
 from sqlalchemy.orm import Session
 
 from herald.examples.registrations.app import change_status, register
@@ -60,6 +63,37 @@ def test_a_commit_wakes_an_idle_relay_long_before_its_fallback_poll(settings, en
         time.sleep(0.5)  # let it go idle, waiting for a notification
         write_lifecycles(engine, 1)
         wait_until(lambda: relay.stats.published == 2, 20, "the NOTIFY to wake the relay (poll is 60 s)")
+
+
+class AcksHeldWhileAWriterCommits:
+    """A producer whose first wait for acknowledgments commits one more event and then holds
+    the acknowledgments for `hold_s`: a writer committing while the broker acknowledges."""
+
+    def __init__(self, producer: Producer, write: Callable[[], object], hold_s: float = 1.0) -> None:
+        self._producer, self._write, self._hold_s = producer, write, hold_s
+        self._held_until: float | None = None
+        self.produce, self.poll = producer.produce, producer.poll
+
+    def flush(self, timeout: float = -1) -> int:
+        if self._held_until is None:
+            self._write()
+            self._held_until = time.monotonic() + self._hold_s
+        if time.monotonic() < self._held_until:
+            time.sleep(timeout)
+            return len(self._producer)
+        return self._producer.flush(timeout)
+
+
+def test_a_commit_while_the_broker_acknowledges_joins_the_same_transaction(settings, engine):
+    write_lifecycles(engine, 1, prefix="REG-A")  # two rows waiting
+    late = partial(write_lifecycles, engine, 1, "REG-B")  # two more, committed mid-acknowledgment
+
+    with running_relay(settings, wrap_producer=lambda p: AcksHeldWhileAWriterCommits(p, late)) as relay:
+        wait_until(lambda: outbox_size(engine) == 0, 30, "the outbox to empty")
+    # Claimed on the writer's NOTIFY, not after the first claim's acknowledgments and commit.
+    assert (relay.stats.published, relay.stats.batches) == (4, 1)
+    records = registration_records(settings, settings.kafka_bootstrap, 4)
+    assert [r.key().decode() for r in records].count("REG-B-00000") == 2
 
 
 def heap_pages(engine: sa.Engine) -> int:

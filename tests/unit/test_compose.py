@@ -221,3 +221,8 @@ def test_the_payments_example_runs_under_its_profile_with_secrets_from_the_host(
     assert SERVICES["deliver-merchants"]["command"] == ["deliver", "--channel", "merchants"]
     profiles = {SERVICES[name]["profiles"][0] for name in ("deliver-merchants", "simulator-webhook")}
     assert profiles == {"payments"}
+
+
+def test_postgres_keeps_commit_timestamps_as_the_embedded_server_does():
+    """The demo's hops start at PostgreSQL's commit timestamps (`proving/demo.py`)."""
+    assert SERVICES["postgres"]["command"] == ["postgres", "-c", "track_commit_timestamp=on"]
