@@ -290,7 +290,7 @@ class Relay:
                 if oldest is None and rows:
                     oldest = _produced_at(rows[0][4])
                 send.produce(self._records(rows) if spans is None else spans.traced(self._records(rows)))
-                if pending is None and watch is not None and self._claim_on_notify(claims, stop) \
+                if pending is None and watch is not None and self._room_for_a_claim(claims, stop) \
                         and self._notified_before_acks(send, watch, deadline):
                     pending = self._claimer.submit(conn.execute, CLAIM, params)
             if send.produced:
@@ -319,11 +319,10 @@ class Relay:
 
     def _claim_more(self, claimed: int, claims: int, stop: threading.Event | None) -> bool:
         """Another claim in this transaction: the last one was full, and no stop was asked."""
-        return (claimed == self._config.batch_size and claims < self._config.claims_per_commit
-                and not (stop is not None and stop.is_set()))
+        return claimed == self._config.batch_size and self._room_for_a_claim(claims, stop)
 
-    def _claim_on_notify(self, claims: int, stop: threading.Event | None) -> bool:
-        """Room in this transaction for a claim prompted by a writer's commit."""
+    def _room_for_a_claim(self, claims: int, stop: threading.Event | None) -> bool:
+        """Room in this transaction for one more claim (after a full one, or on a writer's commit)."""
         return claims < self._config.claims_per_commit and not (stop is not None and stop.is_set())
 
     @staticmethod

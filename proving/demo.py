@@ -63,15 +63,15 @@ WRITER_THREADS = 4
 # writers fall behind their pace: with 4 threads at 100/s, a lifecycle over 40 ms held the whole
 # pace back (71-74/s achieved in `herald bench e2e` on two cores).
 PACED_LIFECYCLE_S = 0.2
+CATCH_UP_S = 120.0  # how long the stages may take to read what the burst left them
+# Or no answer in time, while a new broker loads the offsets of many groups at once.
+_COORDINATOR_NOT_READY = {*COORDINATOR_NOT_READY, KafkaError._TIMED_OUT}
 
 
 def writer_threads(rate: float) -> int:
     """Threads writing registrations: 4 for a burst; for a pace, enough that registrations
     taking up to PACED_LIFECYCLE_S each still start on time."""
     return max(WRITER_THREADS, math.ceil(rate * PACED_LIFECYCLE_S))
-CATCH_UP_S = 120.0  # how long the stages may take to read what the burst left them
-# Or no answer in time, while a new broker loads the offsets of many groups at once.
-_COORDINATOR_NOT_READY = {*COORDINATOR_NOT_READY, KafkaError._TIMED_OUT}
 
 
 @dataclass
