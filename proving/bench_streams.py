@@ -41,7 +41,7 @@ from rich.table import Table
 from herald.examples.registrations.app import TOPIC as REGISTRATION_EVENTS
 from herald.infra.catalogs import open_catalog
 from herald.infra.deadline import Deadline
-from herald.infra.kafka_io import RDKAFKA_LOG, producer_config
+from herald.infra.kafka_io import RDKAFKA_LOG, Record, produce_confirmed, producer_config
 from herald.infra.processes import ProcessGroup
 from herald.infra.provisioning import delete_namespace_topics, provision_topics
 from herald.infra.schema_registry import delete_subjects, register_and_connect, registry_client
@@ -114,15 +114,18 @@ def session_event(session_id: str) -> bytes:
 
 def preload(bench: StreamsBench, count: int) -> None:
     """`count` registrations created (welcome due in an hour: none alerts during the bench), and
-    `count` sessions opened (their grace period is an hour: none is judged during the bench)."""
+    `count` sessions opened (their grace period is an hour: none is judged during the bench).
+    Twice `count` records outgrow the producer's local queue while a new broker still loads its
+    coordinators: produce_confirmed waits for room instead of failing with BufferError."""
     producer = Producer(producer_config(bench.bootstrap, 60))
+    produce_confirmed(producer, _backlog(bench, count), Deadline(120))
+
+
+def _backlog(bench: StreamsBench, count: int) -> Iterator[Record]:
     for n in range(count):
         key = f"BENCH-{n}"
-        producer.produce(bench.topic(REGISTRATION_EVENTS), registration_event(key, "created"), key.encode())
-        producer.produce(bench.topic(SESSION_EVENTS), session_event(key), key.encode())
-        producer.poll(0)
-    if producer.flush(60):
-        raise RuntimeError("the backlog was not acknowledged in time")
+        yield bench.topic(REGISTRATION_EVENTS), key.encode(), registration_event(key, "created"), {}
+        yield bench.topic(SESSION_EVENTS), key.encode(), session_event(key), {}
 
 
 def consume_eps(bench: StreamsBench, count: int, decode: bool = False) -> float:
