@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -72,6 +74,21 @@ def consumer_config(bootstrap: str, group_id: str, **overrides: Any) -> dict[str
     }
     config.update(overrides)
     return config
+
+
+def process_client_id(role: str) -> str:
+    """`herald-<role>-<pid>`: the client.id that names a process to the broker, so Kafka's own
+    tools (and `client_pid`) tell which process a group member or a request comes from."""
+    return f"herald-{role}-{os.getpid()}"
+
+
+_CLIENT_PID = re.compile(r"^herald-.+-([0-9]+)$")
+
+
+def client_pid(client_id: str) -> int | None:
+    """The pid a `process_client_id` names; None for any other client id."""
+    matched = _CLIENT_PID.match(client_id)
+    return int(matched.group(1)) if matched else None
 
 
 def membership_config(session_timeout_s: float, instance_id: str = "", client_id: str = "") -> dict[str, Any]:

@@ -8,7 +8,6 @@ one process share one session directory, read from sessions.events.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +22,12 @@ from herald.consumers.session_directory import SessionDirectory
 from herald.consumers.topic_feed import Apply, TopicFeed
 from herald.consumers.worker import DeliveryWorker, WorkerConfig, WorkerStats
 from herald.infra.deadline import Deadline
-from herald.infra.kafka_io import consumer_config, membership_config, transactional_producer_config
+from herald.infra.kafka_io import (
+    consumer_config,
+    membership_config,
+    process_client_id,
+    transactional_producer_config,
+)
 from herald.infra.settings import Settings
 from herald.ops.rejoin import run_rejoining
 from herald.schemas.catalog import (
@@ -149,7 +153,7 @@ class DeliveryProcess:
         # fetch.wait.max.ms stays librdkafka's 500: the broker answers a waiting fetch as soon
         # as a record arrives, and a 10 ms wait cost the broker 14 % of a core with every worker idle.
         consumer = Consumer(consumer_config(self._bootstrap, group, **membership_config(
-            settings.kafka_session_timeout_s, settings.instance_id, f"herald-deliver-{os.getpid()}")))
+            settings.kafka_session_timeout_s, settings.instance_id, process_client_id("deliver"))))
         handler = ChannelDelivery(self._channel, group, self._policy, self._provider())
         self.handlers[topic] = handler
         worker = DeliveryWorker(config, consumer, self._new_producer, handler, self.gate)

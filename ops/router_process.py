@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 
 from confluent_kafka import Consumer, Producer
 
-from herald.infra.kafka_io import consumer_config, membership_config, transactional_producer_config
+from herald.infra.kafka_io import (
+    consumer_config,
+    membership_config,
+    process_client_id,
+    transactional_producer_config,
+)
 from herald.infra.logs import log_start, log_stop
 from herald.infra.settings import Settings
 from herald.schemas.catalog import event_topics, qualified, stream_processor_group
@@ -26,7 +30,7 @@ def build_router(settings: Settings, catalog: Catalog, bootstrap: str) -> Router
                               topics={qualified(t, namespace): t for t in event_topics(catalog)},
                               instance_id=settings.instance_id)
     consumer = Consumer(consumer_config(bootstrap, group, **membership_config(
-        settings.kafka_session_timeout_s, settings.instance_id, f"herald-router-{os.getpid()}")))
+        settings.kafka_session_timeout_s, settings.instance_id, process_client_id("router"))))
 
     def new_producer(transactional_id: str) -> Producer:
         timeout_s = config.transaction_timeout_s

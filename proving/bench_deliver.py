@@ -38,7 +38,7 @@ from herald.consumers import event_loop
 from herald.consumers.http_clients import delivery_client
 from herald.infra.catalogs import example_catalog_path, open_catalog
 from herald.infra.deadline import Deadline, wait_until
-from herald.infra.kafka_io import RDKAFKA_LOG, producer_config
+from herald.infra.kafka_io import RDKAFKA_LOG, client_pid, producer_config
 from herald.infra.processes import ProcessGroup
 from herald.infra.provisioning import delete_namespace_topics, provision_topics
 from herald.infra.schema_registry import delete_subjects, register_and_connect, registry_client
@@ -220,7 +220,7 @@ def member_partitions(bootstrap: str, group_id: str, pid: int) -> set[int]:
     admin = AdminClient({"bootstrap.servers": bootstrap, "logger": RDKAFKA_LOG})
     description = admin.describe_consumer_groups([group_id], request_timeout=10)[group_id].result()
     for member in description.members:
-        if member.client_id.endswith(f"-{pid}"):
+        if client_pid(member.client_id) == pid:
             return {tp.partition for tp in member.assignment.topic_partitions}
     raise RuntimeError(f"no member of {group_id} runs in process {pid}")
 

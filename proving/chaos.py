@@ -40,6 +40,7 @@ from herald.proving.demo import (
 from herald.proving.demo_faults import GATEWAY_REPORT_INTERVAL_S
 from herald.proving.simulators.network import SimulatorNetwork
 from herald.proving.simulators.store import MessageStore
+from herald.schemas.catalog_model import Catalog
 
 GOAL_RECOVERY_S = 10.0
 LATE_S = 3.0  # slower than this after its payment, an e-ticket is late (the demo's burst: p99 < 1 s)
@@ -123,7 +124,7 @@ def delivered(network: SimulatorNetwork, channel: str, prefix: str) -> list[dict
             if m["subject_id"].startswith(prefix) and m["template"] == "e_ticket"]
 
 
-def run_scenario(name: str, inject: Injector, settings: Settings, endpoints: Endpoints,
+def run_scenario(name: str, inject: Injector, settings: Settings, catalog: Catalog, endpoints: Endpoints,
                  plan: ChaosPlan, fault_s: float) -> Outcome:
     """The pipeline as processes, `plan.registrations(fault_s)` written at `plan.rate` while
     `inject` runs beside the writers; counted once every e-ticket arrived or the wait ran out."""
@@ -136,7 +137,7 @@ def run_scenario(name: str, inject: Injector, settings: Settings, endpoints: End
         network.start(group)
         create_example_tables(endpoints.database_url)
         open_demo_sessions(endpoints.database_url, network)
-        start_pipeline(group, settings, endpoints.kafka_bootstrap)
+        start_pipeline(group, settings, catalog, endpoints.kafka_bootstrap)
         run = ChaosRun(settings, endpoints, group, network, plan, prefix=f"REG-{run_id}-")
         writing = threads.submit(write_durably, endpoints.database_url, run_id, count, plan.rate)
         fault = threads.submit(inject, run)

@@ -73,7 +73,8 @@ def _outcome(scenario: Scenario, settings: Settings, endpoints: Endpoints, plan:
 
 def _run(scenario: Scenario, settings: Settings, endpoints: Endpoints, plan: ChaosPlan) -> Outcome:
     fault_s = plan.outage_s if scenario.long_fault else 0.0
-    return run_scenario(scenario.name, scenario.inject, settings, endpoints, plan, fault_s)
+    catalog = open_catalog(settings.catalog, os.environ)
+    return run_scenario(scenario.name, scenario.inject, settings, catalog, endpoints, plan, fault_s)
 
 
 def _on_cluster(scenario: Scenario, settings: Settings, endpoints: Endpoints, plan: ChaosPlan) -> Outcome:

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 from herald.examples.registrations.app import change_status, create_tables, register
 from herald.infra.catalogs import open_catalog
 from herald.infra.deadline import Deadline
-from herald.infra.kafka_io import RDKAFKA_LOG
+from herald.infra.kafka_io import RDKAFKA_LOG, client_pid
 from herald.infra.kafka_views import COORDINATOR_NOT_READY, group_views
 from herald.infra.processes import ProcessGroup, ServiceError
 from herald.infra.progress import ProgressReporter, Update
@@ -116,9 +116,11 @@ def pipeline_env(settings: Settings, endpoints: Endpoints, network: SimulatorNet
     return {**environ, **provider_environ(network.whatsapp, network.email)}
 
 
-def start_pipeline(group: ProcessGroup, settings: Settings, bootstrap: str) -> None:
+def start_pipeline(group: ProcessGroup, settings: Settings, catalog: Catalog, bootstrap: str) -> None:
     """Relay, streams, session corrections and one delivery process per channel (the simulators
-    already run); returns once their consumer groups are ready."""
+    already run); returns once every stage's consumer groups are ready. Each process spends a
+    second or two of CPU starting; writes that began before that was over met eleven processes
+    importing at once on two cores, and their first seconds of latency measured that."""
     group.start("relay", [*HERALD_ARGV, "relay"])
     group.start("streams", [*HERALD_ARGV, "streams"])
     group.start("streams-missing", [*HERALD_ARGV, "streams", "--processor", "missing"])
@@ -129,7 +131,8 @@ def start_pipeline(group: ProcessGroup, settings: Settings, bootstrap: str) -> N
     group.start("history-index", [*HERALD_ARGV, "notifications", "index"])
     for channel in CHANNELS:
         group.start(f"deliver-{channel}", [*HERALD_ARGV, "deliver", "--channel", channel])
-    wait_for_groups(bootstrap, pipeline_groups(settings), Deadline(90), group)
+    stages = pipeline_stages(catalog, settings.namespace, settings.streams_app_id)
+    wait_for_groups(bootstrap, [group_id for group_id, _topics in stage_groups(stages)], Deadline(90), group)
 
 
 def create_example_tables(database_url: str) -> None:
@@ -199,7 +202,26 @@ def _group_readiness(future: Any, members: int | None = None) -> str:
         return f"{len(description.members)} of {members} members"
     if not all(m.assignment.topic_partitions for m in description.members):
         return "members without partitions"
+    if gone := stopped_members(description.members):
+        return f"members of stopped processes still listed (pids {', '.join(map(str, gone))})"
     return "ready"
+
+
+def stopped_members(members: list[Any]) -> list[int]:
+    """The pids of `members` whose client id names a process that no longer runs. A static
+    member of a process that stopped stays listed, with its partitions, until its session
+    expires: after a broker restart the group even shows it stable."""
+    return sorted(pid for member in members if (pid := client_pid(member.client_id)) and not _runs(pid))
+
+
+def _runs(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process: it runs
+    return True
 
 
 def write_registrations(database_url: str, run_id: str, count: int, rate: float = 0.0,
@@ -343,7 +365,7 @@ def run_pipeline(settings: Settings, catalog: Catalog, endpoints: Endpoints, cou
             network.start(group)
             create_example_tables(endpoints.database_url)
             open_demo_sessions(endpoints.database_url, network)
-            start_pipeline(group, settings, endpoints.kafka_bootstrap)
+            start_pipeline(group, settings, catalog, endpoints.kafka_bootstrap)
         fault = fault_thread.submit(inject_fault, group, network) if inject_fault else None
         # Without faults, a reader beside the pipeline splits the delivery hop (demo_hops);
         # with them, it would only add a second voice to the broker's outage in the log.

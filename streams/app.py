@@ -8,7 +8,7 @@ from typing import Any
 
 import faust
 
-from herald.infra.kafka_io import partition_names
+from herald.infra.kafka_io import partition_names, process_client_id
 from herald.schemas.catalog import (
     GATEWAY_OBSERVATIONS,
     MISSING_NOTIFICATIONS,
@@ -81,6 +81,7 @@ def create_app(config: StreamsConfig, bootstrap: str, processor: str) -> faust.A
         processing_guarantee="at_least_once",
         broker_commit_interval=config.commit_interval_s,
         broker_session_timeout=config.session_timeout_s,
+        broker_client_id=process_client_id(f"streams-{processor}"),
     )
     read_committed_only(app)
     _without_monitor(app)

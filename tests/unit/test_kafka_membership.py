@@ -3,10 +3,12 @@ a fatal client error among fetched records is raised, a passing one dropped."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from herald.infra.kafka_io import membership_config, records_only
+from herald.infra.kafka_io import client_pid, membership_config, process_client_id, records_only
 from herald.infra.processes import ProcessGroup
 
 
@@ -16,6 +18,14 @@ def test_an_instance_id_makes_a_static_member_and_none_a_dynamic_one():
                       "group.instance.id": "host-a-deliver-email", "client.id": "herald-deliver-42"}
     dynamic = membership_config(1.5)
     assert dynamic == {"session.timeout.ms": 1500, "heartbeat.interval.ms": 500}
+
+
+def test_a_process_client_id_names_its_process_and_another_client_id_none():
+    assert client_pid(process_client_id("streams-missing")) == os.getpid()
+    assert client_pid("herald-deliver-42") == 42
+    assert client_pid("rdkafka") is None
+    assert client_pid("faust-0.15.3") is None
+    assert client_pid("herald-router") is None
 
 
 class Fetched:
