@@ -41,7 +41,11 @@ from herald.schemas.catalog import qualified
 from herald.schemas.records import OutgoingRecord
 
 log = logging.getLogger(__name__)
-SEND_OFFSETS_GRACE_S = 5.0  # beyond its own timeout, before a blocked send_offsets is given up
+# send_offsets takes milliseconds (p90 17-21 ms with the two cores full); bounded by the whole
+# transaction's timeout, a call hung by librdkafka #5456 after a broker restart held the router
+# for 15 s (`herald chaos --scenario broker-stop`: recovery 17.6 s against a 10 s goal).
+SEND_OFFSETS_TIMEOUT_S = 3.0
+SEND_OFFSETS_GRACE_S = 1.0  # beyond its own timeout, before a blocked send_offsets is given up
 RETRY_AFTER_S = 1.0  # after a failed commit or an unready broker, before the next try
 
 Partition = tuple[str, int]  # (topic as on the broker, partition)
@@ -188,7 +192,8 @@ class Checkpoint:
         produce_in_transaction(producer, ((qualified(r.topic, namespace), r.key, r.value, r.headers)
                                           for r in taken.records))
         offsets = [TopicPartition(t, p, o) for (t, p), o in taken.offsets.items()]
-        send_offsets_bounded(producer, offsets, self._consumer.consumer_group_metadata(), self._timeout_s)
+        send_offsets_bounded(producer, offsets, self._consumer.consumer_group_metadata(),
+                             min(self._timeout_s, SEND_OFFSETS_TIMEOUT_S))
         producer.commit_transaction(self._timeout_s)
         self.committed.update(taken.offsets)
         self._counts.transactions += 1

@@ -188,3 +188,21 @@ def test_a_send_offsets_blocked_past_its_timeout_drops_the_producer_and_hands_ba
     assert ids[0] == ids[1], "with the same transactional.id: its initialisation fences the old one"
     assert "abort" not in hanging.calls, "a fatal error is not aborted on the old producer"
     assert "purge" in hanging.calls, "what the old one still held is never sent"
+
+
+@dataclass
+class TimedProducer(FakeProducer):
+    """Notes the timeout each send_offsets_to_transaction was given."""
+    timeouts: list[float] = field(default_factory=list)
+
+    def send_offsets_to_transaction(self, offsets, metadata, timeout) -> None:
+        self.timeouts.append(timeout)
+
+
+def test_send_offsets_is_bounded_by_seconds_not_by_the_whole_transaction():
+    producer, consumer = TimedProducer(refusals=0), FakeConsumer([P0])
+    checkpoint, _stats = checkpoint_with([producer], consumer, timeout_s=10.0)
+    assert checkpoint.ready()
+    assert not checkpoint.commit(finished_work())
+    assert producer.timeouts == [checkpoint_module.SEND_OFFSETS_TIMEOUT_S] and \
+        checkpoint_module.SEND_OFFSETS_TIMEOUT_S < 10.0
