@@ -24,6 +24,7 @@ from herald.proving.catalogs import with_retries, write_catalog
 from herald.proving.chaos import CHAOS_RETRIES, ChaosPlan, Outcome, run_scenario
 from herald.proving.chaos_faults import SCENARIOS, Scenario
 from herald.proving.demo_faults import DEMO_SESSION_CHECKS
+from herald.schemas.catalog_model import Catalog
 
 CLUSTER_HOME = "chaos-cluster"  # under HERALD_HOME: the three brokers' own directory
 
@@ -50,11 +51,12 @@ def run_chaos(settings: Settings, names: list[str], plan: ChaosPlan,
     outcomes = []
     endpoints, started = start_services(settings)
     try:
-        prepare(settings, open_catalog(settings.catalog, os.environ))
+        catalog = open_catalog(settings.catalog, os.environ)
+        prepare(settings, catalog)
         progress = ProgressReporter("chaos")
         for number, name in enumerate(names, 1):
             with progress.phase(f"scenario {number} of {len(names)}: {name}"):
-                outcome = _outcome(SCENARIOS[name], settings, endpoints, plan)
+                outcome = _outcome(SCENARIOS[name], settings, catalog, endpoints, plan)
             report(outcome)
             outcomes.append(outcome)
     finally:
@@ -62,30 +64,32 @@ def run_chaos(settings: Settings, names: list[str], plan: ChaosPlan,
     return outcomes
 
 
-def _outcome(scenario: Scenario, settings: Settings, endpoints: Endpoints, plan: ChaosPlan) -> Outcome:
+def _outcome(scenario: Scenario, settings: Settings, catalog: Catalog, endpoints: Endpoints,
+             plan: ChaosPlan) -> Outcome:
     reason = skip_reason(scenario, settings)
     if reason:
         return Outcome(scenario.name, 0, 0, 0, 0, None, {"skipped": reason})
     if scenario.needs_cluster:
-        return _on_cluster(scenario, settings, endpoints, plan)
-    return _run(scenario, settings, endpoints, plan)
+        return _on_cluster(scenario, settings, catalog, endpoints, plan)
+    return _run(scenario, settings, catalog, endpoints, plan)
 
 
-def _run(scenario: Scenario, settings: Settings, endpoints: Endpoints, plan: ChaosPlan) -> Outcome:
+def _run(scenario: Scenario, settings: Settings, catalog: Catalog, endpoints: Endpoints,
+         plan: ChaosPlan) -> Outcome:
     fault_s = plan.outage_s if scenario.long_fault else 0.0
-    catalog = open_catalog(settings.catalog, os.environ)
     return run_scenario(scenario.name, scenario.inject, settings, catalog, endpoints, plan, fault_s)
 
 
-def _on_cluster(scenario: Scenario, settings: Settings, endpoints: Endpoints, plan: ChaosPlan) -> Outcome:
+def _on_cluster(scenario: Scenario, settings: Settings, catalog: Catalog, endpoints: Endpoints,
+                plan: ChaosPlan) -> Outcome:
     """Three brokers of the scenario's own (the jars from the same Maven cache), the same database."""
     cluster = dataclasses.replace(settings, home=settings.home / CLUSTER_HOME, kafka_brokers=3,
                                   maven_repo=settings.maven_repo or settings.home / "m2",
                                   database_url=endpoints.database_url)
     cluster_endpoints, started = start_services(cluster)
     try:
-        prepare(cluster, open_catalog(cluster.catalog, os.environ))
-        return _run(scenario, cluster, cluster_endpoints, plan)
+        prepare(cluster, catalog)  # the same catalog: only the brokers differ
+        return _run(scenario, cluster, catalog, cluster_endpoints, plan)
     finally:
         stop_services(cluster, only=started)
 

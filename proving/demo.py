@@ -32,7 +32,7 @@ from herald.infra.catalogs import open_catalog
 from herald.infra.deadline import Deadline
 from herald.infra.kafka_io import RDKAFKA_LOG, client_pid
 from herald.infra.kafka_views import COORDINATOR_NOT_READY, group_views
-from herald.infra.processes import ProcessGroup, ServiceError
+from herald.infra.processes import ProcessGroup, ServiceError, pid_alive
 from herald.infra.progress import ProgressReporter, Update
 from herald.infra.services import Endpoints, start_services, stop_services
 from herald.infra.settings import Settings, child_environ
@@ -211,17 +211,7 @@ def stopped_members(members: list[Any]) -> list[int]:
     """The pids of `members` whose client id names a process that no longer runs. A static
     member of a process that stopped stays listed, with its partitions, until its session
     expires: after a broker restart the group even shows it stable."""
-    return sorted(pid for member in members if (pid := client_pid(member.client_id)) and not _runs(pid))
-
-
-def _runs(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process: it runs
-    return True
+    return sorted(pid for member in members if (pid := client_pid(member.client_id)) and not pid_alive(pid))
 
 
 def write_registrations(database_url: str, run_id: str, count: int, rate: float = 0.0,
