@@ -55,10 +55,13 @@ def transactional_producer_config(bootstrap: str, transactional_id: str, timeout
     `retry.backoff.ms` is short because a transaction that begins while the broker still
     writes the previous one's markers is refused (CONCURRENT_TRANSACTIONS) and retried after
     it: at librdkafka's 100 ms, one commit in three at a steady 300 events/s took ~100 ms
-    and the router's p99 was 923 ms; at 10 ms its p99 was 21 ms."""
+    and the router's p99 was 923 ms; at 10 ms its p99 was 21 ms. At 1 ms (librdkafka backs
+    off exponentially from there): a router's debug log of one paced demo showed 169 of 693
+    transactions refused at AddOffsetsToTxn, each retried 10 ms later. The paced demo's p99
+    was 98-119 ms in three runs at 1 ms, 92-237 ms in five at 10 ms (a weak signal, in noise)."""
     return producer_config(bootstrap, timeout_s, **{
         "transactional.id": transactional_id, "transaction.timeout.ms": int(timeout_s * 1000),
-        "retry.backoff.ms": 10, **overrides})
+        "retry.backoff.ms": 1, **overrides})
 
 
 def consumer_config(bootstrap: str, group_id: str, **overrides: Any) -> dict[str, Any]:
@@ -74,6 +77,20 @@ def consumer_config(bootstrap: str, group_id: str, **overrides: Any) -> dict[str
     }
     config.update(overrides)
     return config
+
+
+# Consumers off a notification's first path (the indexes, corrections, the Faust processors)
+# wait for a batch instead of answering each record: at a steady 300 events/s, fetched one
+# small batch at a time, they woke for every transaction and took a core between them while
+# the router and the delivery workers waited for one.
+OFF_PATH_FETCH_WAIT_MS = 200
+OFF_PATH_FETCH_MIN_BYTES = 65536
+
+
+def off_path_fetch() -> dict[str, Any]:
+    """Consumer settings for a reader that may lag by OFF_PATH_FETCH_WAIT_MS: the broker holds
+    its fetch until that much time passed or OFF_PATH_FETCH_MIN_BYTES are there."""
+    return {"fetch.wait.max.ms": OFF_PATH_FETCH_WAIT_MS, "fetch.min.bytes": OFF_PATH_FETCH_MIN_BYTES}
 
 
 def process_client_id(role: str) -> str:

@@ -194,6 +194,24 @@ class ProcessGroup:
         terminate(process.pid, Deadline(timeout_s))
         process.wait()
 
+    def wait_for_logged(self, names: Sequence[str], text: str, deadline: Deadline,
+                        interval_s: float = 0.1) -> None:
+        """Until the log of each named process holds `text` (a process says it is ready); a
+        process that exits first, or the deadline, is an error naming who is still waiting."""
+        waiting = list(names)
+        while waiting:
+            self.check_alive()
+            waiting = [n for n in waiting if not self._logged(n, text)]
+            if waiting and deadline.expired():
+                raise ServiceError(f"{', '.join(waiting)}: no {text!r} in the log in time; "
+                                   f"{self.log_path(waiting[0])}:\n{tail(self.log_path(waiting[0]))}")
+            if waiting:
+                time.sleep(interval_s)
+
+    def _logged(self, name: str, text: str) -> bool:
+        path = self.log_path(name)
+        return path.exists() and text in path.read_text(errors="replace")
+
     def check_alive(self) -> None:
         for name, process in self.processes.items():
             if process.poll() is not None:

@@ -1,11 +1,19 @@
-"""Create the catalog's topics with the admin client. Re-running it changes nothing."""
+"""Create the catalog's topics with the admin client. Re-running it changes nothing, but for
+a segment roll (`TopicSpec.segment_ms`) set on a topic made before its spec named one."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+    ResourceType,
+)
 
 from herald.infra.deadline import wait_until
 from herald.infra.kafka_io import RDKAFKA_LOG
@@ -38,10 +46,32 @@ def provision_topics(
                     raise
                 existing.add(name)
         _wait_until_listed(admin, {s.name: s.partitions for s in missing}, timeout_s)
+    _roll_segments(admin, [s for s in specs if s.segment_ms and s.name in existing], timeout_s)
     return ProvisionReport(
         created=tuple(s.name for s in missing if s.name not in existing),
         existing=tuple(s.name for s in specs if s.name in existing),
     )
+
+
+def _roll_segments(admin: AdminClient, specs: list[TopicSpec], timeout_s: float) -> None:
+    """Give existing topics the segment roll their specs name, where it differs: a changelog
+    made before Herald rolled its segments was never compacted (streams.app)."""
+    if not specs:
+        return
+    wanted = {s.name: str(s.segment_ms) for s in specs}
+    described = admin.describe_configs([ConfigResource(ResourceType.TOPIC, name) for name in wanted],
+                                       request_timeout=timeout_s)
+    stale = [resource.name for resource, future in described.items()
+             if future.result()["segment.ms"].value != wanted[resource.name]]
+    if not stale:
+        return
+    entries = {name: [ConfigEntry("segment.ms", wanted[name], incremental_operation=AlterConfigOpType.SET)]
+               for name in stale}
+    altered = admin.incremental_alter_configs(
+        [ConfigResource(ResourceType.TOPIC, name, incremental_configs=entries[name]) for name in stale],
+        request_timeout=timeout_s)
+    for future in altered.values():
+        future.result()
 
 
 def _wait_until_listed(admin: AdminClient, partitions: dict[str, int], timeout_s: float) -> None:

@@ -14,7 +14,13 @@ import sqlalchemy as sa
 from confluent_kafka import Consumer, Producer
 
 from herald.infra.exit_deadline import arm_exit_deadline, serve_http
-from herald.infra.kafka_io import consumer_config, membership_config, process_client_id, producer_config
+from herald.infra.kafka_io import (
+    consumer_config,
+    membership_config,
+    off_path_fetch,
+    process_client_id,
+    producer_config,
+)
 from herald.infra.kafka_views import group_views
 from herald.infra.logs import log_start, log_stop
 from herald.infra.processes import ServiceError, lower_priority
@@ -378,7 +384,8 @@ def run_corrections(settings: Settings, catalog: Catalog, stop: threading.Event)
     def apply_once(handler: Corrections) -> Any:
         group = consumer_group(CORRECTIONS_STAGE, handler.topic, settings.namespace)
         consumer = Consumer(consumer_config(endpoints.kafka_bootstrap, group, **membership_config(
-            settings.kafka_session_timeout_s, settings.instance_id, process_client_id("corrections"))))
+            settings.kafka_session_timeout_s, settings.instance_id, process_client_id("corrections")),
+            **off_path_fetch()))
         producer = Producer(producer_config(endpoints.kafka_bootstrap, 30))  # for dead letters
         return CorrectionApplier(consumer, producer, engine, settings.namespace, handler).run(stop)
 
@@ -424,7 +431,7 @@ def run_dlq_index(settings: Settings, catalog: Catalog, stop: threading.Event, d
         # A drain is a one-off run beside the long-lived indexer: never under its instance id.
         consumer = Consumer(consumer_config(endpoints.kafka_bootstrap, group, **membership_config(
             settings.kafka_session_timeout_s, "" if drain else settings.instance_id,
-            process_client_id("dlq-index"))))
+            process_client_id("dlq-index")), **off_path_fetch()))
         indexer = DeadLetterIndexer(consumer, engine, settings.namespace, dead_letter_topics(catalog))
         return indexer.run(stop, drain)
 

@@ -21,7 +21,7 @@ from confluent_kafka import Consumer
 from sqlalchemy.orm import Session
 
 from herald.consumers.history_index import HistoryIndexConfig, HistoryIndexer, HistoryStats, history_topics
-from herald.infra.kafka_io import consumer_config, membership_config, process_client_id
+from herald.infra.kafka_io import consumer_config, membership_config, off_path_fetch, process_client_id
 from herald.infra.logs import log_start, log_stop
 from herald.infra.masking import mask_text
 from herald.infra.settings import Settings
@@ -56,7 +56,7 @@ def run_history_index(settings: Settings, catalog: Catalog, stop: threading.Even
     def index_once() -> HistoryStats:
         consumer = Consumer(consumer_config(endpoints.kafka_bootstrap, group, **membership_config(
             settings.kafka_session_timeout_s, "" if one_off else settings.instance_id,
-            process_client_id("history-index"))))
+            process_client_id("history-index")), **off_path_fetch()))
         return HistoryIndexer(config, consumer, engine).run(stop, one_off)
 
     log_start(log, "history index", consumes=_names(settings, *topics),

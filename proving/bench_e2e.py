@@ -68,7 +68,8 @@ def run_bench_e2e(settings: Settings, endpoints: Endpoints, registrations: int,
     raw = raw_hop_ms(endpoints.kafka_bootstrap, 3 * rate, min(3 * registrations, 3000))
     catalog = open_catalog(settings.catalog, {})
     result = run_pipeline(settings, catalog, endpoints, registrations, TIMEOUT_S, rate=rate)
-    return {"bench": "e2e", "registrations": registrations, "rate": rate, "lost": result.lost,
+    return {"bench": "e2e", "registrations": registrations, "rate": rate, "warm_up": result.warm_up,
+            "lost": result.lost,
             "duplicates": result.duplicates, "p50_ms": round(result.p50_ms, 1),
             "p99_ms": round(result.p99_ms, 1), "hops": result.hops, "raw_hop": raw,
             "achieved_rate": round(registrations / result.written_s, 1) if result.written_s else None,
@@ -79,7 +80,8 @@ def run_bench_e2e(settings: Settings, endpoints: Endpoints, registrations: int,
 def print_bench_e2e(results: dict[str, Any]) -> None:
     raw = results["raw_hop"]
     title = (f"herald bench e2e ({results['registrations']:,} registrations at {results['rate']:g}/s, "
-             f"{results['achieved_rate']:g}/s achieved, no faults; providers answer at once)")
+             f"{results['achieved_rate']:g}/s achieved, after {results['warm_up']:,} not counted; "
+             f"no faults; providers answer at once)")
     table = Table("measure", "p50 / p99", "÷ one bare Kafka hop (p50 / p99)", title=title)
     table.add_row("one bare Kafka hop: produce (acks=all) -> read_committed consumer", _pair(raw), "1 / 1")
     for hop, figures in results["hops"].items():

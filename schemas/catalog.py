@@ -55,11 +55,16 @@ class TopicSpec:
     key: str  # what the record key is, for humans and docs
     value_schema: str
     min_compaction_lag_ms: int = 0  # a compacted topic keeps every record at least this long
+    # The active segment rolls after this long (0: Kafka's default, 7 days or 1 GiB); compaction
+    # never touches the active segment.
+    segment_ms: int = 0
 
     def config(self) -> dict[str, str]:
         config = {"cleanup.policy": self.cleanup_policy, "retention.ms": str(self.retention_ms)}
         if self.min_compaction_lag_ms:
             config["min.compaction.lag.ms"] = str(self.min_compaction_lag_ms)
+        if self.segment_ms:
+            config["segment.ms"] = str(self.segment_ms)
         return config
 
 

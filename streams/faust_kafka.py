@@ -43,6 +43,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from mode.services import WaitResults
 
+from herald.infra.kafka_io import OFF_PATH_FETCH_MIN_BYTES, OFF_PATH_FETCH_WAIT_MS
 from herald.infra.read_positions import ReadPositions
 from herald.streams.faust_changelog import BatchingProducer
 
@@ -59,9 +60,7 @@ class CommittedReadsThread(faust_aiokafka.AIOKafkaConsumerThread):
     shutdown_timeout = 5.0
 
     def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
-        consumer = super()._create_worker_consumer(transport)
-        consumer._isolation_level = READ_COMMITTED  # read when it starts, which is later
-        return consumer
+        return committed_batches(super()._create_worker_consumer(transport))
 
     async def _fetch_records(self, consumer: aiokafka.AIOKafkaConsumer, active_partitions: Any,
                              timeout: float | None = None, max_records: int | None = None) -> Any:
@@ -74,6 +73,16 @@ class CommittedReadsThread(faust_aiokafka.AIOKafkaConsumerThread):
         for tp, position in _positions(consumer):
             read.reached(TP(tp.topic, tp.partition), position)
         return records
+
+
+def committed_batches(consumer: aiokafka.AIOKafkaConsumer) -> aiokafka.AIOKafkaConsumer:
+    """`consumer`, not yet started, made to read committed records only, in batches: the
+    processors are off a notification's first path, as the indexes are (kafka_io.off_path_fetch).
+    aiokafka reads these when the consumer starts."""
+    consumer._isolation_level = READ_COMMITTED
+    consumer._fetch_max_wait_ms = OFF_PATH_FETCH_WAIT_MS
+    consumer._fetch_min_bytes = OFF_PATH_FETCH_MIN_BYTES
+    return consumer
 
 
 class CommittedReadsConsumer(faust_aiokafka.Consumer):

@@ -129,6 +129,7 @@ def test_bench_e2e_names_each_hop_and_its_bare_kafka_baseline(settings):
     before = bench_topics(settings, prefix="bench-e2e")
     figures = run_bench(settings, [*HERALD, "bench", "e2e", "--registrations", "60", "--rate", "30"])
     assert (figures["lost"], figures["duplicates"]) == (0, 0)
+    assert figures["warm_up"] == 90  # 3 s at the pace, delivered before the measured run; in no figure
     hops = {name: figures["hops"].pop(name) for name in ("delivery_commit", "delivery_call", "writer")}
     assert set(figures["hops"]) == {"relay", "router", "delivery"}
     # The hops start at PostgreSQL's own commit timestamps; the writer's time before it is apart.

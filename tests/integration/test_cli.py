@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
 
 import pytest
 import sqlalchemy as sa
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
 from herald.infra import kafka_local
 from herald.infra.kafka_io import RDKAFKA_LOG
 from herald.infra.processes import free_port
 from herald.infra.provisioning import delete_namespace_topics, provision_topics
-from herald.schemas.catalog import topic_catalog
+from herald.schemas.catalog import TopicSpec, topic_catalog
 from tests.catalogs import example
 from tests.support import HERALD
 
@@ -120,6 +121,24 @@ def test_provisioning_twice_changes_nothing(endpoints, namespace, topics):
     report = provision_topics(endpoints.kafka_bootstrap, topic_catalog(example(), namespace))
     assert report.created == ()
     assert len(report.existing) == len(topic_catalog(example(), namespace))
+
+
+def test_provisioning_rolls_the_segments_of_a_changelog_made_before_it_named_a_roll(endpoints, namespace):
+    made_before = TopicSpec(f"{namespace}.app-table-changelog", 2, "compact", -1, "key", "value")
+    provision_topics(endpoints.kafka_bootstrap, (made_before,))
+    rolled = dataclasses.replace(made_before, segment_ms=600_000)
+    admin = AdminClient({"bootstrap.servers": endpoints.kafka_bootstrap})
+
+    def segment_ms() -> str:
+        resource = ConfigResource(ResourceType.TOPIC, made_before.name)
+        return admin.describe_configs([resource], request_timeout=10)[resource].result()["segment.ms"].value
+
+    assert segment_ms() == "604800000"  # Kafka's default: a week, so never compacted in practice
+    assert provision_topics(endpoints.kafka_bootstrap, (rolled,)).existing == (made_before.name,)
+    assert segment_ms() == "600000"
+    provision_topics(endpoints.kafka_bootstrap, (rolled,))  # aligned: nothing more to change
+    assert segment_ms() == "600000"
+    delete_namespace_topics(endpoints.kafka_bootstrap, namespace)
 
 
 def test_deleting_a_namespace_takes_its_topics_only(endpoints, namespace):

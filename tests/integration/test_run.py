@@ -13,21 +13,28 @@ from pathlib import Path
 
 from herald.infra.deadline import Deadline
 from herald.infra.processes import free_port, pid_alive
+from herald.infra.settings import Settings
 from herald.infra.supervisor import live_pids, read_state
 from herald.proving.demo import (
     CHANNELS,
     open_demo_sessions,
-    pipeline_groups,
     run_messages,
     wait_for_deliveries,
     wait_for_groups,
     write_registrations,
 )
+from herald.schemas.catalog import consumer_group, notification_topic, qualified
 from tests.doc_blocks import blocks
 from tests.integration.test_cli import herald
 from tests.support import HERALD, process_env, simulator_network, wait_until
 
 KILLED = ("deliver-email-1", "router")
+
+
+def pipeline_groups(settings: Settings) -> list[str]:
+    """The router's group and the delivery groups: ready before writes reach the pipeline promptly."""
+    return [qualified(settings.streams_app_id, settings.namespace),
+            *(consumer_group("deliver", notification_topic(c), settings.namespace) for c in CHANNELS)]
 KILLS_EACH = 3
 SECTION = "## The whole pipeline in one command"
 

@@ -1,5 +1,6 @@
 """How long-lived group members are configured: static with an instance id, dynamic without;
-a fatal client error among fetched records is raised, a passing one dropped."""
+a fatal client error among fetched records is raised, a passing one dropped; a process group
+names its members and waits for them to say they are ready."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import os
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
+from herald.infra.deadline import Deadline
 from herald.infra.kafka_io import client_pid, membership_config, process_client_id, records_only
-from herald.infra.processes import ProcessGroup
+from herald.infra.processes import ProcessGroup, ServiceError
 
 
 def test_an_instance_id_makes_a_static_member_and_none_a_dynamic_one():
@@ -58,3 +60,19 @@ def test_a_process_started_again_under_its_name_keeps_its_instance_id(tmp_path):
             ids.append(group.log_path(name).read_text().strip())
     assert ids[0] == ids[1] != ids[2]
     assert ids[0].endswith("-router") and ids[2].endswith("-deliver-email")
+
+
+def test_waiting_for_a_logged_line_ends_once_each_process_said_it_or_names_who_did_not(tmp_path):
+    with ProcessGroup(tmp_path, {}) as group:
+        group.start("missing", ["sh", "-c", "sleep 0.3; echo 'streams missing: ready'; sleep 5"])
+        group.start("status", ["sh", "-c", "echo 'streams status: ready'; sleep 5"])
+        group.wait_for_logged(["missing", "status"], "ready", Deadline(10), interval_s=0.05)
+        assert "ready" in group.log_path("missing").read_text()
+
+        group.start("silent", ["sh", "-c", "echo starting; sleep 5"])
+        with pytest.raises(ServiceError, match=r"^silent: no 'ready' in the log in time"):
+            group.wait_for_logged(["status", "silent"], "ready", Deadline(0.3), interval_s=0.05)
+
+        group.start("crashed", ["sh", "-c", "echo starting; exit 3"])
+        with pytest.raises(ServiceError, match="crashed exited with status 3"):
+            group.wait_for_logged(["crashed"], "ready", Deadline(10), interval_s=0.05)

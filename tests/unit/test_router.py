@@ -185,3 +185,24 @@ def test_the_missing_policy_takes_each_notifications_sla_and_resends_from_the_ca
     assert (policy.sla_ms("welcome"), policy.max_resends("welcome")) == (900_000, 0)
     assert policy.max_resends("no_longer_declared") == 0
     assert config.group("missing") == "herald-streams-missing"
+
+
+def test_a_faust_worker_reads_committed_records_only_and_waits_for_a_batch():
+    """Off a notification's first path: the broker holds a fetch until 200 ms or 64 KiB."""
+    import asyncio
+
+    import aiokafka
+
+    from herald.infra.kafka_io import OFF_PATH_FETCH_MIN_BYTES, OFF_PATH_FETCH_WAIT_MS
+    from herald.streams.faust_kafka import committed_batches
+
+    async def settings_at_start() -> tuple[str, int, int]:
+        consumer = committed_batches(aiokafka.AIOKafkaConsumer(bootstrap_servers="127.0.0.1:1"))
+        try:
+            return consumer._isolation_level, consumer._fetch_min_bytes, consumer._fetch_max_wait_ms
+        finally:
+            await consumer.stop()
+
+    assert asyncio.run(settings_at_start()) == \
+        ("read_committed", OFF_PATH_FETCH_MIN_BYTES, OFF_PATH_FETCH_WAIT_MS)
+    assert (OFF_PATH_FETCH_MIN_BYTES, OFF_PATH_FETCH_WAIT_MS) == (65536, 200)
