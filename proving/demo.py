@@ -374,7 +374,7 @@ def run_pipeline(settings: Settings, catalog: Catalog, endpoints: Endpoints, cou
         # with them, it would only add a second voice to the broker's outage in the log.
         watcher = ReadableWatcher(endpoints.kafka_bootstrap, _request_topics(settings)) \
             if inject_fault is None else None
-        if rate > 0:
+        if rate > 0 and inject_fault is None:  # the faults count what the providers accepted
             result.warm_up = warm_up(endpoints.database_url, network, run_id, rate, timeout_s, group)
         with watcher or contextlib.nullcontext():
             with progress.phase("registrations verified", total=count) as written:

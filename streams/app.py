@@ -33,8 +33,6 @@ from herald.streams.status_agents import add_status_stats
 
 log = logging.getLogger(__name__)
 
-
-
 # Faust replays a table's whole changelog into memory at each start, and compaction never
 # touches the active segment (7 days or 1 GiB by default): after some fifteen demos the missing
 # detector's changelog held 96 MB, every write it ever made, and its replay took 19 s of the

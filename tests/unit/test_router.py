@@ -169,6 +169,8 @@ def test_each_processors_changelog_topics_are_known_before_its_worker_starts(pro
     prefix = f"n1.herald-streams-{processor}"
     assert {s.name for s in specs} == {f"{prefix}-{t}-changelog" for t in tables}
     assert all((s.partitions, s.cleanup_policy) == (6, "compact") for s in specs)
+    # Rolled every 10 minutes, so compaction reaches them and a restart replays live entries.
+    assert all(s.config()["segment.ms"] == "600000" for s in specs)
 
 
 def test_the_missing_policy_takes_each_notifications_sla_and_resends_from_the_catalog(tmp_path):
