@@ -132,6 +132,7 @@ def e2e_rows(e: dict[str, Any]) -> list[Row]:
         ratios = f"{_ratio(figures['p50_ms'], raw['p50_ms'])} / {_ratio(figures['p99_ms'], raw['p99_ms'])}"
         rows.append((f"{HOP_NAMES[hop]}, p50 / p99", _ms_pair(figures), "one bare hop", ratios))
     achieved = f", {e['achieved_rate']:g}/s achieved" if e.get("achieved_rate") else ""
+    achieved += f", after {e['warm_up']:,} not counted" if e.get("warm_up") else ""
     goal = f"goal ≤ {e['goal_p50_ms']:g} / {e['goal_p99_ms']:g} ms"
     rows += [(f"end to end, verify commit -> provider, p50 / p99 ({e['registrations']:,} registrations "
               f"at {e['rate']:g}/s{achieved})", _ms_pair(e), goal,
