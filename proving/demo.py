@@ -124,9 +124,10 @@ def pipeline_env(settings: Settings, endpoints: Endpoints, network: SimulatorNet
 
 def start_pipeline(group: ProcessGroup, settings: Settings, catalog: Catalog, bootstrap: str) -> None:
     """Relay, streams, session corrections and one delivery process per channel (the simulators
-    already run); returns once every stage's consumer groups are ready. Each process spends a
-    second or two of CPU starting; writes that began before that was over met eleven processes
-    importing at once on two cores, and their first seconds of latency measured that."""
+    already run); returns once every stage's consumer groups are ready and each Faust processor
+    has recovered its tables. Each process spends a second or two of CPU starting; writes that
+    began before that was over met eleven processes importing at once on two cores, and their
+    first seconds of latency measured that."""
     group.start("relay", [*HERALD_ARGV, "relay"])
     group.start("streams", [*HERALD_ARGV, "streams"])
     for processor in FAUST_PROCESSORS:
@@ -370,12 +371,13 @@ def run_pipeline(settings: Settings, catalog: Catalog, endpoints: Endpoints, cou
             open_demo_sessions(endpoints.database_url, network)
             start_pipeline(group, settings, catalog, endpoints.kafka_bootstrap)
         fault = fault_thread.submit(inject_fault, group, network) if inject_fault else None
-        # Without faults, a reader beside the pipeline splits the delivery hop (demo_hops);
-        # with them, it would only add a second voice to the broker's outage in the log.
-        watcher = ReadableWatcher(endpoints.kafka_bootstrap, _request_topics(settings)) \
-            if inject_fault is None else None
         if rate > 0 and inject_fault is None:  # the faults count what the providers accepted
             result.warm_up = warm_up(endpoints.database_url, network, run_id, rate, timeout_s, group)
+        # Without faults, a reader beside the pipeline splits the delivery hop (demo_hops), from
+        # the request topics' ends after the warm-up; with faults, it would only add a second
+        # voice to the broker's outage in the log.
+        watcher = ReadableWatcher(endpoints.kafka_bootstrap, _request_topics(settings)) \
+            if inject_fault is None else None
         with watcher or contextlib.nullcontext():
             with progress.phase("registrations verified", total=count) as written:
                 writing = time.monotonic()
