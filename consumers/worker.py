@@ -38,7 +38,7 @@ from herald.consumers.inflight import Entry, InFlight
 from herald.infra.checkpoint import Checkpoint, Partition, Taken
 from herald.infra.deadline import Deadline
 from herald.infra.kafka_io import fail_on_fatal, fetch_batch, partition_names, seek_back
-from herald.infra.read_positions import ReadPositions, note_fetched
+from herald.infra.read_positions import Owned, ReadPositions, note_fetched
 from herald.schemas.catalog import qualified
 from herald.schemas.headers import from_kafka
 from herald.schemas.records import OutgoingRecord, SourceRecord, dead_letter
@@ -98,6 +98,7 @@ class DeliveryWorker:
         self._handler = handler
         self._inflight = InFlight()
         self._read = ReadPositions()
+        self._owned = Owned()  # kept by the rebalance callbacks
         self._tasks: dict[Entry, asyncio.Task[None]] = {}
         self._due: dict[Partition, float] = {}  # paused until this time.time()
         self._gate = gate
@@ -198,7 +199,7 @@ class DeliveryWorker:
     def _fetch(self, room: int) -> list[Message]:
         """Kafka thread: wait briefly for one record, then take what else is already fetched."""
         messages = fetch_batch(self._consumer, min(room, 500), 0.1)
-        note_fetched(self._read, self._consumer, messages)
+        note_fetched(self._read, self._consumer, self._owned, messages)
         return messages
 
     async def _dispatch(self, messages: list[Message]) -> None:
@@ -339,6 +340,7 @@ class DeliveryWorker:
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("%s: partitions assigned: %s", self._config.consumer_group, partition_names(partitions))
+        self._owned.add(partitions)
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """librdkafka, inside poll or close: finish (bounded) and commit, then let go."""
@@ -358,6 +360,7 @@ class DeliveryWorker:
 
     def _let_go(self, revoked: list[Partition], partitions: list[TopicPartition]) -> None:
         self._void(self._inflight.drop(revoked))
+        self._owned.remove(partitions)
         self._read.forget(revoked)
         self.checkpoint.forget(revoked)
         was_held = any(p in self._held for p in revoked)

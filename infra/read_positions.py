@@ -21,6 +21,8 @@ import threading
 from collections.abc import Hashable, Iterable
 from typing import TYPE_CHECKING
 
+from confluent_kafka import TopicPartition
+
 if TYPE_CHECKING:
     from confluent_kafka import Consumer, Message
 
@@ -67,13 +69,40 @@ class ReadPositions:
         return offset
 
 
-def note_fetched(read: ReadPositions, consumer: Consumer, messages: list[Message]) -> None:
-    """Right after a confluent-kafka fetch: what it handed over, and where each assigned partition
+class Owned:
+    """The partitions a consumer owns, kept from its rebalance callbacks.
+
+    confluent-kafka's `Consumer.assignment()` asks librdkafka's main thread and waits for the
+    answer holding the GIL: asked after every fetch, it stalled each first-path process (the
+    router's loop, a delivery worker's event loop) whenever that thread waited for a core.
+    Added to by `on_assign`, taken from by `on_revoke` and `on_lost`; read by the thread that
+    polls, which is the thread those callbacks run on."""
+
+    def __init__(self) -> None:
+        self._partitions: frozenset[tuple[str, int]] = frozenset()
+        self._listed: list[TopicPartition] = []  # made once per rebalance, not per fetch
+
+    def add(self, partitions: Iterable[TopicPartition]) -> None:
+        self._set(self._partitions | {(tp.topic, tp.partition) for tp in partitions})
+
+    def remove(self, partitions: Iterable[TopicPartition]) -> None:
+        self._set(self._partitions - {(tp.topic, tp.partition) for tp in partitions})
+
+    def topic_partitions(self) -> list[TopicPartition]:
+        return self._listed
+
+    def _set(self, partitions: frozenset[tuple[str, int]]) -> None:
+        self._partitions = partitions
+        self._listed = [TopicPartition(topic, partition) for topic, partition in sorted(partitions)]
+
+
+def note_fetched(read: ReadPositions, consumer: Consumer, owned: Owned, messages: list[Message]) -> None:
+    """Right after a confluent-kafka fetch: what it handed over, and where each owned partition
     stands (also when nothing came: a marker may have been read past)."""
     for message in messages:
         if message.error() is None:
             read.handed_over((message.topic(), message.partition()), message.offset())
-    assignment = consumer.assignment()
+    assignment = owned.topic_partitions()
     for tp in consumer.position(assignment) if assignment else ():
         if tp.offset >= 0:
             read.reached((tp.topic, tp.partition), tp.offset)

@@ -31,7 +31,7 @@ from herald.infra import tracing
 from herald.infra.checkpoint import Checkpoint, Partition, Taken
 from herald.infra.deadline import Deadline
 from herald.infra.kafka_io import fail_on_fatal, fetch_batch, partition_names, seek_back
-from herald.infra.read_positions import ReadPositions, note_fetched
+from herald.infra.read_positions import Owned, ReadPositions, note_fetched
 from herald.schemas.headers import TRACEPARENT, from_kafka, utc_now_iso
 from herald.schemas.records import SourceRecord
 from herald.streams.router import Router
@@ -74,6 +74,7 @@ class RouterLoop:
         self._router = router
         self._consumer = consumer
         self._read = ReadPositions()
+        self._owned = Owned()  # kept by the rebalance callbacks
         self.stats = RouterStats()
         self.checkpoint = Checkpoint(consumer, new_producer, transactional_prefix=config.group,
                                      instance_id=config.instance_id, namespace=config.namespace,
@@ -124,7 +125,7 @@ class RouterLoop:
         """Wait briefly for one record, then take what else is already fetched; note where each
         partition stands, also when nothing came (a marker may have been read past)."""
         messages = fetch_batch(self._consumer, self.config.max_batch, self.config.poll_timeout_s)
-        note_fetched(self._read, self._consumer, messages)
+        note_fetched(self._read, self._consumer, self._owned, messages)
         return messages
 
     def _route(self, messages: list[Message]) -> Taken:
@@ -183,6 +184,7 @@ class RouterLoop:
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("%s: partitions assigned: %s", self.config.group, partition_names(partitions))
+        self._owned.add(partitions)
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Between batches: everything routed is committed or rewound already."""
@@ -196,5 +198,6 @@ class RouterLoop:
 
     def _let_go(self, partitions: list[TopicPartition]) -> None:
         revoked: list[Partition] = [(tp.topic, tp.partition) for tp in partitions]
+        self._owned.remove(partitions)
         self._read.forget(revoked)
         self.checkpoint.forget(revoked)

@@ -3,7 +3,9 @@ skipped right after the last record it handed over, never past a record it hande
 
 from __future__ import annotations
 
-from herald.infra.read_positions import ReadPositions
+from confluent_kafka import TopicPartition
+
+from herald.infra.read_positions import Owned, ReadPositions
 
 P = ("t", 0)
 
@@ -41,3 +43,11 @@ def test_nothing_is_known_before_a_record_is_handed_over():
     read = ReadPositions()
     read.reached(P, 7)
     assert read.resume_offset(P, 3) == 3
+
+
+def test_owned_partitions_follow_the_assignments_and_revocations_they_are_told():
+    owned = Owned()
+    owned.add([TopicPartition("t", 1), TopicPartition("t", 0)])
+    owned.add([TopicPartition("u", 0)])  # a cooperative rebalance adds to what was owned
+    owned.remove([TopicPartition("t", 1), TopicPartition("t", 5)])  # one never owned: no error
+    assert [(tp.topic, tp.partition) for tp in owned.topic_partitions()] == [("t", 0), ("u", 0)]

@@ -52,6 +52,7 @@ class FakeConsumer:
     batches: list[list[FakeMessage]]
     positions: dict[int, int] = field(default_factory=dict)  # partition -> position after the fetch
     seeks: list[tuple[int, int]] = field(default_factory=list)
+    assignment_asked: int = 0
 
     def poll(self, timeout: float) -> FakeMessage | None:
         if not self.batches or not self.batches[0]:
@@ -65,6 +66,7 @@ class FakeConsumer:
         return rest[:count]
 
     def assignment(self) -> list[TopicPartition]:
+        self.assignment_asked += 1
         return [TopicPartition(TOPIC, p) for p in (0, 1)]
 
     def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
@@ -86,7 +88,9 @@ def verified(offset: int) -> bytes:
 def loop_with(consumer: FakeConsumer, producer: FakeProducer) -> RouterLoop:
     config = RouterLoopConfig(group="ns.herald-streams", namespace="ns",
                               topics={TOPIC: "registrations.events"}, idle_commit_s=0.0)
-    return RouterLoop(config, Router(example()), consumer, lambda _id: producer)  # type: ignore[arg-type]
+    loop = RouterLoop(config, Router(example()), consumer, lambda _id: producer)  # type: ignore[arg-type]
+    loop._on_assign(consumer, [TopicPartition(TOPIC, p) for p in (0, 1)])  # type: ignore[arg-type]  # the group's
+    return loop
 
 
 def test_a_batch_is_one_transaction_of_its_requests_and_each_partitions_next_offset():
@@ -127,6 +131,19 @@ def test_an_idle_loop_commits_past_the_markers_behind_its_last_record():
     assert loop.step()
     assert [(tp.partition, tp.offset) for tp in producer.committed_offsets[-1]] == [(0, 8)]
     assert loop.stats.committed == 1, "an offsets-only commit counts no input"
+    assert consumer.assignment_asked == 0, "the partitions come from the rebalance callbacks"
+
+
+def test_a_revoked_partition_is_no_longer_asked_where_it_stands():
+    consumer, producer = FakeConsumer([[], []], {0: 6, 1: 3}), FakeProducer(0)
+    loop = loop_with(consumer, producer)
+    asked: list[list[int]] = []
+    position = consumer.position
+    consumer.position = lambda tps: asked.append([tp.partition for tp in tps]) or position(tps)  # type: ignore[method-assign]
+    loop.step()
+    loop._on_revoke(consumer, [TopicPartition(TOPIC, 1)])  # type: ignore[arg-type]
+    loop.step()
+    assert asked == [[0, 1], [0]]
 
 
 @dataclass
