@@ -23,7 +23,7 @@ from typing import Protocol
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from herald.infra.kafka_io import logged_rebalances, records_only, settling
-from herald.infra.read_positions import ReadPositions
+from herald.infra.read_positions import Owned, ReadPositions
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +31,6 @@ Partition = tuple[str, int]
 
 
 class CommittingConsumer(Protocol):
-    def assignment(self) -> list[TopicPartition]: ...
-
     def commit(self, *, offsets: list[TopicPartition], asynchronous: bool) -> object: ...
 
     def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]: ...
@@ -41,8 +39,9 @@ class CommittingConsumer(Protocol):
 class PendingOffsets:
     """For a loop that handles every record it fetched before it fetches again."""
 
-    def __init__(self, consumer: CommittingConsumer) -> None:
+    def __init__(self, consumer: CommittingConsumer, owned: Owned) -> None:
         self._consumer = consumer
+        self._owned = owned  # kept by the rebalance callbacks (see `Owned` for why not assignment())
         self._next: dict[Partition, int] = {}  # per partition, the offset to resume from
         self._committed: dict[Partition, int] = {}  # by this member, in partitions it still owns
         self._read = ReadPositions()
@@ -60,7 +59,7 @@ class PendingOffsets:
     def commit(self) -> bool:
         """Commit what is pending for owned partitions, past any markers after it (called after
         every fetch, so markers are stepped over once idle); False (kept pending) when it failed."""
-        owned = {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+        owned = self._owned.partitions()
         self._read.forget(self._read_partitions() - owned)  # a sibling's now: known again once read
         self._next = {p: offset for p, offset in self._next.items() if p in owned}
         self._committed = {p: offset for p, offset in self._committed.items() if p in owned}
@@ -84,10 +83,10 @@ class PendingOffsets:
     def _read_partitions(self) -> set[Partition]:
         return {*self._next, *self._committed}
 
-    def _offsets_to_commit(self, owned: set[Partition]) -> dict[Partition, int]:
+    def _offsets_to_commit(self, owned: frozenset[Partition]) -> dict[Partition, int]:
         if not owned:
             return {}
-        for tp in self._consumer.position([TopicPartition(t, p) for t, p in owned]):
+        for tp in self._consumer.position(self._owned.topic_partitions()):
             if tp.offset >= 0:
                 self._read.reached((tp.topic, tp.partition), tp.offset)
         offsets = {}
@@ -145,8 +144,9 @@ def consume_in_batches(consumer: Consumer, topics: list[str], handle: Callable[[
     """Subscribe to `topics` and hand each fetched batch to `handle`, committing its offsets only
     after `handle` returned, until `stop` (or, with `drain`, until caught up); then close the
     consumer. `between` runs after every fetch, empty or not (periodic chores)."""
-    pending = PendingOffsets(consumer)
-    consumer.subscribe(topics, **logged_rebalances(logger, name))
+    owned = Owned()
+    pending = PendingOffsets(consumer, owned)
+    consumer.subscribe(topics, **logged_rebalances(logger, name, owned))
     try:
         while not stop.is_set():
             messages = records_only(consumer.consume(batch, 0.5))

@@ -12,6 +12,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from herald.infra.deadline import Deadline
+from herald.infra.read_positions import Owned
 
 # librdkafka's own log lines (connection refused, ...) go through logging, not raw stderr.
 RDKAFKA_LOG = logging.getLogger("herald.rdkafka")
@@ -169,18 +170,23 @@ def partition_names(partitions: Iterable[Any]) -> str:
     return ", ".join(named) or "none"
 
 
-def logged_rebalances(logger: logging.Logger, stage: str) -> dict[str, Any]:
+def logged_rebalances(logger: logging.Logger, stage: str, owned: Owned | None = None) -> dict[str, Any]:
     """Callbacks for `Consumer.subscribe` that log each rebalance (librdkafka applies the
-    assignment itself when a callback does not)."""
+    assignment itself when a callback does not) and keep `owned`, if given, up to date."""
+    owned = owned if owned is not None else Owned()
+
     def assigned(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
         logger.info("%s: partitions assigned: %s", stage, partition_names(partitions))
+        owned.add(partitions)
 
     def revoked(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
         logger.info("%s: partitions revoked: %s", stage, partition_names(partitions))
+        owned.remove(partitions)
 
     def lost(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
         logger.warning("%s: partitions lost (the group moved on without us): %s", stage,
                        partition_names(partitions))
+        owned.remove(partitions)
 
     return {"on_assign": assigned, "on_revoke": revoked, "on_lost": lost}
 

@@ -91,6 +91,9 @@ class Owned:
     def topic_partitions(self) -> list[TopicPartition]:
         return self._listed
 
+    def partitions(self) -> frozenset[tuple[str, int]]:
+        return self._partitions
+
     def _set(self, partitions: frozenset[tuple[str, int]]) -> None:
         self._partitions = partitions
         self._listed = [TopicPartition(topic, partition) for topic, partition in sorted(partitions)]
