@@ -63,7 +63,7 @@ class PendingOffsets:
         self._read.forget(self._read_partitions() - owned)  # a sibling's now: known again once read
         self._next = {p: offset for p, offset in self._next.items() if p in owned}
         self._committed = {p: offset for p, offset in self._committed.items() if p in owned}
-        offsets = self._offsets_to_commit(owned)
+        offsets = self._offsets_to_commit()
         if not offsets:
             return True
         try:
@@ -83,10 +83,11 @@ class PendingOffsets:
     def _read_partitions(self) -> set[Partition]:
         return {*self._next, *self._committed}
 
-    def _offsets_to_commit(self, owned: frozenset[Partition]) -> dict[Partition, int]:
+    def _offsets_to_commit(self) -> dict[Partition, int]:
+        owned = self._owned.topic_partitions()
         if not owned:
             return {}
-        for tp in self._consumer.position(self._owned.topic_partitions()):
+        for tp in self._consumer.position(owned):
             if tp.offset >= 0:
                 self._read.reached((tp.topic, tp.partition), tp.offset)
         offsets = {}

@@ -170,10 +170,9 @@ def partition_names(partitions: Iterable[Any]) -> str:
     return ", ".join(named) or "none"
 
 
-def logged_rebalances(logger: logging.Logger, stage: str, owned: Owned | None = None) -> dict[str, Any]:
+def logged_rebalances(logger: logging.Logger, stage: str, owned: Owned) -> dict[str, Any]:
     """Callbacks for `Consumer.subscribe` that log each rebalance (librdkafka applies the
-    assignment itself when a callback does not) and keep `owned`, if given, up to date."""
-    owned = owned if owned is not None else Owned()
+    assignment itself when a callback does not) and keep `owned` up to date."""
 
     def assigned(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
         logger.info("%s: partitions assigned: %s", stage, partition_names(partitions))

@@ -122,7 +122,6 @@ def test_a_commit_marker_after_the_last_record_is_stepped_over_also_once_idle() 
     assert pending.commit() is True and len(consumer.committed) == 2, "nothing new, nothing committed"
 
 
-
 def test_the_logged_rebalance_callbacks_keep_what_is_owned() -> None:
     owned = Owned()
     callbacks = logged_rebalances(logging.getLogger("test"), "indexer", owned)
