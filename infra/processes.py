@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -24,6 +25,7 @@ class ServiceError(RuntimeError):
 EPHEMERAL_PORTS = Path("/proc/sys/net/ipv4/ip_local_port_range")
 LOWEST_LISTEN_PORT = 20000  # above the ports docs name (the simulators' 18081-18083)
 _LINUX_EPHEMERAL = (32768, 60999)
+PORT_CLAIMS = Path(tempfile.gettempdir()) / f"herald-ports-{os.getuid()}"
 
 
 def listen_ports(ephemeral: Path = EPHEMERAL_PORTS) -> range:
@@ -39,18 +41,45 @@ def listen_ports(ephemeral: Path = EPHEMERAL_PORTS) -> range:
     return range(high + 1, 65536)  # empty when the ephemeral range reaches the top
 
 
-def free_port(ephemeral: Path = EPHEMERAL_PORTS) -> int:
-    """A port free now, outside the ephemeral range where it can be; random, so that parallel
-    test workers and processes rarely pick the same one."""
+def free_port(ephemeral: Path = EPHEMERAL_PORTS, claims: Path = PORT_CLAIMS) -> int:
+    """A port free now, outside the ephemeral range where it can be, and claimed for this process
+    so that no other process of ours on this machine is handed it while it lives."""
     candidates = listen_ports(ephemeral)
     pick = random.SystemRandom()
     for _ in range(min(100, len(candidates))):
         port = pick.choice(candidates)
-        if port_is_free(port, reuse_address=False):  # a fresh choice passes over TIME_WAIT too
+        # a fresh choice passes over TIME_WAIT too
+        if port_is_free(port, reuse_address=False) and claim_port(port, claims):
             return port
     with socket.socket() as sock:  # no room outside the ephemeral range: let the kernel choose
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def claim_port(port: int, claims: Path = PORT_CLAIMS) -> bool:
+    """Claim `port` for this process: a file named for it, created exclusively, holding our pid.
+    A port is free to bind before its child binds it, so two test workers could both choose it;
+    the claim closes that gap. A claim whose process has exited is cleared for the next chooser."""
+    claims.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = claims / str(port)
+    written = claims / f".{port}.{os.getpid()}"
+    written.write_text(str(os.getpid()))
+    try:
+        os.link(written, path)  # atomic and exclusive, and the claim is whole when it appears
+    except FileExistsError:
+        if not pid_alive(_claimant(path)):
+            path.unlink(missing_ok=True)  # cleared only; the port is chosen afresh next time
+        return False
+    finally:
+        written.unlink()
+    return True
+
+
+def _claimant(path: Path) -> int | None:
+    try:
+        return int(path.read_text())
+    except (OSError, ValueError):  # cleared this instant, or garbled
+        return None
 
 
 def port_is_free(port: int, *, reuse_address: bool = True) -> bool:

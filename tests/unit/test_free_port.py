@@ -1,13 +1,16 @@
 """Ports for the servers Herald starts come from outside the kernel's ephemeral range, so a
-client's source port cannot take one between its choosing and the server's bind."""
+client's source port cannot take one between its choosing and the server's bind; and each is
+claimed for the process that chose it, so two processes of ours are never handed the same one."""
 
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 
 import pytest
 
-from herald.infra.processes import LOWEST_LISTEN_PORT, free_port, listen_ports
+from herald.infra.processes import LOWEST_LISTEN_PORT, claim_port, free_port, listen_ports
 
 
 def ephemeral_file(tmp_path, low: int, high: int):
@@ -19,7 +22,7 @@ def ephemeral_file(tmp_path, low: int, high: int):
 def test_ports_below_linuxs_default_ephemeral_range(tmp_path):
     ports = listen_ports(ephemeral_file(tmp_path, 32768, 60999))
     assert ports == range(LOWEST_LISTEN_PORT, 32768)
-    chosen = {free_port(ephemeral_file(tmp_path, 32768, 60999)) for _ in range(20)}
+    chosen = {free_port(ephemeral_file(tmp_path, 32768, 60999), tmp_path / "claims") for _ in range(20)}
     assert all(port in ports for port in chosen)
     assert len(chosen) > 1, "random, so parallel workers rarely collide"
 
@@ -43,8 +46,52 @@ def test_a_taken_port_is_passed_over_and_no_room_falls_back_to_the_kernel(tmp_pa
         held.listen()
         only_the_held_one = ephemeral_file(tmp_path, 1024, 65534)
         assert listen_ports(only_the_held_one) == range(65535, 65536)
-        port = free_port(only_the_held_one)
+        port = free_port(only_the_held_one, tmp_path / "claims")
     assert port != 65535
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
     assert listen_ports(ephemeral_file(tmp_path, 1024, 65535)) == range(0)
+
+
+def test_a_port_claimed_by_a_live_process_is_passed_over_and_an_exited_ones_claim_cleared(tmp_path):
+    claims = tmp_path / "claims"
+    only_65535 = ephemeral_file(tmp_path, 1024, 65534)
+    if not claim_port(65535, claims):
+        pytest.fail("an unclaimed port must be claimable")
+    assert not claim_port(65535, claims), "claimed by this live process"
+    assert free_port(only_65535, claims) != 65535
+    exited = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                            capture_output=True, text=True, check=True)
+    (claims / "65535").write_text(exited.stdout.strip())
+    assert not claim_port(65535, claims), "a stale claim is cleared, not taken over at once"
+    assert not (claims / "65535").exists()
+    assert free_port(only_65535, claims) == 65535
+    assert sorted(path.name for path in claims.iterdir()) == ["65535"], "no temporary files left"
+
+
+CHOOSE = """
+import sys
+from pathlib import Path
+from herald.infra.processes import free_port
+ephemeral, claims = Path(sys.argv[1]), Path(sys.argv[2])
+sys.stdin.readline()  # all choosers start together
+print(" ".join(str(free_port(ephemeral, claims)) for _ in range(30)), flush=True)
+sys.stdin.readline()  # and live until all have chosen: an exited chooser's claims lapse
+"""
+
+
+def test_processes_choosing_at_once_from_a_narrow_range_never_share_a_port(tmp_path):
+    hundred_ports = ephemeral_file(tmp_path, 1024, 65435)
+    assert len(listen_ports(hundred_ports)) == 100
+    choosers = [subprocess.Popen([sys.executable, "-c", CHOOSE, str(hundred_ports), str(tmp_path / "claims")],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(3)]
+    for chooser in choosers:
+        chooser.stdin.write("go\n")
+        chooser.stdin.flush()
+    outputs = [chooser.stdout.readline() for chooser in choosers]
+    for chooser in choosers:
+        chooser.communicate("done\n", timeout=30)
+    chosen = [int(port) for output in outputs for port in output.split()]
+    assert len(chosen) == 90
+    shared = len(chosen) - len(set(chosen))
+    assert shared == 0, f"{shared} ports handed to two processes"
