@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -62,7 +63,7 @@ def claim_port(port: int, claims: Path = PORT_CLAIMS) -> bool:
     the claim closes that gap. A claim whose process has exited is cleared for the next chooser."""
     claims.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = claims / str(port)
-    written = claims / f".{port}.{os.getpid()}"
+    written = claims / f".{port}.{os.getpid()}.{threading.get_ident()}"  # threads choose too
     written.write_text(str(os.getpid()))
     try:
         os.link(written, path)  # atomic and exclusive, and the claim is whole when it appears

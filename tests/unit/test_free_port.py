@@ -7,6 +7,8 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -56,8 +58,7 @@ def test_a_taken_port_is_passed_over_and_no_room_falls_back_to_the_kernel(tmp_pa
 def test_a_port_claimed_by_a_live_process_is_passed_over_and_an_exited_ones_claim_cleared(tmp_path):
     claims = tmp_path / "claims"
     only_65535 = ephemeral_file(tmp_path, 1024, 65534)
-    if not claim_port(65535, claims):
-        pytest.fail("an unclaimed port must be claimable")
+    assert claim_port(65535, claims), "an unclaimed port is claimable"
     assert not claim_port(65535, claims), "claimed by this live process"
     assert free_port(only_65535, claims) != 65535
     exited = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
@@ -65,7 +66,7 @@ def test_a_port_claimed_by_a_live_process_is_passed_over_and_an_exited_ones_clai
     (claims / "65535").write_text(exited.stdout.strip())
     assert not claim_port(65535, claims), "a stale claim is cleared, not taken over at once"
     assert not (claims / "65535").exists()
-    assert free_port(only_65535, claims) == 65535
+    assert claim_port(65535, claims), "and the next chooser may have it"
     assert sorted(path.name for path in claims.iterdir()) == ["65535"], "no temporary files left"
 
 
@@ -95,3 +96,17 @@ def test_processes_choosing_at_once_from_a_narrow_range_never_share_a_port(tmp_p
     assert len(chosen) == 90
     shared = len(chosen) - len(set(chosen))
     assert shared == 0, f"{shared} ports handed to two processes"
+
+
+def test_threads_of_one_process_choosing_at_once_never_share_a_port(tmp_path):
+    hundred_ports = ephemeral_file(tmp_path, 1024, 65435)
+    start = threading.Barrier(6)
+
+    def choose(_: int) -> list[int]:
+        start.wait(timeout=10)
+        return [free_port(hundred_ports, tmp_path / "claims") for _ in range(12)]
+
+    with ThreadPoolExecutor(6) as pool:
+        chosen = [port for ports in pool.map(choose, range(6)) for port in ports]
+    assert len(chosen) == 72
+    assert len(chosen) - len(set(chosen)) == 0, "a port handed to two threads"
