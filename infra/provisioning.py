@@ -56,13 +56,8 @@ def provision_topics(
 def _roll_segments(admin: AdminClient, specs: list[TopicSpec], timeout_s: float) -> None:
     """Give existing topics the segment roll their specs name, where it differs: a changelog
     made before Herald rolled its segments was never compacted (streams.app)."""
-    if not specs:
-        return
     wanted = {s.name: str(s.segment_ms) for s in specs}
-    described = admin.describe_configs([ConfigResource(ResourceType.TOPIC, name) for name in wanted],
-                                       request_timeout=timeout_s)
-    stale = [resource.name for resource, future in described.items()
-             if future.result()["segment.ms"].value != wanted[resource.name]]
+    stale = _stale_segment_rolls(admin, wanted, timeout_s)
     if not stale:
         return
     entries = {name: [ConfigEntry("segment.ms", wanted[name], incremental_operation=AlterConfigOpType.SET)]
@@ -72,6 +67,20 @@ def _roll_segments(admin: AdminClient, specs: list[TopicSpec], timeout_s: float)
         request_timeout=timeout_s)
     for future in altered.values():
         future.result()
+    # The controller answers once the change is committed; the broker applies it a moment
+    # later, and a describe in between (a fresh-clone run of the suite) still read the old roll.
+    wait_until(lambda: not _stale_segment_rolls(admin, {n: wanted[n] for n in stale}, timeout_s), timeout_s,
+               f"the new segment roll on {', '.join(sorted(stale))}", interval_s=0.05)
+
+
+def _stale_segment_rolls(admin: AdminClient, wanted: dict[str, str], timeout_s: float) -> list[str]:
+    """The topics whose `segment.ms` the broker describes differently from `wanted`."""
+    if not wanted:
+        return []
+    described = admin.describe_configs([ConfigResource(ResourceType.TOPIC, name) for name in wanted],
+                                       request_timeout=timeout_s)
+    return [resource.name for resource, future in described.items()
+            if future.result()["segment.ms"].value != wanted[resource.name]]
 
 
 def _wait_until_listed(admin: AdminClient, partitions: dict[str, int], timeout_s: float) -> None:

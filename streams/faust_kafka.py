@@ -48,6 +48,7 @@ from herald.infra.read_positions import ReadPositions
 from herald.streams.faust_changelog import BatchingProducer
 
 READ_COMMITTED = "read_committed"
+CONSUMER_STOP_S = 4.0  # within the thread's shutdown_timeout, so the thread ends before it is given up
 HELD_WARNING_S = 60.0  # a partition's commit held this long by one unacked record is worth a warning
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,17 @@ class CommittedReadsThread(faust_aiokafka.AIOKafkaConsumerThread):
     # mode waits 60 s for the thread's loop to end; with the broker down, aiokafka's close
     # retries all that time, and a worker told to stop took a minute to exit.
     shutdown_timeout = 5.0
+
+    async def on_thread_stop(self) -> None:
+        """The consumer's stop, bounded: with the broker hung (silent, not refusing) aiokafka's
+        stop waited on its requests, and the thread, which the interpreter joins at exit, kept
+        a stopped worker alive until its exit deadline."""
+        try:
+            await asyncio.wait_for(super().on_thread_stop(), CONSUMER_STOP_S)
+        except TimeoutError:
+            log.warning("the consumer did not stop within %.0f s (the broker does not answer): "
+                        "leaving without it; the group's next owner resumes from the committed offsets",
+                        CONSUMER_STOP_S)
 
     def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
         return committed_batches(super()._create_worker_consumer(transport))

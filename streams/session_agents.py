@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 import faust
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from herald.infra.kafka_io import RDKAFKA_LOG
@@ -52,6 +53,7 @@ from herald.streams.sessions import ObservedGateways, SessionEntry, declare, nee
 log = logging.getLogger(__name__)
 
 LOOKBACK_GRACE_PERIODS = 3  # how much of gateway.observations a starting worker reads back
+METADATA_CALL_S = 2.0  # the longest a stopped worker waits on one metadata call
 
 
 class ObservationFeed:
@@ -85,7 +87,7 @@ class ObservationFeed:
             await consumer.stop()
 
     async def _start_positions(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, int]:
-        partitions = await asyncio.to_thread(_partitions_of, self._bootstrap, self._topic)
+        partitions = await _partitions_of(self._bootstrap, self._topic)
         consumer.assign(partitions)
         since = _now_ms() - LOOKBACK_GRACE_PERIODS * self._grace_ms
         found = await consumer.offsets_for_times(dict.fromkeys(partitions, since))
@@ -115,10 +117,21 @@ class ObservationFeed:
         return self.gateways.apply(observation)
 
 
-def _partitions_of(bootstrap: str, topic: str) -> list[TopicPartition]:
-    """The topic's partitions as the broker has them now (an operator may have added some)."""
+async def _partitions_of(bootstrap: str, topic: str) -> list[TopicPartition]:
+    """The topic's partitions as the broker has them now (an operator may have added some).
+
+    Asked in short calls, again while the broker does not answer: a thread cannot be
+    cancelled and the interpreter joins it at exit, so one 30 s call made as the broker went
+    away held a worker told to stop for 27 s after its stop (a fresh-clone CI run)."""
     admin = AdminClient({"bootstrap.servers": bootstrap, "logger": RDKAFKA_LOG})
-    found = admin.list_topics(topic, timeout=30).topics.get(topic)
+    while True:
+        try:
+            metadata = await asyncio.to_thread(admin.list_topics, topic, timeout=METADATA_CALL_S)
+            break
+        except KafkaException as exc:
+            log.warning("session reconciler: gateway observations wait for the broker (%s)",
+                        exc.args[0].str())
+    found = metadata.topics.get(topic)
     if found is None or found.error is not None or not found.partitions:
         raise RuntimeError(f"topic {topic} is not on the broker: provision it with `herald up`")
     return [TopicPartition(topic, p) for p in sorted(found.partitions)]

@@ -5,15 +5,18 @@ minute to exit. (With Kafka up, test_docs_run.py stops every stage as docs/runni
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 from herald.infra.deadline import Deadline
 from herald.infra.exit_deadline import EXIT_PAST_DEADLINE
+from herald.infra.kafka_local import KafkaState
 from herald.infra.logs import herald_version
 from herald.infra.processes import ProcessGroup, free_port, tail
 from herald.ops.pipeline import pipeline_stages
@@ -36,7 +39,43 @@ BOUND_S = 15.0  # each must be gone by then; its exit deadline (shutdown_timeout
 def test_every_process_stops_within_a_bound_on_sigterm_with_kafka_down_and_logs_start_and_stop(
         base_settings, endpoints, private_broker, namespace, log_dir):
     """Kafka down; with it up, test_docs_run.py stops every stage the way docs/running.md says."""
-    state = private_broker.start()
+    running = _every_process_running(base_settings, endpoints, private_broker, namespace, log_dir)
+    with running as (_state, group):
+        private_broker.stop()
+        time.sleep(3)  # every client has noticed
+        exits = _terminate_all(group)
+    _assert_each_stopped_by_itself_within_the_bound(exits)
+    for name in PROCESSES:
+        log = group.log_path(name).read_text()
+        started = f"starting (herald {herald_version()}, pid"
+        assert started in log and "consumes" in log, tail(group.log_path(name))
+        assert " stopped" in log, f"{name} wrote no stop line:\n{tail(group.log_path(name))}"
+    for name in ("router", "status", "deliver-email", "corrections", "dlq-index", "history-index"):
+        assert "partitions assigned" in group.log_path(name).read_text(), name
+
+
+def test_every_process_stops_within_a_bound_on_sigterm_with_kafka_hung(
+        base_settings, endpoints, private_broker, namespace, log_dir):
+    """Kafka silent, not refusing (a partition, a frozen host): a Faust worker's consumer thread,
+    which the interpreter joins at exit, once waited out aiokafka's requests to it."""
+    running = _every_process_running(base_settings, endpoints, private_broker, namespace, log_dir)
+    with running as (state, group):
+        for pid in state.pids or (state.pid,):
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(3)
+            exits = _terminate_all(group)
+        finally:
+            for pid in state.pids or (state.pid,):
+                os.kill(pid, signal.SIGCONT)
+    _assert_each_stopped_by_itself_within_the_bound(exits)
+
+
+@contextlib.contextmanager
+def _every_process_running(base_settings, endpoints, broker, namespace, log_dir) -> Iterator[
+        tuple[KafkaState, ProcessGroup]]:
+    """Every long-running process, each of its groups with its members, on a broker of its own."""
+    state = broker.start()
     with scratch_database(endpoints.database_url, namespace) as url:
         provision(state.bootstrap, endpoints.schema_registry_url, topic_catalog(example(), namespace))
         settings = dataclasses.replace(base_settings, kafka_bootstrap=state.bootstrap, database_url=url,
@@ -49,22 +88,20 @@ def test_every_process_stops_within_a_bound_on_sigterm_with_kafka_down_and_logs_
             for name, argv in PROCESSES.items():
                 group.start(name, [*HERALD, *argv])
             wait_for_groups(state.bootstrap, groups, Deadline(120), group)
-            private_broker.stop()
-            time.sleep(3)  # every client has noticed
-            for process in group.processes.values():
-                os.kill(process.pid, signal.SIGTERM)
-            exits = _wait_for_exits(group)
+            yield state, group
+
+
+def _terminate_all(group: ProcessGroup) -> dict[str, tuple[float, int]]:
+    for process in group.processes.values():
+        os.kill(process.pid, signal.SIGTERM)
+    return _wait_for_exits(group)
+
+
+def _assert_each_stopped_by_itself_within_the_bound(exits: dict[str, tuple[float, int]]) -> None:
     late = {name: seconds for name, (seconds, _code) in exits.items() if seconds > BOUND_S}
     assert not late, f"still running {BOUND_S:.0f} s after SIGTERM: {late}"
     forced = [name for name, (_s, code) in exits.items() if code == EXIT_PAST_DEADLINE]
     assert not forced, f"stopped by their exit deadline, not by themselves: {forced}"
-    for name in PROCESSES:
-        log = group.log_path(name).read_text()
-        started = f"starting (herald {herald_version()}, pid"
-        assert started in log and "consumes" in log, tail(group.log_path(name))
-        assert " stopped" in log, f"{name} wrote no stop line:\n{tail(group.log_path(name))}"
-    for name in ("router", "status", "deliver-email", "corrections", "dlq-index", "history-index"):
-        assert "partitions assigned" in group.log_path(name).read_text(), name
 
 
 def _wait_for_exits(group: ProcessGroup) -> dict[str, tuple[float, int]]:
