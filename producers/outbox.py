@@ -3,6 +3,11 @@ record that was encoded before (a dead letter replayed); the backlog view.
 
 The event is validated and encoded before anything is added, so an invalid event raises
 SchemaViolation naming the field and the caller's transaction can roll back cleanly.
+
+The caller's transaction is an ORM `Session` or a Core `Connection`. In a Session the row is an
+ORM object, flushed with the caller's own objects: many events in one transaction go in one
+statement. On a Connection it is inserted at once, without the unit of work, which costs most
+of a small transaction's CPU (see docs/upstream.md).
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from herald.schemas.tables import OutboxRecord
 # outbox (stop writers, let relays drain) and a migration.
 OUTBOX_SHARDS = 32
 MAX_KEY_LENGTH: int = OutboxRecord.__table__.c.message_key.type.length  # type: ignore[attr-defined]
+# Built once: a statement made per call would be compiled-cache-keyed per call.
+_INSERT_ROW = sa.insert(OutboxRecord.__table__)
 
 
 @dataclass(frozen=True)
@@ -41,16 +48,25 @@ def shard_of(key: str) -> int:
     return zlib.crc32(key.encode("utf-8")) % OUTBOX_SHARDS
 
 
-def emit(session: Session, event: DomainEvent) -> OutboxRecord:
+def emit(transaction: Session | sa.Connection, event: DomainEvent) -> uuid.UUID:
+    """Add `event` to the outbox in the caller's open transaction; its event id."""
     payload = encode(event.schema_name, event.record)
     event_id = str(event.record.get("event_id") or uuid.uuid4())
     headers = event_headers(event_id=event_id, event_type=event.event_type,
                             correlation_id=event.correlation_id, traceparent=event.traceparent)
-    row = OutboxRecord(topic=event.topic, message_key=event.key, shard=shard_of(event.key),
-                       event_id=uuid.UUID(event_id), event_type=event.event_type,
-                       payload=payload, headers=headers)
-    session.add(row)
-    return row
+    values = outbox_values(event.topic, event.key, uuid.UUID(event_id), event.event_type, payload, headers)
+    if isinstance(transaction, sa.Connection):
+        transaction.execute(_INSERT_ROW, values)
+    else:
+        transaction.add(OutboxRecord(**values))
+    return values["event_id"]
+
+
+def outbox_values(topic: str, key: str, event_id: uuid.UUID, event_type: str, payload: bytes,
+                  headers: dict[str, str]) -> dict[str, Any]:
+    """An outbox row's columns (all but the id and the time, which the database gives)."""
+    return {"topic": topic, "message_key": key, "shard": shard_of(key), "event_id": event_id,
+            "event_type": event_type, "payload": payload, "headers": headers}
 
 
 def emit_encoded(session: Session, topic: str, key: str, payload: bytes,
@@ -58,10 +74,8 @@ def emit_encoded(session: Session, topic: str, key: str, payload: bytes,
     """Add a record exactly as it was once encoded, bytes and headers unchanged: the payload was
     validated when first emitted, and a replay must deliver what the original would have.
     Keeps the record's event id when it carries a valid one, so consumers can still drop repeats."""
-    row = OutboxRecord(topic=topic, message_key=key, shard=shard_of(key),
-                       event_id=_uuid_or_new(headers.get(EVENT_ID)),
-                       event_type=headers.get(EVENT_TYPE) or "dead_letter.replayed",
-                       payload=payload, headers=headers)
+    row = OutboxRecord(**outbox_values(topic, key, _uuid_or_new(headers.get(EVENT_ID)),
+                                       headers.get(EVENT_TYPE) or "dead_letter.replayed", payload, headers))
     session.add(row)
     return row
 

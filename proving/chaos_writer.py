@@ -13,9 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
 
-from herald.examples.registrations.app import Registration, change_status, register
+from herald.examples.registrations.app import REGISTRATIONS, change_status, register
 from herald.infra.deadline import Deadline
 
 WRITER_THREADS = 4
@@ -58,8 +57,8 @@ def commit_step(engine: sa.Engine, registration_id: str, n: int, step: str, dead
     retries = 0
     while True:
         try:
-            with Session(engine) as session, session.begin():
-                _apply(session, registration_id, n, step)
+            with engine.begin() as connection:
+                _apply(connection, registration_id, n, step)
             return retries
         except UNAVAILABLE:
             if deadline.expired():
@@ -68,12 +67,13 @@ def commit_step(engine: sa.Engine, registration_id: str, n: int, step: str, dead
             time.sleep(0.25)
 
 
-def _apply(session: Session, registration_id: str, n: int, step: str) -> None:
-    registration = session.get(Registration, registration_id)
-    if registration is not None and STEPS.index(registration.status) >= STEPS.index(step):
+def _apply(connection: sa.Connection, registration_id: str, n: int, step: str) -> None:
+    status = connection.execute(sa.select(REGISTRATIONS.c.status)
+                                .where(REGISTRATIONS.c.id == registration_id)).scalar_one_or_none()
+    if status is not None and STEPS.index(status) >= STEPS.index(step):
         return  # committed by an earlier try whose answer was lost with its connection
     if step == "created":
-        register(session, registration_id=registration_id, participant_name=f"Participant {n}",
+        register(connection, registration_id=registration_id, participant_name=f"Participant {n}",
                  phone=f"+62813{n:0>7}", email=f"chaos{n}@example.test")
     else:
-        change_status(session, registration_id, step)
+        change_status(connection, registration_id, step)

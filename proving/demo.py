@@ -234,15 +234,18 @@ def write_registrations(database_url: str, run_id: str, count: int, rate: float 
         if rate > 0:
             due = started + int(registration_id.rsplit("-", 1)[1]) / rate
             time.sleep(max(0.0, due - time.monotonic()))
-        for step in ("created", "payment_uploaded", "payment_verified"):
-            with Session(engine) as session, session.begin():
-                if step == "created":
-                    n = registration_id.rsplit("-", 1)[1]
-                    register(session, registration_id=registration_id,
-                             participant_name=f"Participant {n}", phone=f"+62812{n:0>7}",
-                             email=f"participant{n}@example.test")
-                else:
-                    change_status(session, registration_id, step)
+        # Core on a connection, not the ORM: the writers stand in for upstream services on
+        # other machines, and here they share the pipeline's two cores (see emit()).
+        with engine.connect() as connection:
+            for step in ("created", "payment_uploaded", "payment_verified"):
+                with connection.begin():
+                    if step == "created":
+                        n = registration_id.rsplit("-", 1)[1]
+                        register(connection, registration_id=registration_id,
+                                 participant_name=f"Participant {n}", phone=f"+62812{n:0>7}",
+                                 email=f"participant{n}@example.test")
+                    else:
+                        change_status(connection, registration_id, step)
         if on_written is not None:
             on_written(next(written))
 

@@ -2,23 +2,51 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from herald.examples.registrations.app import InvalidTransition, Registration, change_status, register
+from herald.examples.registrations.app import (
+    InvalidTransition,
+    Registration,
+    RegistrationState,
+    Transaction,
+    UnknownRegistration,
+    change_status,
+    register,
+)
 from herald.producers.outbox import DomainEvent, emit
 from herald.producers.sessions import InvalidSessionStatus, open_session, update_session
 from herald.schemas.codec import SchemaViolation, decode
 from herald.schemas.tables import OutboxRecord
 
+# emit() encodes with the registry's schema ids: without this, a test passed only after another
+# test of its worker had plugged the codec in (alone, each failed).
+pytestmark = pytest.mark.usefixtures("topics")
 
-def new_registration(session: Session, registration_id: str = "REG-1") -> Registration:
-    return register(session, registration_id=registration_id, participant_name="Dewi",
+
+def new_registration(transaction: Transaction, registration_id: str = "REG-1") -> RegistrationState:
+    return register(transaction, registration_id=registration_id, participant_name="Dewi",
                     phone="+6281200000001", email="dewi@example.test")
+
+
+@contextlib.contextmanager
+def committing(engine: sa.Engine, kind: str) -> Iterator[Transaction]:
+    """One transaction of the caller's kind: an ORM Session or a Core Connection."""
+    if kind == "session":
+        with Session(engine) as session, session.begin():
+            yield session
+    else:
+        with engine.begin() as connection:
+            yield connection
+
+
+KINDS = pytest.mark.parametrize("kind", ["session", "connection"])
 
 
 def counts(engine: sa.Engine) -> tuple[int, int]:
@@ -69,6 +97,33 @@ def test_invalid_event_raises_naming_the_field_and_writes_nothing(engine):
     assert counts(engine) == (0, 0)
 
 
+def test_an_event_emitted_on_a_connection_commits_and_rolls_back_with_the_callers_transaction(engine):
+    with engine.connect() as connection:
+        with connection.begin():
+            created = new_registration(connection)
+        assert counts(engine) == (1, 1)
+        with pytest.raises(RuntimeError), connection.begin():
+            change_status(connection, "REG-1", "payment_uploaded")
+            raise RuntimeError("the caller gives up after the change")
+        assert counts(engine) == (1, 1)
+        with connection.begin():
+            uploaded = change_status(connection, "REG-1", "payment_uploaded")
+    events = outbox_events(engine, "REG-1")
+    assert [(e["status"], e["phone"]) for e in events] == [
+        ("created", created.phone), ("payment_uploaded", created.phone)]
+    with Session(engine) as session:
+        row = session.get(Registration, "REG-1")
+        assert (row.status, row.status_changed_at) == ("payment_uploaded", uploaded.status_changed_at)
+
+
+@KINDS
+def test_a_change_of_an_unknown_registration_is_refused_by_name_and_writes_nothing(engine, kind):
+    with pytest.raises(UnknownRegistration, match="no registration 'REG-404'"), \
+            committing(engine, kind) as transaction:
+        change_status(transaction, "REG-404", "payment_uploaded")
+    assert counts(engine) == (0, 0)
+
+
 def test_invalid_transition_is_refused_and_writes_nothing(engine):
     with Session(engine) as session, session.begin():
         new_registration(session)
@@ -78,18 +133,19 @@ def test_invalid_transition_is_refused_and_writes_nothing(engine):
     assert counts(engine) == (1, 1)
 
 
-def test_concurrent_writers_race_on_one_registration(engine):
+@KINDS
+def test_concurrent_writers_race_on_one_registration(engine, kind):
     """Eight writers try to verify the same payment: exactly one wins, events stay in order."""
-    with Session(engine) as session, session.begin():
-        new_registration(session)
-        change_status(session, "REG-1", "payment_uploaded")
+    with committing(engine, kind) as transaction:
+        new_registration(transaction)
+        change_status(transaction, "REG-1", "payment_uploaded")
     start = threading.Barrier(8)
 
     def verify(_n: int) -> str:
         start.wait()
         try:
-            with Session(engine) as session, session.begin():
-                change_status(session, "REG-1", "payment_verified")
+            with committing(engine, kind) as transaction:
+                change_status(transaction, "REG-1", "payment_verified")
             return "won"
         except InvalidTransition:
             return "refused"
@@ -101,14 +157,15 @@ def test_concurrent_writers_race_on_one_registration(engine):
         "created", "payment_uploaded", "payment_verified"]
 
 
-def test_many_concurrent_writers_lose_and_double_nothing(engine):
+@KINDS
+def test_many_concurrent_writers_lose_and_double_nothing(engine, kind):
     def lifecycle(n: int) -> None:
         registration_id = f"REG-{n:04d}"
-        with Session(engine) as session, session.begin():
-            new_registration(session, registration_id)
+        with committing(engine, kind) as transaction:
+            new_registration(transaction, registration_id)
         for status in ("payment_uploaded", "payment_verified"):
-            with Session(engine) as session, session.begin():
-                change_status(session, registration_id, status)
+            with committing(engine, kind) as transaction:
+                change_status(transaction, registration_id, status)
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lifecycle, range(200)))
