@@ -157,7 +157,7 @@ def reconcile(entry: SessionEntry, session_id: str, gateways: ObservedGateways, 
     """Recompute the verdict; a change produces the mismatch, or its tombstone once resolved."""
     current = verdict(entry.declared, gateways, now_ms, grace_ms) if entry.declared else None
     records: list[OutgoingRecord] = []
-    if current != entry.open:
+    if _identity(current) != _identity(entry.open):
         if current is None:
             records.append(_tombstone(session_id, entry))
         else:
@@ -166,6 +166,13 @@ def reconcile(entry: SessionEntry, session_id: str, gateways: ObservedGateways, 
     if entry.declared is None:
         return None, records  # deleted: forgotten once any open mismatch is resolved
     return replace(entry, open=current), records
+
+
+def _identity(found: Verdict | None) -> tuple[str, str | None] | None:
+    """What makes a mismatch another one, as its event id does: its kind and where the session
+    is instead. What the declared instance reports is evidence: a reconnect asked for after a
+    loss turns "absent" into "qr_pending" there, and that is the same loss, not a second one."""
+    return None if found is None else (found.kind, found.observed_instance)
 
 
 def _mismatch(declared: Declared, found: Verdict, gateways: ObservedGateways, now_ms: int,

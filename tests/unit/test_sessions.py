@@ -131,6 +131,23 @@ def test_a_verdict_is_reported_once_then_tombstoned_when_resolved():
     assert [(r.key, r.value) for r in records] == [(b"webjs_1_a", None)]
 
 
+def test_a_lost_session_whose_instance_then_reports_it_not_connected_is_the_same_mismatch():
+    """A reconnect asked for after a loss makes its instance report it waiting for a QR scan,
+    before the declared disconnect may arrive: the evidence changed, not the mismatch."""
+    gateways = ObservedGateways()
+    report(gateways, WA1, 30)
+    lost, records = reconcile(declare(None, event(), "webjs_1_a"), "webjs_1_a", gateways, ms(31), GRACE_MS)
+    assert lost is not None and lost.open == Verdict("not_found", None, None) and len(records) == 1
+    report(gateways, WA1, 32, webjs_1_a="qr_pending")
+    assert judged(gateways, 33) == Verdict("not_found", None, "qr_pending")
+    still, records = reconcile(lost, "webjs_1_a", gateways, ms(33), GRACE_MS)
+    assert records == [], "one loss, one verdict"
+    assert still is not None and still.open == Verdict("not_found", None, "qr_pending")
+    disconnected = declare(still, event(status="disconnected", at_s=34), "webjs_1_a")
+    _, records = reconcile(disconnected, "webjs_1_a", gateways, ms(45), GRACE_MS)
+    assert [(r.key, r.value) for r in records] == [(b"webjs_1_a", None)], "resolved by one tombstone"
+
+
 def test_the_same_verdict_reached_twice_has_the_same_event_id():
     gateways = ObservedGateways()
     report(gateways, WA1, 30)
