@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from herald.examples.registrations.app import REGISTRATIONS, change_status, register
+from herald.examples.registrations.app import change_status, register, registration_status
 from herald.infra.deadline import Deadline
 
 WRITER_THREADS = 4
@@ -68,8 +68,7 @@ def commit_step(engine: sa.Engine, registration_id: str, n: int, step: str, dead
 
 
 def _apply(connection: sa.Connection, registration_id: str, n: int, step: str) -> None:
-    status = connection.execute(sa.select(REGISTRATIONS.c.status)
-                                .where(REGISTRATIONS.c.id == registration_id)).scalar_one_or_none()
+    status = registration_status(connection, registration_id)
     if status is not None and STEPS.index(status) >= STEPS.index(step):
         return  # committed by an earlier try whose answer was lost with its connection
     if step == "created":

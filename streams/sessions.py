@@ -124,7 +124,8 @@ def verdict(declared: Declared, gateways: ObservedGateways, now_ms: int, grace_m
 
 @dataclass(frozen=True)
 class SessionEntry:
-    """The reconciler's state per session: the declaration, and the mismatch it reported."""
+    """The reconciler's state per session: the declaration, and the mismatch it reported (with
+    the latest evidence for it: what the declared instance reports may change, see `_identity`)."""
 
     declared: Declared | None = None
     open: Verdict | None = None
@@ -147,7 +148,8 @@ def declare(entry: SessionEntry | None, event: Mapping[str, Any] | None, session
 
 
 def needs_reconcile(entry: SessionEntry, gateways: ObservedGateways, now_ms: int, grace_ms: int) -> bool:
-    """Whether the verdict now differs from the one reported: the owner should `reconcile`."""
+    """Whether the verdict now differs from the one stored (another mismatch, or new evidence
+    for it): the owner should `reconcile`, which reports only another mismatch."""
     current = verdict(entry.declared, gateways, now_ms, grace_ms) if entry.declared else None
     return current != entry.open
 

@@ -116,9 +116,14 @@ def change_status(
     return registration
 
 
+def registration_status(transaction: Transaction, registration_id: str) -> str | None:
+    """The registration's status now, None when there is no such registration."""
+    return transaction.execute(_STATUS, {"registration_id": registration_id}).scalar_one_or_none()
+
+
 def _refusal(transaction: Transaction, registration_id: str, new_status: str) -> Exception:
     """Why a change updated no row: no such registration, or not the status it moves from."""
-    status = transaction.execute(_STATUS, {"registration_id": registration_id}).scalar_one_or_none()
+    status = registration_status(transaction, registration_id)
     if status is None:
         return UnknownRegistration(f"no registration {registration_id!r}")
     return InvalidTransition(
